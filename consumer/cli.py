@@ -1,0 +1,89 @@
+"""The single `rnnwatch` entry point: one subcommand per job, each registered by the module that owns it.
+
+Subcommands that need the training side (`train`, `export`) hand their arguments to
+``rnnwatch.export.cli`` so the runtime never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from rnnwatch.consumer.errors import RnnwatchError
+
+__all__ = ["main"]
+
+# (subcommand, module that registers it). Each module exposes `register(subparsers) -> None` and sets
+# `func=callable(args) -> int` on its parser via `set_defaults`.
+_RUNTIME_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("run", "rnnwatch.consumer.service_cli"),
+    ("demo", "rnnwatch.consumer.demo"),
+    ("check", "rnnwatch.consumer.check_cli"),
+    ("score", "rnnwatch.consumer.offline"),
+    ("produce", "rnnwatch.consumer.feed"),
+)
+_EXPORT_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("train", "Train a reference recurrent forecaster on a CSV and export it as a step model."),
+    ("export", "Export your own PyTorch step module to an ONNX step model."),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnwatch",
+        description="Novelty detection on live Kafka streams with recurrent step models (ONNX).",
+    )
+    parser.add_argument("--version", action="version", version=f"rnnwatch {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for _name, module in _RUNTIME_COMMANDS:
+        importlib.import_module(module).register(sub)
+    for name, help_text in _EXPORT_COMMANDS:
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_delegate_to_export(name))
+    return parser
+
+
+def _delegate_to_export(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            export_cli = importlib.import_module("rnnwatch.export.cli")
+        except ImportError as exc:
+            print(
+                f"rnnwatch {name} needs the training extra ({exc.name} is missing): "
+                "pip install 'rnnwatch[export]'",
+                file=sys.stderr,
+            )
+            return 2
+        result: int = export_cli.main([name, *args.rest])
+        return result
+
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except RnnwatchError as exc:
+        print(f"rnnwatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rnnwatch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The exception hierarchy of rnnwatch.
+
+    RnnwatchError
+    ├── ConfigError(ValueError)          bad flags / env / TOML: raised at start-up, names the setting
+    ├── ModelError(ValueError)           a model file breaks the step contract: names the file and the fix
+    ├── RecordError(ValueError)          one input record cannot be used: becomes a dead-letter record
+    ├── StateError(RuntimeError)         a changelog snapshot cannot be used: the key is reset, not crashed
+    └── BrokerError(ConnectionError)     the broker cannot be reached within the configured wait
+
+Start-up problems raise; per-record problems are values (a ``reason`` string) on the hot path and only
+become ``RecordError`` where a single record is handled on its own.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerError",
+    "ConfigError",
+    "ModelError",
+    "RecordError",
+    "RnnwatchError",
+    "StateError",
+]
+
+
+class RnnwatchError(Exception):
+    """Root of every error rnnwatch raises on purpose."""
+
+
+class ConfigError(RnnwatchError, ValueError):
+    """A setting is missing or invalid; the message names the setting and how to set it."""
+
+
+class ModelError(RnnwatchError, ValueError):
+    """A model file does not follow the step-model contract (DESIGN §2)."""
+
+
+class RecordError(RnnwatchError, ValueError):
+    """An input record cannot be decoded or validated; ``reason`` is a short, stable label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class StateError(RnnwatchError, RuntimeError):
+    """A state snapshot cannot be restored (corrupt, or written by another model)."""
+
+
+class BrokerError(RnnwatchError, ConnectionError):
+    """The Kafka cluster could not be reached or refused a required operation."""

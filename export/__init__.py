@@ -1,0 +1,1 @@
+"""rnnwatch training side: reference recurrent models, trainer, ONNX step-graph exporter and checker."""
