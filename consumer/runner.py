@@ -1,0 +1,217 @@
+"""The StepRunner: one onnxruntime call per *wave* of keys, state carried in the state table.
+
+A micro-batch of records is split into waves: wave k holds the k-th record (in offset order) of every key
+in the batch, so each wave has each key at most once and can be stepped as one batch. For each wave:
+ordering checks (event time must increase per key), gather the keys' state rows, one ``session.run``,
+scatter the new state back, score against the forecast remembered from the key's previous step.
+
+The Kafka path and the offline path (``rnnwatch score``) both go through :meth:`StepRunner.process`, so a
+backtest and production produce the same numbers for the same input; a key's results do not depend on
+which other keys share its waves (the contract requires batch-invariant graphs) or on how its records are
+split across polls.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnwatch.consumer.contract import (
+    INPUT_X,
+    OUTPUT_FORECAST,
+    OUTPUT_SCALE,
+    OUTPUT_SCORE,
+    STATE_IN,
+    STATE_OUT,
+    StepSignature,
+)
+from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
+from rnnwatch.consumer.state import NO_TIME, Column, StateTable
+
+__all__ = ["STATUS", "StepModel", "StepResults", "StepRunner", "TickBatch", "make_runner"]
+
+# Per-record outcome codes of StepResults.status
+PROCESSED, DUPLICATE, OUT_OF_ORDER, ALREADY_APPLIED = 0, 1, 2, 3
+STATUS = {PROCESSED: "processed", DUPLICATE: "duplicate", OUT_OF_ORDER: "out_of_order",
+          ALREADY_APPLIED: "already_applied"}
+
+
+@dataclass(frozen=True)
+class TickBatch:
+    """Decoded, valid records of one poll, in poll order (per partition: offset order)."""
+
+    partition: np.ndarray  # int32 [n]
+    offset: np.ndarray  # int64 [n]
+    keys: list[bytes]
+    event_ms: np.ndarray  # int64 [n], event time, ms since epoch
+    x: np.ndarray  # float32 [n, n_features], message units
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class StepResults:
+    """Per-record results aligned with the TickBatch (NaN/False where a record was not processed)."""
+
+    status: np.ndarray
+    score: np.ndarray
+    tail: np.ndarray
+    is_anomaly: np.ndarray
+    expected: np.ndarray
+    residual: np.ndarray
+    model_score: np.ndarray
+    gap: np.ndarray
+    step_seconds: list[float] = field(default_factory=list)
+    wave_keys: list[int] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, n: int, n_features: int) -> StepResults:
+        nan = np.full(n, np.nan)
+        return cls(
+            status=np.full(n, PROCESSED, dtype=np.int8), score=nan.copy(), tail=nan.copy(),
+            is_anomaly=np.zeros(n, dtype=bool), expected=np.full((n, n_features), np.nan, dtype=np.float32),
+            residual=np.full((n, n_features), np.nan, dtype=np.float32), model_score=nan.copy(),
+            gap=np.zeros(n, dtype=bool),
+        )
+
+
+class StepModel:
+    """An onnxruntime session for a validated step model; ``run`` steps one batch of keys."""
+
+    def __init__(self, signature: StepSignature, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.signature = signature
+        self.session = ort.InferenceSession(signature.path, sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+        self._state_names = [s.name for s in signature.states]
+        self._outputs = [OUTPUT_FORECAST]
+        if signature.has_forecast_scale:
+            self._outputs.append(OUTPUT_SCALE)
+        if signature.has_score:
+            self._outputs.append(OUTPUT_SCORE)
+        self._outputs.extend(STATE_OUT + n for n in self._state_names)
+
+    def run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        """(forecast, forecast_scale or None, score or None, new states) for a batch of keys."""
+        feeds = {INPUT_X: x}
+        for name in self._state_names:
+            feeds[STATE_IN + name] = states[name]
+        out = self.session.run(self._outputs, feeds)
+        forecast = out[0]
+        i = 1
+        scale = score = None
+        if self.signature.has_forecast_scale:
+            scale, i = out[i], i + 1
+        if self.signature.has_score:
+            score, i = out[i].reshape(-1), i + 1
+        return forecast, scale, score, dict(zip(self._state_names, out[i:], strict=True))
+
+
+class StepRunner:
+    """Steps micro-batches of ticks through the model, wave by wave, over a state table."""
+
+    def __init__(self, model: StepModel, scorer: ResidualScorer, table: StateTable, *,
+                 gap_ms: int = 0, reset_on_gap: bool = False) -> None:
+        self.model = model
+        self.scorer = scorer
+        self.table = table
+        self.gap_ms = gap_ms
+        self.reset_on_gap = reset_on_gap
+        self._state_cols = [(s.name, "m." + s.name) for s in model.signature.states]
+
+    def process(self, batch: TickBatch, now_s: float | None = None) -> StepResults:
+        n = len(batch)
+        results = StepResults.empty(n, self.model.signature.n_features)
+        if n == 0:
+            return results
+        table = self.table
+        rows = np.empty(n, dtype=np.int64)
+        for p in np.unique(batch.partition).tolist():
+            sel = np.flatnonzero(batch.partition == p)
+            rows[sel], _ = table.rows_for(p, [batch.keys[i] for i in sel.tolist()])
+        table.last_seen_s[rows] = time.monotonic() if now_s is None else now_s
+        applied = batch.offset > table.last_offset[rows]  # restored state already reflects the rest
+        results.status[~applied] = ALREADY_APPLIED
+        for wave in _waves(rows, batch.offset, applied):
+            self._step_wave(batch, rows, wave, results)
+        return results
+
+    def _step_wave(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults) -> None:
+        table = self.table
+        r = rows[idx]
+        ts = batch.event_ms[idx]
+        last = table.last_event_ms[r]
+        results.status[idx[ts == last]] = DUPLICATE
+        results.status[idx[ts < last]] = OUT_OF_ORDER
+        table.last_offset[r] = batch.offset[idx]
+        keep = ts > last
+        idx, r, ts, last = idx[keep], r[keep], ts[keep], last[keep]
+        if idx.size == 0:
+            return
+        if self.gap_ms > 0:
+            gap = (last != NO_TIME) & (ts - last > self.gap_ms)
+            results.gap[idx[gap]] = True
+            if self.reset_on_gap:
+                table.reset(r[gap])
+        x = batch.x[idx]
+        scored = self.scorer.score(table, r, x, table.steps[r])
+        states = {name: table.arrays[col][r] for name, col in self._state_cols}
+        t0 = time.perf_counter()
+        forecast, scale, model_score, new_states = self.model.run(x, states)
+        results.step_seconds.append(time.perf_counter() - t0)
+        results.wave_keys.append(int(idx.size))
+        for name, col in self._state_cols:
+            table.arrays[col][r] = new_states[name]
+        self.scorer.remember(table, r, forecast, scale)
+        table.steps[r] += 1
+        table.last_event_ms[r] = ts
+        table.dirty[r] = True
+        results.score[idx] = scored.score
+        results.tail[idx] = scored.tail
+        results.is_anomaly[idx] = scored.is_anomaly
+        results.expected[idx] = scored.expected
+        results.residual[idx] = scored.residual
+        if model_score is not None:
+            results.model_score[idx] = model_score
+
+
+def _waves(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[np.ndarray]:
+    """Record indices per wave: wave k = the k-th applicable record (offset order) of each key."""
+    idx = np.flatnonzero(applied)
+    if idx.size == 0:
+        return []
+    order = idx[np.lexsort((offsets[idx], rows[idx]))]
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+    group_len = np.diff(np.r_[starts, sorted_rows.size])
+    rank = np.arange(sorted_rows.size) - np.repeat(starts, group_len)
+    by_wave = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_wave], np.arange(int(rank.max()) + 2))
+    return [order[by_wave[bounds[k]:bounds[k + 1]]] for k in range(len(bounds) - 1)]
+
+
+def make_runner(signature: StepSignature, *, threshold: float | None = None, warmup_steps: int | None = None,
+                halflife_steps: float | None = None, threads: int = 1, gap_ms: int = 0,
+                reset_on_gap: bool = False) -> StepRunner:
+    """A StepRunner with the model's calibrated scoring defaults, overridden where arguments are given."""
+    d = signature.scoring
+    config = ScorerConfig(
+        threshold=d.threshold if threshold is None else threshold,
+        warmup_steps=d.warmup_steps if warmup_steps is None else warmup_steps,
+        halflife_steps=d.halflife_steps if halflife_steps is None else halflife_steps,
+        residual_std=np.asarray(d.residual_std, dtype=np.float32),
+        uses_model_scale=signature.has_forecast_scale,
+    )
+    scorer = ResidualScorer(config, signature.n_features)
+    model_cols = [Column(f"m.{s.name}", s.shape, np.dtype(np.float32), s.init) for s in signature.states]
+    table = StateTable([*model_cols, *scorer.columns()], identity=signature.identity)
+    return StepRunner(StepModel(signature, threads), scorer, table, gap_ms=gap_ms, reset_on_gap=reset_on_gap)

@@ -1,0 +1,318 @@
+"""Service settings: one frozen object, validated once at start-up.
+
+Sources, highest precedence first: command-line flags, ``RNNWATCH_*`` environment variables, a TOML file
+(``--config``), then the defaults below. Every option is declared once in :data:`OPTIONS`, which builds the
+argparse flags (help shows ``[env: RNNWATCH_…]``), the env names, and the accepted TOML keys; unknown TOML
+keys are rejected, as kafka-python rejects unknown config keys, because a typo silently ignored is a
+production incident waiting to happen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from rnnwatch.consumer.errors import ConfigError
+
+__all__ = ["OPTIONS", "Option", "Settings", "add_arguments", "bundled_model_path", "load_settings"]
+
+ENV_PREFIX = "RNNWATCH_"
+
+
+def bundled_model_path() -> str:
+    """The pre-trained price model shipped in the package (used by the demo and as the default)."""
+    return str(Path(__file__).with_name("data") / "model.onnx")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    flag_only: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    msg = f"expected a boolean (true/false), got {text!r}"
+    raise ValueError(msg)
+
+
+def _opt_float(text: str) -> float | None:
+    return None if text.strip().lower() in {"", "none", "model"} else float(text)
+
+
+def _opt_int(text: str) -> int | None:
+    return None if text.strip().lower() in {"", "none", "model"} else int(text)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # Kafka
+    Option("bootstrap_servers", str, "localhost:9092", "Kafka bootstrap servers, host:port[,host:port]."),
+    Option("input_topic", str, "", "Topic of input records (JSON ticks), keyed by series (e.g. symbol)."),
+    Option("output_topic", str, "", "Topic for anomaly events [default: <input-topic>.anomalies]."),
+    Option("dead_letter_topic", str, "", "Topic for records that cannot be used [default: <input-topic>.dlq]."),
+    Option("group_id", str, "rnnwatch", "Consumer group id; also names the state changelog topic."),
+    Option("changelog_topic", str, "", "Per-key state changelog topic [default: <group-id>.state]."),
+    Option("client_id", str, "rnnwatch", "Kafka client id."),
+    Option("security_protocol", str, "PLAINTEXT", "Kafka security protocol.",
+           choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
+    Option("sasl_mechanism", str, "", "SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)."),
+    Option("sasl_username", str, "", "SASL user name."),
+    Option("sasl_password", str, "", "SASL password (prefer the env variable over a flag)."),
+    Option("ssl_cafile", str, "", "CA bundle for SSL."),
+    Option("session_timeout_ms", int, 10000, "Consumer group session timeout."),
+    Option("max_poll_records", int, 20000, "Most records handled per poll (one micro-batch)."),
+    Option("fetch_max_bytes", int, 64 * 1024 * 1024, "Most bytes per fetch response."),
+    Option("max_partition_fetch_bytes", int, 16 * 1024 * 1024, "Most bytes per partition per fetch."),
+    Option("auto_offset_reset", str, "earliest", "Where a new group starts.", choices=("earliest", "latest")),
+    Option("broker_wait_ms", int, 30000, "How long start-up waits for the broker before failing."),
+    Option("create_topics", _bool, True, "Create missing output/dead-letter/changelog topics at start-up."),
+    # Model and messages
+    Option("model", str, "", "Step model (.onnx) [default: the bundled price model]."),
+    Option("key_field", str, "symbol", "JSON field holding the series key when the Kafka key is empty."),
+    Option("time_field", str, "ts", "JSON field with the event time (ISO 8601 or epoch); '' = Kafka timestamp."),
+    Option("timestamp_unit", str, "auto", "Unit of numeric event times.", choices=("auto", "s", "ms", "us", "ns")),
+    Option("field_map", str, "", "Message field per model feature, 'feature=field,...' [default: same names]."),
+    Option("max_message_bytes", int, 1024 * 1024, "Larger records are dead-lettered as 'oversized'."),
+    Option("max_future_ms", int, 24 * 3600 * 1000, "Event times further ahead of the wall clock are dead-lettered."),
+    Option("min_event_time", str, "1900-01-01T00:00:00Z", "Event times before this are dead-lettered."),
+    # Scoring
+    Option("threshold", _opt_float, None, "Anomaly score threshold in (0,1) [default: the model's calibrated one]."),
+    Option("warmup_steps", _opt_int, None, "Steps a key must see before it can raise events [default: model]."),
+    Option("halflife_steps", _opt_float, None, "Half-life of the per-key residual normaliser [default: model]."),
+    Option("gap_ms", int, 0, "Event-time gap that counts as a break in a key's series (0 = off)."),
+    Option("gap_policy", str, "continue", "What a gap does to the key's state.", choices=("continue", "reset")),
+    # State and delivery
+    Option("key_ttl_ms", int, 24 * 3600 * 1000, "Keys idle this long (wall clock) leave memory; 0 = never."),
+    Option("checkpoint_interval_ms", int, 5000, "Checkpoint (events, snapshots, offsets) at least this often."),
+    Option("checkpoint_records", int, 200000, "... or after this many records, whichever comes first."),
+    Option("shutdown_grace_ms", int, 30000, "On SIGTERM: time to finish the batch, checkpoint and leave."),
+    Option("inference_threads", int, 1, "onnxruntime intra-op threads (1 leaves a core for Kafka I/O)."),
+    # Operations
+    Option("metrics_host", str, "0.0.0.0", "Address of the metrics/health HTTP server."),  # noqa: S104
+    Option("metrics_port", int, 9108, "Port of /metrics, /healthz, /readyz (0 = pick a free port)."),
+    Option("liveness_timeout_ms", int, 60000, "/healthz fails when the poll loop has not run for this long."),
+    Option("log_level", str, "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Option("log_format", str, "text", "Log line format.", choices=("text", "json")),
+    Option("until_caught_up", _bool, False, "Exit once every assigned partition is caught up; print a JSON summary.",
+           flag_only=True),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings; units are in the names. Build with :func:`load_settings`."""
+
+    bootstrap_servers: str
+    input_topic: str
+    output_topic: str
+    dead_letter_topic: str
+    group_id: str
+    changelog_topic: str
+    client_id: str
+    security_protocol: str
+    sasl_mechanism: str
+    sasl_username: str
+    sasl_password: str
+    ssl_cafile: str
+    session_timeout_ms: int
+    max_poll_records: int
+    fetch_max_bytes: int
+    max_partition_fetch_bytes: int
+    auto_offset_reset: str
+    broker_wait_ms: int
+    create_topics: bool
+    model: str
+    key_field: str
+    time_field: str
+    timestamp_unit: str
+    field_map: str
+    max_message_bytes: int
+    max_future_ms: int
+    min_event_time: str
+    threshold: float | None
+    warmup_steps: int | None
+    halflife_steps: float | None
+    gap_ms: int
+    gap_policy: str
+    key_ttl_ms: int
+    checkpoint_interval_ms: int
+    checkpoint_records: int
+    shutdown_grace_ms: int
+    inference_threads: int
+    metrics_host: str
+    metrics_port: int
+    liveness_timeout_ms: int
+    log_level: str
+    log_format: str
+    until_caught_up: bool
+
+    def fields_for(self, model_features: tuple[str, ...]) -> tuple[str, ...]:
+        """Message field read for each model feature, in model order."""
+        mapping = parse_field_map(self.field_map)
+        return tuple(mapping.get(name, name) for name in model_features)
+
+    def kafka_security(self) -> dict[str, Any]:
+        """Security-related kafka-python config, only the keys that are set."""
+        config: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                          sasl_plain_password=self.sasl_password)
+        if self.ssl_cafile:
+            config["ssl_cafile"] = self.ssl_cafile
+        return config
+
+
+def parse_field_map(text: str) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        feature, sep, field = part.partition("=")
+        if not sep or not feature.strip() or not field.strip():
+            msg = f"field_map entry {part!r} must look like feature=field"
+            raise ConfigError(msg)
+        mapping[feature.strip()] = field.strip()
+    return mapping
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per option; defaults stay unset so precedence can see what the user passed."""
+    parser.add_argument("--config", metavar="TOML", help=f"TOML settings file [env: {ENV_PREFIX}CONFIG]")
+    for opt in OPTIONS:
+        env = "" if opt.flag_only else f" [env: {opt.env}]"
+        default = "" if opt.default in ("", None) else f" (default: {opt.default})"
+        if opt.kind is _bool and opt.flag_only:
+            parser.add_argument(opt.flag, action="store_true", default=None, help=opt.help)
+            continue
+        parser.add_argument(opt.flag, dest=opt.name, default=None, choices=opt.choices, metavar=None
+                            if opt.choices else opt.name.split("_")[-1].upper(), help=f"{opt.help}{default}{env}")
+
+
+def load_settings(
+    args: argparse.Namespace | Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge flags > env > TOML > defaults, convert and validate; raise ConfigError naming the source."""
+    flags = dict(vars(args) if isinstance(args, argparse.Namespace) else (args or {}))
+    env = os.environ if env is None else env
+    config_path = flags.get("config") or env.get(ENV_PREFIX + "CONFIG")
+    toml_values = _read_toml(config_path) if config_path else {}
+    values: dict[str, Any] = {}
+    for opt in OPTIONS:
+        values[opt.name] = _resolve(opt, flags, env, toml_values)
+    _derive_defaults(values)
+    settings = Settings(**{f.name: values[f.name] for f in fields(Settings)})
+    _validate(settings)
+    return settings
+
+
+def _resolve(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str], toml_values: Mapping[str, Any]) -> Any:
+    if flags.get(opt.name) is not None:
+        return _convert(opt, flags[opt.name], f"flag {opt.flag}")
+    if not opt.flag_only and opt.env in env:
+        return _convert(opt, env[opt.env], f"environment variable {opt.env}")
+    if opt.name in toml_values:
+        return _convert(opt, toml_values[opt.name], f"TOML key {opt.name!r}")
+    return opt.default
+
+
+def _convert(opt: Option, raw: Any, source: str) -> Any:
+    if isinstance(raw, bool) and opt.kind is _bool:
+        return raw
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and opt.kind in (int, float, _opt_float, _opt_int):
+        raw = str(raw)
+    if not isinstance(raw, str):
+        msg = f"{source}: expected a {getattr(opt.kind, '__name__', 'value')}, got {raw!r}"
+        raise ConfigError(msg)
+    try:
+        value = opt.kind(raw)
+    except ValueError as exc:
+        msg = f"{source}: {exc}"
+        raise ConfigError(msg) from exc
+    if opt.choices and value not in opt.choices:
+        msg = f"{source}: {value!r} is not one of {', '.join(opt.choices)}"
+        raise ConfigError(msg)
+    return value
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        msg = f"config file {p} does not exist"
+        raise ConfigError(msg) from exc
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"config file {p} is not valid TOML: {exc}"
+        raise ConfigError(msg) from exc
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    known = {o.name for o in OPTIONS if not o.flag_only}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        msg = f"config file {p}: unknown key(s) {unknown}; known keys: {sorted(known)}"
+        raise ConfigError(msg)
+    return data
+
+
+def _derive_defaults(values: dict[str, Any]) -> None:
+    topic = values["input_topic"]
+    if not values["output_topic"] and topic:
+        values["output_topic"] = f"{topic}.anomalies"
+    if not values["dead_letter_topic"] and topic:
+        values["dead_letter_topic"] = f"{topic}.dlq"
+    if not values["changelog_topic"]:
+        values["changelog_topic"] = f"{values['group_id']}.state"
+    if not values["model"]:
+        values["model"] = bundled_model_path()
+
+
+def _validate(s: Settings) -> None:
+    if not s.input_topic:
+        msg = f"no input topic: pass --input-topic or set {ENV_PREFIX}INPUT_TOPIC"
+        raise ConfigError(msg)
+    if len({s.input_topic, s.output_topic, s.dead_letter_topic, s.changelog_topic}) != 4:
+        msg = "input, output, dead-letter and changelog topics must all differ"
+        raise ConfigError(msg)
+    positive = ("session_timeout_ms", "max_poll_records", "fetch_max_bytes", "max_partition_fetch_bytes",
+                "max_message_bytes", "checkpoint_interval_ms", "checkpoint_records", "shutdown_grace_ms",
+                "inference_threads", "broker_wait_ms", "liveness_timeout_ms")
+    for name in positive:
+        if getattr(s, name) <= 0:
+            msg = f"{name} must be > 0, got {getattr(s, name)}"
+            raise ConfigError(msg)
+    for name in ("gap_ms", "key_ttl_ms", "max_future_ms", "metrics_port"):
+        if getattr(s, name) < 0:
+            msg = f"{name} must be >= 0, got {getattr(s, name)}"
+            raise ConfigError(msg)
+    if s.threshold is not None and not 0.0 < s.threshold < 1.0:
+        msg = f"threshold must be in (0, 1), got {s.threshold}"
+        raise ConfigError(msg)
+    if s.warmup_steps is not None and s.warmup_steps < 0:
+        msg = f"warmup_steps must be >= 0, got {s.warmup_steps}"
+        raise ConfigError(msg)
+    if s.halflife_steps is not None and s.halflife_steps <= 0:
+        msg = f"halflife_steps must be > 0, got {s.halflife_steps}"
+        raise ConfigError(msg)
+    if not s.bootstrap_servers.strip():
+        msg = f"no bootstrap servers: pass --bootstrap-servers or set {ENV_PREFIX}BOOTSTRAP_SERVERS"
+        raise ConfigError(msg)
+    parse_field_map(s.field_map)

@@ -1,0 +1,236 @@
+"""Per-key state table (DESIGN §3): one row per key, one numpy array per column.
+
+Rows are found through a per-partition ``dict`` (the only per-record Python work), then every read and
+write is a gather/scatter with index arrays. State is scoped by partition: a revoked partition's rows are
+dropped at once, so a rebalance never leaves stale keys behind, and idle keys are evicted after a TTL so
+memory is bounded by the *active* key space, not by every key ever seen.
+
+A row's snapshot (:meth:`StateTable.snapshot`) is immutable bytes: a small header (layout identity, input
+offset it reflects, last event time, steps) and the raw column values. Columns marked ``keep_on_reset``
+(ordering bookkeeping) survive a re-warm; everything else returns to its declared initial value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnwatch.consumer.errors import StateError
+
+__all__ = ["NO_TIME", "Column", "Snapshot", "StateTable"]
+
+NO_TIME = np.iinfo(np.int64).min  # "no event seen yet" for last_event_ms
+_MAGIC = b"RNW1"
+_HEADER = struct.Struct("<4sH")  # magic, identity length
+_TAIL = struct.Struct("<qqq")  # input offset, last event ms, steps
+
+
+@dataclass(frozen=True)
+class Column:
+    """One per-key array of ``shape`` (excluding the row axis) with its initial value."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    init: np.ndarray = field(compare=False, repr=False)
+
+    @classmethod
+    def filled(cls, name: str, shape: tuple[int, ...], dtype: type | np.dtype, value: float) -> Column:
+        dt = np.dtype(dtype)
+        return cls(name, shape, dt, np.full(shape, value, dtype=dt))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A decoded snapshot: the values of one key's columns at ``input_offset``."""
+
+    identity: str
+    input_offset: int
+    last_event_ms: int
+    steps: int
+    values: dict[str, np.ndarray]
+
+
+class StateTable:
+    """Rows of per-key state for all keys of the assigned partitions."""
+
+    def __init__(self, columns: Sequence[Column], identity: str, capacity: int = 1024) -> None:
+        names = [c.name for c in columns]
+        if len(set(names)) != len(names):
+            msg = f"duplicate state column names: {names}"
+            raise ValueError(msg)
+        self.columns = tuple(columns)
+        layout = ";".join(f"{c.name}:{c.shape}:{c.dtype.str}" for c in columns)
+        self.identity = f"{identity}/{hashlib.sha256(layout.encode()).hexdigest()[:8]}"
+        self._capacity = max(1, capacity)
+        self.arrays: dict[str, np.ndarray] = {
+            c.name: np.empty((self._capacity, *c.shape), dtype=c.dtype) for c in columns
+        }
+        self.steps = np.zeros(self._capacity, dtype=np.int64)
+        self.last_event_ms = np.full(self._capacity, NO_TIME, dtype=np.int64)
+        self.last_offset = np.full(self._capacity, -1, dtype=np.int64)
+        self.last_seen_s = np.zeros(self._capacity, dtype=np.float64)
+        self.dirty = np.zeros(self._capacity, dtype=bool)
+        self.partition = np.full(self._capacity, -1, dtype=np.int32)
+        self.keys: list[bytes | None] = [None] * self._capacity
+        self._index: dict[int, dict[bytes, int]] = {}
+        self._free: list[int] = list(range(self._capacity - 1, -1, -1))
+        self._row_bytes = sum(int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in columns)
+
+    # -- lookup -----------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._capacity - len(self._free)
+
+    def rows_for(self, partition: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Row index of each key in ``partition`` (new keys get fresh rows); and a mask of the new ones."""
+        index = self._index.setdefault(partition, {})
+        rows = np.empty(len(keys), dtype=np.int64)
+        new: list[int] = []
+        for i, key in enumerate(keys):
+            row = index.get(key)
+            if row is None:
+                row = self._allocate(partition, key)
+                index[key] = row
+                new.append(i)
+            rows[i] = row
+        is_new = np.zeros(len(keys), dtype=bool)
+        is_new[new] = True
+        return rows, is_new
+
+    def row_of(self, partition: int, key: bytes) -> int | None:
+        return self._index.get(partition, {}).get(key)
+
+    def partitions(self) -> list[int]:
+        return sorted(p for p, idx in self._index.items() if idx)
+
+    def rows_of_partition(self, partition: int) -> np.ndarray:
+        return np.fromiter(self._index.get(partition, {}).values(), dtype=np.int64)
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    def reset(self, rows: np.ndarray) -> None:
+        """Return rows to their initial model/scorer state (re-warm); ordering bookkeeping is kept."""
+        if rows.size == 0:
+            return
+        for c in self.columns:
+            self.arrays[c.name][rows] = c.init
+        self.steps[rows] = 0
+        self.dirty[rows] = True
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget every key of a revoked partition; returns how many rows were freed."""
+        index = self._index.pop(partition, {})
+        for row in index.values():
+            self._release(row)
+        return len(index)
+
+    def evict_idle(self, now_s: float, ttl_s: float) -> list[tuple[int, bytes]]:
+        """Free rows not seen for ``ttl_s`` (their snapshot in the changelog brings them back)."""
+        used = self.partition >= 0
+        idle = np.flatnonzero(used & ~self.dirty & (self.last_seen_s < now_s - ttl_s))
+        evicted = []
+        for row in idle.tolist():
+            key = self.keys[row]
+            partition = int(self.partition[row])
+            if key is not None:
+                self._index[partition].pop(key, None)
+                evicted.append((partition, key))
+            self._release(row)
+        return evicted
+
+    # -- snapshots --------------------------------------------------------------------------------------
+    def snapshot(self, row: int) -> bytes:
+        ident = self.identity.encode()
+        parts = [_HEADER.pack(_MAGIC, len(ident)), ident,
+                 _TAIL.pack(int(self.last_offset[row]), int(self.last_event_ms[row]), int(self.steps[row]))]
+        parts.extend(self.arrays[c.name][row].tobytes() for c in self.columns)
+        return b"".join(parts)
+
+    def decode(self, blob: bytes) -> Snapshot:
+        """Parse a snapshot; raise StateError if it is corrupt (never a crash of the service)."""
+        try:
+            magic, ident_len = _HEADER.unpack_from(blob, 0)
+            if magic != _MAGIC:
+                msg = f"not an rnnwatch snapshot (magic {magic!r})"
+                raise StateError(msg)
+            pos = _HEADER.size
+            identity = blob[pos:pos + ident_len].decode()
+            pos += ident_len
+            offset, last_ms, steps = _TAIL.unpack_from(blob, pos)
+            pos += _TAIL.size
+        except (struct.error, UnicodeDecodeError) as exc:
+            msg = f"truncated or garbled snapshot header ({exc})"
+            raise StateError(msg) from exc
+        if identity != self.identity:
+            return Snapshot(identity, offset, last_ms, steps, {})
+        if len(blob) - pos != self._row_bytes:
+            msg = f"snapshot payload is {len(blob) - pos} bytes, expected {self._row_bytes}"
+            raise StateError(msg)
+        values = {}
+        for c in self.columns:
+            n = int(np.prod(c.shape, dtype=np.int64))
+            values[c.name] = np.frombuffer(blob, dtype=c.dtype, count=n, offset=pos).reshape(c.shape)
+            pos += n * c.dtype.itemsize
+        return Snapshot(identity, offset, last_ms, steps, values)
+
+    def load(self, partition: int, key: bytes, snap: Snapshot) -> int:
+        """Install a decoded snapshot as the key's row (creating it); returns the row."""
+        rows, _ = self.rows_for(partition, [key])
+        row = int(rows[0])
+        for c in self.columns:
+            self.arrays[c.name][row] = snap.values[c.name]
+        self.steps[row] = snap.steps
+        self.last_offset[row] = snap.input_offset
+        self.last_event_ms[row] = snap.last_event_ms
+        self.dirty[row] = False
+        return row
+
+    def take_dirty(self) -> Iterable[tuple[int, bytes, int]]:
+        """(partition, key, row) of every row changed since the last call, clearing the marks."""
+        rows = np.flatnonzero(self.dirty)
+        self.dirty[rows] = False
+        for row in rows.tolist():
+            key = self.keys[row]
+            if key is not None:
+                yield int(self.partition[row]), key, row
+
+    # -- internals --------------------------------------------------------------------------------------
+    def _allocate(self, partition: int, key: bytes) -> int:
+        if not self._free:
+            self._grow()
+        row = self._free.pop()
+        for c in self.columns:
+            self.arrays[c.name][row] = c.init
+        self.steps[row] = 0
+        self.last_event_ms[row] = NO_TIME
+        self.last_offset[row] = -1
+        self.dirty[row] = False
+        self.partition[row] = partition
+        self.keys[row] = key
+        return row
+
+    def _release(self, row: int) -> None:
+        self.partition[row] = -1
+        self.keys[row] = None
+        self.dirty[row] = False
+        self._free.append(row)
+
+    def _grow(self) -> None:
+        old = self._capacity
+        new = old * 2
+        for name, arr in self.arrays.items():
+            grown = np.empty((new, *arr.shape[1:]), dtype=arr.dtype)
+            grown[:old] = arr
+            self.arrays[name] = grown
+        self.steps = np.concatenate([self.steps, np.zeros(old, dtype=np.int64)])
+        self.last_event_ms = np.concatenate([self.last_event_ms, np.full(old, NO_TIME, dtype=np.int64)])
+        self.last_offset = np.concatenate([self.last_offset, np.full(old, -1, dtype=np.int64)])
+        self.last_seen_s = np.concatenate([self.last_seen_s, np.zeros(old)])
+        self.dirty = np.concatenate([self.dirty, np.zeros(old, dtype=bool)])
+        self.partition = np.concatenate([self.partition, np.full(old, -1, dtype=np.int32)])
+        self.keys.extend([None] * old)
+        self._free.extend(range(new - 1, old - 1, -1))
+        self._capacity = new
