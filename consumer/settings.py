@@ -203,8 +203,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if opt.kind is _bool and opt.flag_only:
             parser.add_argument(opt.flag, action="store_true", default=None, help=opt.help)
             continue
-        parser.add_argument(opt.flag, dest=opt.name, default=None, choices=opt.choices, metavar=None
-                            if opt.choices else opt.name.split("_")[-1].upper(), help=f"{opt.help}{default}{env}")
+        metavar = None if opt.choices else "BOOL" if opt.kind is _bool else opt.name.split("_")[-1].upper()
+        parser.add_argument(opt.flag, dest=opt.name, default=None, choices=opt.choices, metavar=metavar,
+                            help=f"{opt.help}{default}{env}")
 
 
 def load_settings(

@@ -1,0 +1,154 @@
+"""One polled batch through the whole path: decode -> dead-letter -> step + score -> events -> metrics.
+
+Kept apart from the service loop so it can be driven with any records and any :class:`Sink` (see
+``rnnwatch.consumer.testing``). Per-record Python work is limited to decoding and to the rare records that
+become events or dead letters; everything else is per batch or per wave.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnwatch.consumer.changelog import StateStore
+from rnnwatch.consumer.contract import StepSignature
+from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
+from rnnwatch.consumer.metrics import Metrics
+from rnnwatch.consumer.records import Rejected, SourceRecord, TickDecoder
+from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch
+from rnnwatch.consumer.sink import Sink
+
+__all__ = ["BatchOutcome", "Pipeline"]
+
+_DLQ_VALUE_LIMIT = 64 * 1024  # an oversized record is dead-lettered truncated, so the DLQ write can succeed
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    records: int
+    processed: int
+    anomalies: list[AnomalyEvent]
+    dead_lettered: int
+    next_offsets: dict[int, int]  # partition -> offset after the last record of the batch
+    counts: dict[int, int]  # partition -> records of the batch
+
+
+class Pipeline:
+    def __init__(self, *, signature: StepSignature, runner: StepRunner, decoder: TickDecoder, sink: Sink,
+                 metrics: Metrics, topic: str, source_uri: str, store: StateStore | None = None,
+                 on_anomaly: Callable[[AnomalyEvent], None] | None = None) -> None:
+        self.signature = signature
+        self.runner = runner
+        self.decoder = decoder
+        self.sink = sink
+        self.metrics = metrics
+        self.topic = topic
+        self.source_uri = source_uri
+        self.store = store
+        self.on_anomaly = on_anomaly
+        self._model = {"name": signature.name, "version": signature.version, "sha256": signature.sha256}
+        self._model_label = f"{signature.name}:{signature.version}"
+
+    def handle(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+        start = time.perf_counter()
+        now_s = time.time()
+        n = len(records)
+        self.metrics.records_consumed.inc(n)
+        batch, kept, rejected = self.decoder.decode(records, int(now_s * 1000))
+        for rej in rejected:
+            self._dead_letter(records[rej.index], rej)
+        if self.store is not None and len(batch):
+            self._revive(batch.partition, batch.keys)
+        results = self.runner.process(batch)
+        events = self._anomalies(records, kept, batch, results)
+        self._observe(records, kept, results, start, now_s)
+        next_offsets, counts = _positions(records)
+        processed = int((results.status == PROCESSED).sum())
+        return BatchOutcome(n, processed, events, len(rejected), next_offsets, counts)
+
+    def _revive(self, partitions: np.ndarray, keys: list[bytes]) -> None:
+        assert self.store is not None
+        table = self.store.table
+        for p in np.unique(partitions).tolist():
+            unknown = {k for k, kp in zip(keys, partitions.tolist(), strict=True)
+                       if kp == p and table.row_of(p, k) is None}
+            if unknown and self.store.evicted:
+                self.store.revive(p, sorted(unknown))
+
+    def _dead_letter(self, rec: SourceRecord, rej: Rejected) -> None:
+        value = rec.value
+        error = rej.detail
+        if value is not None and len(value) > _DLQ_VALUE_LIMIT:
+            error = f"{error} (value truncated to {_DLQ_VALUE_LIMIT} bytes)"
+            value = value[:_DLQ_VALUE_LIMIT]
+        headers = [(k, v) for k, v in (getattr(rec, "headers", None) or [])]
+        self.sink.send_dead_letter(DeadLetter(self.topic, rec.partition, rec.offset, rec.timestamp, rec.key,
+                                              value, headers, rej.reason, error))
+        self.metrics.records_failed.labels(rej.reason).inc()
+        self.metrics.records_dead_lettered.inc()
+
+    def _anomalies(self, records: Sequence[SourceRecord], kept: np.ndarray, batch: TickBatch,
+                   results: StepResults) -> list[AnomalyEvent]:
+        hits = np.flatnonzero(results.is_anomaly)
+        if hits.size == 0:
+            return []
+        scorer = self.runner.scorer
+        severities = scorer.severity(results.tail[hits])
+        features = self.signature.feature_names
+        events = []
+        for j, severity in zip(hits.tolist(), severities, strict=True):
+            rec = records[int(kept[j])]
+            event = AnomalyEvent(
+                source=self.source_uri, key=batch.keys[j], event_ms=int(batch.event_ms[j]),
+                score=round(float(results.score[j]), 9), threshold=scorer.config.threshold, severity=severity,
+                features=features, actual=_floats(batch.x[j]), expected=_floats(results.expected[j]),
+                residual=_floats(results.residual[j]), model=self._model, topic=self.topic,
+                partition=rec.partition, offset=rec.offset, timestamp_ms=rec.timestamp,
+            )
+            self.sink.send_event(event)
+            self.metrics.anomalies.labels(severity, self._model_label).inc()
+            if self.on_anomaly is not None:
+                self.on_anomaly(event)
+            events.append(event)
+        return events
+
+    def _observe(self, records: Sequence[SourceRecord], kept: np.ndarray, results: StepResults, start: float,
+                 now_s: float) -> None:
+        m = self.metrics
+        status = results.status
+        processed = int((status == PROCESSED).sum())
+        m.records_processed.inc(processed)
+        for code, name in STATUS.items():
+            if code != PROCESSED:
+                count = int((status == code).sum())
+                if count:
+                    m.records_skipped.labels(name).inc(count)
+        gaps = int(results.gap.sum())
+        if gaps:
+            m.gaps.inc(gaps)
+        m.step_duration.observe_many(np.asarray(results.step_seconds))
+        m.step_batch_keys.observe_many(np.asarray(results.wave_keys, dtype=np.float64))
+        m.record_processing.observe(time.perf_counter() - start, count=len(records))
+        if records:
+            ts = np.fromiter((r.timestamp for r in records), dtype=np.float64, count=len(records))
+            m.record_age.observe_many(np.maximum(now_s - ts / 1000.0, 0.0))
+        m.active_keys.set(len(self.runner.table))
+
+
+def _floats(values: Any) -> list[float]:
+    return [float(v) for v in np.asarray(values, dtype=np.float64).tolist()]
+
+
+def _positions(records: Sequence[SourceRecord]) -> tuple[dict[int, int], dict[int, int]]:
+    next_offsets: dict[int, int] = {}
+    counts: dict[int, int] = {}
+    for rec in records:
+        p = rec.partition
+        if rec.offset + 1 > next_offsets.get(p, -1):
+            next_offsets[p] = rec.offset + 1
+        counts[p] = counts.get(p, 0) + 1
+    return next_offsets, counts

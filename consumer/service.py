@@ -1,0 +1,228 @@
+"""`rnnwatch run`: the service lifecycle around the pipeline.
+
+start-up (fail fast) -> loop { restore newly assigned partitions, poll, handle batch, checkpoint when due,
+evict idle keys, update lag } -> shutdown (finish the batch, checkpoint, leave the group).
+
+Threading: kafka-python runs rebalance callbacks on its IO thread while this loop is blocked in ``poll()``,
+so the loop and the callbacks never touch the state table at the same time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from rnnwatch.consumer.changelog import StateStore
+from rnnwatch.consumer.checkpoint import Checkpointer
+from rnnwatch.consumer.contract import StepSignature, load_signature
+from rnnwatch.consumer.errors import BrokerError
+from rnnwatch.consumer.events import AnomalyEvent
+from rnnwatch.consumer.health import HealthState, OpsServer
+from rnnwatch.consumer.metrics import Metrics
+from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
+from rnnwatch.consumer.records import TickDecoder, parse_event_time
+from rnnwatch.consumer.runner import make_runner
+from rnnwatch.consumer.settings import Settings
+from rnnwatch.consumer.sink import KafkaSink
+from rnnwatch.consumer.source import KafkaSource, consumer_config
+from rnnwatch.consumer.topics import ensure_topics
+
+__all__ = ["RunSummary", "Service"]
+
+log = logging.getLogger(__name__)
+_POLL_MS = 200
+_HOUSEKEEPING_S = 1.0
+
+
+@dataclass
+class RunSummary:
+    records: int = 0
+    processed: int = 0
+    anomalies: int = 0
+    dead_lettered: int = 0
+    first_record_s: float = 0.0
+    last_record_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        seconds = max(self.last_record_s - self.first_record_s, 1e-9) if self.records else 0.0
+        return {"records": self.records, "processed": self.processed, "anomalies": self.anomalies,
+                "dead_lettered": self.dead_lettered, "seconds": round(seconds, 3),
+                "records_per_second": round(self.records / seconds, 1) if seconds else 0.0}
+
+
+class Service:
+    """Build with settings, then :meth:`start` (raises on any start-up problem) and :meth:`run`."""
+
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
+                 on_anomaly: Callable[[AnomalyEvent], None] | None = None,
+                 on_batch: Callable[[BatchOutcome], None] | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.health = HealthState(settings.liveness_timeout_ms / 1000)
+        self.summary = RunSummary()
+        self._on_anomaly = on_anomaly
+        self._on_batch = on_batch
+        self._stop = threading.Event()
+        self.ops: OpsServer | None = None
+        self.signature: StepSignature | None = None
+
+    # -- start-up ---------------------------------------------------------------------------------------
+    def start(self) -> Service:
+        s = self.settings
+        self.signature = signature = load_signature(s.model)  # ModelError: refuse before touching Kafka
+        self.metrics.set_model(signature.name, signature.version, signature.architecture, signature.sha256)
+        self.health.model_loaded = True
+        self.ops = OpsServer(s.metrics_host, s.metrics_port, self.registry, self.health).start()
+        log.info("model %s %s (%s, %d state bytes/key); metrics on http://%s:%d/metrics", signature.name,
+                 signature.version, signature.architecture, signature.state_bytes_per_key, s.metrics_host,
+                 self.ops.port)
+        self.source = KafkaSource.connect(s)
+        partitions = ensure_topics(s, self.source.consumer)
+        log.info("input %s has %d partitions", s.input_topic, partitions)
+        security = s.kafka_security()
+        self.sink = KafkaSink.connect(
+            {"bootstrap_servers": s.bootstrap_servers.split(","), "client_id": s.client_id, **security},
+            output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic, changelog_topic=s.changelog_topic,
+            on_event_delivered=self.metrics.events_produced.inc,
+            on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc(),
+        )
+        from kafka import KafkaConsumer
+
+        restore_consumer = KafkaConsumer(**consumer_config(s, group=False), fetch_max_wait_ms=50)
+        runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
+                             halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
+                             reset_on_gap=s.gap_policy == "reset")
+        self.store = StateStore(runner.table, s.changelog_topic, restore_consumer,
+                                on_reset=lambda reason, n: self.metrics.state_resets.labels(reason).inc(n))
+        decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,
+                              time_field=s.time_field, timestamp_unit=s.timestamp_unit,
+                              max_message_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms,
+                              min_event_ms=parse_event_time(s.min_event_time))
+        self.pipeline = Pipeline(signature=signature, runner=runner, decoder=decoder, sink=self.sink,
+                                 metrics=self.metrics, topic=s.input_topic, store=self.store,
+                                 source_uri=f"rnnwatch://{s.group_id}/{signature.name}", on_anomaly=self._on_anomaly)
+        self.checkpointer = Checkpointer(self.sink, self.store, self.source, self.metrics,
+                                         flush_timeout_s=max(5.0, s.shutdown_grace_ms / 2000))
+        self.source.on_revoked = self._on_revoked
+        self.source.on_assigned = self._on_assigned
+        return self
+
+    # -- loop -------------------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        s = self.settings
+        next_housekeeping = 0.0
+        try:
+            while not self._stop.is_set():
+                self.health.tick()
+                self._restore_pending()
+                records = self.source.poll(_POLL_MS, s.max_poll_records)
+                if records:
+                    self._handle(records)
+                if self.checkpointer.due(s.checkpoint_interval_ms / 1000, s.checkpoint_records):
+                    self.checkpointer.run()
+                if time.monotonic() >= next_housekeeping:
+                    self._housekeeping()
+                    next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
+                if s.until_caught_up and self._caught_up():
+                    break
+        finally:
+            self.shutdown()
+        return self.summary
+
+    def request_stop(self) -> None:
+        """Finish the current batch, then checkpoint and leave (safe from a signal handler)."""
+        self._stop.set()
+
+    def _handle(self, records: list[Any]) -> None:
+        now = time.monotonic()
+        if not self.summary.records:
+            self.summary.first_record_s = now
+        outcome = self.pipeline.handle(records)
+        self.summary.last_record_s = time.monotonic()
+        self.summary.records += outcome.records
+        self.summary.processed += outcome.processed
+        self.summary.anomalies += len(outcome.anomalies)
+        self.summary.dead_lettered += outcome.dead_lettered
+        for partition, offset in outcome.next_offsets.items():
+            self.checkpointer.advance(partition, offset, outcome.counts[partition])
+        if self._on_batch is not None:
+            self._on_batch(outcome)
+
+    def _restore_pending(self) -> None:
+        pending = set(self.source.assignment.to_restore)
+        if not pending:
+            return
+        self.health.restoring = True
+        for stats in self.store.restore(sorted(pending)):
+            self.metrics.restore_duration.observe(stats.seconds)
+            self.metrics.keys_restored.inc(stats.keys)
+            log.info("restored %s[%d]: %d keys from %d snapshots in %.3fs (%d model changed, %d corrupt)",
+                     self.settings.changelog_topic, stats.partition, stats.keys, stats.records, stats.seconds,
+                     stats.model_changed, stats.corrupt)
+        self.source.assignment.to_restore -= pending
+        self.source.resume(pending)
+        self.health.restoring = False
+        self.health.assigned = bool(self.source.assignment.assigned)
+
+    def _housekeeping(self) -> None:
+        s = self.settings
+        if s.key_ttl_ms > 0:
+            evicted = self.store.evict_idle(time.monotonic(), s.key_ttl_ms / 1000)
+            if evicted:
+                self.metrics.keys_evicted.inc(evicted)
+        self.metrics.active_keys.set(len(self.store.table))
+        for partition, lag in self.source.lag(self.checkpointer.positions).items():
+            self.metrics.consumer_lag.labels(s.input_topic, str(partition)).set(lag)
+
+    def _caught_up(self) -> bool:
+        assigned = self.source.assignment.assigned
+        if not assigned or self.source.assignment.to_restore:
+            return False
+        lag = self.source.lag(self.checkpointer.positions)
+        return set(lag) == assigned and all(v == 0 for v in lag.values())
+
+    # -- rebalance callbacks (IO thread, main loop blocked in poll) ---------------------------------------
+    def _on_assigned(self, partitions: set[int]) -> None:
+        self.metrics.rebalances.labels("assigned").inc()
+        self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
+        self.health.assigned = bool(self.source.assignment.assigned)
+        log.info("assigned partitions %s of %s", sorted(partitions), self.settings.input_topic)
+
+    def _on_revoked(self, partitions: set[int], lost: bool) -> None:
+        self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
+        if not lost and partitions:
+            try:  # the new owner restores from the changelog: our snapshots must be there first
+                self.checkpointer.run(partitions, blocking_commit=False)
+            except BrokerError:
+                log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
+        for partition in partitions:
+            self.store.forget_partition(partition)
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(self.settings.input_topic, str(partition))
+        self.checkpointer.forget(partitions)
+        self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
+        self.health.assigned = bool(self.source.assignment.assigned)
+        log.info("%s partitions %s of %s", "lost" if lost else "revoked", sorted(partitions), self.settings.input_topic)
+
+    # -- shutdown ---------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Checkpoint what was processed, leave the group, stop the producer and the HTTP server."""
+        if getattr(self, "checkpointer", None) is not None:
+            try:
+                self.checkpointer.run()
+            except Exception:
+                log.exception("final checkpoint failed; the next start replays from the last commit")
+            self.source.close()
+            self.store.restore_consumer.close()
+            self.sink.close(timeout_s=5.0)
+        if self.ops is not None:
+            self.ops.stop()
+            self.ops = None
