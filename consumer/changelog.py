@@ -145,7 +145,8 @@ class StateStore:
         latest, _ = read_snapshots(self.restore_consumer, self.topic, [partition],
                                    only_offsets={partition: set(offsets.values())})
         stats = RestoreStats(partition)
-        return sum(self._install(partition, key, snap, stats) for key, snap in latest[partition].items() if key in offsets)
+        found = latest[partition]
+        return sum(self._install(partition, key, snap, stats) for key, snap in found.items() if key in offsets)
 
     def forget_partition(self, partition: int) -> int:
         for store in (self.snapshot_offsets, self.evicted):

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from rnnwatch.consumer.changelog import StateStore
+from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.sink import Sink
 from rnnwatch.consumer.source import KafkaSource
@@ -54,8 +55,10 @@ class Checkpointer:
         """Checkpoint (for ``partitions`` or all); returns snapshots written. See the module docstring."""
         start = time.monotonic()
         self.sink.flush(self.flush_timeout_s)  # 1
+        maybe_crash("checkpoint.before_snapshots")
         written = self.store.write_snapshots(self.sink.send_snapshot)  # 2
         self.sink.flush(self.flush_timeout_s)  # 3
+        maybe_crash("checkpoint.before_commit")
         self.metrics.snapshots_written.inc(written)
         wanted = self.positions if partitions is None else {p: o for p, o in self.positions.items() if p in partitions}
         todo = {p: o for p, o in wanted.items() if self.committed.get(p) != o}

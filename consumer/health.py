@@ -66,7 +66,7 @@ class OpsServer:
 
 def _make_handler(registry: CollectorRegistry, health: HealthState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
@@ -83,7 +83,7 @@ def _make_handler(registry: CollectorRegistry, health: HealthState) -> type[Base
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence per-request logs
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     return Handler

