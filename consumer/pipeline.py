@@ -74,13 +74,13 @@ class Pipeline:
         return BatchOutcome(n, processed, events, len(rejected), next_offsets, counts)
 
     def _revive(self, partitions: np.ndarray, keys: list[bytes]) -> None:
-        if self.store is None:
+        if self.store is None or not self.store.evicted:
             return
         table = self.store.table
         for p in np.unique(partitions).tolist():
             unknown = {k for k, kp in zip(keys, partitions.tolist(), strict=True)
                        if kp == p and table.row_of(p, k) is None}
-            if unknown and self.store.evicted:
+            if unknown:
                 self.store.revive(p, sorted(unknown))
 
     def _dead_letter(self, rec: SourceRecord, rej: Rejected) -> None:
