@@ -127,7 +127,7 @@ class Service:
                 if records:
                     self._handle(records)
                 if self.checkpointer.due(s.checkpoint_interval_ms / 1000, s.checkpoint_records):
-                    self.checkpointer.run()
+                    self._checkpoint()
                 if time.monotonic() >= next_housekeeping:
                     self._housekeeping()
                     next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
@@ -155,6 +155,16 @@ class Service:
             self.checkpointer.advance(partition, offset, outcome.counts[partition])
         if self._on_batch is not None:
             self._on_batch(outcome)
+
+    def _checkpoint(self) -> None:
+        """A failed commit is survivable (snapshots are written; the group is rebalancing); a failed flush is not."""
+        from kafka.errors import KafkaError
+
+        try:
+            self.checkpointer.run()
+        except KafkaError as exc:
+            log.warning("offset commit failed (%s); snapshots are in the changelog, so the next owner of these "
+                        "partitions skips what they already reflect", exc)
 
     def _restore_pending(self) -> None:
         pending = set(self.source.assignment.to_restore)
