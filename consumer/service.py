@@ -67,6 +67,7 @@ class Service:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.health = HealthState(settings.liveness_timeout_ms / 1000)
+        self.metrics.ready.set_function(lambda: 1.0 if self.health.ready()[0] else 0.0)
         self.summary = RunSummary()
         self._on_anomaly = on_anomaly
         self._on_batch = on_batch
