@@ -116,6 +116,11 @@ class Service:
         self.source.on_assigned = self._on_assigned
         return self
 
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on (the chosen one when settings asked for port 0)."""
+        return self.ops.port if self.ops is not None else self.settings.metrics_port
+
     # -- loop -------------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         s = self.settings
