@@ -19,10 +19,10 @@ __all__ = ["main"]
 # `func=callable(args) -> int` on its parser via `set_defaults`.
 _RUNTIME_COMMANDS: tuple[tuple[str, str], ...] = (
     ("run", "rnnwatch.consumer.service_cli"),
-    # ("demo", "rnnwatch.consumer.demo"),
+    ("demo", "rnnwatch.consumer.demo"),
     ("check", "rnnwatch.consumer.check_cli"),
     ("score", "rnnwatch.consumer.offline"),
-    # ("produce", "rnnwatch.consumer.feed"),
+    ("produce", "rnnwatch.consumer.feed"),
 )
 _EXPORT_COMMANDS: tuple[tuple[str, str], ...] = (
     ("train", "Train a reference recurrent forecaster on a CSV and export it as a step model."),

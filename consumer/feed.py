@@ -1,0 +1,174 @@
+"""Price-feed replayer: the demo's producer, the compose stack's feed, and `rnnwatch produce`.
+
+Ticks are JSON values like ``{"symbol": "AAPL", "ts": "2019-01-02T00:00:00Z", "price": 157.92}`` with the
+symbol as the Kafka key, so a symbol's ticks stay in one partition (rnnwatch scopes state by partition).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from rnnwatch.consumer.errors import ConfigError
+
+__all__ = ["Shock", "Tick", "bundled_prices_path", "inject_shocks", "load_ticks", "produce_ticks",
+           "register", "synthetic_ticks"]
+
+
+@dataclass(frozen=True)
+class Tick:
+    symbol: str
+    ts: str
+    price: float
+
+    def to_kafka(self) -> tuple[bytes, bytes]:
+        return self.symbol.encode(), orjson.dumps({"symbol": self.symbol, "ts": self.ts, "price": self.price})
+
+
+@dataclass(frozen=True)
+class Shock:
+    index: int
+    symbol: str
+    ts: str
+    old: float
+    new: float
+
+
+def bundled_prices_path() -> Path:
+    return Path(__file__).with_name("data") / "prices.csv"
+
+
+def load_ticks(path: str | Path | None = None, *, key_column: str = "symbol", time_column: str = "ts",
+               value_column: str = "price") -> list[Tick]:
+    """Read a CSV of ticks (default: the bundled real prices)."""
+    p = Path(path) if path else bundled_prices_path()
+    try:
+        with p.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = {key_column, time_column, value_column} - set(reader.fieldnames or ())
+            if missing:
+                msg = f"{p}: missing column(s) {sorted(missing)}; columns are {reader.fieldnames}"
+                raise ConfigError(msg)
+            return [Tick(r[key_column], r[time_column], float(r[value_column])) for r in reader]
+    except FileNotFoundError as exc:
+        msg = f"tick file {p} does not exist"
+        raise ConfigError(msg) from exc
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        msg = f"{p}: a {value_column!r} value is not a number ({exc})"
+        raise ConfigError(msg) from exc
+
+
+def inject_shocks(ticks: list[Tick], *, count: int, size: float = 0.15, seed: int = 0,
+                  skip_first: float = 0.2) -> list[Shock]:
+    """Multiply ``count`` prices by 1 ± size in place (deterministic for a seed); return where.
+
+    Shocks avoid the first ``skip_first`` of the feed (warm-up) and are spread over distinct rows.
+    """
+    if count <= 0:
+        return []
+    rng = np.random.default_rng(seed)
+    lo = int(len(ticks) * skip_first)
+    rows = np.sort(rng.choice(np.arange(lo, len(ticks)), size=min(count, len(ticks) - lo), replace=False))
+    shocks = []
+    for row in rows.tolist():
+        sign = 1.0 if rng.random() < 0.5 else -1.0
+        old = ticks[row]
+        new_price = round(old.price * (1.0 + sign * size), 4)
+        ticks[row] = replace(old, price=new_price)
+        shocks.append(Shock(row, old.symbol, old.ts, old.price, new_price))
+    return shocks
+
+
+def synthetic_ticks(symbols: int, ticks: int, *, seed: int = 0, start_s: int = 1_600_000_000,
+                    step_s: int = 60) -> list[Tick]:
+    """A random-walk feed of ``ticks`` ticks over ``symbols`` symbols, round-robin in time (benchmarks)."""
+    rng = np.random.default_rng(seed)
+    steps = -(-ticks // symbols)
+    prices = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, (steps, symbols)), axis=0))
+    names = [f"S{i:05d}" for i in range(symbols)]
+    out: list[Tick] = []
+    for t in range(steps):
+        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start_s + t * step_s))
+        row = prices[t].tolist()
+        out.extend(Tick(names[k], ts, round(row[k], 4)) for k in range(symbols))
+    return out[:ticks]
+
+
+def produce_ticks(bootstrap_servers: str, topic: str, ticks: Iterable[Tick], *, rate: float = 0.0,
+                  extra_config: dict[str, object] | None = None) -> int:
+    """Send ticks keyed by symbol; ``rate`` ticks/s (0 = as fast as the producer goes). Returns the count."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks=1, linger_ms=20,
+                             batch_size=512 * 1024, max_request_size=8 * 1024 * 1024, **(extra_config or {}))
+    sent = 0
+    start = time.monotonic()
+    try:
+        for tick in ticks:
+            key, value = tick.to_kafka()
+            producer.send(topic, key=key, value=value)
+            sent += 1
+            if rate > 0 and sent % max(1, int(rate // 20)) == 0:
+                ahead = sent / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+        producer.flush()
+    finally:
+        producer.close()
+    return sent
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("produce", help="Replay price ticks (bundled, a CSV, or synthetic) into a Kafka topic.")
+    p.add_argument("--bootstrap-servers", default="localhost:9092", help="Kafka bootstrap servers.")
+    p.add_argument("--topic", required=True, help="Topic to write ticks to.")
+    p.add_argument("--input", default="", help="CSV of ticks (default: the bundled real prices).")
+    p.add_argument("--key-column", default="symbol")
+    p.add_argument("--time-column", default="ts")
+    p.add_argument("--value-column", default="price")
+    p.add_argument("--rate", type=float, default=0.0, help="Ticks per second (0 = as fast as possible).")
+    p.add_argument("--shocks", type=int, default=0, help="Inject this many price shocks (printed).")
+    p.add_argument("--shock-size", type=float, default=0.15, help="Relative shock size (default 0.15).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--synthetic-symbols", type=int, default=0, help="Generate a random-walk feed instead.")
+    p.add_argument("--ticks", type=int, default=200_000, help="Ticks of the synthetic feed.")
+    p.add_argument("--loop", action="store_true", help="Replay forever (timestamps move on each pass).")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.synthetic_symbols:
+        ticks = synthetic_ticks(args.synthetic_symbols, args.ticks, seed=args.seed)
+    else:
+        ticks = load_ticks(args.input or None, key_column=args.key_column, time_column=args.time_column,
+                           value_column=args.value_column)
+    for shock in inject_shocks(ticks, count=args.shocks, size=args.shock_size, seed=args.seed):
+        print(f"shock row {shock.index}: {shock.symbol} {shock.ts} {shock.old} -> {shock.new}")
+    passes = 0
+    while True:
+        sent = produce_ticks(args.bootstrap_servers, args.topic, _shifted(ticks, passes), rate=args.rate)
+        print(f"sent {sent} ticks to {args.topic}")
+        passes += 1
+        if not args.loop:
+            return 0
+
+
+def _shifted(ticks: Sequence[Tick], passes: int) -> Iterable[Tick]:
+    """Ticks of a later pass get event times after the previous pass, so keys keep moving forward in time."""
+    if passes == 0:
+        return ticks
+    from rnnwatch.consumer.events import format_time
+    from rnnwatch.consumer.records import parse_event_time
+
+    first, last = parse_event_time(ticks[0].ts), parse_event_time(ticks[-1].ts)
+    shift = (last - first + 86_400_000) * passes
+    return (replace(t, ts=format_time(parse_event_time(t.ts) + shift)) for t in ticks)
