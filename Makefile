@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck unit bench model system-deps clean install-runtime install-dev
+.PHONY: demo test lint typecheck unit bench model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +59,14 @@ unit: $(VENV)/.dev
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+
+# The bundled model: `rnnwatch train` on the bundled prices, fixed seed and timestamp -> identical bytes.
+MODEL_ARGS := --arch gru --hidden 32 --input consumer/data/prices.csv --key-column symbol --time-column ts \
+              --column price --train-rows 1300 --seed 0 --name prices-gru --model-version 1 \
+              --trained-at 2026-11-22T00:00:00Z
+model: $(VENV)/.dev
+	$(BIN)/rnnwatch train $(MODEL_ARGS) --output consumer/data/model.onnx
+	$(BIN)/rnnwatch check consumer/data/model.onnx
+
+prices: $(VENV)/.dev
+	$(BIN)/python tests/tools/make_prices.py consumer/data/prices.csv

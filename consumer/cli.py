@@ -64,6 +64,10 @@ def _delegate_to_export(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in {name for name, _ in _EXPORT_COMMANDS}:
+        # argparse cannot hand "--flags" through to another parser; delegate before parsing.
+        return _delegate_to_export(argv[0])(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

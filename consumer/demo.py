@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--shocks", type=int, default=8, help="Price shocks to inject into the replay (default 8).")
     p.add_argument("--shock-size", type=float, default=0.15, help="Relative size of a shock (default 0.15).")
     p.add_argument("--seed", type=int, default=7, help="Seed for where shocks go (default 7).")
-    p.add_argument("--rate", type=float, default=0.0, help="Ticks per second to replay (default: as fast as possible).")
+    p.add_argument("--rate", type=float, default=2500.0, help="Ticks per second (default 2500; 0 = flat out).")
     p.add_argument("--partitions", type=int, default=4, help="Partitions of the input topic (default 4).")
     p.add_argument("--metrics-port", type=int, default=9108, help="Port for /metrics (0 = any free port).")
     p.add_argument("--follow", action="store_true", help="Keep consuming after the replay (Ctrl-C to stop).")
@@ -64,7 +64,7 @@ class _Progress:
                 name = event.features[0]
                 self.out.write(
                     f"\r\033[K  {body['event_time'][:10]}  {body['key']:<6} {name} {body['actual'][name]:>10.2f}  "
-                    f"expected {body['expected'][name]:>10.2f}  score {event.score:.6f}  {event.severity}\n")
+                    f"expected {body['expected'][name]:>10.2f}  score {event.score:.7f}  {event.severity}\n")
                 self._bar()
 
     def _bar(self) -> None:

@@ -1,0 +1,95 @@
+"""`rnnwatch train` and `rnnwatch export` (the runtime's CLI delegates here, so it never imports torch)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rnnwatch.consumer.errors import RnnwatchError
+from rnnwatch.export.registry import ARCHITECTURES, add_arch_options
+from rnnwatch.export.transform import TRANSFORMS
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rnnwatch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="Train a reference forecaster on a CSV and export a step model.",
+                       description="Architectures: " + "; ".join(f"{a.name} = {a.summary}"
+                                                                  for a in ARCHITECTURES.values()))
+    t.add_argument("--arch", required=True, choices=list(ARCHITECTURES), help="Architecture.")
+    t.add_argument("--input", required=True, help="CSV with a header row.")
+    t.add_argument("--column", action="append", help="Feature column(s), in order (default: value).")
+    t.add_argument("--key-column", default="", help="Column naming the series (one model for all keys).")
+    t.add_argument("--time-column", default="", help="Column to sort each series by (default: file order).")
+    t.add_argument("--train-rows", type=int, default=0, help="Use the first N rows of each series (0 = all).")
+    t.add_argument("--transform", default="auto", choices=["auto", *TRANSFORMS],
+                   help="Input transform baked into the graph (auto: log-return if all values > 0, else level).")
+    t.add_argument("--epochs", type=int, default=40, help="Most epochs (early stop on held-out loss).")
+    t.add_argument("--window", type=int, default=64, help="Truncated-BPTT window length.")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=5e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--warmup-steps", type=int, default=20, help="Steps a key must see before it can alert.")
+    t.add_argument("--halflife-steps", type=float, default=250.0, help="Half-life of the per-key normaliser.")
+    t.add_argument("--name", default="", help="Model name (default: <csv stem>-<arch>).")
+    t.add_argument("--model-version", default="1")
+    t.add_argument("--trained-at", default="", help="Pin the trained_at metadata (reproducible builds).")
+    t.add_argument("--output", required=True, help="Where to write the .onnx step model.")
+    add_arch_options(t)
+    t.set_defaults(func=_train)
+    e = sub.add_parser("export", help="Export your own StepModule to an ONNX step model.")
+    e.add_argument("--module", required=True, help="package.module:factory returning a StepModule.")
+    e.add_argument("--feature", action="append", required=True,
+                   help="name[:domain] per input feature, in order (domain: positive, nonnegative, real).")
+    e.add_argument("--name", required=True)
+    e.add_argument("--model-version", default="1")
+    e.add_argument("--residual-std", type=float, action="append",
+                   help="Typical one-step residual std per feature, message units (default 1).")
+    e.add_argument("--threshold", type=float, default=0.9999)
+    e.add_argument("--warmup-steps", type=int, default=20)
+    e.add_argument("--halflife-steps", type=float, default=250.0)
+    e.add_argument("--output", required=True)
+    e.set_defaults(func=_export)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rnnwatch.export.train import train
+
+    result = train(args)
+    s = result.spec
+    print(f"wrote {result.path}: {s.name} {s.version} ({s.architecture}), threshold {s.scoring.threshold}, "
+          f"parity max abs err {result.parity['max_abs_error']:.2e}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rnnwatch.export.api import export_user_module
+
+    module_name, _, factory_name = args.module.partition(":")
+    if not factory_name:
+        print("rnnwatch export: --module must look like package.module:factory", file=sys.stderr)
+        return 2
+    factory = getattr(importlib.import_module(module_name), factory_name)
+    features = [tuple([*f.split(":", 1), "real"][:2]) for f in args.feature]
+    report = export_user_module(
+        factory(), args.output, name=args.name, version=args.model_version, features=features,
+        residual_std=args.residual_std, threshold=args.threshold, warmup_steps=args.warmup_steps,
+        halflife_steps=args.halflife_steps,
+    )
+    print(f"wrote {args.output}: parity max abs err {report['max_abs_error']:.2e}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except RnnwatchError as exc:
+        print(f"rnnwatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return code

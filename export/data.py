@@ -1,0 +1,62 @@
+"""Training data: a CSV of one or many series (one per key), each in time order."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.records import parse_event_time
+
+__all__ = ["Series", "load_series"]
+
+
+@dataclass(frozen=True)
+class Series:
+    key: str
+    values: np.ndarray  # [T, F] float64, time order
+
+
+def load_series(path: str | Path, columns: list[str], *, key_column: str = "",
+                time_column: str = "") -> tuple[list[Series], str]:
+    """Series per key (sorted by time when a time column is given) and the file's sha256."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError as exc:
+        msg = f"training data {p} does not exist"
+        raise ConfigError(msg) from exc
+    reader = csv.DictReader(raw.decode("utf-8").splitlines())
+    header = reader.fieldnames or []
+    for needed in [*columns, *([key_column] if key_column else []), *([time_column] if time_column else [])]:
+        if needed not in header:
+            msg = f"{p}: no column {needed!r} (columns: {', '.join(header)})"
+            raise ConfigError(msg)
+    groups: dict[str, list[tuple[int, list[float]]]] = {}
+    for i, row in enumerate(reader):
+        try:
+            values = [float(row[c]) for c in columns]
+        except ValueError as exc:
+            msg = f"{p}: row {i + 2}: {exc}"
+            raise ConfigError(msg) from exc
+        order = _order(row[time_column]) if time_column else i
+        groups.setdefault(row[key_column] if key_column else "series", []).append((order, values))
+    series = []
+    for key, rows in groups.items():
+        rows.sort(key=lambda r: r[0])
+        series.append(Series(key, np.array([v for _, v in rows], dtype=np.float64)))
+    if not series or all(len(s.values) < 10 for s in series):
+        msg = f"{p}: too little data to train on (need at least 10 rows per series)"
+        raise ConfigError(msg)
+    return series, hashlib.sha256(raw).hexdigest()
+
+
+def _order(text: str) -> int:
+    try:
+        return parse_event_time(float(text))
+    except ValueError:
+        return parse_event_time(text)

@@ -1,0 +1,66 @@
+"""Declarative step signature: names, state specs and metadata exactly as the runtime contract reads them.
+
+The contract itself lives in ``rnnwatch.consumer.contract`` (the runtime owns it); this module only builds
+what it checks, from the same constants.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rnnwatch.consumer import contract as c
+from rnnwatch.export.models.base import StateSpec
+
+__all__ = ["Scoring", "StepSignatureSpec"]
+
+
+@dataclass(frozen=True)
+class Scoring:
+    warmup_steps: int = 20
+    threshold: float = 0.9999
+    halflife_steps: float = 500.0
+    residual_std: tuple[float, ...] = (1.0,)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"warmup_steps": self.warmup_steps, "threshold": self.threshold,
+                "halflife_steps": self.halflife_steps, "residual_std": list(self.residual_std)}
+
+
+@dataclass(frozen=True)
+class StepSignatureSpec:
+    """What a step graph takes and gives, plus the metadata the runtime needs."""
+
+    name: str
+    version: str
+    architecture: str
+    features: Sequence[tuple[str, str]]  # (name, domain)
+    states: Sequence[StateSpec]
+    scoring: Scoring
+    has_forecast_scale: bool = True
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def input_names(self) -> list[str]:
+        return [c.INPUT_X, *(c.STATE_IN + s.name for s in self.states)]
+
+    @property
+    def output_names(self) -> list[str]:
+        scale = [c.OUTPUT_SCALE] if self.has_forecast_scale else []
+        return [c.OUTPUT_FORECAST, *scale, *(c.STATE_OUT + s.name for s in self.states)]
+
+    def metadata(self) -> dict[str, str]:
+        model = {"name": self.name, "version": self.version, "architecture": self.architecture}
+        if self.description:
+            model["description"] = self.description
+        return {
+            c.META_CONTRACT: c.CONTRACT_VERSION,
+            c.META_MODEL: json.dumps(model),
+            c.META_FEATURES: json.dumps([{"name": n, "domain": d} for n, d in self.features]),
+            c.META_STATE: json.dumps([{"name": s.name, "shape": list(s.shape), "init": s.init} for s in self.states]),
+            c.META_SCORING: json.dumps(self.scoring.as_dict()),
+            c.META_PROVENANCE: json.dumps(dict(self.provenance), sort_keys=True, default=str),
+        }

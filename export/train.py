@@ -1,0 +1,235 @@
+"""`rnnwatch train`: fit a reference architecture as a one-step-ahead forecaster and export it.
+
+Per series (key), the first ``train_rows`` rows are used: the first 80 % to fit, the last 20 % held out
+(never fitted) to pick the best epoch and to calibrate the scoring defaults *through the real runtime*
+(``rnnwatch.consumer.offline.score_array``), so the threshold means the same thing in production.
+Normalisation constants come from the fitting rows only and are baked into the graph.
+Reproducible: a fixed seed, deterministic torch kernels, one thread; ``--trained-at`` (or
+``SOURCE_DATE_EPOCH``) pins the only time-dependent metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnwatch.consumer.contract import load_signature
+from rnnwatch.export.convert import StepGraph, export_step_model, write_metadata
+from rnnwatch.export.data import Series, load_series
+from rnnwatch.export.models.base import StepModule
+from rnnwatch.export.registry import ARCHITECTURES
+from rnnwatch.export.signature import Scoring, StepSignatureSpec
+from rnnwatch.export.transform import Transform, choose_transform, transform_series
+from rnnwatch.export.validate import check_parity
+
+__all__ = ["TrainResult", "calibrate_threshold", "train"]
+
+HOLDOUT = 0.2
+TARGET_FALSE_ALARM_RATE = 0.001
+THRESHOLD_RANGE = (0.99, 0.999999)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    path: Path
+    spec: StepSignatureSpec
+    parity: dict[str, float]
+
+
+def train(args: argparse.Namespace) -> TrainResult:
+    """Train per ``args`` (the parsed `rnnwatch train` flags) and write the step model."""
+    arch = ARCHITECTURES[args.arch]
+    _seed_everything(args.seed)
+    columns = args.column or ["value"]
+    series, sha = load_series(args.input, columns, key_column=args.key_column, time_column=args.time_column)
+    series = [Series(s.key, s.values[: args.train_rows] if args.train_rows else s.values) for s in series]
+    kind = choose_transform(args.transform, np.concatenate([s.values for s in series]))
+    fit_parts, hold_parts, mean, std = _normalise(series, kind)
+    model = arch.build(len(columns), args)
+    if arch.fit == "ridge":
+        epochs, best = _fit_ridge(model, fit_parts, args), 0.0
+    else:
+        epochs, best = _fit_backprop(model, fit_parts, hold_parts, args)
+    resid = _holdout_residual_std(model, fit_parts, hold_parts)
+    graph = StepGraph(model, Transform(kind, mean, std, resid))
+    spec = _spec(args, arch.name, columns, graph, kind, series, sha, epochs, best, model)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        draft = Path(tmp) / "draft.onnx"
+        export_step_model(graph, draft, spec, validate=False)
+        threshold = calibrate_threshold(draft, [s.values for s in series], spec.scoring.warmup_steps)
+        parity = check_parity(draft, graph)
+        final = _with_provenance(_with_scoring(spec, threshold),
+                                 parity={k: float(f"{v:.3g}") for k, v in parity.items()})
+        write_metadata(draft, final)
+        load_signature(draft)  # the runtime's own contract check, before the file appears
+        draft.replace(out)
+    return TrainResult(out, final, parity)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+
+
+def _normalise(series: list[Series], kind: str) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    """Normalised inputs per series, split into fit / held-out parts; mean and std from fit rows only."""
+    transformed = [transform_series(kind, s.values) for s in series]
+    skip = 0 if kind == "level" else 1  # the first step of a stateful transform is a fixed 0
+    cut = [max(2, int(len(z) * (1 - HOLDOUT))) for z in transformed]
+    fit_rows = np.concatenate([z[skip:c] for z, c in zip(transformed, cut, strict=True)])
+    mean, std = fit_rows.mean(axis=0), np.maximum(fit_rows.std(axis=0), 1e-12)
+    normed = [((z - mean) / std).astype(np.float32) for z in transformed]
+    return ([u[:c] for u, c in zip(normed, cut, strict=True)], [u[c - 1:] for u, c in zip(normed, cut, strict=True)],
+            mean, std)
+
+
+def _windows(parts: list[np.ndarray], length: int) -> torch.Tensor:
+    out = []
+    for u in parts:
+        if len(u) < 3:
+            continue
+        w = min(length, len(u) - 1)
+        for start in range(0, len(u) - w, max(1, w // 2)):
+            out.append(u[start:start + w + 1])
+    width = min(len(o) for o in out)
+    return torch.from_numpy(np.stack([o[:width] for o in out]))
+
+
+def _fit_backprop(model: StepModule, fit: list[np.ndarray], hold: list[np.ndarray],
+                  args: argparse.Namespace) -> tuple[int, float]:
+    """Adam on windows (truncated BPTT), best epoch by held-out loss, early stop after 5 bad epochs."""
+    train_w, hold_w = _windows(fit, args.window), _windows(hold, args.window)
+    burn = min(8, train_w.shape[1] // 4)  # windows start from a zero state: don't score the warm-up
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    gen = torch.Generator().manual_seed(args.seed)
+    best, best_state, bad, epoch = float("inf"), None, 0, 0
+    for epoch in range(1, args.epochs + 1):  # noqa: B007 - the last epoch run is reported
+        model.train()
+        for idx in torch.randperm(len(train_w), generator=gen).split(args.batch_size):
+            w = train_w[idx]
+            loss = torch.mean((model.forward_sequence(w[:, :-1])[:, burn:] - w[:, 1 + burn:]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            val = float(torch.mean((model.forward_sequence(hold_w[:, :-1])[:, burn:] - hold_w[:, 1 + burn:]) ** 2))
+        if val < best - 1e-6:
+            best, bad = val, 0
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= 5:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return epoch, best
+
+
+def _fit_ridge(model: StepModule, fit: list[np.ndarray], args: argparse.Namespace) -> int:
+    """Closed-form readout (echo state networks): the module fits itself on the normalised fit rows."""
+    fit_readout = getattr(model, "fit_readout", None)
+    if fit_readout is None:
+        msg = f"{type(model).__name__} has no fit_readout() for ridge fitting"
+        raise TypeError(msg)
+    fit_readout(fit, args)
+    return 1
+
+
+def _holdout_residual_std(model: StepModule, fit: list[np.ndarray], hold: list[np.ndarray]) -> np.ndarray:
+    """Std of normalised one-step residuals on held-out rows (state carried in from the fit rows)."""
+    model.eval()
+    residuals = []
+    with torch.no_grad():
+        for f, h in zip(fit, hold, strict=True):
+            u = torch.from_numpy(np.concatenate([f[:-1], h]))[None]
+            pred = model.forward_sequence(u[:, :-1])[0].numpy()
+            target = u[0, 1:].numpy()
+            residuals.append((target - pred)[len(f) - 1:])
+    r = np.concatenate(residuals)
+    return np.maximum(r.std(axis=0), 1e-6).astype(np.float32)
+
+
+def calibrate_threshold(model_path: Path, series: list[np.ndarray], warmup: int) -> float:
+    """Threshold with ~0.1 % false alarms on held-out rows, scored by the runtime's own scorer."""
+    from rnnwatch.consumer.offline import score_array
+
+    held = []
+    for values in series:
+        scores = score_array(model_path, values, threshold=0.5).scores
+        start = max(warmup + 1, int(len(values) * (1 - HOLDOUT)))
+        held.append(scores[start:])
+    all_scores = np.concatenate(held)
+    all_scores = all_scores[np.isfinite(all_scores)]
+    if all_scores.size == 0:
+        return 0.9999
+    q = float(np.quantile(all_scores, 1 - TARGET_FALSE_ALARM_RATE))
+    return float(np.clip(round(q, 6), *THRESHOLD_RANGE))
+
+
+def _spec(args: argparse.Namespace, arch: str, columns: list[str], graph: StepGraph, kind: str,
+          series: list[Series], sha: str, epochs: int, best: float, model: StepModule) -> StepSignatureSpec:
+    assert graph.transform is not None  # noqa: S101 - train always builds a transform
+    rows = sum(len(s.values) for s in series)
+    provenance: dict[str, Any] = {
+        "data": Path(args.input).name, "data_sha256": sha, "series": len(series), "rows": rows,
+        "fit_rows": rows - int(sum(len(s.values) * HOLDOUT for s in series)),
+        "holdout_fraction": HOLDOUT, "trained_at": _trained_at(args), "seed": args.seed, "transform": kind,
+        "epochs": epochs, "best_holdout_mse": round(best, 6), "window": args.window, "lr": args.lr,
+        "hyperparameters": model.hyperparameters(), "torch": torch.__version__.split("+")[0],
+        "trainer": "rnnwatch train",
+    }
+    residual_std = tuple(float(v) for v in _message_residual_std(graph, series))
+    return StepSignatureSpec(
+        name=args.name or f"{Path(args.input).stem}-{arch}", version=args.model_version, architecture=arch,
+        features=[(c, graph.transform.domain) for c in columns], states=graph.state_spec(),
+        scoring=Scoring(warmup_steps=args.warmup_steps, threshold=0.9999, halflife_steps=args.halflife_steps,
+                        residual_std=residual_std),
+        provenance=provenance,
+    )
+
+
+def _message_residual_std(graph: StepGraph, series: list[Series]) -> np.ndarray:
+    """Held-out one-step residual std in message units (the scale used if forecast_scale is absent)."""
+    out = []
+    with torch.no_grad():
+        for s in series:
+            xs = torch.from_numpy(s.values.astype(np.float32))[None]
+            forecast = graph.forward_sequence(xs)[0, :-1].numpy()
+            res = s.values[1:] - forecast
+            out.append(res[int(len(res) * (1 - HOLDOUT)):])
+    return np.maximum(np.concatenate(out).std(axis=0), 1e-9)
+
+
+def _trained_at(args: argparse.Namespace) -> str:
+    if args.trained_at:
+        return str(args.trained_at)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = datetime.fromtimestamp(int(epoch), tz=UTC) if epoch else datetime.now(tz=UTC)
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _with_scoring(spec: StepSignatureSpec, threshold: float) -> StepSignatureSpec:
+    from dataclasses import replace
+
+    return replace(spec, scoring=replace(spec.scoring, threshold=threshold))
+
+
+def _with_provenance(spec: StepSignatureSpec, **extra: Any) -> StepSignatureSpec:
+    from dataclasses import replace
+
+    return replace(spec, provenance={**spec.provenance, **extra})
+

@@ -1,0 +1,91 @@
+"""Data transforms baked into the step graph, so the runtime feeds raw message values.
+
+``log-return`` (prices; domain positive): u_t = (log(x_t / x_{t-1}) - mean) / std, with the previous x as
+state (a key's first step has no previous value: its return counts as 0); forecast = x_t·exp(mean + std·û).
+``diff`` (domain real): u_t = (x_t - x_{t-1} - mean) / std; forecast = x_t + mean + std·û.
+``level`` (domain real): u_t = (x_t - mean) / std; forecast = mean + std·û.
+
+``forecast_scale`` is the predicted std of the next x in message units: the held-out std of the model's
+normalised one-step residuals (``resid_std``) carried back through the transform.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["TRANSFORMS", "Transform", "choose_transform", "transform_series"]
+
+TRANSFORMS = ("log-return", "diff", "level")
+DOMAIN = {"log-return": "positive", "diff": "real", "level": "real"}
+
+
+def choose_transform(requested: str, values: np.ndarray) -> str:
+    """``auto``: log-returns for strictly positive data (prices), else levels."""
+    if requested != "auto":
+        return requested
+    return "log-return" if bool(np.all(values > 0)) else "level"
+
+
+def transform_series(kind: str, x: np.ndarray) -> np.ndarray:
+    """Un-normalised transformed series of one key, [T, F] -> [T, F], exactly as the graph computes it."""
+    if kind == "level":
+        return x.astype(np.float64)
+    prev = np.vstack([x[:1], x[:-1]]).astype(np.float64)
+    if kind == "log-return":
+        return np.log(x.astype(np.float64) / prev)
+    return x.astype(np.float64) - prev
+
+
+class Transform(nn.Module):
+    """Normalises raw x into the model's input and maps its output back to message units."""
+
+    def __init__(self, kind: str, mean: np.ndarray, std: np.ndarray, resid_std: np.ndarray) -> None:
+        super().__init__()
+        if kind not in TRANSFORMS:
+            msg = f"unknown transform {kind!r}; use one of {TRANSFORMS}"
+            raise ValueError(msg)
+        self.kind = kind
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.as_tensor(np.maximum(std, 1e-12), dtype=torch.float32))
+        self.register_buffer("resid_std", torch.as_tensor(resid_std, dtype=torch.float32))
+
+    @property
+    def stateful(self) -> bool:
+        return self.kind != "level"
+
+    @property
+    def domain(self) -> str:
+        return DOMAIN[self.kind]
+
+    def encode(self, x: Tensor, prev: Tensor | None, seen: Tensor | None) -> Tensor:
+        """``prev``/``seen``: the state (previous x, and 1 once the key has a previous x)."""
+        if self.kind == "level" or prev is None or seen is None:
+            z = x
+        else:
+            seen = seen > 0
+            if self.kind == "log-return":
+                z = torch.log(x / torch.where(seen, prev, x))
+            else:
+                z = x - torch.where(seen, prev, x)
+        return (z - self.mean) / self.std
+
+    def encode_sequence(self, xs: Tensor) -> Tensor:
+        """[B, T, F] raw -> normalised, the vectorised twin of stepping encode() (the parity reference)."""
+        if self.kind == "level":
+            return (xs - self.mean) / self.std
+        prev = torch.cat([xs[:, :1], xs[:, :-1]], dim=1)
+        z = torch.log(xs / prev) if self.kind == "log-return" else xs - prev
+        return (z - self.mean) / self.std
+
+    def decode(self, u_hat: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(forecast of the next x, its predicted std), both in message units."""
+        step = self.mean + self.std * u_hat
+        spread = self.std * self.resid_std
+        if self.kind == "log-return":
+            forecast = x * torch.exp(step)
+            return forecast, forecast * spread
+        if self.kind == "diff":
+            return x + step, spread.expand_as(x)
+        return step, spread.expand_as(x)
