@@ -1,0 +1,78 @@
+"""Residual scorer: calibrated tail probabilities, warm-up, no learning from anomalies, severity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig, chi2_tail, gaussian_tail, severity_of
+from rnnwatch.consumer.state import StateTable
+
+
+def _scorer(threshold: float = 0.999, warmup: int = 0) -> tuple[ResidualScorer, StateTable, np.ndarray]:
+    cfg = ScorerConfig(threshold=threshold, warmup_steps=warmup, halflife_steps=20.0,
+                       residual_std=np.array([1.0], dtype=np.float32), uses_model_scale=False)
+    scorer = ResidualScorer(cfg, 1)
+    table = StateTable(scorer.columns(), identity="t")
+    rows, _ = table.rows_for(0, [b"a", b"b", b"c"])
+    scorer.remember(table, rows, np.zeros((3, 1), np.float32), None)
+    return scorer, table, rows
+
+
+def test_gaussian_tail_matches_math_erfc() -> None:
+    z = np.linspace(0, 8, 161)
+    ours = gaussian_tail(z)
+    exact = np.array([math.erfc(v / math.sqrt(2)) for v in z])
+    np.testing.assert_allclose(ours, exact, rtol=2e-7, atol=1e-300)
+
+
+def test_chi2_tail_one_feature_is_exact_and_several_are_close() -> None:
+    assert chi2_tail(np.array([3.841459]), 1)[0] == pytest.approx(0.05, rel=1e-5)
+    assert chi2_tail(np.array([5.991465]), 2)[0] == pytest.approx(0.05, rel=0.05)
+
+
+def test_score_is_in_unit_interval_and_monotone_in_residual() -> None:
+    scorer, table, rows = _scorer()
+    x = np.array([[0.5], [2.0], [6.0]], dtype=np.float32)
+    res = scorer.score(table, rows, x, np.full(3, 100))
+    assert ((res.score >= 0) & (res.score <= 1)).all()
+    assert res.score[0] < res.score[1] < res.score[2]
+    assert res.is_anomaly.tolist() == [False, False, True]
+
+
+def test_warmup_suppresses_anomalies() -> None:
+    scorer, table, rows = _scorer(warmup=10)
+    x = np.full((3, 1), 9.0, dtype=np.float32)
+    res = scorer.score(table, rows, x, np.array([0, 9, 10]))
+    assert res.is_anomaly.tolist() == [False, False, True]
+    assert (res.score > 0.999).all()
+
+
+def test_anomalies_do_not_teach_the_normaliser() -> None:
+    scorer, table, rows = _scorer()
+    before = table.arrays["s.var"][rows].copy()
+    res = scorer.score(table, rows, np.array([[0.0], [0.5], [50.0]], dtype=np.float32), np.full(3, 100))
+    after = table.arrays["s.var"][rows]
+    assert res.is_anomaly.tolist() == [False, False, True]
+    assert after[2] == before[2]
+    assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_normaliser_adapts_to_a_volatile_key() -> None:
+    scorer, table, rows = _scorer(threshold=0.9999)
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # key c is 3x as volatile as the model's scale says
+        x = (rng.normal(0, 1, (3, 1)) * np.array([[1.0], [1.0], [3.0]])).astype(np.float32)
+        scorer.score(table, rows, x, np.full(3, 1000))
+        scorer.remember(table, rows, np.zeros((3, 1), np.float32), None)
+    assert table.arrays["s.var"][rows[2]] == pytest.approx(9.0, rel=0.35)
+    res = scorer.score(table, rows, np.array([[4.0], [4.0], [4.0]], dtype=np.float32), np.full(3, 1000))
+    assert res.is_anomaly[0] and not res.is_anomaly[2]
+
+
+def test_severity_levels() -> None:
+    assert severity_of(1e-3, 1e-3) == "minor"
+    assert severity_of(1e-5, 1e-3) == "major"
+    assert severity_of(1e-7, 1e-3) == "critical"

@@ -1,0 +1,75 @@
+"""Settings precedence (flags > env > TOML > defaults) and errors that name their source."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.settings import add_arguments, load_settings
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_and_derived_topics() -> None:
+    s = load_settings(_args("--input-topic", "ticks"), env={})
+    assert s.output_topic == "ticks.anomalies"
+    assert s.dead_letter_topic == "ticks.dlq"
+    assert s.changelog_topic == "rnnwatch.state"
+    assert s.metrics_port == 9108
+    assert s.model.endswith("model.onnx")
+
+
+def test_precedence_flag_over_env_over_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "rnnwatch.toml"
+    toml.write_text('input_topic = "from-toml"\ngroup_id = "toml-group"\nmax_poll_records = 7\n')
+    env = {"RNNWATCH_GROUP_ID": "env-group", "RNNWATCH_CONFIG": str(toml)}
+    s = load_settings(_args("--group-id", "flag-group"), env=env)
+    assert s.group_id == "flag-group"
+    s = load_settings(_args(), env=env)
+    assert (s.group_id, s.input_topic, s.max_poll_records) == ("env-group", "from-toml", 7)
+    assert s.changelog_topic == "env-group.state"
+
+
+def test_unknown_toml_key_is_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('input_topic = "x"\nbootstrap_server = "typo:9092"\n')
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_settings(_args("--config", str(toml)), env={})
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["--input-topic", "t", "--max-poll-records", "lots"], {}, "flag --max-poll-records"),
+        (["--input-topic", "t"], {"RNNWATCH_METRICS_PORT": "-1"}, "metrics_port must be >= 0"),
+        (["--input-topic", "t"], {"RNNWATCH_SESSION_TIMEOUT_MS": "abc"}, "RNNWATCH_SESSION_TIMEOUT_MS"),
+        (["--input-topic", "t", "--threshold", "1.5"], {}, "threshold must be in (0, 1)"),
+        ([], {}, "no input topic"),
+        (["--input-topic", "t", "--output-topic", "t"], {}, "must all differ"),
+        (["--input-topic", "t", "--field-map", "price"], {}, "feature=field"),
+    ],
+)
+def test_bad_values_name_their_source(argv: list[str], env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(_args(*argv), env=env)
+    assert needle in str(err.value)
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(_args("--config", "/nonexistent/rnnwatch.toml"), env={})
+
+
+def test_field_map_and_help_shows_env() -> None:
+    s = load_settings(_args("--input-topic", "t", "--field-map", "price=close"), env={})
+    assert s.fields_for(("price",)) == ("close",)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert "[env: RNNWATCH_BOOTSTRAP_SERVERS]" in " ".join(parser.format_help().split())

@@ -1,0 +1,94 @@
+"""State table: rows per (partition, key), gather/scatter, growth, eviction, snapshots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnwatch.consumer.errors import StateError
+from rnnwatch.consumer.state import Column, StateTable
+
+
+def _table(capacity: int = 2) -> StateTable:
+    return StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0)],
+                      identity="model-a", capacity=capacity)
+
+
+def test_rows_are_stable_and_grow_past_capacity() -> None:
+    t = _table(capacity=2)
+    rows, new = t.rows_for(0, [b"a", b"b", b"c", b"a"])
+    assert new.tolist() == [True, True, True, False]
+    assert rows[0] == rows[3]
+    assert len(set(rows.tolist())) == 3
+    assert len(t) == 3
+    t.arrays["m.h"][rows[:3]] = np.arange(9, dtype=np.float32).reshape(3, 3)
+    again, _ = t.rows_for(0, [b"c", b"a"])
+    np.testing.assert_array_equal(t.arrays["m.h"][again], [[6, 7, 8], [0, 1, 2]])
+
+
+def test_same_key_in_two_partitions_is_two_rows() -> None:
+    t = _table()
+    r0, _ = t.rows_for(0, [b"k"])
+    r1, _ = t.rows_for(1, [b"k"])
+    assert r0[0] != r1[0]
+
+
+def test_drop_partition_frees_rows_and_new_rows_start_fresh() -> None:
+    t = _table()
+    rows, _ = t.rows_for(3, [b"a", b"b"])
+    t.arrays["m.h"][rows] = 9.0
+    assert t.drop_partition(3) == 2
+    assert len(t) == 0
+    rows, new = t.rows_for(3, [b"a"])
+    assert new.all()
+    np.testing.assert_array_equal(t.arrays["m.h"][rows[0]], [0.5, 0.5, 0.5])
+
+
+def test_ttl_eviction_skips_dirty_rows() -> None:
+    t = _table()
+    rows, _ = t.rows_for(0, [b"old", b"dirty", b"fresh"])
+    t.last_seen_s[rows] = [0.0, 0.0, 100.0]
+    t.dirty[rows[1]] = True
+    evicted = t.evict_idle(now_s=101.0, ttl_s=10.0)
+    assert evicted == [(0, b"old")]
+    assert t.row_of(0, b"old") is None and t.row_of(0, b"dirty") is not None
+
+
+def test_snapshot_round_trip_is_bit_exact() -> None:
+    t = _table()
+    rows, _ = t.rows_for(2, [b"k"])
+    row = int(rows[0])
+    t.arrays["m.h"][row] = [1.5, -2.25, 1e-30]
+    t.arrays["s.var"][row] = 3.75
+    t.steps[row], t.last_offset[row], t.last_event_ms[row] = 41, 1234, 99
+    snap = t.decode(t.snapshot(row))
+    other = _table()
+    r = other.load(2, b"k", snap)
+    np.testing.assert_array_equal(other.arrays["m.h"][r], t.arrays["m.h"][row])
+    assert other.arrays["s.var"][r] == 3.75
+    assert (other.steps[r], other.last_offset[r], other.last_event_ms[r]) == (41, 1234, 99)
+
+
+def test_snapshot_of_another_model_has_no_values() -> None:
+    t = _table()
+    rows, _ = t.rows_for(0, [b"k"])
+    foreign = StateTable([Column.filled("m.h", (3,), np.float32, 0.0), Column.filled("s.var", (), np.float64, 1.0)],
+                         identity="model-b")
+    snap = foreign.decode(t.snapshot(int(rows[0])))
+    assert snap.values == {}
+
+
+@pytest.mark.parametrize("blob", [b"", b"RNW1", b"XXXX\x00\x00" + b"\x00" * 24, b"RNW1\x07\x00model-a" + b"\x00" * 5])
+def test_corrupt_snapshots_raise_state_error(blob: bytes) -> None:
+    with pytest.raises(StateError):
+        _table().decode(blob)
+
+
+def test_reset_keeps_ordering_bookkeeping() -> None:
+    t = _table()
+    rows, _ = t.rows_for(0, [b"k"])
+    t.arrays["m.h"][rows] = 7.0
+    t.steps[rows], t.last_event_ms[rows], t.last_offset[rows] = 10, 500, 77
+    t.reset(rows)
+    assert t.steps[rows[0]] == 0 and t.last_event_ms[rows[0]] == 500 and t.last_offset[rows[0]] == 77
+    np.testing.assert_array_equal(t.arrays["m.h"][rows[0]], [0.5, 0.5, 0.5])
