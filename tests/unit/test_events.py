@@ -15,7 +15,7 @@ def _event() -> AnomalyEvent:
 
 
 def test_cloudevents_headers_and_key() -> None:
-    key, value, headers = _event().to_kafka()
+    key, _value, headers = _event().to_kafka()
     h = dict(headers)
     assert key == b"AAPL"
     assert h["ce_specversion"] == b"1.0"

@@ -1,0 +1,60 @@
+"""Helpers for integration tests: produce a feed, read a topic to its end (highwater, not end_offsets)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for key, value in records:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def price_feed(symbols: int, steps: int, *, shock: tuple[int, int] | None = None, seed: int = 0) -> list[
+        tuple[bytes | None, bytes]]:
+    """Random-walk ticks, keyed by symbol, time-ordered; ``shock=(symbol, step)`` multiplies one price by 1.3."""
+    rng = np.random.default_rng(seed)
+    prices = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (symbols, steps)), axis=1))
+    if shock is not None:
+        prices[shock[0], shock[1]] *= 1.3
+    out: list[tuple[bytes | None, bytes]] = []
+    for t in range(steps):
+        for k in range(symbols):
+            sym = f"S{k:03d}"
+            out.append((sym.encode(), orjson.dumps({"symbol": sym, "ts": 1_600_000_000 + 60 * t,
+                                                    "price": round(float(prices[k, t]), 4)})))
+    return out
+
+
+def read_all(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list[Any]:
+    """Every record of ``topic``, reading each partition up to the highwater its fetches report."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=200).values():
+            records.extend(batch)
+        if all(consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp) for tp in tps):
+            break
+    consumer.close()
+    return records
+
+
+def committed(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    parts = consumer.partitions_for_topic(topic) or set()
+    out = {p: consumer.committed(TopicPartition(topic, p)) for p in parts}
+    consumer.close()
+    return out
