@@ -31,7 +31,7 @@ from rnnwatch.consumer.state import Column, StateTable
 __all__ = ["SEVERITIES", "ResidualScorer", "ScoreBatch", "ScorerConfig", "gaussian_tail", "severity_of"]
 
 SEVERITIES = ("minor", "major", "critical")
-_Z2_CLIP = 25.0  # a single point moves the normaliser at most as much as a 5-sigma residual would
+_Z2_CLIP = 25.0  # one point moves the normaliser at most as much as a 5-sigma residual (of its own scale) would
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,8 @@ class ResidualScorer:
             return
         n = table.arrays["s.n"][rows] + 1
         alpha = np.maximum(self._alpha, 1.0 / n)  # running mean first, EWMA once n > 1/alpha
-        z2 = np.minimum((z * z).mean(axis=1), _Z2_CLIP)
         var = table.arrays["s.var"][rows]
+        z2 = np.minimum((z * z).mean(axis=1), _Z2_CLIP * var)
         table.arrays["s.var"][rows] = np.maximum(var + alpha * (z2 - var), 1e-6)
         table.arrays["s.n"][rows] = n
 
