@@ -57,6 +57,10 @@ test: $(VENV)/.dev system-deps lint typecheck
 unit: $(VENV)/.dev
 	$(BIN)/pytest tests/unit
 
+# Throughput: `rnnwatch run` vs a plain kafka-python consumer on the same topic, one JSON document.
+bench: $(VENV)/.dev
+	$(BIN)/python tests/bench/bench_throughput.py
+
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
 
