@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck unit bench model prices system-deps clean install-runtime install-dev
+.PHONY: demo test lint typecheck unit bench bench-arch model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ unit: $(VENV)/.dev
 # Throughput: `rnnwatch run` vs a plain kafka-python consumer on the same topic, one JSON document.
 bench: $(VENV)/.dev
 	$(BIN)/python tests/bench/bench_throughput.py
+
+# Per-architecture step latency / throughput / state size (the README's architecture table).
+bench-arch: $(VENV)/.dev
+	$(BIN)/python tests/bench/bench_architectures.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache

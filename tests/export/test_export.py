@@ -20,11 +20,13 @@ pytestmark = pytest.mark.export
 
 
 def _graph(arch: str, transform: str, n_features: int = 1) -> StepGraph:
-    import argparse
+    from rnnwatch.export.cli import build_parser
 
     torch.manual_seed(1)
-    model = ARCHITECTURES[arch].build(n_features, argparse.Namespace(hidden=8, layers=2, window=6, delays=3,
-                                                                      periods="1,2,4", reservoir=20))
+    options = build_parser().parse_args(["train", "--arch", arch, "--input", "-", "--output", "-", "--hidden", "12",
+                                         "--delays", "5", "--periods", "1,3,4", "--reservoir", "30",
+                                         "--bi-window", "6"])
+    model = ARCHITECTURES[arch].build(n_features, options)
     for p in model.parameters():  # larger weights than the default init make the proof harder
         p.data.mul_(2.0)
     t = Transform(transform, np.full(n_features, 0.001), np.full(n_features, 0.02), np.full(n_features, 0.9))

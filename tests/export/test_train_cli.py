@@ -95,3 +95,17 @@ def test_export_a_user_module(tmp_path: Path) -> None:
     sig = load_signature(tmp_path / "s.onnx")
     assert sig.features[0].domain == "nonnegative" and not sig.has_forecast_scale
     assert sig.scoring.residual_std == (2.5,)
+
+
+@pytest.mark.parametrize("arch", ["elman", "jordan", "lstm", "gru", "stacked", "deep-transition", "tdnn", "narx",
+                                  "esn", "clockwork", "birnn"])
+def test_every_architecture_trains_with_defaults(arch: str, prices_csv: Path, tmp_path: Path) -> None:
+    out = subprocess.run([*CLI, "train", "--arch", arch, "--input", str(prices_csv), "--key-column", "symbol",
+                          "--time-column", "ts", "--column", "price", "--train-rows", "200", "--hidden", "8",
+                          "--epochs", "2", "--reservoir", "40", "--output", str(tmp_path / f"{arch}.onnx")],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stderr
+    sig = load_signature(tmp_path / f"{arch}.onnx")
+    assert sig.architecture == arch
+    assert sig.provenance["parity"]["max_rel_error"] < 1e-4
+    assert sig.provenance["hyperparameters"]
