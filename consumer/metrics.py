@@ -151,7 +151,9 @@ class Metrics:
         )
         self.active_keys = Gauge("rnnwatch_active_keys", "Keys with state held in memory.", registry=r)
         self.state_resets = Counter(
-            "rnnwatch_state_resets", "Keys whose state was reset, by reason.", ["reason"], registry=r
+            "rnnwatch_state_resets",
+            "Keys whose state was reset, by reason (model_changed: another model, state layout or input topic).",
+            ["reason"], registry=r
         )
         self.keys_evicted = Counter("rnnwatch_keys_evicted", "Idle keys evicted from memory (TTL).", registry=r)
         self.ready = Gauge("rnnwatch_ready", "1 when the model is loaded and partitions are assigned.", registry=r)
@@ -164,10 +166,32 @@ class Metrics:
             ["version", "python", "onnxruntime"], registry=r,
         )
         self.build_info.labels(_own_version(), platform.python_version(), _ort_version()).set(1)
+        self._initialise_children()
+
+    def _initialise_children(self) -> None:
+        """Expose every known label value at 0 from the start, so rates and alerts see a series, not a gap."""
+        from rnnwatch.consumer.records import REASONS
+        from rnnwatch.consumer.runner import STATUS
+
+        for reason in REASONS:
+            self.records_failed.labels(reason)
+        for code, name in STATUS.items():
+            if code:
+                self.records_skipped.labels(name)
+        for reason in ("model_changed", "corrupt_snapshot"):
+            self.state_resets.labels(reason)
+        for kind in ("assigned", "revoked", "lost"):
+            self.rebalances.labels(kind)
+        for kind in ("event", "dead_letter", "snapshot"):
+            self.produce_errors.labels(kind)
 
     def set_model(self, name: str, version: str, architecture: str, sha256: str) -> None:
         self.model_info.clear()
         self.model_info.labels(name, version, architecture, sha256[:12]).set(1)
+        from rnnwatch.consumer.scoring import SEVERITIES
+
+        for severity in SEVERITIES:
+            self.anomalies.labels(severity, f"{name}:{version}")
 
 
 def _own_version() -> str:

@@ -201,8 +201,12 @@ def _waves(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[n
 
 def make_runner(signature: StepSignature, *, threshold: float | None = None, warmup_steps: int | None = None,
                 halflife_steps: float | None = None, threads: int = 1, gap_ms: int = 0,
-                reset_on_gap: bool = False) -> StepRunner:
-    """A StepRunner with the model's calibrated scoring defaults, overridden where arguments are given."""
+                reset_on_gap: bool = False, input_topic: str = "") -> StepRunner:
+    """A StepRunner with the model's calibrated scoring defaults, overridden where arguments are given.
+
+    ``input_topic`` is part of the state identity: snapshots tag the input offset they reflect, and an
+    offset means nothing for another topic (a group re-pointed at a new topic must not skip its records).
+    """
     d = signature.scoring
     config = ScorerConfig(
         threshold=d.threshold if threshold is None else threshold,
@@ -213,5 +217,5 @@ def make_runner(signature: StepSignature, *, threshold: float | None = None, war
     )
     scorer = ResidualScorer(config, signature.n_features)
     model_cols = [Column(f"m.{s.name}", s.shape, np.dtype(np.float32), s.init) for s in signature.states]
-    table = StateTable([*model_cols, *scorer.columns()], identity=signature.identity)
+    table = StateTable([*model_cols, *scorer.columns()], identity=f"{signature.identity}@{input_topic}")
     return StepRunner(StepModel(signature, threads), scorer, table, gap_ms=gap_ms, reset_on_gap=reset_on_gap)

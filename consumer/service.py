@@ -100,7 +100,7 @@ class Service:
         restore_consumer = KafkaConsumer(**consumer_config(s, group=False), fetch_max_wait_ms=50)
         runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
                              halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
-                             reset_on_gap=s.gap_policy == "reset")
+                             reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
         self.store = StateStore(runner.table, s.changelog_topic, restore_consumer,
                                 on_reset=lambda reason, n: self.metrics.state_resets.labels(reason).inc(n))
         decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,

@@ -7,15 +7,32 @@ import hashlib
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
+from onnx import numpy_helper
 
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.offline import score_array
+from rnnwatch.export.cli import main
+from rnnwatch.export.data import load_series
+from rnnwatch.export.train import HOLDOUT
 
 pytestmark = pytest.mark.export
 CLI = [sys.executable, "-m", "rnnwatch.consumer.cli"]
+
+
+@pytest.fixture
+def in_process() -> Iterator[None]:
+    """`rnnwatch train` pins torch to deterministic kernels and one thread: undo that for the next test."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +56,17 @@ def _train(csv_path: Path, out: Path, *extra: str) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_train_writes_a_calibrated_model_the_runtime_accepts(prices_csv: Path, tmp_path: Path) -> None:
-    out = _train(prices_csv, tmp_path / "m.onnx")
+@pytest.fixture(scope="module")
+def trained(prices_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `rnnwatch train` run in a fresh process, through the runtime CLI's delegation."""
+    path = tmp_path_factory.mktemp("trained") / "m.onnx"
+    out = _train(prices_csv, path)
     assert out.returncode == 0, out.stderr
-    sig = load_signature(tmp_path / "m.onnx")
+    return path
+
+
+def test_train_writes_a_calibrated_model_the_runtime_accepts(prices_csv: Path, trained: Path) -> None:
+    sig = load_signature(trained)
     assert sig.architecture == "gru" and sig.feature_names == ("price",)
     assert sig.features[0].domain == "positive"  # auto transform: prices -> log-returns
     assert 0.99 <= sig.scoring.threshold <= 0.999999
@@ -50,20 +74,42 @@ def test_train_writes_a_calibrated_model_the_runtime_accepts(prices_csv: Path, t
     assert p["series"] == 3 and p["rows"] == 1200 and p["seed"] == 0 and p["transform"] == "log-return"
     assert p["data_sha256"] == hashlib.sha256(prices_csv.read_bytes()).hexdigest()
     assert p["parity"]["max_rel_error"] < 1e-4
+    # Calibrated through the runtime scorer at its own threshold: held-out false alarms stay near 0.1 %
+    # and the threshold is not stuck at the top of its range.
+    assert sig.scoring.threshold < 0.999999
+    alarms = rows = 0
+    for series in load_series(prices_csv, ["price"], key_column="symbol", time_column="ts")[0]:
+        flagged = score_array(sig, series.values).is_anomaly
+        held = flagged[int(len(flagged) * (1 - HOLDOUT)):]
+        alarms, rows = alarms + int(held.sum()), rows + len(held)
+    assert alarms / rows <= 0.005
 
 
-def test_same_seed_same_bytes(prices_csv: Path, tmp_path: Path) -> None:
-    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    assert _train(prices_csv, a).returncode == 0
-    assert _train(prices_csv, b).returncode == 0
-    assert a.read_bytes() == b.read_bytes()
+def test_same_seed_same_bytes(prices_csv: Path, trained: Path, tmp_path: Path) -> None:
+    again = _train(prices_csv, tmp_path / "again.onnx")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "again.onnx").read_bytes() == trained.read_bytes()
 
 
-def test_train_reports_a_missing_column(prices_csv: Path, tmp_path: Path) -> None:
-    out = subprocess.run([*CLI, "train", "--arch", "lstm", "--input", str(prices_csv), "--column", "close",
-                          "--output", str(tmp_path / "m.onnx")], capture_output=True, text=True, check=False)
-    assert out.returncode == 2
-    assert "no column 'close'" in out.stderr
+def test_another_seed_other_weights(prices_csv: Path, trained: Path, tmp_path: Path, in_process: None) -> None:
+    """The same-bytes test above would also pass if the seed were ignored; this one would not."""
+    code = main(["train", "--arch", "gru", "--input", str(prices_csv), "--key-column", "symbol", "--time-column",
+                 "ts", "--column", "price", "--hidden", "8", "--epochs", "3", "--seed", "1",
+                 "--trained-at", "2026-01-01T00:00:00Z", "--output", str(tmp_path / "s1.onnx")])
+    assert code == 0
+    a, b = onnx.load(str(trained)), onnx.load(str(tmp_path / "s1.onnx"))
+    weights = {i.name: numpy_helper.to_array(i) for i in a.graph.initializer}
+    changed = [i.name for i in b.graph.initializer if not np.array_equal(numpy_helper.to_array(i), weights[i.name])]
+    assert changed
+
+
+def test_train_reports_a_missing_column(prices_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        in_process: None) -> None:
+    code = main(["train", "--arch", "lstm", "--input", str(prices_csv), "--column", "close",
+                 "--output", str(tmp_path / "m.onnx")])
+    assert code == 2
+    assert "no column 'close'" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_export_a_user_module(tmp_path: Path) -> None:
@@ -99,12 +145,12 @@ def test_export_a_user_module(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arch", ["elman", "jordan", "lstm", "gru", "stacked", "deep-transition", "tdnn", "narx",
                                   "esn", "clockwork", "birnn"])
-def test_every_architecture_trains_with_defaults(arch: str, prices_csv: Path, tmp_path: Path) -> None:
-    out = subprocess.run([*CLI, "train", "--arch", arch, "--input", str(prices_csv), "--key-column", "symbol",
-                          "--time-column", "ts", "--column", "price", "--train-rows", "200", "--hidden", "8",
-                          "--epochs", "2", "--reservoir", "40", "--output", str(tmp_path / f"{arch}.onnx")],
-                         capture_output=True, text=True, timeout=300, check=False)
-    assert out.returncode == 0, out.stderr
+def test_every_architecture_trains_with_defaults(arch: str, prices_csv: Path, tmp_path: Path,
+                                                in_process: None) -> None:
+    code = main(["train", "--arch", arch, "--input", str(prices_csv), "--key-column", "symbol",
+                 "--time-column", "ts", "--column", "price", "--train-rows", "200", "--hidden", "8",
+                 "--epochs", "2", "--reservoir", "40", "--output", str(tmp_path / f"{arch}.onnx")])
+    assert code == 0
     sig = load_signature(tmp_path / f"{arch}.onnx")
     assert sig.architecture == arch
     assert sig.provenance["parity"]["max_rel_error"] < 1e-4

@@ -22,14 +22,7 @@ from rnnwatch.consumer.broker import EmbeddedBroker, free_port
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
 
-pytestmark = [
-    pytest.mark.integration,
-    # Seen intermittently (never under tracemalloc): a disconnected client socket (laddr 0.0.0.0) left to the
-    # garbage collector after the kafka-python 3.0 clients of an in-process Service are closed. Not one of
-    # rnnwatch's own sockets (the ops server binds 127.0.0.1 here); tracked in the closing note.
-    pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning"),
-    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
-]
+pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "rnnwatch.consumer.cli"]
 MALFORMED: list[tuple[bytes | None, bytes]] = [
     (b"S001", b"{not json"),
