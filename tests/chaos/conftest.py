@@ -1,0 +1,1 @@
+"""Chaos fixtures: the shared broker and models come from tests/conftest.py."""
