@@ -187,7 +187,7 @@ class StateStore:
                       key, self.topic, partition, snap.changelog_offset, exc)
             stats.corrupt += 1
             self.on_reset("corrupt_snapshot", 1)
-            self._install_fresh(partition, key, snap.offset)
+            self._install_fresh(partition, key, -1)  # nothing in a corrupt record is trusted, not even its offset
             return 0
         if not decoded.values:
             stats.model_changed += 1
