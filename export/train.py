@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
 from rnnwatch.consumer.contract import load_signature
@@ -35,6 +36,8 @@ __all__ = ["TrainResult", "calibrate_threshold", "train"]
 HOLDOUT = 0.2
 TARGET_FALSE_ALARM_RATE = 0.001
 THRESHOLD_RANGE = (0.99, 0.999999)
+PROVISIONAL_THRESHOLD = 0.9999
+CALIBRATION_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -164,40 +167,57 @@ def _holdout_residual_std(model: StepModule, fit: list[np.ndarray], hold: list[n
 
 
 def calibrate_threshold(model_path: Path, series: list[np.ndarray], warmup: int) -> float:
-    """Threshold with ~0.1 % false alarms on held-out rows, scored by the runtime's own scorer."""
+    """Threshold with ~0.1 % false alarms on held-out rows, scored by the runtime's own scorer.
+
+    The runtime's per-key normaliser does not learn from points it flags, so the scores depend on the
+    threshold itself: start from the provisional threshold and refine it a few times (it settles within
+    one or two rounds). Scoring at a low threshold instead would freeze the normaliser on most points and
+    inflate every score.
+    """
+    threshold = PROVISIONAL_THRESHOLD
+    for _ in range(CALIBRATION_ROUNDS):
+        scores = _holdout_scores(model_path, series, warmup, threshold)
+        if scores.size == 0:
+            return PROVISIONAL_THRESHOLD
+        q = float(np.quantile(scores, 1 - TARGET_FALSE_ALARM_RATE))
+        refined = float(np.clip(round(q, 6), *THRESHOLD_RANGE))
+        if refined == threshold:
+            break
+        threshold = refined
+    return threshold
+
+
+def _holdout_scores(model_path: Path, series: list[np.ndarray], warmup: int, threshold: float) -> np.ndarray:
+    """Runtime scores of every key's held-out rows (after warm-up), each key scored from a fresh state."""
     from rnnwatch.consumer.offline import score_array
 
     held = []
     for values in series:
-        scores = score_array(model_path, values, threshold=0.5).scores
-        start = max(warmup + 1, int(len(values) * (1 - HOLDOUT)))
-        held.append(scores[start:])
+        scores = score_array(model_path, values, threshold=threshold).scores
+        held.append(scores[max(warmup + 1, int(len(values) * (1 - HOLDOUT))):])
     all_scores = np.concatenate(held)
-    all_scores = all_scores[np.isfinite(all_scores)]
-    if all_scores.size == 0:
-        return 0.9999
-    q = float(np.quantile(all_scores, 1 - TARGET_FALSE_ALARM_RATE))
-    return float(np.clip(round(q, 6), *THRESHOLD_RANGE))
+    return all_scores[np.isfinite(all_scores)]
 
 
 def _spec(args: argparse.Namespace, arch: str, columns: list[str], graph: StepGraph, kind: str,
           series: list[Series], sha: str, epochs: int, best: float, model: StepModule) -> StepSignatureSpec:
     assert graph.transform is not None  # noqa: S101 - train always builds a transform
     rows = sum(len(s.values) for s in series)
+    fit_rows = sum(max(2, int(len(s.values) * (1 - HOLDOUT))) for s in series)  # the split _normalise makes
     provenance: dict[str, Any] = {
         "data": Path(args.input).name, "data_sha256": sha, "series": len(series), "rows": rows,
-        "fit_rows": rows - int(sum(len(s.values) * HOLDOUT for s in series)),
-        "holdout_fraction": HOLDOUT, "trained_at": _trained_at(args), "seed": args.seed, "transform": kind,
+        "fit_rows": fit_rows, "holdout_rows": rows - fit_rows, "holdout_fraction": HOLDOUT,
+        "trained_at": _trained_at(args), "seed": args.seed, "transform": kind,
         "epochs": epochs, "best_holdout_mse": round(best, 6), "window": args.window, "lr": args.lr,
         "hyperparameters": model.hyperparameters(), "torch": torch.__version__.split("+")[0],
-        "trainer": "rnnwatch train",
+        "onnx": onnx.__version__, "trainer": "rnnwatch train",
     }
     residual_std = tuple(float(v) for v in _message_residual_std(graph, series))
     return StepSignatureSpec(
         name=args.name or f"{Path(args.input).stem}-{arch}", version=args.model_version, architecture=arch,
         features=[(c, graph.transform.domain) for c in columns], states=graph.state_spec(),
-        scoring=Scoring(warmup_steps=args.warmup_steps, threshold=0.9999, halflife_steps=args.halflife_steps,
-                        residual_std=residual_std),
+        scoring=Scoring(warmup_steps=args.warmup_steps, threshold=PROVISIONAL_THRESHOLD,
+                        halflife_steps=args.halflife_steps, residual_std=residual_std),
         provenance=provenance,
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnwatch.consumer import contract as c
 from rnnwatch.consumer.errors import ModelError
 
 __all__ = ["SEQUENCE_LENGTHS", "TOLERANCES", "AtolError", "BatchError", "ParityError", "ShapeError",
@@ -97,13 +98,17 @@ def _step_all(session: Any, graph: Any, xs: np.ndarray) -> np.ndarray:
     n_out = 2 if graph.has_scale else 1
     forecasts = []
     for t in range(xs.shape[1]):
-        feeds = {"x": xs[:, t]} | {f"state_in.{s.name}": v for s, v in zip(specs, states, strict=True)}
+        feeds = {c.INPUT_X: xs[:, t]} | {c.STATE_IN + s.name: v for s, v in zip(specs, states, strict=True)}
         out = session.run(None, feeds)
+        for name, value in zip((c.OUTPUT_FORECAST, c.OUTPUT_SCALE)[:n_out], out, strict=False):
+            if value.shape != xs[:, t].shape:
+                msg = f"output {name} has shape {value.shape} at step {t}, expected {xs[:, t].shape} (batch, features)"
+                raise ShapeError(msg)
         forecasts.append(out[0])
         states = out[n_out:]
         for s, v in zip(specs, states, strict=True):
             if v.shape != (xs.shape[0], *s.shape):
-                msg = f"state_out.{s.name} has shape {v.shape}, expected {(xs.shape[0], *s.shape)}"
+                msg = f"{c.STATE_OUT}{s.name} has shape {v.shape}, expected {(xs.shape[0], *s.shape)}"
                 raise ShapeError(msg)
     return np.stack(forecasts, axis=1)
 

@@ -71,7 +71,8 @@ def test_train_writes_a_calibrated_model_the_runtime_accepts(prices_csv: Path, t
     assert sig.features[0].domain == "positive"  # auto transform: prices -> log-returns
     assert 0.99 <= sig.scoring.threshold <= 0.999999
     p = sig.provenance
-    assert p["series"] == 3 and p["rows"] == 1200 and p["seed"] == 0 and p["transform"] == "log-return"
+    assert p["series"] == 3 and p["rows"] == 1200 and p["holdout_rows"] == 240 and p["seed"] == 0
+    assert p["transform"] == "log-return" and p["onnx"] and p["torch"]
     assert p["data_sha256"] == hashlib.sha256(prices_csv.read_bytes()).hexdigest()
     assert p["parity"]["max_rel_error"] < 1e-4
     # Calibrated through the runtime scorer at its own threshold: held-out false alarms stay near 0.1 %
