@@ -6,6 +6,7 @@
     ├── RecordError(ValueError)          one input record cannot be used: becomes a dead-letter record
     ├── StateError(RuntimeError)         a changelog snapshot cannot be used: the key is reset, not crashed
     └── BrokerError(ConnectionError)     the broker cannot be reached within the configured wait
+        └── DeliveryError                the producer gave up on a record: the process must replay
 
 Start-up problems raise; per-record problems are values (a ``reason`` string) on the hot path and only
 become ``RecordError`` where a single record is handled on its own.
@@ -16,6 +17,7 @@ from __future__ import annotations
 __all__ = [
     "BrokerError",
     "ConfigError",
+    "DeliveryError",
     "ModelError",
     "RecordError",
     "RnnwatchError",
@@ -50,3 +52,7 @@ class StateError(RnnwatchError, RuntimeError):
 
 class BrokerError(RnnwatchError, ConnectionError):
     """The Kafka cluster could not be reached or refused a required operation."""
+
+
+class DeliveryError(BrokerError):
+    """A record was not delivered after all retries: its offset must never be committed (restart and replay)."""

@@ -24,6 +24,7 @@ class HealthState:
         self.model_loaded = False
         self.assigned = False
         self.restoring = False
+        self.broker_ok = True
         self.detail = "starting"
 
     def tick(self) -> None:
@@ -42,6 +43,8 @@ class HealthState:
             return False, f"no partitions assigned ({self.detail})"
         if self.restoring:
             return False, "restoring state"
+        if not self.broker_ok:
+            return False, "broker unreachable: checkpoints are postponed"
         return True, "ok"
 
 

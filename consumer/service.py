@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.checkpoint import Checkpointer
 from rnnwatch.consumer.contract import StepSignature, load_signature
-from rnnwatch.consumer.errors import BrokerError
+from rnnwatch.consumer.errors import BrokerError, DeliveryError
 from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.health import HealthState, OpsServer
 from rnnwatch.consumer.metrics import Metrics
@@ -163,14 +163,37 @@ class Service:
             self._on_batch(outcome)
 
     def _checkpoint(self) -> None:
-        """A failed commit is survivable (snapshots are written; the group is rebalancing); a failed flush is not."""
-        from kafka.errors import KafkaError
+        """Survive what can be retried; let a lost record end the process so a restart replays it.
+
+        * commit failed (a rebalance): snapshots are written, the next owner skips what they reflect;
+        * flush timed out (broker unreachable): not ready, nothing committed, retried at the next checkpoint
+          while the producer keeps retrying in the background;
+        * delivery failed for good (DeliveryError, a BrokerError): raised, so offsets are never committed
+          past a record whose event was lost.
+        """
+        from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
         try:
             self.checkpointer.run()
-        except KafkaError as exc:
+        except (CommitFailedError, RebalanceInProgressError) as exc:
             log.warning("offset commit failed (%s); snapshots are in the changelog, so the next owner of these "
                         "partitions skips what they already reflect", exc)
+            return
+        except KafkaError as exc:  # connection trouble on the commit: same as an unreachable broker
+            self.health.broker_ok = False
+            log.error("offset commit failed, broker unreachable: %s (retrying at the next checkpoint)", exc)
+            self.checkpointer.last_run_s = time.monotonic()
+            return
+        except DeliveryError:
+            raise
+        except BrokerError as exc:
+            self.health.broker_ok = False
+            log.error("checkpoint postponed, broker unreachable: %s (retrying; nothing is committed)", exc)
+            self.checkpointer.last_run_s = time.monotonic()  # back off one interval before the next attempt
+            return
+        if not self.health.broker_ok:
+            log.info("broker reachable again: checkpoint completed")
+        self.health.broker_ok = True
 
     def _restore_pending(self) -> None:
         pending = set(self.source.assignment.to_restore)
@@ -236,9 +259,11 @@ class Service:
                 self.checkpointer.run()
             except Exception:
                 log.exception("final checkpoint failed; the next start replays from the last commit")
-            self.source.close()
-            self.store.restore_consumer.close()
-            self.sink.close(timeout_s=5.0)
+            for close in (self.source.close, self.store.restore_consumer.close, lambda: self.sink.close(timeout_s=5.0)):
+                try:  # a broker that is gone must not turn a clean stop into a crash
+                    close()
+                except Exception as exc:  # noqa: BLE001 - kafka-python raises assorted errors on close
+                    log.warning("closing a Kafka client failed: %s", exc)
         if self.ops is not None:
             self.ops.stop()
             self.ops = None

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from rnnwatch.consumer.errors import BrokerError
+from rnnwatch.consumer.errors import BrokerError, DeliveryError
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 
 __all__ = ["KafkaSink", "Sink"]
@@ -83,7 +83,7 @@ class KafkaSink:
             error, self._error = self._error, None
         if error is not None:
             msg = f"a record could not be delivered: {error}"
-            raise BrokerError(msg) from error
+            raise DeliveryError(msg) from error
 
     def close(self, timeout_s: float) -> None:
         self._producer.close(timeout=timeout_s)
