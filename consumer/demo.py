@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"metrics: http://127.0.0.1:{service.metrics_port}/metrics   (anomaly events on topic "
               f"{settings.output_topic})", file=out)
         producer_done = threading.Event()
-        threading.Thread(target=_replay, args=(broker.bootstrap_servers, ticks, args.rate, producer_done,
+        threading.Thread(target=_replay, args=(service, broker.bootstrap_servers, ticks, args.rate, producer_done,
                                                produce_ticks), daemon=True).start()
         if not args.follow:
             _stop_when_done(service, producer_done, progress)
@@ -114,8 +114,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay(bootstrap: str, ticks: list[Any], rate: float, done: threading.Event, produce: Any) -> None:
+def _replay(service: Service, bootstrap: str, ticks: list[Any], rate: float, done: threading.Event,
+            produce: Any) -> None:
+    """Start the replay once the detector holds its partitions, so the ticks are seen arriving live."""
     try:
+        deadline = time.monotonic() + 60
+        while not service.health.ready()[0] and time.monotonic() < deadline:
+            time.sleep(0.1)
         produce(bootstrap, INPUT_TOPIC, ticks, rate=rate)
     finally:
         done.set()
