@@ -30,18 +30,45 @@ def _member(broker: EmbeddedBroker, topic: str, name: str, model: Path) -> subpr
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
 
 
-def test_scale_one_three_one_while_the_feed_flows(broker: EmbeddedBroker, ewma_path: Path) -> None:
-    topic = f"scale-{int(time.time() * 1000)}"
-    broker.create_topics([topic], partitions=PARTITIONS)
-    feed = price_feed(24, 200, shock=(2, 150), seed=21)
-
+def _feed_in_background(broker: EmbeddedBroker, topic: str, feed: list[tuple[bytes | None, bytes]],
+                        chunk: int) -> threading.Thread:
     def flow() -> None:
-        for i in range(0, len(feed), 200):
-            produce(broker.bootstrap_servers, topic, feed[i:i + 200])
+        for i in range(0, len(feed), chunk):
+            produce(broker.bootstrap_servers, topic, feed[i:i + chunk])
             time.sleep(0.25)
 
     feeder = threading.Thread(target=flow)
     feeder.start()
+    return feeder
+
+
+def _wait_all_committed(broker: EmbeddedBroker, topic: str, group: str, total: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if sum(v or 0 for v in committed(broker.bootstrap_servers, group, topic).values()) == total:
+            return
+        time.sleep(0.5)
+
+
+def _matches_reference(broker: EmbeddedBroker, topic: str, name: str, model: Path) -> int:
+    """Assert events and final state equal an uninterrupted run's; return the duplicate events seen."""
+    ref = _run(broker, topic, "ref", model)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    want, _ = _events(broker, f"{topic}.ref")
+    got, duplicates = _events(broker, f"{topic}.{name}")
+    assert got.keys() == want.keys()
+    for event_id, body in want.items():
+        assert _same(got[event_id], body), event_id
+    _assert_state_equal(_final_state(broker, f"{topic}-{name}.state", model, topic),
+                        _final_state(broker, f"{topic}-ref.state", model, topic))
+    return duplicates
+
+
+def test_scale_one_three_one_while_the_feed_flows(broker: EmbeddedBroker, ewma_path: Path) -> None:
+    topic = f"scale-{int(time.time() * 1000)}"
+    broker.create_topics([topic], partitions=PARTITIONS)
+    feed = price_feed(24, 200, shock=(2, 150), seed=21)
+    feeder = _feed_in_background(broker, topic, feed, 200)
     start = time.monotonic()
     first = _member(broker, topic, "scaled", ewma_path)
     time.sleep(4)
@@ -53,25 +80,12 @@ def test_scale_one_three_one_while_the_feed_flows(broker: EmbeddedBroker, ewma_p
         proc.communicate(timeout=60)
         assert proc.returncode == 0
     feeder.join()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if sum(v or 0 for v in committed(broker.bootstrap_servers, f"{topic}-scaled", topic).values()) == len(feed):
-            break
-        time.sleep(0.5)
+    _wait_all_committed(broker, topic, f"{topic}-scaled", len(feed))
     first.send_signal(signal.SIGTERM)
     _, err = first.communicate(timeout=60)
     assert first.returncode == 0, err[-2000:]
     elapsed = time.monotonic() - start
-
-    ref = _run(broker, topic, "ref", ewma_path)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    want, _ = _events(broker, f"{topic}.ref")
-    got, duplicates = _events(broker, f"{topic}.scaled")
-    assert got.keys() == want.keys()
-    for event_id, body in want.items():
-        assert _same(got[event_id], body), event_id
-    _assert_state_equal(_final_state(broker, f"{topic}-scaled.state", ewma_path, topic),
-                        _final_state(broker, f"{topic}-ref.state", ewma_path, topic))
+    duplicates = _matches_reference(broker, topic, "scaled", ewma_path)
     report: dict[str, Any] = {"duplicate_events": duplicates, "scenario_seconds": round(elapsed, 1),
                               "revocations_logged": err.count("revoked partitions")}
     print(json.dumps({"scale-1-3-1": report}))
@@ -82,14 +96,7 @@ def test_zombie_frozen_past_its_session_timeout(broker: EmbeddedBroker, ewma_pat
     topic = f"zombie-{int(time.time() * 1000)}"
     broker.create_topics([topic], partitions=PARTITIONS)
     feed = price_feed(24, 200, shock=(2, 150), seed=22)
-
-    def flow() -> None:
-        for i in range(0, len(feed), 150):
-            produce(broker.bootstrap_servers, topic, feed[i:i + 150])
-            time.sleep(0.25)
-
-    feeder = threading.Thread(target=flow)
-    feeder.start()
+    feeder = _feed_in_background(broker, topic, feed, 150)
     zombie = _member(broker, topic, "zombie", ewma_path)
     time.sleep(5)
     zombie.send_signal(signal.SIGSTOP)  # frozen mid-stream, past its 6 s session timeout
@@ -97,23 +104,11 @@ def test_zombie_frozen_past_its_session_timeout(broker: EmbeddedBroker, ewma_pat
     time.sleep(12)
     zombie.send_signal(signal.SIGCONT)  # wakes up believing it still owns its partitions
     feeder.join()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if sum(v or 0 for v in committed(broker.bootstrap_servers, f"{topic}-zombie", topic).values()) == len(feed):
-            break
-        time.sleep(0.5)
+    _wait_all_committed(broker, topic, f"{topic}-zombie", len(feed))
     for proc in (zombie, survivor):
         proc.send_signal(signal.SIGTERM)
     for proc in (zombie, survivor):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-2000:]
-    ref = _run(broker, topic, "ref", ewma_path)
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    want, _ = _events(broker, f"{topic}.ref")
-    got, duplicates = _events(broker, f"{topic}.zombie")
-    assert got.keys() == want.keys()
-    for event_id, body in want.items():
-        assert _same(got[event_id], body), event_id
-    _assert_state_equal(_final_state(broker, f"{topic}-zombie.state", ewma_path, topic),
-                        _final_state(broker, f"{topic}-ref.state", ewma_path, topic))
+    duplicates = _matches_reference(broker, topic, "zombie", ewma_path)
     print(json.dumps({"zombie": {"duplicate_events": duplicates}}))
