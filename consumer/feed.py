@@ -47,7 +47,7 @@ def bundled_prices_path() -> Path:
 
 def load_ticks(path: str | Path | None = None, *, key_column: str = "symbol", time_column: str = "ts",
                value_column: str = "price") -> list[Tick]:
-    """Read a CSV of ticks (default: the bundled real prices)."""
+    """Read a CSV of ticks (default: the bundled real prices); a bad row raises ConfigError naming its line."""
     p = Path(path) if path else bundled_prices_path()
     try:
         with p.open(newline="", encoding="utf-8") as fh:
@@ -56,14 +56,22 @@ def load_ticks(path: str | Path | None = None, *, key_column: str = "symbol", ti
             if missing:
                 msg = f"{p}: missing column(s) {sorted(missing)}; columns are {reader.fieldnames}"
                 raise ConfigError(msg)
-            return [Tick(r[key_column], r[time_column], float(r[value_column])) for r in reader]
+            return [_tick(p, reader.line_num, r, key_column, time_column, value_column) for r in reader]
     except FileNotFoundError as exc:
         msg = f"tick file {p} does not exist"
         raise ConfigError(msg) from exc
+
+
+def _tick(path: Path, line: int, row: dict[str, str | None], key_column: str, time_column: str,
+          value_column: str) -> Tick:
+    key, ts, value = row.get(key_column), row.get(time_column), row.get(value_column)
+    if not key or not ts or value is None:
+        msg = f"{path}:{line}: the row has no {key_column!r}, {time_column!r} or {value_column!r} value"
+        raise ConfigError(msg)
+    try:
+        return Tick(key, ts, float(value))
     except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        msg = f"{p}: a {value_column!r} value is not a number ({exc})"
+        msg = f"{path}:{line}: {value_column!r} value {value!r} is not a number"
         raise ConfigError(msg) from exc
 
 
@@ -75,6 +83,9 @@ def inject_shocks(ticks: list[Tick], *, count: int, size: float = 0.15, seed: in
     """
     if count <= 0:
         return []
+    if not 0.0 < size < 1.0:
+        msg = f"shock size must be in (0, 1) so a shocked price stays positive, got {size}"
+        raise ConfigError(msg)
     rng = np.random.default_rng(seed)
     lo = int(len(ticks) * skip_first)
     rows = np.sort(rng.choice(np.arange(lo, len(ticks)), size=min(count, len(ticks) - lo), replace=False))
@@ -91,6 +102,9 @@ def inject_shocks(ticks: list[Tick], *, count: int, size: float = 0.15, seed: in
 def synthetic_ticks(symbols: int, ticks: int, *, seed: int = 0, start_s: int = 1_600_000_000,
                     step_s: int = 60) -> list[Tick]:
     """A random-walk feed of ``ticks`` ticks over ``symbols`` symbols, round-robin in time (benchmarks)."""
+    if symbols < 1 or ticks < 0:
+        msg = f"a synthetic feed needs symbols >= 1 and ticks >= 0, got symbols={symbols} ticks={ticks}"
+        raise ConfigError(msg)
     rng = np.random.default_rng(seed)
     steps = -(-ticks // symbols)
     prices = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, (steps, symbols)), axis=0))
