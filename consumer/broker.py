@@ -8,12 +8,16 @@ tests/integration/test_broker.py, so a change in Tansu shows up there):
   true end when that batch holds several records; the highwater a fetch response carries
   (``consumer.highwater(tp)``) is right — rnnwatch decides "caught up" / "restore complete" from it;
 * consumer-group joins take about half of ``session_timeout_ms`` (tests use 6000 ms);
-* no log compaction; records of aborted transactions are visible to read_committed consumers.
+* no log compaction; records of aborted transactions are visible to read_committed consumers;
+* it panics and exits when its port is taken (the start-up error then shows that in the log tail).
+
+Its log (stdout and stderr, ``NO_COLOR`` set so it is plain text) goes to ``log_path``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
 import tempfile
@@ -58,7 +62,7 @@ class EmbeddedBroker:
             self._proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
                 [_tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                  "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"},
             )
         self._wait_ready()
         return self
@@ -72,17 +76,25 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
                 break
+            # Bound each probe: a port that accepts but never answers would otherwise block the admin
+            # client's bootstrap for its default 30 s, past our own deadline.
+            probe_ms = int(min(2.0, max(0.1, deadline - time.monotonic())) * 1000)
             try:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000)
-                admin.list_topics()
-                admin.close()
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=2000,
+                                         bootstrap_timeout_ms=probe_ms)
+                try:
+                    admin.list_topics()
+                finally:
+                    admin.close()
                 return
             except (KafkaError, OSError) as exc:
                 last = exc
                 time.sleep(0.1)
+        code = self._proc.poll() if self._proc is not None else None
         self.stop()
+        why = f"it exited with code {code}" if code is not None else f"last probe: {last}"
         msg = (f"embedded broker did not come up on {self.bootstrap_servers} within {self.start_timeout_s:.0f}s "
-               f"({last}); its log ends with:\n{self.log_tail()}")
+               f"({why}); its log {self.log_path} ends with:\n{self.log_tail()}")
         raise BrokerError(msg)
 
     def create_topics(self, names: Iterable[str], partitions: int = 1) -> None:
@@ -102,7 +114,10 @@ class EmbeddedBroker:
         probe = KafkaConsumer(bootstrap_servers=self.bootstrap_servers)
         try:
             deadline = time.monotonic() + 10
-            while any(not probe.partitions_for_topic(n) for n in names) and time.monotonic() < deadline:
+            while missing := [n for n in names if not probe.partitions_for_topic(n)]:
+                if time.monotonic() > deadline:
+                    msg = f"topics {missing} were created but are not in the metadata of {self.bootstrap_servers}"
+                    raise BrokerError(msg)
                 time.sleep(0.05)
         finally:
             probe.close()
