@@ -16,9 +16,9 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +30,12 @@ from rnnwatch.consumer.settings import bundled_model_path
 
 
 def plain_consume(bootstrap: str, topic: str, expected: int) -> dict[str, float]:
+    """Consume ``topic`` with a group consumer until every partition's position reaches its fetch highwater.
+
+    "Done" comes from ``consumer.highwater(tp)`` after a fetch, never ``end_offsets()`` (Tansu's ListOffsets
+    stops at the last batch's first offset + 1). The clock starts at the first record, so the group join
+    (about half of session_timeout_ms on Tansu) is not counted.
+    """
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, group_id=f"bench-plain-{time.monotonic_ns()}", auto_offset_reset="earliest",
         enable_auto_commit=False, fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
@@ -38,7 +44,7 @@ def plain_consume(bootstrap: str, topic: str, expected: int) -> dict[str, float]
     consumer.subscribe([topic])
     n, first, last = 0, 0.0, 0.0
     deadline = time.monotonic() + 300
-    while n < expected and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         batch = consumer.poll(timeout_ms=200)
         for records in batch.values():
             if not first:
@@ -46,22 +52,39 @@ def plain_consume(bootstrap: str, topic: str, expected: int) -> dict[str, float]
             n += len(records)
         if batch:
             last = time.monotonic()
+        if first and _caught_up(consumer):
+            break
     consumer.close()
+    if n != expected:
+        msg = f"baseline consumed {n} records, expected {expected}"
+        raise RuntimeError(msg)
     seconds = max(last - first, 1e-9)
     return {"records": n, "seconds": round(seconds, 3), "records_per_second": round(n / seconds, 1)}
 
 
-def rnnwatch_run(bootstrap: str, topic: str, model: str) -> dict[str, float]:
+def _caught_up(consumer: KafkaConsumer) -> bool:
+    tps = consumer.assignment()
+    return bool(tps) and all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw
+                             for tp in tps)
+
+
+def rnnwatch_run(bootstrap: str, topic: str, model: str) -> dict[str, object]:
+    """`rnnwatch run --until-caught-up` as a subprocess; its JSON summary plus its own peak RSS (wait4)."""
     cmd = [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", bootstrap,
-           "--input-topic", topic, "--group-id", f"bench-rnnwatch-{time.monotonic_ns()}", "--model", model,
-           "--metrics-port", "0", "--session-timeout-ms", "6000", "--until-caught-up", "--log-level", "WARNING"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
-    if out.returncode != 0:
-        return {"error": out.stderr[-2000:]}
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    summary["peak_rss_mib"] = round(max(peak_kb, before) / 1024, 1)
+           "--input-topic", topic, "--output-topic", f"{topic}.anomalies", "--dead-letter-topic", f"{topic}.dlq",
+           "--group-id", f"bench-rnnwatch-{time.monotonic_ns()}", "--model", model, "--metrics-port", "0",
+           "--session-timeout-ms", "6000", "--until-caught-up", "--log-level", "WARNING"]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
+    if proc.returncode != 0:
+        return {"error": f"exit code {proc.returncode}: {stderr[-2000:]}"}
+    summary: dict[str, object] = json.loads(stdout.strip().splitlines()[-1])
+    summary["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)  # Linux: ru_maxrss is in KiB
     return summary
 
 
@@ -82,7 +105,8 @@ def main() -> int:
         baselines = [plain_consume(broker.bootstrap_servers, topic, produced) for _ in range(args.baseline_runs)]
         best = max(baselines, key=lambda b: b["records_per_second"])
         ours = rnnwatch_run(broker.bootstrap_servers, topic, args.model)
-    ratio = ours.get("records_per_second", 0.0) / best["records_per_second"] if "error" not in ours else None
+    rate = ours.get("records_per_second")
+    ratio = rate / best["records_per_second"] if isinstance(rate, float | int) else None
     report = {
         "feed": {"ticks": produced, "symbols": args.symbols, "partitions": args.partitions,
                  "produce_seconds": round(produce_s, 2)},
