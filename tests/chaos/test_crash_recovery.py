@@ -33,13 +33,18 @@ PARTITIONS = 4
 REPORT: dict[str, Any] = {}
 
 
-def _run(broker: EmbeddedBroker, topic: str, name: str, model: Path, env: dict[str, str] | None = None,
-         timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    args = [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
+def member_args(broker: EmbeddedBroker, topic: str, name: str, model: Path, *extra: str) -> list[str]:
+    """`rnnwatch run` for scenario ``name``: its own group, output, dead-letter and changelog topics."""
+    return [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
             "--input-topic", topic, "--output-topic", f"{topic}.{name}", "--dead-letter-topic", f"{topic}.{name}.dlq",
             "--group-id", f"{topic}-{name}", "--model", str(model), "--metrics-port", "0",
-            "--session-timeout-ms", "6000", "--max-poll-records", "700", "--checkpoint-records", "1500",
-            "--until-caught-up"]
+            "--session-timeout-ms", "6000", *extra]
+
+
+def _run(broker: EmbeddedBroker, topic: str, name: str, model: Path, env: dict[str, str] | None = None,
+         timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    args = member_args(broker, topic, name, model, "--max-poll-records", "700", "--checkpoint-records", "1500",
+                       "--until-caught-up")
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, **(env or {})})
 

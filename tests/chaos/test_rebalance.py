@@ -8,11 +8,9 @@ would then silently be part of the initial join.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import committed, price_feed, produce
-from test_crash_recovery import PARTITIONS, _assert_state_equal, _events, _final_state, _run, _same
+from test_crash_recovery import PARTITIONS, _assert_state_equal, _events, _final_state, _run, _same, member_args
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 
@@ -36,26 +34,22 @@ class Member:
 
     def __init__(self, broker: EmbeddedBroker, topic: str, name: str, model: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
-             "--input-topic", topic, "--output-topic", f"{topic}.{name}", "--dead-letter-topic",
-             f"{topic}.{name}.dlq", "--group-id", f"{topic}-{name}", "--model", str(model), "--metrics-port", "0",
-             "--session-timeout-ms", "6000", "--max-poll-records", "300", "--checkpoint-interval-ms", "500"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+            member_args(broker, topic, name, model, "--max-poll-records", "300", "--checkpoint-interval-ms", "500"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self._lines: list[str] = []
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
-            with self._changed:
+            with self._lock:
                 self._lines.append(line)
-                self._changed.notify_all()
 
     @property
     def log(self) -> str:
-        with self._changed:
+        with self._lock:
             return "".join(self._lines)
 
     def assignments(self) -> list[set[int]]:
@@ -66,13 +60,12 @@ class Member:
         history = self.assignments()
         return history[-1] if history else set()
 
-    def stop(self, timeout: float = 60) -> str:
-        """SIGTERM, wait for a clean exit, and return the whole log."""
+    def stop(self, timeout: float = 60) -> None:
+        """SIGTERM and wait for a clean exit."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=timeout)
         self.close()
         assert self.proc.returncode == 0, self.log[-2000:]
-        return self.log
 
     def close(self) -> None:
         """Kill the process if it still runs (a failed test) and release its pipe."""
@@ -119,6 +112,7 @@ class PhasedFeed:
 
     def __init__(self, broker: EmbeddedBroker, topic: str, feed: list[tuple[bytes | None, bytes]], phases: int,
                  chunk: int = 100, pause_s: float = 0.2) -> None:
+        self.total = len(feed)
         size = -(-len(feed) // phases)
         self.parts = [feed[i:i + size] for i in range(0, len(feed), size)]
         self.gates = [threading.Event() for _ in self.parts]
@@ -191,7 +185,7 @@ def test_scale_one_three_one_while_the_feed_flows(broker: EmbeddedBroker, ewma_p
                 "the first member to take every partition back", [first])
     recovery = time.monotonic() - scale_down
     feed.join()
-    _wait_all_committed(broker, topic, f"{topic}-scaled", sum(map(len, feed.parts)))
+    _wait_all_committed(broker, topic, f"{topic}-scaled", feed.total)
     first.stop()
     elapsed = time.monotonic() - start
 
@@ -216,7 +210,7 @@ def test_zombie_frozen_past_its_session_timeout(broker: EmbeddedBroker, ewma_pat
     feed.release(2)
     zombie.proc.send_signal(signal.SIGCONT)  # wakes up believing it still owns its partitions
     feed.join()
-    _wait_all_committed(broker, topic, f"{topic}-zombie", sum(map(len, feed.parts)))
+    _wait_all_committed(broker, topic, f"{topic}-zombie", feed.total)
     for member in (zombie, survivor):
         member.stop()
     duplicates = _matches_reference(broker, topic, "zombie", ewma_path)
