@@ -1,6 +1,7 @@
 # rnnwatch — every target sets up what it needs on a fresh machine.
 #   make demo    the detector on embedded defaults (embedded broker, bundled model, bundled prices)
 #   make test    install everything (incl. promtool/prometheus) and run lint, types and the whole suite
+#   make check   the fast lane between edits: lint, types, unit tests (no broker, under a minute)
 #   make bench   throughput benchmark against a plain kafka-python consumer, prints JSON
 #   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
 
@@ -10,7 +11,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint typecheck unit bench bench-arch model prices system-deps clean install-runtime install-dev
+.PHONY: demo test check lint typecheck unit bench bench-arch model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +56,9 @@ test: $(VENV)/.dev system-deps lint typecheck
 	$(BIN)/pytest
 
 unit: $(VENV)/.dev
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest -q tests/unit
+
+check: lint typecheck unit
 
 # Throughput: `rnnwatch run` vs a plain kafka-python consumer on the same topic, one JSON document.
 bench: $(VENV)/.dev
