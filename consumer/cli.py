@@ -1,7 +1,8 @@
 """The single `rnnwatch` entry point: one subcommand per job, each registered by the module that owns it.
 
-Subcommands that need the training side (`train`, `export`) hand their arguments to
-``rnnwatch.export.cli`` so the runtime never imports torch.
+Subcommands that need the training side hand their arguments to it so the runtime never imports torch:
+`train` and `export` to ``rnnwatch.export.cli`` (the ``[export]`` extra: torch, onnx), `adopt` to
+``rnnwatch.export.adopt.cli`` (the ``[adopt]`` extra: onnx only).
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ _RUNTIME_COMMANDS: tuple[tuple[str, str], ...] = (
     ("score", "rnnwatch.consumer.offline"),
     ("produce", "rnnwatch.consumer.feed"),
 )
-_EXPORT_COMMANDS: tuple[tuple[str, str], ...] = (
-    ("train", "Train a reference recurrent forecaster on a CSV and export it as a step model."),
-    ("export", "Export your own PyTorch step module to an ONNX step model."),
+# (subcommand, help, module whose main() takes [subcommand, *args], the extra it needs)
+_EXPORT_COMMANDS: tuple[tuple[str, str, str, str], ...] = (
+    ("train", "Train a reference recurrent forecaster on a CSV and export it as a step model.",
+     "rnnwatch.export.cli", "export"),
+    ("export", "Export your own PyTorch step module to an ONNX step model.", "rnnwatch.export.cli", "export"),
+    ("adopt", "Wrap an existing recurrent ONNX model as a step model (needs onnx, not torch).",
+     "rnnwatch.export.adopt.cli", "adopt"),
 )
 
 
@@ -39,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for _name, module in _RUNTIME_COMMANDS:
         importlib.import_module(module).register(sub)
-    for name, help_text in _EXPORT_COMMANDS:
+    for name, help_text, _module, _extra in _EXPORT_COMMANDS:
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate_to_export(name))
@@ -47,13 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _delegate_to_export(name: str) -> Callable[[argparse.Namespace], int]:
+    module, extra = next((m, e) for n, _, m, e in _EXPORT_COMMANDS if n == name)
+
     def run(args: argparse.Namespace) -> int:
         try:
-            export_cli = importlib.import_module("rnnwatch.export.cli")
+            export_cli = importlib.import_module(module)
         except ImportError as exc:
             print(
-                f"rnnwatch {name} needs the training extra ({exc.name} is missing): "
-                "pip install 'rnnwatch[export]'",
+                f"rnnwatch {name} needs the {'training' if extra == 'export' else extra} extra "
+                f"({exc.name} is missing): pip install 'rnnwatch[{extra}]'",
                 file=sys.stderr,
             )
             return 2
@@ -65,7 +72,7 @@ def _delegate_to_export(name: str) -> Callable[[argparse.Namespace], int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in {name for name, _ in _EXPORT_COMMANDS}:
+    if argv and argv[0] in {name for name, *_ in _EXPORT_COMMANDS}:
         # argparse cannot hand "--flags" through to another parser; delegate before parsing.
         return _delegate_to_export(argv[0])(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()

@@ -22,13 +22,12 @@ import torch
 from torch import Tensor, nn
 
 from rnnwatch.export.models.base import StateSpec, StepModule
-from rnnwatch.export.signature import StepSignatureSpec
+from rnnwatch.export.signature import PREV, SEEN, StepSignatureSpec
 from rnnwatch.export.transform import Transform
 
 __all__ = ["OPSET", "StepGraph", "export_step_model", "write_metadata"]
 
 OPSET = 18
-PREV, SEEN = "t.prev", "t.seen"  # transform state, prefixed so it never clashes with a model's names
 
 
 class StepGraph(nn.Module):

@@ -1,7 +1,7 @@
 """Declarative step signature: names, state specs and metadata exactly as the runtime contract reads them.
 
 The contract itself lives in ``rnnwatch.consumer.contract`` (the runtime owns it); this module only builds
-what it checks, from the same constants.
+what it checks, from the same constants. It imports no torch: ``rnnwatch adopt`` uses it too.
 """
 
 from __future__ import annotations
@@ -12,9 +12,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnwatch.consumer import contract as c
-from rnnwatch.export.models.base import StateSpec
 
-__all__ = ["Scoring", "StepSignatureSpec"]
+__all__ = ["DOMAIN", "PREV", "SEEN", "TRANSFORMS", "Scoring", "StateSpec", "StepSignatureSpec"]
+
+# The input transforms a step graph can carry (export/transform.py in torch, export/adopt/transform.py in ONNX),
+# the feature domain each accepts, and the state names of their memory (prefixed: never a model's own names).
+TRANSFORMS = ("log-return", "diff", "level")
+DOMAIN = {"log-return": "positive", "diff": "real", "level": "real"}
+PREV, SEEN = "t.prev", "t.seen"
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state tensor a step graph carries per key: ``shape`` without the batch axis, ``init`` a fill value.
+
+    Lives here (no torch) so that graph builders without torch (``rnnwatch adopt``) describe state the same way.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    init: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Per series (key), the first ``train_rows`` rows are used: the first 80 % to fit, the last 20 % held out
 (never fitted) to pick the best epoch and to calibrate the scoring defaults *through the real runtime*
-(``rnnwatch.consumer.offline.score_array``), so the threshold means the same thing in production.
+(``rnnwatch.export.calibrate``, shared with `rnnwatch adopt`), so the threshold means the same thing in production.
 Normalisation constants come from the fitting rows only and are baked into the graph.
 Reproducible: a fixed seed, deterministic torch kernels, one thread; ``--trained-at`` (or
 ``SOURCE_DATE_EPOCH``) pins the only time-dependent metadata.
@@ -23,6 +23,7 @@ import onnx
 import torch
 
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.export.calibrate import HOLDOUT, PROVISIONAL_THRESHOLD, calibrate_threshold
 from rnnwatch.export.convert import StepGraph, export_step_model, write_metadata
 from rnnwatch.export.data import Series, load_series
 from rnnwatch.export.models.base import StepModule
@@ -32,12 +33,6 @@ from rnnwatch.export.transform import Transform, choose_transform, transform_ser
 from rnnwatch.export.validate import check_parity
 
 __all__ = ["TrainResult", "calibrate_threshold", "train"]
-
-HOLDOUT = 0.2
-TARGET_FALSE_ALARM_RATE = 0.001
-THRESHOLD_RANGE = (0.99, 0.999999)
-PROVISIONAL_THRESHOLD = 0.9999
-CALIBRATION_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -164,39 +159,6 @@ def _holdout_residual_std(model: StepModule, fit: list[np.ndarray], hold: list[n
             residuals.append((target - pred)[len(f) - 1:])
     r = np.concatenate(residuals)
     return np.maximum(r.std(axis=0), 1e-6).astype(np.float32)
-
-
-def calibrate_threshold(model_path: Path, series: list[np.ndarray], warmup: int) -> float:
-    """Threshold with ~0.1 % false alarms on held-out rows, scored by the runtime's own scorer.
-
-    The runtime's per-key normaliser does not learn from points it flags, so the scores depend on the
-    threshold itself: start from the provisional threshold and refine it a few times (it settles within
-    one or two rounds). Scoring at a low threshold instead would freeze the normaliser on most points and
-    inflate every score.
-    """
-    threshold = PROVISIONAL_THRESHOLD
-    for _ in range(CALIBRATION_ROUNDS):
-        scores = _holdout_scores(model_path, series, warmup, threshold)
-        if scores.size == 0:
-            return PROVISIONAL_THRESHOLD
-        q = float(np.quantile(scores, 1 - TARGET_FALSE_ALARM_RATE))
-        refined = float(np.clip(round(q, 6), *THRESHOLD_RANGE))
-        if refined == threshold:
-            break
-        threshold = refined
-    return threshold
-
-
-def _holdout_scores(model_path: Path, series: list[np.ndarray], warmup: int, threshold: float) -> np.ndarray:
-    """Runtime scores of every key's held-out rows (after warm-up), each key scored from a fresh state."""
-    from rnnwatch.consumer.offline import score_array
-
-    held = []
-    for values in series:
-        scores = score_array(model_path, values, threshold=threshold).scores
-        held.append(scores[max(warmup + 1, int(len(values) * (1 - HOLDOUT))):])
-    all_scores = np.concatenate(held)
-    return all_scores[np.isfinite(all_scores)]
 
 
 def _spec(args: argparse.Namespace, arch: str, columns: list[str], graph: StepGraph, kind: str,

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["TRANSFORMS", "Transform", "choose_transform", "transform_series"]
+from rnnwatch.export.signature import DOMAIN, TRANSFORMS
 
-TRANSFORMS = ("log-return", "diff", "level")
-DOMAIN = {"log-return": "positive", "diff": "real", "level": "real"}
+__all__ = ["DOMAIN", "TRANSFORMS", "Transform", "choose_transform", "transform_series"]
 
 
 def choose_transform(requested: str, values: np.ndarray) -> str:

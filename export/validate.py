@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from rnnwatch.consumer import contract as c
 from rnnwatch.consumer.errors import ModelError
@@ -54,6 +53,7 @@ def check_parity(onnx_path: str | Path, graph: Any, *, lengths: tuple[int, ...] 
                  batch: int = 5, seed: int = 0, positive: bool | None = None) -> dict[str, float]:
     """Prove parity of ``onnx_path`` with the torch ``graph`` (a StepGraph); return the errors measured."""
     import onnxruntime as ort
+    import torch  # local: the typed errors and tolerances above serve `rnnwatch adopt`, which has no torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)

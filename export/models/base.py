@@ -17,19 +17,12 @@ the data transform) and declares:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
+from rnnwatch.export.signature import StateSpec
+
 __all__ = ["StateSpec", "StepModule"]
-
-
-@dataclass(frozen=True)
-class StateSpec:
-    name: str
-    shape: tuple[int, ...]
-    init: float = 0.0
 
 
 class StepModule(nn.Module):
