@@ -133,7 +133,9 @@ def layout(source: Source, obs: TensorInfo, states: Sequence[TensorInfo], guesse
         msg = (f"{source.path}: {obs.describe()} has a fixed batch size and sequence length: re-export with a dynamic "
                f"batch axis (torch: dynamic_axes={{'{obs.name}': {{0: 'batch'}}}}, the same for states and outputs)")
         raise FixedShapeError(msg)
-    symbols = {_single_dynamic(s.dims) for s in states} - {None}
+    # The states' batch axes ([L, batch, H] by convention when no single axis is dynamic): a symbol or a size
+    # other than 1 shared with one axis of x says which axis of x is the batch.
+    symbols = {s.dims[batch_axis(s.dims, None)] for s in states if s.dims} - {None, 1}
     rules = (
         (d0 in symbols and d1 not in symbols, "batch-first", f"axis 0 ({d0}) is the states' batch axis"),
         (d1 in symbols and d0 not in symbols, "sequence-first", f"axis 1 ({d1}) is the states' batch axis"),
@@ -193,8 +195,8 @@ def compatible(a: TensorInfo, b: TensorInfo) -> bool:
 
 def stem(name: str) -> str:
     """``h0``/``hn``/``h_0``/``initial_h`` -> ``h``; ``state_in``/``state_out`` -> ``state``."""
-    tokens = [re.sub(r"^([a-z])[0n]$", r"\1", t) for t in re.split(r"[^a-z0-9]+", name.lower()) if t]
-    kept = [t for t in tokens if t not in _NOISE]
+    tokens = [t for t in re.split(r"[^a-z0-9]+", name.lower()) if t and t not in _NOISE]
+    kept = [re.sub(r"^([a-z])[0n]$", r"\1", t) for t in tokens]
     return ".".join(kept) if kept else name
 
 
@@ -214,11 +216,6 @@ def _only_state(links: frozenset[Link] | None) -> bool:
 
 def _reads_sequence(links: frozenset[Link] | None) -> bool:
     return any(role == "x" for _, role in links or ())
-
-
-def _single_dynamic(dims: Sequence[Dim] | None) -> Dim:
-    dynamic = [d for d in dims or () if not isinstance(d, int)]
-    return dynamic[0] if len(dynamic) == 1 else None
 
 
 def _word(dim: Dim) -> str | None:

@@ -1,8 +1,11 @@
-"""Helpers for integration tests: produce a feed, read a topic to its end (highwater, not end_offsets)."""
+"""Helpers for integration tests: produce a feed, read a topic to its end (highwater, not end_offsets); price
+history as a CSV (what `train` and `adopt --data` read)."""
 
 from __future__ import annotations
 
+import csv
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +35,19 @@ def price_feed(symbols: int, steps: int, *, shock: tuple[int, int] | None = None
             out.append((sym.encode(), orjson.dumps({"symbol": sym, "ts": 1_600_000_000 + 60 * t,
                                                     "price": round(float(prices[k, t]), 4)})))
     return out
+
+
+def write_prices(path: Path, *, symbols: int = 3, rows: int = 400, seed: int = 0) -> Path:
+    """Daily random-walk prices (1 % daily volatility) keyed by symbol: columns symbol, ts, price."""
+    rng = np.random.default_rng(seed)
+    walks = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (symbols, rows)), axis=1))
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["symbol", "ts", "price"])
+        for t in range(rows):
+            for k in range(symbols):
+                w.writerow([f"S{k:03d}", 1_600_000_000 + 86_400 * t, f"{walks[k, t]:.4f}"])
+    return path
 
 
 def read_all(bootstrap: str, topic: str, timeout_s: float = 20.0) -> list[Any]:

@@ -3,6 +3,9 @@
 The exponential-smoothing forecaster is a real ONNX graph that follows the step contract: its forecast is
 an EWMA of x carried in state (``m``) with a first-step flag (``n``), so expected values are easy to
 compute by hand in tests. Tests that need trained recurrent models use rnnwatch.export instead.
+
+The GRU-operator forecaster and the Scan smoother are models as other tools write them (not step models):
+what `rnnwatch adopt` takes in.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from rnnwatch.consumer import contract as c
 
@@ -73,4 +77,93 @@ def ewma_model(path: Path, *, scale: float | None = 1.0, metadata: dict[str, str
     for key, value in (default_metadata() if metadata is None else metadata).items():
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
     onnx.save(model, path)
+    return path
+
+
+def gru_op_model(path: Path, *, hidden: int = 8, seed: int = 0, batch: str | int = "batch", seq: str | int = "seq",
+                 lengths_input: bool = False, extra_input: bool = False, external_data: bool = False,
+                 state_input: bool = True) -> Path:
+    """A forecaster written with onnx.helper around the standard ONNX ``GRU`` operator (not from torch).
+
+    Sequence-first like the operator itself: ``observations [seq, batch, 1]`` and ``initial_h [1, batch, H]``
+    in, ``prediction [seq, batch, 1]`` (a Linear head on Y) and ``final_h [1, batch, H]`` out. Variants for the
+    refusals: an int32 ``sequence_lens`` input, an extra float input, weights in an external data file, the
+    state hidden inside (no ``initial_h`` input: every call starts from zeros).
+    """
+    rng = np.random.default_rng(seed)
+    h = hidden
+    weights = {
+        "W": rng.uniform(-0.6, 0.6, (1, 3 * h, 1)), "R": rng.uniform(-0.4, 0.4, (1, 3 * h, h)),
+        "B": rng.uniform(-0.1, 0.1, (1, 6 * h)), "head_w": rng.normal(0, 0.05, (h, 1)), "head_b": np.zeros(1),
+    }
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    x = "observations"
+    inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [seq, batch, 1])]
+    if state_input:
+        inputs.append(helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, [1, batch, h]))
+    nodes = []
+    if extra_input:
+        inputs.append(helper.make_tensor_value_info("offset", TensorProto.FLOAT, [seq, batch, 1]))
+        nodes.append(helper.make_node("Add", [x, "offset"], ["shifted"]))
+        x = "shifted"
+    if lengths_input:
+        inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [batch]))
+    nodes += [
+        helper.make_node("GRU", [x, "W", "R", "B", "sequence_lens" if lengths_input else "",
+                                 "initial_h" if state_input else ""],
+                         ["Y", "final_h"], hidden_size=h, linear_before_reset=1, name="gru"),
+        helper.make_node("Squeeze", ["Y", "axis1"], ["Y_seq"]),
+        helper.make_node("MatMul", ["Y_seq", "head_w"], ["projected"]),
+        helper.make_node("Add", ["projected", "head_b"], ["prediction"]),
+    ]
+    graph = helper.make_graph(nodes, "gru_forecaster", inputs,
+                              [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [seq, batch, 1]),
+                               helper.make_tensor_value_info("final_h", TensorProto.FLOAT, [1, batch, h])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="onnx.helper")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path), save_as_external_data=external_data, all_tensors_to_one_file=True,
+              location=f"{path.name}.data", size_threshold=0)
+    return path
+
+
+def scan_ewma_model(path: Path, *, expose_state: bool = False) -> Path:
+    """An exponential smoother whose recurrence runs in a ``Scan`` over the time axis of ``x [batch, time, 1]``.
+
+    Without ``expose_state`` its state starts from zeros made inside the graph (a model that cannot be
+    stepped); with it, the state comes in as ``s0 [batch, 1]`` and leaves as ``sn`` (a model that can).
+    """
+    body = helper.make_graph(
+        [helper.make_node("Mul", ["s_in", "keep"], ["kept"]), helper.make_node("Mul", ["x_t", "alpha"], ["part"]),
+         helper.make_node("Add", ["kept", "part"], ["s_out"]), helper.make_node("Identity", ["s_out"], ["y_t"])],
+        "ewma_step",
+        [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info("x_t", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info("y_t", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor("keep", TensorProto.FLOAT, [], [1 - ALPHA]),
+         helper.make_tensor("alpha", TensorProto.FLOAT, [], [ALPHA])],
+    )
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "time", 1])]
+    nodes = []
+    if expose_state:
+        inputs.append(helper.make_tensor_value_info("s0", TensorProto.FLOAT, ["batch", 1]))
+        start = "s0"
+    else:
+        nodes += [helper.make_node("ReduceMean", ["x", "time_axis"], ["mean"], keepdims=0),
+                  helper.make_node("Mul", ["mean", "zero"], ["zeros"])]
+        start = "zeros"
+    nodes.append(helper.make_node("Scan", [start, "x"], ["sn", "y"], body=body, num_scan_inputs=1,
+                                  scan_input_axes=[1], scan_output_axes=[1]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "time", 1])]
+    if expose_state:
+        outputs.append(helper.make_tensor_value_info("sn", TensorProto.FLOAT, ["batch", 1]))
+    constants = [] if expose_state else [numpy_helper.from_array(np.array([1], np.int64), "time_axis"),
+                                         helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]
+    graph = helper.make_graph(nodes, "scan_ewma", inputs, outputs, constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
     return path
