@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "unit"))
 sys.path.insert(0, str(Path(__file__).parent / "integration"))
+sys.path.insert(0, str(Path(__file__).parent / "export"))
 
 from onnx_builders import ewma_model
 
@@ -43,3 +44,35 @@ def topic_factory(broker: EmbeddedBroker) -> Callable[..., str]:
         broker.create_topics([name], partitions=partitions)
         return name
     return make
+
+
+@pytest.fixture(scope="session")
+def price_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Held-out daily prices of 3 symbols x 400 days (symbol, ts, price), as `adopt --data` reads them."""
+    from helpers import write_prices
+
+    return write_prices(tmp_path_factory.mktemp("history") / "history.csv")
+
+
+@pytest.fixture(scope="session")
+def adopted_models(tmp_path_factory: pytest.TempPathFactory, price_history: Path) -> dict[str, tuple[Path, Path]]:
+    """case -> (model as exported elsewhere, its adopted step model): every torch.onnx.export case of
+    tests/export/elsewhere.py and the onnx.helper GRU-operator graph, adopted by `rnnwatch adopt` on
+    held-out prices (log-returns / 1 %, the feature `price`). Needs torch (to build the sources)."""
+    import elsewhere
+    from onnx_builders import gru_op_model
+
+    from rnnwatch.consumer.cli import main
+
+    folder = tmp_path_factory.mktemp("elsewhere")
+    adopted = {}
+    for case in [*elsewhere.TORCH_CASES, "gru-op"]:
+        source = folder / f"{case}.onnx"
+        elsewhere.export(elsewhere.build(case), source) if case != "gru-op" else gru_op_model(source)
+        step = folder / f"{case}.step.onnx"
+        code = main(["adopt", str(source), "--transform", "log-return", "--std", str(elsewhere.STD), "--feature",
+                     "price", "--data", str(price_history), "--key-column", "symbol", "--time-column", "ts",
+                     "--name", f"adopted-{case}", "--output", str(step)])
+        assert code == 0, f"rnnwatch adopt failed on {case}"
+        adopted[case] = (source, step)
+    return adopted

@@ -86,15 +86,25 @@ def export(model: Forecaster, path: Path, *, dynamo: bool = False) -> Path:
             program = torch.onnx.export(model, args, input_names=ins, output_names=outs, dynamo=True,
                                         dynamic_shapes=shapes, verbose=False)
             onnx.save(program.model_proto, str(path))  # type: ignore[union-attr]
-        else:
-            buffer = io.BytesIO()
-            dynamic = {"x": seq, "y": seq, **{n: {1: "batch"} for n in [*ins[1:], *outs[1:]]}}
-            torch.onnx.export(model, args, buffer, input_names=ins, output_names=outs,  # type: ignore[arg-type]
-                              dynamic_axes=dynamic, dynamo=False)
-            path.write_bytes(buffer.getvalue())
+            return path
+    dynamic = {"x": seq, "y": seq, **{n: {1: "batch"} for n in [*ins[1:], *outs[1:]]}}
+    return plain_export(model, args, path, ins, outs, dynamic)
+
+
+def plain_export(module: nn.Module, args: tuple[Tensor, ...], path: Path, input_names: list[str],
+                 output_names: list[str], dynamic_axes: dict[str, dict[int, str]] | None = None) -> Path:
+    """torch.onnx.export with the TorchScript exporter (the default before torch 2.9), quietly."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buffer, input_names=input_names,  # type: ignore[arg-type]
+                          output_names=output_names, dynamic_axes=dynamic_axes, dynamo=False)
+    path.write_bytes(buffer.getvalue())
     return path
 
 
-def torch_model(case: str, path: Path) -> Path:
+def build(case: str) -> Forecaster:
+    """The fitted module of ``case``; the same weights every time (seeded init and fit)."""
     cell, batch_first, layers = TORCH_CASES[case]
-    return export(fit(Forecaster(cell, batch_first, layers)), path)
+    torch.manual_seed(0)
+    return fit(Forecaster(cell, batch_first, layers))

@@ -1,0 +1,39 @@
+"""Adopted models (exported elsewhere, wrapped by `rnnwatch adopt`) stream through the unchanged runtime on a real broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from helpers import price_feed, produce, read_all
+
+from rnnwatch.consumer.broker import EmbeddedBroker
+
+pytestmark = [pytest.mark.integration, pytest.mark.export]
+
+
+def test_every_adopted_model_runs_on_kafka(broker: EmbeddedBroker, topic_factory: Callable[..., str],
+                                           adopted_models: dict[str, tuple[Path, Path]]) -> None:
+    topic = topic_factory(partitions=2)
+    feed = price_feed(8, 60, shock=(5, 45), seed=4)
+    produce(broker.bootstrap_servers, topic, feed)
+    procs = {}
+    for case, (_source, step) in adopted_models.items():
+        procs[case] = subprocess.Popen(
+            [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
+             "--input-topic", topic, "--output-topic", f"{topic}.{case}", "--dead-letter-topic", f"{topic}.{case}.dlq",
+             "--group-id", f"g-{case}", "--model", str(step), "--metrics-port", "0", "--session-timeout-ms", "6000",
+             "--until-caught-up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for case, proc in procs.items():
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, f"{case}: {err}"
+        assert json.loads(out.strip().splitlines()[-1])["processed"] == len(feed), case
+        events = [orjson.loads(e.value) for e in read_all(broker.bootstrap_servers, f"{topic}.{case}")]
+        shock = [e for e in events if e["key"] == "S005" and e["actual"]["price"] > 1.2 * e["expected"]["price"]]
+        assert shock, f"{case}: the 30 % shock of S005 was not flagged ({len(events)} events)"
+        assert all(e["model"]["name"] == f"adopted-{case}" for e in events)
