@@ -1,4 +1,4 @@
-"""Adopted models (exported elsewhere, wrapped by `rnnwatch adopt`) stream through the unchanged runtime on a real broker."""
+"""Models exported elsewhere and wrapped by `rnnwatch adopt` stream through the unchanged runtime on Kafka."""
 
 from __future__ import annotations
 
