@@ -24,9 +24,9 @@ import numpy as np
 
 from rnnwatch.consumer import contract as c
 from rnnwatch.export.adopt.mapping import Mapping
-from rnnwatch.export.adopt.reference import Reference, ReferenceRun, quiet_session
+from rnnwatch.export.adopt.reference import Reference, ReferenceRun, first_line, from_onnxruntime, quiet_session
 from rnnwatch.export.signature import StateSpec
-from rnnwatch.export.validate import SEQUENCE_LENGTHS, TOLERANCES, AtolError, ParityError, ShapeError
+from rnnwatch.export.validate import SEQUENCE_LENGTHS, TOLERANCES, AtolError, ShapeError
 from rnnwatch.export.validate import _check_batch_invariance as check_batch_invariance
 
 __all__ = ["StepShape", "explain_failures", "prove_parity"]
@@ -87,12 +87,11 @@ def explain_failures(path: Path, mapping: Mapping) -> Iterator[None]:
     """onnxruntime refusing to run a mapping (a shape mismatch inside the model) becomes a ShapeError."""
     try:
         yield
-    except ParityError:
-        raise
-    except Exception as exc:  # onnxruntime raises its own untyped errors; anything here is a mapping problem
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        msg = (f"{path}: the model does not run with the mapping {' '.join(mapping.flags())} ({first}): the layout or "
-               "a state's batch axis looks wrong; pin the mapping with --layout/--state")
+    except Exception as exc:
+        if not from_onnxruntime(exc):
+            raise
+        msg = (f"{path}: the model does not run with the mapping {' '.join(mapping.flags())} ({first_line(exc)}): "
+               "the layout or a state's batch axis looks wrong; pin the mapping with --layout/--state")
         raise ShapeError(msg) from exc
 
 

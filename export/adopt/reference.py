@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import onnx
 
+from rnnwatch.export.adopt.errors import AdoptError
 from rnnwatch.export.adopt.mapping import Mapping
 from rnnwatch.export.adopt.source import Source
 from rnnwatch.export.adopt.transform import TransformSpec
 from rnnwatch.export.validate import ShapeError
 
-__all__ = ["Reference", "ReferenceRun", "quiet_session"]
+__all__ = ["Reference", "ReferenceRun", "first_line", "from_onnxruntime", "quiet_session"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,14 @@ class ReferenceRun:
 class Reference:
     def __init__(self, source: Source, mapping: Mapping, transform: TransformSpec) -> None:
         self.source, self.mapping, self.transform = source, mapping, transform
-        self.session = quiet_session(_dynamic_batch(source.model, mapping).SerializeToString())
+        try:
+            self.session = quiet_session(_dynamic_batch(source.model, mapping).SerializeToString())
+        except Exception as exc:
+            if not from_onnxruntime(exc):
+                raise
+            msg = (f"{source.path}: onnxruntime cannot load it ({first_line(exc)}); rnnwatch runs models on "
+                   "onnxruntime's CPU provider: export it with standard ONNX operators")
+            raise AdoptError(msg) from exc
         self._outputs = [mapping.forecast, *([mapping.scale] if mapping.scale else []),
                          *(p.output for p in mapping.states)]
 
@@ -98,6 +106,16 @@ def quiet_session(model: bytes) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 4
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def from_onnxruntime(exc: BaseException) -> bool:
+    """onnxruntime raises its own exception types (Fail, InvalidArgument …), all plain Exceptions."""
+    return type(exc).__module__.startswith("onnxruntime")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _to_layout(u: np.ndarray, layout: str) -> np.ndarray:

@@ -36,6 +36,9 @@ class TransformSpec:
         if kind not in KINDS:
             msg = f"unknown transform {kind!r}; use one of {', '.join(KINDS)}"
             raise ConfigError(msg)
+        if kind == "none" and (mean or std):
+            msg = "--mean/--std normalise a transform (log-return, diff, level); --transform none reads raw values"
+            raise ConfigError(msg)
         return cls(kind, _per_feature(mean, 0.0, n_features, "--mean"),
                    np.maximum(_per_feature(std, 1.0, n_features, "--std"), np.float32(1e-12)),
                    np.ones(n_features, np.float32) if resid_std is None else resid_std.astype(np.float32))

@@ -21,6 +21,7 @@ from onnx import TensorProto, compose, helper
 
 from rnnwatch.consumer import contract as c
 from rnnwatch.export.adopt.block import Block
+from rnnwatch.export.adopt.errors import AdoptError
 from rnnwatch.export.adopt.mapping import Mapping, StatePair
 from rnnwatch.export.adopt.source import Source
 from rnnwatch.export.adopt.transform import TransformSpec
@@ -70,7 +71,12 @@ def build_step_model(source: Source, mapping: Mapping, transform: TransformSpec,
     kept = [(p.key, p.value) for p in source.model.metadata_props if not p.key.startswith("rnnwatch.")]
     for key, value in [*kept, *metadata.items()]:
         model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        msg = (f"{source.path}: the step graph around it fails onnx.checker ({str(exc).strip().splitlines()[0]}); "
+               f"check the model itself: python -c \"import onnx; onnx.checker.check_model('{source.path}')\"")
+        raise AdoptError(msg) from exc
     return model
 
 

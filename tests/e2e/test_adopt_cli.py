@@ -1,4 +1,4 @@
-"""`rnnwatch adopt` as a user without torch runs it: the [adopt] extra is onnx only; a missing onnx is a one-line hint."""
+"""`rnnwatch adopt` as a user without torch runs it: the [adopt] extra is onnx only; no onnx, a one-line hint."""
 
 from __future__ import annotations
 

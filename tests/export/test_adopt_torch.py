@@ -215,3 +215,37 @@ def test_the_transform_equals_the_one_train_bakes_in(kind: str, tmp_path: Path) 
     trained, ours = score_array(tmp_path / "trained.onnx", values), score_array(adopted, values)
     np.testing.assert_allclose(ours.forecasts, trained.forecasts, rtol=1e-5)
     np.testing.assert_allclose(ours.scores, trained.scores, rtol=1e-4, atol=1e-5)  # float32 rounding, amplified
+
+
+class _Cell(nn.Module):
+    """A model that already takes one step per call: GRUCell over 2 features, state [batch, H]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell, self.head = nn.GRUCell(2, 6), nn.Linear(6, 2)
+
+    def forward(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.cell(x, h)
+        return self.head(h), h
+
+
+def test_a_one_step_model_with_two_features_is_adopted(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    cell = _Cell().eval()
+    names = ["obs", "state_in"], ["pred", "state_out"]
+    source = plain_export(cell, (torch.randn(3, 2), torch.zeros(3, 6)), tmp_path / "cell.onnx", *names,
+                          {name: {0: "batch"} for name in [*names[0], *names[1]]})
+    out = tmp_path / "step.onnx"
+    adopt_model(AdoptOptions(source=source, output=out, transform="level", mean=(10.0, -1.0), std=(2.0, 0.5),
+                             features=("load", "temperature:real")))
+    sig = load_signature(out)
+    assert sig.provenance["mapping"]["layout"] == "step" and sig.feature_names == ("load", "temperature")
+    assert [(s.name, s.shape) for s in sig.states] == [("state", (6,))]
+    mean, std = np.array([10.0, -1.0]), np.array([2.0, 0.5])
+    xs = mean + std * np.column_stack([np.sin(np.arange(50) / 5), np.cos(np.arange(50) / 7)])
+    u, h, expected = torch.from_numpy((xs - mean) / std).float(), torch.zeros(1, 6), []
+    with torch.no_grad():
+        for t in range(len(xs)):
+            y, h = cell(u[t:t + 1], h)
+            expected.append(mean + std * y[0].numpy())
+    np.testing.assert_allclose(score_array(sig, xs).forecasts, np.array(expected), rtol=1e-5, atol=1e-5)

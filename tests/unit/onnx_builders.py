@@ -167,3 +167,16 @@ def scan_ewma_model(path: Path, *, expose_state: bool = False) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def custom_op_model(path: Path) -> Path:
+    """A recurrent-looking model whose only node is a custom operator onnxruntime does not know."""
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Forecaster", ["x", "h0"], ["y", "hn"], domain="com.example")], "custom",
+        [vi("x", TensorProto.FLOAT, ["batch", "time", 1]), vi("h0", TensorProto.FLOAT, [1, "batch", 4])],
+        [vi("y", TensorProto.FLOAT, ["batch", "time", 1]), vi("hn", TensorProto.FLOAT, [1, "batch", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

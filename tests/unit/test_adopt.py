@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from helpers import write_prices
-from onnx_builders import ewma_model, gru_op_model, scan_ewma_model
+from onnx_builders import custom_op_model, ewma_model, gru_op_model, scan_ewma_model
 
 from rnnwatch.consumer.cli import main
 from rnnwatch.consumer.contract import load_signature
@@ -114,6 +114,7 @@ def test_same_inputs_same_bytes(tmp_path: Path) -> None:
     (lambda p: gru_op_model(p, batch=3), FixedShapeError, "fixed batch size 3"),
     (lambda p: gru_op_model(p, seq=5), FixedShapeError, "takes exactly 5 steps per call"),
     (lambda p: ewma_model(p), AdoptError, "already an rnnwatch step model"),
+    (lambda p: custom_op_model(p), AdoptError, "onnxruntime cannot load it"),
 ])
 def test_what_cannot_be_adopted_is_refused_with_what_to_do(build: object, error: type[Exception], says: str,
                                                            tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,9 +141,16 @@ def test_a_mapping_naming_what_the_model_lacks_lists_what_it_has(tmp_path: Path)
                mapping=MappingRequest(states=(("initial_h", "hn"),)))
 
 
-def test_log_returns_need_positive_features(tmp_path: Path) -> None:
-    assert main(["adopt", str(gru_op_model(tmp_path / "gru.onnx")), "--transform", "log-return", "--feature",
-                 "spread:real", "--output", str(tmp_path / "step.onnx")]) == 2
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--transform", "log-return", "--feature", "spread:real"], "domain 'real' does not fit --transform log-return"),
+    (["--transform", "none", "--std", "2"], "--transform none reads raw values"),
+    (["--transform", "level", "--std", "1,2"], "--std takes 1 value or one per feature (1), got 2"),
+    (["--transform", "level", "--feature", "a", "--feature", "b"], "the model reads 1 feature(s) per step"),
+])
+def test_flags_that_contradict_the_model_are_refused(flags: list[str], says: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["adopt", str(gru_op_model(tmp_path / "gru.onnx")), *flags, "--output", str(tmp_path / "s.onnx")]) == 2
+    assert says in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("name", "expected"), [
