@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from rnnwatch.consumer.errors import RnnwatchError
 
-__all__ = ["main"]
+__all__ = ["main", "run_command"]
 
 # (subcommand, module that registers it). Each module exposes `register(subparsers) -> None` and sets
 # `func=callable(args) -> int` on its parser via `set_defaults`.
@@ -75,8 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in {name for name, *_ in _EXPORT_COMMANDS}:
         # argparse cannot hand "--flags" through to another parser; delegate before parsing.
         return _delegate_to_export(argv[0])(argparse.Namespace(rest=argv[1:]))
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand: an RnnwatchError is one line on stderr and exit code 2, never a traceback."""
     try:
         code: int = args.func(args)
     except RnnwatchError as exc:

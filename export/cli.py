@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from rnnwatch.consumer.errors import RnnwatchError
+from rnnwatch.consumer.cli import run_command
 from rnnwatch.export.registry import ARCHITECTURES, add_arch_options
 from rnnwatch.export.transform import TRANSFORMS
 
@@ -86,10 +86,4 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except RnnwatchError as exc:
-        print(f"rnnwatch {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return code
+    return run_command(build_parser().parse_args(argv))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rnnwatch.consumer.errors import RnnwatchError
+from rnnwatch.consumer.cli import run_command
 from rnnwatch.export.adopt.core import AdoptOptions, AdoptResult, adopt_model
 from rnnwatch.export.adopt.mapping import LAYOUTS, MappingRequest
 from rnnwatch.export.adopt.transform import KINDS
@@ -70,13 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except RnnwatchError as exc:
-        print(f"rnnwatch {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return code
+    return run_command(build_parser().parse_args(argv))
 
 
 def _adopt(args: argparse.Namespace) -> int:

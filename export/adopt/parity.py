@@ -24,7 +24,7 @@ import numpy as np
 
 from rnnwatch.consumer import contract as c
 from rnnwatch.export.adopt.mapping import Mapping
-from rnnwatch.export.adopt.reference import Reference, ReferenceRun, first_line, from_onnxruntime, quiet_session
+from rnnwatch.export.adopt.reference import Reference, ReferenceRun, onnxruntime_errors, quiet_session
 from rnnwatch.export.signature import StateSpec
 from rnnwatch.export.validate import SEQUENCE_LENGTHS, TOLERANCES, AtolError, ShapeError
 from rnnwatch.export.validate import _check_batch_invariance as check_batch_invariance
@@ -82,17 +82,11 @@ def step_through(session: Any, shape: StepShape, xs: np.ndarray) -> tuple[
     return np.stack(forecasts, axis=1), np.stack(scales, axis=1) if shape.has_scale else None, states
 
 
-@contextlib.contextmanager
-def explain_failures(path: Path, mapping: Mapping) -> Iterator[None]:
+def explain_failures(path: Path, mapping: Mapping) -> contextlib.AbstractContextManager[None]:
     """onnxruntime refusing to run a mapping (a shape mismatch inside the model) becomes a ShapeError."""
-    try:
-        yield
-    except Exception as exc:
-        if not from_onnxruntime(exc):
-            raise
-        msg = (f"{path}: the model does not run with the mapping {' '.join(mapping.flags())} ({first_line(exc)}): "
-               "the layout or a state's batch axis looks wrong; pin the mapping with --layout/--state")
-        raise ShapeError(msg) from exc
+    return onnxruntime_errors(ShapeError, lambda why: f"{path}: the model does not run with the mapping "
+                              f"{' '.join(mapping.flags())} ({why}): the layout or a state's batch axis looks wrong; "
+                              "pin the mapping with --layout/--state")
 
 
 def _comparisons(ref: ReferenceRun, forecast: np.ndarray, scale: np.ndarray | None,

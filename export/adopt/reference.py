@@ -8,20 +8,23 @@ the model's own tensors, or not at all when the model runs the whole sequence it
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
+from rnnwatch.consumer.errors import ModelError
 from rnnwatch.export.adopt.errors import AdoptError
 from rnnwatch.export.adopt.mapping import Mapping
 from rnnwatch.export.adopt.source import Source
 from rnnwatch.export.adopt.transform import TransformSpec
 from rnnwatch.export.validate import ShapeError
 
-__all__ = ["Reference", "ReferenceRun", "first_line", "from_onnxruntime", "quiet_session"]
+__all__ = ["Reference", "ReferenceRun", "onnxruntime_errors", "quiet_session"]
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,9 @@ class ReferenceRun:
 class Reference:
     def __init__(self, source: Source, mapping: Mapping, transform: TransformSpec) -> None:
         self.source, self.mapping, self.transform = source, mapping, transform
-        try:
+        with onnxruntime_errors(AdoptError, lambda why: f"{source.path}: onnxruntime cannot load it ({why}); rnnwatch "
+                                "runs models on onnxruntime's CPU provider: export it with standard ONNX operators"):
             self.session = quiet_session(_dynamic_batch(source.model, mapping).SerializeToString())
-        except Exception as exc:
-            if not from_onnxruntime(exc):
-                raise
-            msg = (f"{source.path}: onnxruntime cannot load it ({first_line(exc)}); rnnwatch runs models on "
-                   "onnxruntime's CPU provider: export it with standard ONNX operators")
-            raise AdoptError(msg) from exc
         self._outputs = [mapping.forecast, *([mapping.scale] if mapping.scale else []),
                          *(p.output for p in mapping.states)]
 
@@ -108,14 +106,17 @@ def quiet_session(model: bytes) -> Any:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def from_onnxruntime(exc: BaseException) -> bool:
-    """onnxruntime raises its own exception types (Fail, InvalidArgument …), all plain Exceptions."""
-    return type(exc).__module__.startswith("onnxruntime")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+@contextlib.contextmanager
+def onnxruntime_errors(error: type[ModelError], explain: Callable[[str], str]) -> Iterator[None]:
+    """Turn onnxruntime's own exceptions (Fail, InvalidArgument … all plain Exceptions) into ``error`` with the
+    message ``explain(first line of onnxruntime's)``; any other exception propagates."""
+    try:
+        yield
+    except Exception as exc:
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        text = str(exc).strip()
+        raise error(explain(text.splitlines()[0] if text else type(exc).__name__)) from exc
 
 
 def _to_layout(u: np.ndarray, layout: str) -> np.ndarray:

@@ -4,6 +4,8 @@ history as a CSV (what `train` and `adopt --data` read)."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,15 @@ def price_feed(symbols: int, steps: int, *, shock: tuple[int, int] | None = None
             out.append((sym.encode(), orjson.dumps({"symbol": sym, "ts": 1_600_000_000 + 60 * t,
                                                     "price": round(float(prices[k, t]), 4)})))
     return out
+
+
+def start_run(bootstrap: str, topic: str, name: str, model: Path) -> subprocess.Popen[str]:
+    """`rnnwatch run --until-caught-up` in its own process: events to ``<topic>.<name>``, group ``g-<name>``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", bootstrap, "--input-topic", topic,
+         "--output-topic", f"{topic}.{name}", "--dead-letter-topic", f"{topic}.{name}.dlq", "--group-id", f"g-{name}",
+         "--model", str(model), "--metrics-port", "0", "--session-timeout-ms", "6000", "--until-caught-up"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def write_prices(path: Path, *, symbols: int = 3, rows: int = 400, seed: int = 0) -> Path:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-from helpers import price_feed, produce, read_all
+from helpers import price_feed, produce, read_all, start_run
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 
@@ -22,13 +20,7 @@ def test_every_adopted_model_runs_on_kafka(broker: EmbeddedBroker, topic_factory
     topic = topic_factory(partitions=2)
     feed = price_feed(8, 60, shock=(5, 45), seed=4)
     produce(broker.bootstrap_servers, topic, feed)
-    procs = {}
-    for case, (_source, step) in adopted_models.items():
-        procs[case] = subprocess.Popen(
-            [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
-             "--input-topic", topic, "--output-topic", f"{topic}.{case}", "--dead-letter-topic", f"{topic}.{case}.dlq",
-             "--group-id", f"g-{case}", "--model", str(step), "--metrics-port", "0", "--session-timeout-ms", "6000",
-             "--until-caught-up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = {case: start_run(broker.bootstrap_servers, topic, case, step) for case, (_, step) in adopted_models.items()}
     for case, proc in procs.items():
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, f"{case}: {err}"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from helpers import price_feed, produce, read_all
+from helpers import price_feed, produce, read_all, start_run
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.export.cli import build_parser
@@ -47,11 +45,7 @@ def test_six_architectures_at_once(broker: EmbeddedBroker, topic_factory: Callab
     procs = {}
     for arch in ARCHS:
         model = _model(arch, tmp_path / f"{arch}.onnx")
-        procs[arch] = subprocess.Popen(
-            [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
-             "--input-topic", topic, "--output-topic", f"{topic}.{arch}", "--dead-letter-topic", f"{topic}.{arch}.dlq",
-             "--group-id", f"g-{arch}", "--model", str(model), "--metrics-port", "0", "--session-timeout-ms", "6000",
-             "--until-caught-up"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs[arch] = start_run(broker.bootstrap_servers, topic, arch, model)
     for arch, proc in procs.items():
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, f"{arch}: {err}"
