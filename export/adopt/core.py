@@ -144,6 +144,9 @@ def _holdout(options: AdoptOptions, reference: Reference, names: list[str]) -> _
     """The original's one-step residuals on the last HOLDOUT of each series, normalised and in message units."""
     assert options.data is not None  # noqa: S101 - only called with data
     columns = list(options.columns) or names
+    if len(columns) != len(names):
+        msg = f"--column given {len(columns)} time(s); the model reads {len(names)} feature(s) per step"
+        raise ConfigError(msg)
     series, sha = load_series(options.data, columns, key_column=options.key_column,
                               time_column=options.time_column)
     normalised, message = [], []

@@ -197,7 +197,7 @@ def stem(name: str) -> str:
     """``h0``/``hn``/``h_0``/``initial_h`` -> ``h``; ``state_in``/``state_out`` -> ``state``."""
     tokens = [t for t in re.split(r"[^a-z0-9]+", name.lower()) if t and t not in _NOISE]
     kept = [re.sub(r"^([a-z])[0n]$", r"\1", t) for t in tokens]
-    return ".".join(kept) if kept else name
+    return ".".join(kept) if any(not t.isdigit() for t in kept) else name  # input_1 says nothing about pairs
 
 
 def _pairs_by_name(ins: Sequence[TensorInfo], outs: Sequence[TensorInfo]) -> list[tuple[str, str]]:

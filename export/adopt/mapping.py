@@ -65,10 +65,6 @@ class Mapping:
     forecast_per_step: bool  # False: a [batch, F] forecast for the last step of the call only
     scale: str | None = None
 
-    @property
-    def time_axis(self) -> int | None:
-        return _AXES[self.layout][1]
-
     def flags(self) -> list[str]:
         """The flags that pin this mapping (printed, and kept in the provenance, for a reproducible adopt)."""
         out = ["--input", self.observation, "--layout", self.layout]
@@ -133,6 +129,10 @@ def _observation(source: Source, state_inputs: set[str], request: MappingRequest
     elif len(rest) == 1:
         obs, rest = rest[0], []
         guessed.append(f"observation {obs.describe()}: the one input that is not a state")
+    elif not rest:
+        msg = (f"{source.path}: every input is mapped as a state, no input is left for the observation: name it with "
+               "--input NAME and list only the carried states with --state IN=OUT")
+        raise MappingError(msg)
     if rest:
         msg = (f"{source.path}: input(s) {', '.join(i.describe() for i in rest)} are not mapped: name the observation "
                "with --input NAME and every carried state with --state IN=OUT (rnnwatch feeds nothing else)")

@@ -62,6 +62,11 @@ class Reference:
         else:
             u_hat, s_hat, states = self._call(u, self._zero_states(len(u)))
             steps = np.arange(u.shape[1]) if self.mapping.forecast_per_step else np.array([u.shape[1] - 1])
+        if u_hat.shape[1] != len(steps):
+            msg = (f"{self.source.path}: output {self.mapping.forecast!r} gives {u_hat.shape[1]} step(s) for a call of "
+                   f"{u.shape[1]}, expected {len(steps)}: is it a per-step ([.., time, F]) or a last-step ([batch, F]) "
+                   "forecast? (--forecast names it)")
+            raise ShapeError(msg)
         forecast, scale = self.transform.decode(u_hat, xs[:, steps].astype(np.float32), s_hat)
         finals = {p.name: np.moveaxis(states[p.output], p.batch_axis, 0) for p in self.mapping.states}
         return ReferenceRun(u, u_hat, steps, forecast, scale, finals)

@@ -159,3 +159,15 @@ def test_flags_that_contradict_the_model_are_refused(flags: list[str], says: str
 ])
 def test_state_names_pair_by_their_stem(name: str, expected: str) -> None:
     assert stem(name) == expected
+
+
+def test_mapping_every_input_as_a_state_leaves_no_observation(tmp_path: Path) -> None:
+    source = scan_ewma_model(tmp_path / "scan.onnx", expose_state=True)
+    with pytest.raises(MappingError, match="no input is left for the observation"):
+        _adopt(source, tmp_path / "step.onnx", "none", mapping=MappingRequest(states=(("s0", "sn"), ("x", "y"))))
+
+
+def test_numbered_names_do_not_pair_an_observation_with_a_forecast() -> None:
+    """tf2onnx names a Keras model's tensors input_1, input_2, output_1 …: the numbers say nothing about pairs."""
+    assert stem("input_1") == "input_1" and stem("output_1") == "output_1"
+    assert stem("layer_2_h0") == "layer.2.h"
