@@ -148,6 +148,9 @@ def layout(source: Source, obs: TensorInfo, states: Sequence[TensorInfo], guesse
         if applies:
             guessed.append(f"layout {chosen}: {why}")
             return chosen
+    if source.model.producer_name in ("tf2onnx", "keras2onnx"):
+        guessed.append(f"layout batch-first: a Keras model (converted by {source.model.producer_name}) is batch-first")
+        return "batch-first"
     msg = (f"{source.path}: cannot tell which axis of {obs.describe()} is the batch: pass --layout batch-first "
            "([batch, time, F]) or --layout sequence-first ([time, batch, F])")
     raise MappingError(msg)

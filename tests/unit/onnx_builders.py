@@ -180,3 +180,35 @@ def custom_op_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def keras_like_gru_model(path: Path, *, producer: str = "tf2onnx", hidden: int = 6, seed: int = 1) -> Path:
+    """A GRU laid out the way tf2onnx converts a Keras model: batch-first ``input_1 [unk__1, unk__2, 1]``, the
+    state ``input_2 [unk__3, H]`` unsqueezed into the operator, outputs ``dense`` and ``gru`` (the final state),
+    every dynamic axis under its own meaningless name."""
+    rng = np.random.default_rng(seed)
+    h = hidden
+    consts = {"W": rng.uniform(-0.5, 0.5, (1, 3 * h, 1)), "R": rng.uniform(-0.4, 0.4, (1, 3 * h, h)),
+              "head_w": rng.normal(0, 0.1, (h, 1))}
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in consts.items()]
+    inits += [numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+              numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    vi = helper.make_tensor_value_info
+    nodes = [
+        helper.make_node("Transpose", ["input_1"], ["x_tbf"], perm=[1, 0, 2]),
+        helper.make_node("Unsqueeze", ["input_2", "axis0"], ["h_1bh"]),
+        helper.make_node("GRU", ["x_tbf", "W", "R", "", "", "h_1bh"], ["Y", "Y_h"], hidden_size=h),
+        helper.make_node("Squeeze", ["Y", "axis1"], ["y_tbh"]),
+        helper.make_node("Transpose", ["y_tbh"], ["y_bth"], perm=[1, 0, 2]),
+        helper.make_node("MatMul", ["y_bth", "head_w"], ["dense"]),
+        helper.make_node("Squeeze", ["Y_h", "axis0"], ["gru"]),
+    ]
+    graph = helper.make_graph(nodes, "keras_gru", [vi("input_1", TensorProto.FLOAT, ["unk__1", "unk__2", 1]),
+                                                  vi("input_2", TensorProto.FLOAT, ["unk__3", h])],
+                              [vi("dense", TensorProto.FLOAT, ["unk__4", "unk__5", 1]),
+                               vi("gru", TensorProto.FLOAT, ["unk__6", h])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], producer_name=producer)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from helpers import write_prices
-from onnx_builders import custom_op_model, ewma_model, gru_op_model, scan_ewma_model
+from onnx_builders import custom_op_model, ewma_model, gru_op_model, keras_like_gru_model, scan_ewma_model
 
 from rnnwatch.consumer.cli import main
 from rnnwatch.consumer.contract import load_signature
@@ -171,3 +171,21 @@ def test_numbered_names_do_not_pair_an_observation_with_a_forecast() -> None:
     """tf2onnx names a Keras model's tensors input_1, input_2, output_1 …: the numbers say nothing about pairs."""
     assert stem("input_1") == "input_1" and stem("output_1") == "output_1"
     assert stem("layer_2_h0") == "layer.2.h"
+
+
+def test_a_keras_model_converted_by_tf2onnx_is_read_batch_first(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    source = keras_like_gru_model(tmp_path / "keras.onnx")
+    assert main(["adopt", str(source), "--transform", "none", "--output", str(tmp_path / "step.onnx")]) == 0
+    printed = capsys.readouterr().out
+    assert "guessed  states input_2 -> gru" in printed and "layout batch-first: a Keras model" in printed
+    sig = load_signature(tmp_path / "step.onnx")
+    assert [(s.name, s.shape) for s in sig.states] == [("input_2", (6,))]
+
+
+def test_a_layout_nothing_reveals_is_asked_for(tmp_path: Path) -> None:
+    source = keras_like_gru_model(tmp_path / "anonymous.onnx", producer="somewhere")
+    with pytest.raises(MappingError, match="pass --layout batch-first"):
+        _adopt(source, tmp_path / "step.onnx", "none")
+    sig = load_signature(_adopt(source, tmp_path / "step.onnx", "none", mapping=MappingRequest(layout="batch-first")))
+    assert sig.provenance["mapping"]["layout"] == "batch-first"
