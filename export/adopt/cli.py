@@ -28,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnwatch")
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("adopt", help="Wrap an existing recurrent ONNX model as a step model (no torch needed).",
-                       description="Turn a recurrent ONNX model whose state is exposed as inputs and outputs into an "
-                                   "rnnwatch step model: map it, wrap it, prove parity, calibrate. Nothing is "
-                                   "written unless the proof passes.",
+                       description="Turn a recurrent ONNX model whose state is exposed as inputs and outputs\n"
+                                   "into an rnnwatch step model: map it, wrap it, prove parity, calibrate.\n"
+                                   "Nothing is written unless the proof passes.",
                        epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("model", help="The recurrent ONNX model (one self-contained .onnx file).")
     a.add_argument("--output", required=True, help="Where to write the step model.")
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--feature", action="append", default=[], metavar="NAME[:DOMAIN]",
                    help="Message field per model feature, in order (domain: positive, nonnegative, real).")
     d = a.add_argument_group("held-out data: parity sequences, residual statistics, threshold calibration")
-    d.add_argument("--data", type=Path, help="CSV of rows the model was not trained on.")
+    d.add_argument("--data", type=Path, metavar="CSV", help="Rows the model was not trained on (header row).")
     d.add_argument("--column", action="append", default=[], help="Value column per feature (default: feature names).")
     d.add_argument("--key-column", default="", help="Column naming the series (several keys in one file).")
     d.add_argument("--time-column", default="", help="Column to sort each series by (default: file order).")
