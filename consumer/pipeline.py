@@ -25,9 +25,6 @@ from rnnwatch.consumer.sink import Sink
 
 __all__ = ["BatchOutcome", "Pipeline"]
 
-_DLQ_VALUE_LIMIT = 64 * 1024  # an oversized record is dead-lettered truncated, so the DLQ write can succeed
-
-
 @dataclass(frozen=True)
 class BatchOutcome:
     records: int
@@ -84,14 +81,9 @@ class Pipeline:
                 self.store.revive(p, sorted(unknown))
 
     def _dead_letter(self, rec: SourceRecord, rej: Rejected) -> None:
-        value = rec.value
-        error = rej.detail
-        if value is not None and len(value) > _DLQ_VALUE_LIMIT:
-            error = f"{error} (value truncated to {_DLQ_VALUE_LIMIT} bytes)"
-            value = value[:_DLQ_VALUE_LIMIT]
-        headers = [(k, v) for k, v in (getattr(rec, "headers", None) or [])]
+        headers = list(getattr(rec, "headers", None) or [])  # the letter copies what fits (events.DLQ_*_BYTES)
         self.sink.send_dead_letter(DeadLetter(self.topic, rec.partition, rec.offset, rec.timestamp, rec.key,
-                                              value, headers, rej.reason, error))
+                                              rec.value, headers, rej.reason, rej.detail))
         self.metrics.records_failed.labels(rej.reason).inc()
         self.metrics.records_dead_lettered.inc()
 

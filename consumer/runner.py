@@ -27,6 +27,7 @@ from rnnwatch.consumer.contract import (
     STATE_OUT,
     StepSignature,
 )
+from rnnwatch.consumer.errors import ModelError
 from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
 from rnnwatch.consumer.state import NO_TIME, Column, StateTable
 
@@ -84,12 +85,15 @@ class StepModel:
     def __init__(self, signature: StepSignature, threads: int = 1) -> None:
         import onnxruntime as ort
 
+        if not signature.model_bytes:
+            msg = f"{signature.path}: the signature carries no model bytes; build it with load_signature()"
+            raise ModelError(msg)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.signature = signature
-        self.session = ort.InferenceSession(signature.path, sess_options=options,
+        self.session = ort.InferenceSession(signature.model_bytes, sess_options=options,
                                             providers=["CPUExecutionProvider"])
         self._state_names = [s.name for s in signature.states]
         self._outputs = [OUTPUT_FORECAST]

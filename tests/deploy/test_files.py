@@ -48,6 +48,8 @@ def test_dockerfile_is_multistage_slim_nonroot_and_torch_free() -> None:
     assert 'ENTRYPOINT ["rnnwatch"]' in final
     assert any(line.startswith("HEALTHCHECK") and "/healthz" in line for line in final)
     assert "EXPOSE 9108" in final
+    env = " ".join(line for line in final if line.startswith("ENV "))
+    assert "RNNWATCH_METRICS_HOST=0.0.0.0" in env  # loopback by default: probes and scrapes come from outside
     text = "\n".join(line for stage in stages for line in stage)
     assert "torch" not in text.lower()
     assert "[export]" not in text
