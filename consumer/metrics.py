@@ -152,7 +152,8 @@ class Metrics:
         self.active_keys = Gauge("rnnwatch_active_keys", "Keys with state held in memory.", registry=r)
         self.state_resets = Counter(
             "rnnwatch_state_resets",
-            "Keys whose state was reset, by reason (model_changed: another model, state layout or input topic).",
+            "Keys whose state was reset, by reason (model_changed: another model, state layout or input topic; "
+            "corrupt_snapshot; non_finite: the model's output for the key was NaN or infinite).",
             ["reason"], registry=r
         )
         self.keys_evicted = Counter("rnnwatch_keys_evicted", "Idle keys evicted from memory (TTL).", registry=r)
@@ -178,7 +179,7 @@ class Metrics:
         for code, name in STATUS.items():
             if code:
                 self.records_skipped.labels(name)
-        for reason in ("model_changed", "corrupt_snapshot"):
+        for reason in ("model_changed", "corrupt_snapshot", "non_finite"):
             self.state_resets.labels(reason)
         for kind in ("assigned", "revoked", "lost"):
             self.rebalances.labels(kind)
