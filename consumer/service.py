@@ -81,7 +81,9 @@ class Service:
         self.signature = signature = load_signature(s.model)  # ModelError: refuse before touching Kafka
         self.metrics.set_model(signature.name, signature.version, signature.architecture, signature.sha256)
         self.health.model_loaded = True
-        self.ops = OpsServer(s.metrics_host, s.metrics_port, self.registry, self.health).start()
+        self.ops = OpsServer(s.metrics_host, s.metrics_port, self.registry, self.health,
+                             request_timeout_s=s.metrics_request_timeout_ms / 1000,
+                             max_connections=s.metrics_max_connections).start()
         log.info("model %s %s (%s, %d state bytes/key); metrics on http://%s:%d/metrics", signature.name,
                  signature.version, signature.architecture, signature.state_bytes_per_key, s.metrics_host,
                  self.ops.port)
