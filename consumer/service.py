@@ -25,6 +25,7 @@ from rnnwatch.consumer.contract import StepSignature, load_signature
 from rnnwatch.consumer.errors import BrokerError, DeliveryError
 from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.health import HealthState, OpsServer
+from rnnwatch.consumer.limits import check_record_sizes
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
 from rnnwatch.consumer.records import TickDecoder, parse_event_time
@@ -103,12 +104,14 @@ class Service:
         runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
                              halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
+        check_record_sizes(signature, runner.table, s)
         self.store = StateStore(runner.table, s.changelog_topic, restore_consumer,
                                 on_reset=lambda reason, n: self.metrics.state_resets.labels(reason).inc(n))
         decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,
                               time_field=s.time_field, timestamp_unit=s.timestamp_unit,
                               max_message_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms,
-                              min_event_ms=parse_event_time(s.min_event_time))
+                              min_event_ms=parse_event_time(s.min_event_time), max_key_bytes=s.max_key_bytes,
+                              max_header_bytes=s.max_header_bytes)
         self.pipeline = Pipeline(signature=signature, runner=runner, decoder=decoder, sink=self.sink,
                                  metrics=self.metrics, topic=s.input_topic, store=self.store,
                                  source_uri=f"rnnwatch://{s.group_id}/{signature.name}", on_anomaly=self._on_anomaly)

@@ -15,9 +15,13 @@ from typing import Any, Protocol
 from rnnwatch.consumer.errors import BrokerError, DeliveryError
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 
-__all__ = ["KafkaSink", "Sink"]
+__all__ = ["MAX_REQUEST_BYTES", "KafkaSink", "Sink"]
 
 log = logging.getLogger(__name__)
+
+# The producer's max_request_size: no single record rnnwatch writes may be larger (checked at start-up by
+# ``limits.check_record_sizes``); brokers have their own limit (message.max.bytes, 1 MiB by default).
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 class Sink(Protocol):
@@ -51,7 +55,7 @@ class KafkaSink:
         from kafka import KafkaProducer
 
         producer = KafkaProducer(acks="all", linger_ms=5, batch_size=256 * 1024, retries=2**31 - 1,
-                                 delivery_timeout_ms=120_000, max_request_size=8 * 1024 * 1024, **config)
+                                 delivery_timeout_ms=120_000, max_request_size=MAX_REQUEST_BYTES, **config)
         return cls(producer=producer, **kwargs)
 
     def send_event(self, event: AnomalyEvent) -> None:
