@@ -157,6 +157,16 @@ class Metrics:
             ["reason"], registry=r
         )
         self.keys_evicted = Counter("rnnwatch_keys_evicted", "Idle keys evicted from memory (TTL).", registry=r)
+        self.producer_pending_bytes = Gauge(
+            "rnnwatch_producer_pending_bytes", "Bytes sent to the broker and not yet acknowledged.", registry=r
+        )
+        self.consumption_paused = Gauge(
+            "rnnwatch_consumption_paused", "1 while input is paused because too much output is unacknowledged.",
+            registry=r,
+        )
+        self.backpressure_pauses = Counter(
+            "rnnwatch_backpressure_pauses", "Times input was paused for unacknowledged output.", registry=r
+        )
         self.ready = Gauge("rnnwatch_ready", "1 when the model is loaded and partitions are assigned.", registry=r)
         self.model_info = Gauge(
             "rnnwatch_model_info", "The loaded step model (value is always 1).",

@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from rnnwatch.consumer.backpressure import Backpressure
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.checkpoint import Checkpointer
 from rnnwatch.consumer.contract import StepSignature, load_signature
@@ -119,6 +120,10 @@ class Service:
                                          flush_timeout_s=max(5.0, s.shutdown_grace_ms / 2000))
         self.source.on_revoked = self._on_revoked
         self.source.on_assigned = self._on_assigned
+        self.backpressure = Backpressure(s.max_in_flight_bytes, self.source.throttle,
+                                         on_pause=self.metrics.backpressure_pauses.inc)
+        self.metrics.producer_pending_bytes.set_function(lambda: self.sink.pending_bytes)
+        self.metrics.consumption_paused.set_function(lambda: 1.0 if self.backpressure.paused else 0.0)
         return self
 
     @property
@@ -134,6 +139,7 @@ class Service:
             while not self._stop.is_set():
                 self.health.tick()
                 self._restore_pending()
+                self.backpressure.update(self.sink.pending_bytes)
                 records = self.source.poll(_POLL_MS, s.max_poll_records)
                 if records:
                     self._handle(records)
