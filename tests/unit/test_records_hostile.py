@@ -8,7 +8,6 @@ a record's outcome does not depend on its neighbours in the poll. Never an excep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,21 +15,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_records import NOW_MS, Rec
 
 from rnnwatch.consumer.contract import FeatureSpec
 from rnnwatch.consumer.records import MAX_EVENT_MS, MIN_EVENT_MS, REASONS, TickDecoder, parse_event_time
-
-NOW_MS = 1_750_000_000_000
-
-
-@dataclass(frozen=True)
-class Rec:
-    value: bytes | None
-    key: bytes | None = b"AAPL"
-    partition: int = 0
-    offset: int = 0
-    timestamp: int = NOW_MS
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
 
 
 def _decoder(**kw: Any) -> TickDecoder:
