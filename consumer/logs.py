@@ -26,7 +26,7 @@ class RateLimitedLog:
         self._next_s = float("-inf")
         self._held_back = 0
 
-    def warning(self, msg: str, *args: object) -> bool:
+    def warning(self, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log now (True) or count it for the next line (False)."""
         now = self.clock()
         if now < self._next_s:
@@ -34,7 +34,7 @@ class RateLimitedLog:
             return False
         if self._held_back:
             msg = f"{msg} ({self._held_back} more since the last such message, not logged)"
-        self.logger.warning(msg, *args)
+        self.logger.warning(msg, *args, exc_info=exc_info)
         self._next_s = now + self.interval_s
         self._held_back = 0
         return True

@@ -15,12 +15,16 @@ refusal, checked in this order (the first that applies names the refusal):
   non_numeric (per feature, in model order), missing_timestamp / bad_timestamp (not ISO 8601 or epoch, or
   outside the years 1-9999), then the vectorised non_finite, out_of_domain, timestamp_future, timestamp_past.
 
+A record that makes the decoder itself fail (a bug, by definition: the fuzzer in the tests looks for them)
+is refused as ``decode_error`` and logged with its traceback, so it costs one dead letter, never the service.
+
 Duplicate JSON object keys are not refused: the last value wins, as in orjson, Python's ``json`` and most
 parsers (RFC 8259 leaves it to the implementation); both decoding paths agree on it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ import numpy as np
 import orjson
 
 from rnnwatch.consumer.contract import FeatureSpec
+from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.runner import TickBatch
 
 __all__ = ["MAX_EVENT_MS", "MIN_EVENT_MS", "REASONS", "Rejected", "SourceRecord", "TickDecoder", "headers_size",
@@ -40,11 +45,12 @@ __all__ = ["MAX_EVENT_MS", "MIN_EVENT_MS", "REASONS", "Rejected", "SourceRecord"
 REASONS = (
     "empty", "oversized", "invalid_json", "not_an_object", "missing_key", "missing_field", "non_numeric",
     "non_finite", "out_of_domain", "missing_timestamp", "bad_timestamp", "timestamp_future", "timestamp_past",
-    "oversized_key", "oversized_headers", "bad_key",
+    "oversized_key", "oversized_headers", "bad_key", "decode_error",
 )
 # Event times must be dates an event can carry (RFC 3339, years 1-9999): 0001-01-01T00:00:00.000Z ...
 MIN_EVENT_MS = -62_135_596_800_000
 MAX_EVENT_MS = 253_402_300_799_999  # ... 9999-12-31T23:59:59.999Z
+log = logging.getLogger(__name__)
 _UNIT_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 _NUMBER_TYPES = {int, float}
 
@@ -141,18 +147,22 @@ class TickDecoder:
         self._positive = np.array([f.domain == "positive" for f in self.features])
         self._nonnegative = np.array([f.domain == "nonnegative" for f in self.features])
         self._time_cache: dict[str, int] = {}  # ticks of many keys share timestamps
+        self._bug_log = RateLimitedLog(log)
 
     def decode(self, records: Sequence[SourceRecord], now_ms: int) -> tuple[TickBatch, np.ndarray, list[Rejected]]:
         """(valid ticks, their indices into ``records``, rejections) for one poll."""
         rejected: list[Rejected] = []
-        fast = self._fast_parse(records)
+        try:
+            fast = self._fast_parse(records)
+        except Exception:  # noqa: BLE001 - a decoder bug: the careful path below finds and refuses the record
+            fast = None
         if fast is not None:
             keys, event_ms, x = fast
             kept = list(range(len(records)))
         else:
             kept, keys, times, rows = [], [], [], []
             for i, rec in enumerate(records):
-                parsed = self._parse_one(rec)
+                parsed = self._parse_guarded(rec)
                 if isinstance(parsed, Rejected):
                     rejected.append(Rejected(i, parsed.reason, parsed.detail))
                     continue
@@ -247,6 +257,14 @@ class TickDecoder:
                 return None
             return out
         return None
+
+    def _parse_guarded(self, rec: SourceRecord) -> tuple[bytes, int, list[float]] | Rejected:
+        try:
+            return self._parse_one(rec)
+        except Exception as exc:  # noqa: BLE001 - one record that breaks the decoder is refused, never fatal
+            self._bug_log.warning("the decoder failed on partition %d offset %d (a bug: please report it); the "
+                                  "record is dead-lettered as decode_error", rec.partition, rec.offset, exc_info=True)
+            return Rejected(-1, "decode_error", _short(f"{type(exc).__name__}: {exc}", 300))
 
     def _parse_one(self, rec: SourceRecord) -> tuple[bytes, int, list[float]] | Rejected:
         value = rec.value

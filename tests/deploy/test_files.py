@@ -76,6 +76,10 @@ def test_compose_services_and_mounted_files_exist() -> None:
     assert (path.parent / services["rnnwatch"]["build"]["context"] / "Dockerfile").exists()
     assert services["feed"]["command"][0] == "produce"
     assert "9108:9108" in services["rnnwatch"]["ports"]
+    # rnnwatch refuses to start on a changelog that is not compacted (changelog_check=refuse)
+    init = " ".join(services["topics"]["command"]) if isinstance(services["topics"]["command"], list) else str(
+        services["topics"]["command"])
+    assert "--topic rnnwatch.state --partitions 4 --config cleanup.policy=compact" in init
     for name, svc in services.items():
         for volume in svc.get("volumes", []):
             host = volume.split(":")[0]

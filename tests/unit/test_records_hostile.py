@@ -256,3 +256,25 @@ def test_fuzz_every_record_ends_as_a_tick_or_a_refusal_independent_of_its_neighb
         assert 0 < len(key) <= 64
         assert MIN_EVENT_MS <= event_ms <= NOW_MS + decoder.max_future_ms
         assert np.isfinite(np.float32(value)) and value > 0
+
+
+def test_a_record_that_breaks_the_decoder_is_dead_lettered_not_fatal(monkeypatch: pytest.MonkeyPatch,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A bug the fuzzer missed must cost one record (counted as decode_error, logged), not a crash loop."""
+    from rnnwatch.consumer import records
+
+    real = records.parse_event_time
+
+    def buggy(value: Any, unit: str = "auto") -> int:
+        if value == "2024-02-29T00:00:00Z":
+            msg = "a decoder bug"
+            raise ZeroDivisionError(msg)
+        return real(value, unit)
+
+    monkeypatch.setattr(records, "parse_event_time", buggy)
+    recs = [Rec(_tick(ts="2024-02-28T00:00:00Z"), offset=0), Rec(_tick(ts="2024-02-29T00:00:00Z"), offset=1),
+            Rec(_tick(ts="2024-03-01T00:00:00Z"), offset=2)]
+    out = _outcome(_decoder(), recs)
+    assert out[1] == "decode_error" and "decode_error" in REASONS
+    assert isinstance(out[0], tuple) and isinstance(out[2], tuple)
+    assert any("a decoder bug" in r.getMessage() or r.exc_info for r in caplog.records)
