@@ -374,8 +374,9 @@ def _load_secrets(values: dict[str, Any]) -> None:
         if path:
             try:
                 text = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                msg = f"{opt.name}_file: cannot read {path} ({type(exc).__name__}: {getattr(exc, 'strerror', '')})"
+            except (OSError, UnicodeDecodeError) as exc:  # the message must not quote the file's bytes
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                msg = f"{opt.name}_file: cannot read {path} ({why})"
                 raise ConfigError(msg) from None
             values[opt.name] = text.removesuffix("\n").removesuffix("\r")
         values[opt.name] = Secret(values[opt.name])

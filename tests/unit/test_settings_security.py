@@ -58,8 +58,12 @@ def test_the_password_never_shows_in_repr_or_errors(tmp_path: Path) -> None:
         load_settings(_args("--input-topic", "t"), env={"RNNWATCH_SASL_PASSWORD": SECRET,
                                                         "RNNWATCH_SASL_PASSWORD_FILE": str(secret_file)})
     assert SECRET not in str(err.value)
-    with pytest.raises(ConfigError, match="cannot read") as err:
+    with pytest.raises(ConfigError, match="cannot read"):
         load_settings(_args("--input-topic", "t"), env={"RNNWATCH_SASL_PASSWORD_FILE": str(tmp_path / "missing")})
+    secret_file.write_bytes(b"\xff" + SECRET.encode())
+    with pytest.raises(ConfigError, match="not UTF-8") as err:
+        load_settings(_args("--input-topic", "t"), env={"RNNWATCH_SASL_PASSWORD_FILE": str(secret_file)})
+    assert SECRET not in str(err.value) and "0xff" not in str(err.value)
 
 
 def test_help_names_the_file_variant_and_no_password_flag() -> None:
