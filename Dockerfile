@@ -17,8 +17,11 @@ FROM python:3.11-slim
 LABEL org.opencontainers.image.title="rnnwatch" \
       org.opencontainers.image.description="Novelty detection on Kafka streams with recurrent ONNX step models" \
       org.opencontainers.image.licenses="Apache-2.0"
+# The ops server listens on loopback by default; in a container it must be reachable from outside
+# (Prometheus, kubelet probes), and the container's network namespace is the boundary.
 ENV PATH=/opt/rnnwatch/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    RNNWATCH_METRICS_HOST=0.0.0.0 \
     RNNWATCH_METRICS_PORT=9108 \
     RNNWATCH_SHUTDOWN_GRACE_MS=30000
 RUN groupadd --system --gid 10001 rnnwatch \

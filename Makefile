@@ -3,6 +3,7 @@
 #   make test    install everything (incl. promtool/prometheus) and run lint, types and the whole suite
 #   make check   the fast lane between edits: lint, types, unit tests (no broker, under a minute)
 #   make bench   throughput benchmark against a plain kafka-python consumer, prints JSON
+#   make bench-decode   records/s of the input decoder alone, prints JSON
 #   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test check lint typecheck unit bench bench-arch model prices system-deps clean install-runtime install-dev
+.PHONY: demo test check lint typecheck unit bench bench-decode bench-arch model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +64,10 @@ check: lint typecheck unit
 # Throughput: `rnnwatch run` vs a plain kafka-python consumer on the same topic, one JSON document.
 bench: $(VENV)/.dev
 	$(BIN)/python tests/bench/bench_throughput.py
+
+# The input decoder alone (JSON parse, fields, range checks) on polls of 20,000 ticks.
+bench-decode: $(VENV)/.dev
+	$(BIN)/python tests/bench/bench_decode.py
 
 # Per-architecture step latency / throughput / state size (the README's architecture table).
 bench-arch: $(VENV)/.dev

@@ -125,6 +125,9 @@ class StepSignature:
     has_score: bool
     provenance: Mapping[str, Any]
     description: str = ""
+    # The exact bytes that were validated and hashed: the runtime builds its session from these, never from
+    # ``path`` again (a file swapped in between must not run under the old identity).
+    model_bytes: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def n_features(self) -> int:
@@ -160,11 +163,14 @@ def load_signature(path: str | Path) -> StepSignature:
     except Exception as exc:  # onnxruntime raises its own untyped errors for any unreadable file
         msg = f"{p} is not a loadable ONNX model ({type(exc).__name__}: {exc}); export one with `rnnwatch export`"
         raise ModelError(msg) from exc
-    return signature_from_session(session, str(p), hashlib.sha256(data).hexdigest())
+    return signature_from_session(session, str(p), hashlib.sha256(data).hexdigest(), model_bytes=data)
 
 
-def signature_from_session(session: Any, path: str, sha256: str) -> StepSignature:
-    """Check an already-open onnxruntime session; split out so tests can build models in memory."""
+def signature_from_session(session: Any, path: str, sha256: str, *, model_bytes: bytes = b"") -> StepSignature:
+    """Check an already-open onnxruntime session; split out so tests can build models in memory.
+
+    Pass the ``model_bytes`` the session was built from to run the signature (see :class:`StepModel`).
+    """
     meta = dict(session.get_modelmeta().custom_metadata_map)
     version = meta.get(META_CONTRACT)
     if version is None:
@@ -201,6 +207,7 @@ def signature_from_session(session: Any, path: str, sha256: str) -> StepSignatur
         has_forecast_scale=OUTPUT_SCALE in outputs,
         has_score=OUTPUT_SCORE in outputs,
         provenance=provenance,
+        model_bytes=model_bytes,
     )
 
 

@@ -14,10 +14,19 @@ from typing import Any
 
 import orjson
 
-__all__ = ["EVENT_TYPE", "AnomalyEvent", "DeadLetter", "event_id", "format_time"]
+__all__ = ["DEAD_LETTER_MAX_BYTES", "DLQ_KEY_BYTES", "DLQ_VALUE_BYTES", "EVENT_TYPE", "AnomalyEvent", "DeadLetter",
+           "event_id", "format_time"]
 
 EVENT_TYPE = "io.rnnwatch.anomaly.v1"
 Headers = list[tuple[str, bytes]]
+
+# What a dead letter copies from its record, at most (bytes). A record refused for its size must still be
+# deliverable as a dead letter: the whole letter stays well under Kafka's default 1 MiB message limit.
+DLQ_KEY_BYTES = 64 * 1024  # = the largest max_key_bytes settings accept: an accepted key is never cut
+DLQ_VALUE_BYTES = 64 * 1024
+DLQ_HEADER_BYTES = 64 * 1024
+DLQ_ERROR_BYTES = 4096
+DEAD_LETTER_MAX_BYTES = DLQ_KEY_BYTES + DLQ_VALUE_BYTES + DLQ_HEADER_BYTES + DLQ_ERROR_BYTES + 4096
 
 
 def event_id(topic: str, partition: int, offset: int) -> str:
@@ -84,7 +93,13 @@ class AnomalyEvent:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A record that could not be used: the original bytes plus where it came from and why."""
+    """A record that could not be used: the original bytes plus where it came from and why.
+
+    ``to_kafka`` copies the key, value and headers up to the ``DLQ_*_BYTES`` budgets; what it cuts is said
+    in ``rnnwatch-original-key-bytes`` / ``rnnwatch-original-value-bytes`` (the original sizes) and
+    ``rnnwatch-headers-dropped`` (how many trailing headers were left out). A null header value (legal in
+    Kafka, not sendable by kafka-python) is copied as empty bytes.
+    """
 
     topic: str
     partition: int
@@ -92,18 +107,42 @@ class DeadLetter:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
+    headers: Sequence[tuple[str, bytes | None]]
     reason: str
     error: str
 
     def to_kafka(self) -> tuple[bytes | None, bytes | None, Headers]:
+        error = self.error.encode(errors="replace")
+        if len(error) > DLQ_ERROR_BYTES:
+            error = error[:DLQ_ERROR_BYTES - 12] + b"(truncated)"
         headers: Headers = [
             ("rnnwatch-reason", self.reason.encode()),
-            ("rnnwatch-error", self.error.encode()[:4096]),
+            ("rnnwatch-error", error),
             ("rnnwatch-original-topic", self.topic.encode()),
             ("rnnwatch-original-partition", str(self.partition).encode()),
             ("rnnwatch-original-offset", str(self.offset).encode()),
             ("rnnwatch-original-timestamp", str(self.timestamp_ms).encode()),
         ]
-        headers.extend((k, v) for k, v in self.headers if not k.startswith("rnnwatch-"))
-        return self.key, self.value, headers
+        key = _cut(self.key, DLQ_KEY_BYTES, "rnnwatch-original-key-bytes", headers)
+        value = _cut(self.value, DLQ_VALUE_BYTES, "rnnwatch-original-value-bytes", headers)
+        budget, dropped = DLQ_HEADER_BYTES, 0
+        copied: Headers = []
+        for k, v in self.headers:
+            if k.startswith("rnnwatch-"):
+                continue
+            size = len(k.encode()) + len(v or b"")
+            if dropped or size > budget:
+                dropped += 1
+                continue
+            budget -= size
+            copied.append((k, v or b""))
+        if dropped:
+            headers.append(("rnnwatch-headers-dropped", str(dropped).encode()))
+        return key, value, headers + copied
+
+
+def _cut(data: bytes | None, limit: int, note: str, headers: Headers) -> bytes | None:
+    if data is None or len(data) <= limit:
+        return data
+    headers.append((note, str(len(data)).encode()))
+    return data[:limit]

@@ -2,19 +2,34 @@
 
 Liveness means the poll loop has run recently (a wedged loop gets the pod restarted); readiness means the
 model is loaded and partitions are assigned and restored (a pod still restoring state gets no alerts about
-lag it cannot yet work off). The server runs in a daemon thread and only reads flags the loop sets.
+lag it cannot yet work off). The server only reads flags the loop sets.
+
+The server is one asyncio loop in a daemon thread, so an idle or slow connection costs a few kilobytes, not a
+thread. Each connection must deliver its request head and take its response within ``request_timeout_s``
+(a *deadline*, not a per-read timeout: a client dripping one byte at a time is cut off too, answered 408);
+at most ``max_connections`` are open at once, more are answered 503 and closed. Request heads are limited
+to 8 KiB (431). Every response closes its connection (Prometheus reconnects per scrape).
+
+It binds to ``metrics_host``: loopback by default, ``0.0.0.0`` in the container image, where Prometheus and
+the kubelet's probes connect from outside the container.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 __all__ = ["HealthState", "OpsServer"]
+
+_MAX_HEAD_BYTES = 8 * 1024
+_TEXT = "text/plain; charset=utf-8"
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+            431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 
 
 class HealthState:
@@ -51,42 +66,120 @@ class HealthState:
 class OpsServer:
     """Serves the registry and the health state on host:port (port 0 picks a free one)."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthState) -> None:
-        handler = _make_handler(registry, health)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, name="rnnwatch-http", daemon=True)
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: HealthState, *,
+                 request_timeout_s: float = 10.0, max_connections: int = 64) -> None:
+        self.registry = registry
+        self.health = health
+        self.request_timeout_s = request_timeout_s
+        self.max_connections = max_connections
+        self._sock = _listen(host, port)  # bound here: a taken port fails start-up in the caller's thread
+        self.port = int(self._sock.getsockname()[1])
+        self._loop = asyncio.new_event_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._serve, name="rnnwatch-http", daemon=True)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
 
     def start(self) -> OpsServer:
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, sock=self._sock, limit=_MAX_HEAD_BYTES))
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        elif self._server is None:
+            self._sock.close()
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()
 
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
 
-def _make_handler(registry: CollectorRegistry, health: HealthState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path in ("/healthz", "/readyz"):
-                ok, detail = health.live() if path == "/healthz" else health.ready()
-                self._send(200 if ok else 503, (detail + "\n").encode(), "text/plain; charset=utf-8")
-            else:
-                self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - always set inside a task
+        self._tasks.add(task)
+        writer.transport.set_write_buffer_limits(high=0)  # drain() returns once the kernel has every byte
+        try:
+            if len(self._tasks) > self.max_connections:
+                await self._respond(writer, 503, b"too many connections to the ops server\n")
+                return
+            try:
+                async with asyncio.timeout(self.request_timeout_s):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except TimeoutError:
+                await self._respond(writer, 408, b"request not received in time\n")
+                return
+            except asyncio.LimitOverrunError:
+                await self._respond(writer, 431, b"request head larger than 8 KiB\n")
+                return
+            except asyncio.IncompleteReadError:
+                return  # the client went away
+            await self._route(writer, head)
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.transport.abort()  # the response is flushed or given up on: never wait on a slow reader
 
-        def log_message(self, format: str, *args: Any) -> None:
+    async def _route(self, writer: asyncio.StreamWriter, head: bytes) -> None:
+        parts = head.split(b"\r\n", 1)[0].split(b" ")
+        if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+            await self._respond(writer, 400, b"malformed request line\n")
             return
+        method, path = parts[0], parts[1].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            await self._respond(writer, 405, b"only GET and HEAD\n", extra=b"Allow: GET, HEAD\r\n")
+            return
+        if path == b"/metrics":
+            status, body, content_type = 200, generate_latest(self.registry), CONTENT_TYPE_LATEST
+        elif path in (b"/healthz", b"/readyz"):
+            ok, detail = self.health.live() if path == b"/healthz" else self.health.ready()
+            status, body, content_type = (200 if ok else 503), (detail + "\n").encode(), _TEXT
+        else:
+            status, body, content_type = 404, b"not found: try /metrics, /healthz or /readyz\n", _TEXT
+        await self._respond(writer, status, b"" if method == b"HEAD" else body, content_type,
+                            length=len(body))
 
-    return Handler
+    async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str = _TEXT, *,
+                       length: int | None = None, extra: bytes = b"") -> None:
+        head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n").encode()
+        writer.write(head + extra + b"\r\n" + body)
+        async with asyncio.timeout(self.request_timeout_s):
+            await writer.drain()
+        if writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                writer.write_eof()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv4 or IPv6, whatever the host names)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

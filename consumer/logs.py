@@ -5,8 +5,39 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 
-__all__ = ["configure_logging"]
+__all__ = ["RateLimitedLog", "configure_logging"]
+
+
+class RateLimitedLog:
+    """Logs a recurring condition at most once per ``interval_s``, saying how many it held back since.
+
+    For conditions a bad stream can raise on every record (one line per record would drown the log and
+    cost more than the processing); the metric next to it counts every occurrence.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.clock = clock
+        self._next_s = float("-inf")
+        self._held_back = 0
+
+    def warning(self, msg: str, *args: object, exc_info: bool = False) -> bool:
+        """Log now (True) or count it for the next line (False)."""
+        now = self.clock()
+        if now < self._next_s:
+            self._held_back += 1
+            return False
+        if self._held_back:
+            msg = f"{msg} ({self._held_back} more since the last such message, not logged)"
+        self.logger.warning(msg, *args, exc_info=exc_info)
+        self._next_s = now + self.interval_s
+        self._held_back = 0
+        return True
 
 
 class _JsonFormatter(logging.Formatter):

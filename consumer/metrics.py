@@ -152,10 +152,21 @@ class Metrics:
         self.active_keys = Gauge("rnnwatch_active_keys", "Keys with state held in memory.", registry=r)
         self.state_resets = Counter(
             "rnnwatch_state_resets",
-            "Keys whose state was reset, by reason (model_changed: another model, state layout or input topic).",
+            "Keys whose state was reset, by reason (model_changed: another model, state layout or input topic; "
+            "corrupt_snapshot; non_finite: the model's output for the key was NaN or infinite).",
             ["reason"], registry=r
         )
         self.keys_evicted = Counter("rnnwatch_keys_evicted", "Idle keys evicted from memory (TTL).", registry=r)
+        self.producer_pending_bytes = Gauge(
+            "rnnwatch_producer_pending_bytes", "Bytes sent to the broker and not yet acknowledged.", registry=r
+        )
+        self.consumption_paused = Gauge(
+            "rnnwatch_consumption_paused", "1 while input is paused because too much output is unacknowledged.",
+            registry=r,
+        )
+        self.backpressure_pauses = Counter(
+            "rnnwatch_backpressure_pauses", "Times input was paused for unacknowledged output.", registry=r
+        )
         self.ready = Gauge("rnnwatch_ready", "1 when the model is loaded and partitions are assigned.", registry=r)
         self.model_info = Gauge(
             "rnnwatch_model_info", "The loaded step model (value is always 1).",
@@ -178,7 +189,7 @@ class Metrics:
         for code, name in STATUS.items():
             if code:
                 self.records_skipped.labels(name)
-        for reason in ("model_changed", "corrupt_snapshot"):
+        for reason in ("model_changed", "corrupt_snapshot", "non_finite"):
             self.state_resets.labels(reason)
         for kind in ("assigned", "revoked", "lost"):
             self.rebalances.labels(kind)

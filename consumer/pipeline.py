@@ -7,6 +7,7 @@ become events or dead letters; everything else is per batch or per wave.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.contract import StepSignature
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 from rnnwatch.consumer.faults import maybe_crash
+from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.records import Rejected, SourceRecord, TickDecoder
 from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch
@@ -25,8 +27,7 @@ from rnnwatch.consumer.sink import Sink
 
 __all__ = ["BatchOutcome", "Pipeline"]
 
-_DLQ_VALUE_LIMIT = 64 * 1024  # an oversized record is dead-lettered truncated, so the DLQ write can succeed
-
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BatchOutcome:
@@ -53,6 +54,7 @@ class Pipeline:
         self.on_anomaly = on_anomaly
         self._model = {"name": signature.name, "version": signature.version, "sha256": signature.sha256}
         self._model_label = f"{signature.name}:{signature.version}"
+        self._reset_log = RateLimitedLog(log)
 
     def handle(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         start = time.perf_counter()
@@ -84,14 +86,9 @@ class Pipeline:
                 self.store.revive(p, sorted(unknown))
 
     def _dead_letter(self, rec: SourceRecord, rej: Rejected) -> None:
-        value = rec.value
-        error = rej.detail
-        if value is not None and len(value) > _DLQ_VALUE_LIMIT:
-            error = f"{error} (value truncated to {_DLQ_VALUE_LIMIT} bytes)"
-            value = value[:_DLQ_VALUE_LIMIT]
-        headers = [(k, v) for k, v in (getattr(rec, "headers", None) or [])]
+        headers = list(getattr(rec, "headers", None) or [])  # the letter copies what fits (events.DLQ_*_BYTES)
         self.sink.send_dead_letter(DeadLetter(self.topic, rec.partition, rec.offset, rec.timestamp, rec.key,
-                                              value, headers, rej.reason, error))
+                                              rec.value, headers, rej.reason, rej.detail))
         self.metrics.records_failed.labels(rej.reason).inc()
         self.metrics.records_dead_lettered.inc()
 
@@ -134,6 +131,8 @@ class Pipeline:
         gaps = int(results.gap.sum())
         if gaps:
             m.gaps.inc(gaps)
+        if results.reset.any():
+            self._report_resets(records, kept, results.reset)
         m.step_duration.observe_many(np.asarray(results.step_seconds))
         m.step_batch_keys.observe_many(np.asarray(results.wave_keys, dtype=np.float64))
         m.record_processing.observe(time.perf_counter() - start, count=len(records))
@@ -141,6 +140,15 @@ class Pipeline:
             ts = np.fromiter((r.timestamp for r in records), dtype=np.float64, count=len(records))
             m.record_age.observe_many(np.maximum(now_s - ts / 1000.0, 0.0))
         m.active_keys.set(len(self.runner.table))
+
+
+    def _report_resets(self, records: Sequence[SourceRecord], kept: np.ndarray, reset: np.ndarray) -> None:
+        where = [records[int(kept[j])] for j in np.flatnonzero(reset).tolist()]
+        self.metrics.state_resets.labels("non_finite").inc(len(where))
+        self._reset_log.warning(
+            "the model's output was non-finite (NaN or inf) for %d key(s), e.g. %r at %s[%d]@%d: their state "
+            "was reset and they re-warm; check the model for overflow on such inputs", len(where), where[0].key,
+            self.topic, where[0].partition, where[0].offset)
 
 
 def _floats(values: Any) -> list[float]:

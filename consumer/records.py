@@ -4,10 +4,27 @@ Errors are values on this path: a record that cannot be used becomes a :class:`R
 stable ``reason`` (it labels the ``rnnwatch_records_failed_total`` counter and the dead-letter header) and a
 human ``detail``. The per-record loop does only what must be per record (JSON parse, field access);
 range checks (finite, domain, timestamp bounds) run vectorised over the batch.
+
+Every record is parsed on its own (``orjson.loads`` per value, never one document spliced from several):
+a record's outcome never depends on its neighbours in the poll. Whatever arrives ends as a tick or as a
+refusal, checked in this order (the first that applies names the refusal):
+
+  empty, oversized (value), oversized_headers, oversized_key (Kafka key), invalid_json (including non-UTF-8
+  bytes, ``NaN``/``Infinity`` literals, numbers beyond float range and nesting deeper than orjson's 1024
+  levels), not_an_object, missing_key / bad_key / oversized_key (key from the JSON field), missing_field /
+  non_numeric (per feature, in model order), missing_timestamp / bad_timestamp (not ISO 8601 or epoch, or
+  outside the years 1-9999), then the vectorised non_finite, out_of_domain, timestamp_future, timestamp_past.
+
+A record that makes the decoder itself fail (a bug, by definition: the fuzzer in the tests looks for them)
+is refused as ``decode_error`` and logged with its traceback, so it costs one dead letter, never the service.
+
+Duplicate JSON object keys are not refused: the last value wins, as in orjson, Python's ``json`` and most
+parsers (RFC 8259 leaves it to the implementation); both decoding paths agree on it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,15 +35,22 @@ import numpy as np
 import orjson
 
 from rnnwatch.consumer.contract import FeatureSpec
+from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.runner import TickBatch
 
-__all__ = ["REASONS", "Rejected", "SourceRecord", "TickDecoder", "parse_event_time"]
+__all__ = ["MAX_EVENT_MS", "MIN_EVENT_MS", "REASONS", "Rejected", "SourceRecord", "TickDecoder", "headers_size",
+           "parse_event_time"]
 
 # Every reason a record can be refused; the dead-letter `rnnwatch-reason` header holds one of these.
 REASONS = (
     "empty", "oversized", "invalid_json", "not_an_object", "missing_key", "missing_field", "non_numeric",
     "non_finite", "out_of_domain", "missing_timestamp", "bad_timestamp", "timestamp_future", "timestamp_past",
+    "oversized_key", "oversized_headers", "bad_key", "decode_error",
 )
+# Event times must be dates an event can carry (RFC 3339, years 1-9999): 0001-01-01T00:00:00.000Z ...
+MIN_EVENT_MS = -62_135_596_800_000
+MAX_EVENT_MS = 253_402_300_799_999  # ... 9999-12-31T23:59:59.999Z
+log = logging.getLogger(__name__)
 _UNIT_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3, "ns": 1e-6}
 _NUMBER_TYPES = {int, float}
 
@@ -44,6 +68,7 @@ class SourceRecord(Protocol):
     def value(self) -> bytes | None: ...
     @property
     def timestamp(self) -> int: ...
+    # kafka-python records also carry ``headers`` (list of (str, bytes | None)); lookalikes may omit them.
 
 
 @dataclass(frozen=True)
@@ -65,28 +90,50 @@ def parse_event_time(value: Any, unit: str = "auto") -> int:
         msg = f"timestamp {value!r} is a boolean"
         raise ValueError(msg)
     if isinstance(value, (int, float)):
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:
+            v = math.inf
         if not math.isfinite(v):
             msg = f"timestamp {value!r} is not finite"
             raise ValueError(msg)
         if unit == "auto":
             unit = _auto_unit(v)
-        return round(v * _UNIT_MS[unit])
+        return _in_calendar(v * _UNIT_MS[unit], value)
     if isinstance(value, str):
         dt = datetime.fromisoformat(value)
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
-        return round(dt.timestamp() * 1000)
+        return _in_calendar(dt.timestamp() * 1000, value)
     msg = f"timestamp {value!r} is neither an ISO 8601 string nor an epoch number"
     raise ValueError(msg)
 
 
+def _in_calendar(ms: float, value: Any) -> int:
+    if not MIN_EVENT_MS <= ms <= MAX_EVENT_MS:  # also refuses inf and NaN
+        msg = f"timestamp {value!r} is outside the years 1-9999"
+        raise ValueError(msg)
+    return round(ms)
+
+
+def headers_size(headers: Sequence[tuple[str | bytes, bytes | None]] | None) -> int:
+    """Bytes of a record's header keys and values, as the broker counts them (give or take varints)."""
+    return sum(len(k.encode() if isinstance(k, str) else k) + len(v or b"") for k, v in headers or ())
+
+
 class TickDecoder:
-    """Turns raw Kafka records into a TickBatch plus rejections, per the model's features."""
+    """Turns raw Kafka records into a TickBatch plus rejections, per the model's features.
+
+    Size limits (bytes): ``max_message_bytes`` for a value, ``max_key_bytes`` for a key (Kafka's, or the one
+    read from ``key_field``), ``max_header_bytes`` for all header keys and values of a record. A key is
+    copied into every event, dead letter and snapshot of its series, so it must stay far below the
+    broker's message size limit.
+    """
 
     def __init__(self, features: Sequence[FeatureSpec], fields: Sequence[str], *, key_field: str,
                  time_field: str, timestamp_unit: str = "auto", max_message_bytes: int = 1 << 20,
-                 max_future_ms: int = 86_400_000, min_event_ms: int = -2_208_988_800_000) -> None:
+                 max_future_ms: int = 86_400_000, min_event_ms: int = -2_208_988_800_000,
+                 max_key_bytes: int = 4096, max_header_bytes: int = 64 * 1024) -> None:
         self.features = tuple(features)
         self.fields = tuple(fields)
         self.key_field = key_field
@@ -95,21 +142,27 @@ class TickDecoder:
         self.max_message_bytes = max_message_bytes
         self.max_future_ms = max_future_ms
         self.min_event_ms = min_event_ms
+        self.max_key_bytes = max_key_bytes
+        self.max_header_bytes = max_header_bytes
         self._positive = np.array([f.domain == "positive" for f in self.features])
         self._nonnegative = np.array([f.domain == "nonnegative" for f in self.features])
         self._time_cache: dict[str, int] = {}  # ticks of many keys share timestamps
+        self._bug_log = RateLimitedLog(log)
 
     def decode(self, records: Sequence[SourceRecord], now_ms: int) -> tuple[TickBatch, np.ndarray, list[Rejected]]:
         """(valid ticks, their indices into ``records``, rejections) for one poll."""
         rejected: list[Rejected] = []
-        fast = self._fast_parse(records)
+        try:
+            fast = self._fast_parse(records)
+        except Exception:  # noqa: BLE001 - a decoder bug: the careful path below finds and refuses the record
+            fast = None
         if fast is not None:
             keys, event_ms, x = fast
             kept = list(range(len(records)))
         else:
             kept, keys, times, rows = [], [], [], []
             for i, rec in enumerate(records):
-                parsed = self._parse_one(rec)
+                parsed = self._parse_guarded(rec)
                 if isinstance(parsed, Rejected):
                     rejected.append(Rejected(i, parsed.reason, parsed.detail))
                     continue
@@ -132,22 +185,31 @@ class TickDecoder:
         return batch, idx, rejected
 
     def _fast_parse(self, records: Sequence[SourceRecord]) -> tuple[list[bytes], np.ndarray, np.ndarray] | None:
-        """The whole batch in a few C-level passes; None if any record needs the careful per-record path."""
+        """The whole batch in a few C-level passes; None if any record needs the careful per-record path.
+
+        Each value is parsed by its own ``orjson.loads`` call: joining the values into one array document
+        would let a record's unterminated string swallow its neighbour, or one value holding two objects
+        count as two records.
+        """
         values = [r.value for r in records]
         if not all(values) or max(map(len, values)) > self.max_message_bytes:  # type: ignore[arg-type]
             return None
+        if self._headers_too_big(records):
+            return None
         try:
-            docs = orjson.loads(b"[" + b",".join(values) + b"]")  # type: ignore[arg-type]
+            docs = list(map(orjson.loads, values))  # type: ignore[arg-type]
         except orjson.JSONDecodeError:
             return None
-        if len(docs) != len(records) or set(map(type, docs)) != {dict}:
+        if set(map(type, docs)) != {dict}:
             return None
-        keys = [r.key for r in records]
-        if not all(keys):
-            from_doc = [d.get(self.key_field) for d in docs]
-            if set(map(type, from_doc)) != {str} or not all(from_doc):
+        keys: list[Any] = [r.key for r in records]
+        if not all(keys):  # the JSON field only where a record has no Kafka key
+            keys = [k or d.get(self.key_field) for k, d in zip(keys, docs, strict=True)]
+            if not set(map(type, keys)) <= {bytes, str} or not all(keys):
                 return None
-            keys = [k.encode() for k in from_doc]
+            keys = [k.encode() if type(k) is str else k for k in keys]
+        if max(map(len, keys)) > self.max_key_bytes:
+            return None
         columns = [[d.get(name) for d in docs] for name in self.fields]
         if any(not set(map(type, col)) <= _NUMBER_TYPES for col in columns):
             return None
@@ -155,7 +217,11 @@ class TickDecoder:
         if event_ms is None:
             return None
         x = np.array(columns, dtype=np.float64).T.reshape(len(records), len(self.fields))
-        return keys, event_ms, x  # type: ignore[return-value]
+        return keys, event_ms, x
+
+    def _headers_too_big(self, records: Sequence[SourceRecord]) -> bool:
+        headers = [h for r in records if (h := getattr(r, "headers", None))]
+        return bool(headers) and max(map(headers_size, headers)) > self.max_header_bytes
 
     def _fast_times(self, docs: list[dict[str, Any]], records: Sequence[SourceRecord]) -> np.ndarray | None:
         if not self.time_field:
@@ -164,15 +230,18 @@ class TickDecoder:
         kinds = set(map(type, raw))
         if kinds <= _NUMBER_TYPES:
             seconds = np.asarray(raw, dtype=np.float64)
-            if not np.isfinite(seconds).all():
-                return None
             unit = self.timestamp_unit
             if unit == "auto":
-                units = {_auto_unit(float(v)) for v in (np.abs(seconds).min(), np.abs(seconds).max())}
+                with np.errstate(invalid="ignore"):
+                    units = {_auto_unit(float(v)) for v in (np.abs(seconds).min(), np.abs(seconds).max())}
                 if len(units) != 1:
                     return None
                 unit = units.pop()
-            return np.round(seconds * _UNIT_MS[unit]).astype(np.int64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                scaled = seconds * _UNIT_MS[unit]
+                if not ((scaled >= MIN_EVENT_MS) & (scaled <= MAX_EVENT_MS)).all():  # the careful path names it
+                    return None
+            return np.round(scaled).astype(np.int64)
         if kinds == {str}:
             cache = self._time_cache
             if len(cache) > 100_000:
@@ -189,52 +258,78 @@ class TickDecoder:
             return out
         return None
 
+    def _parse_guarded(self, rec: SourceRecord) -> tuple[bytes, int, list[float]] | Rejected:
+        try:
+            return self._parse_one(rec)
+        except Exception as exc:  # noqa: BLE001 - one record that breaks the decoder is refused, never fatal
+            self._bug_log.warning("the decoder failed on partition %d offset %d (a bug: please report it); the "
+                                  "record is dead-lettered as decode_error", rec.partition, rec.offset, exc_info=True)
+            return Rejected(-1, "decode_error", _short(f"{type(exc).__name__}: {exc}", 300))
+
     def _parse_one(self, rec: SourceRecord) -> tuple[bytes, int, list[float]] | Rejected:
         value = rec.value
         if not value:
             return Rejected(-1, "empty", "record has no value")
         if len(value) > self.max_message_bytes:
             return Rejected(-1, "oversized", f"{len(value)} bytes > max_message_bytes {self.max_message_bytes}")
+        size = headers_size(getattr(rec, "headers", None))
+        if size > self.max_header_bytes:
+            return Rejected(-1, "oversized_headers", f"headers are {size} bytes > max_header_bytes "
+                                                     f"{self.max_header_bytes}")
+        if rec.key and len(rec.key) > self.max_key_bytes:
+            return Rejected(-1, "oversized_key", f"key is {len(rec.key)} bytes > max_key_bytes {self.max_key_bytes}")
         try:
             doc = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
             return Rejected(-1, "invalid_json", str(exc))
         if not isinstance(doc, dict):
             return Rejected(-1, "not_an_object", f"JSON value is a {type(doc).__name__}, expected an object")
-        key = rec.key
-        if not key:
-            raw_key = doc.get(self.key_field)
-            if raw_key is None or raw_key == "":
-                return Rejected(-1, "missing_key", f"no Kafka key and no {self.key_field!r} field")
-            key = str(raw_key).encode()
+        key = rec.key or self._key_from(doc)
+        if isinstance(key, Rejected):
+            return key
         values: list[float] = []
         for name in self.fields:
             v = doc.get(name)
             if v is None:
                 return Rejected(-1, "missing_field", f"field {name!r} is missing or null")
             if type(v) is not float and type(v) is not int:
-                return Rejected(-1, "non_numeric", f"field {name!r} is {v!r}, expected a number")
+                return Rejected(-1, "non_numeric", f"field {name!r} is {_short(v)}, expected a number")
             values.append(v)
-        if self.time_field:
-            raw_ts = doc.get(self.time_field)
-            if raw_ts is None:
-                return Rejected(-1, "missing_timestamp", f"field {self.time_field!r} is missing")
-            try:
-                ts = parse_event_time(raw_ts, self.timestamp_unit)
-            except (ValueError, OverflowError) as exc:
-                return Rejected(-1, "bad_timestamp", str(exc))
-        else:
-            ts = rec.timestamp
+        if not self.time_field:
+            return key, rec.timestamp, values
+        raw_ts = doc.get(self.time_field)
+        if raw_ts is None:
+            return Rejected(-1, "missing_timestamp", f"field {self.time_field!r} is missing")
+        try:
+            ts = parse_event_time(raw_ts, self.timestamp_unit)
+        except (ValueError, OverflowError) as exc:
+            return Rejected(-1, "bad_timestamp", _short(str(exc), 300))
         return key, ts, values
+
+    def _key_from(self, doc: dict[str, Any]) -> bytes | Rejected:
+        """The series key from the JSON field (no Kafka key): a non-empty string or number, bounded."""
+        raw = doc.get(self.key_field)
+        if raw is None or raw == "":
+            return Rejected(-1, "missing_key", f"no Kafka key and no {self.key_field!r} field")
+        if type(raw) not in (str, int, float):
+            return Rejected(-1, "bad_key", f"field {self.key_field!r} is {_short(raw)}, expected a string or number")
+        key = str(raw).encode()
+        if len(key) > self.max_key_bytes:
+            return Rejected(-1, "oversized_key", f"key field {self.key_field!r} is {len(key)} bytes > "
+                                                 f"max_key_bytes {self.max_key_bytes}")
+        return key
 
     def _range_check(self, x: np.ndarray, event_ms: np.ndarray, now_ms: int, kept: list[int],
                      rejected: list[Rejected]) -> np.ndarray:
         with np.errstate(invalid="ignore", over="ignore"):
+            x32 = x.astype(np.float32)  # what the model sees: checked on float64, 1e-50 > 0 would become 0
             checks = (
+                ("bad_timestamp", (event_ms < MIN_EVENT_MS) | (event_ms > MAX_EVENT_MS),
+                 "event time outside the years 1-9999"),
                 ("non_finite", ~np.isfinite(x).all(axis=1), "feature value is NaN or infinite (or overflows float32)"),
-                ("non_finite", ~np.isfinite(x.astype(np.float32)).all(axis=1), "value overflows float32"),
-                ("out_of_domain", (x[:, self._positive] <= 0).any(axis=1), "value must be > 0 for this model"),
-                ("out_of_domain", (x[:, self._nonnegative] < 0).any(axis=1), "value must be >= 0 for this model"),
+                ("non_finite", ~np.isfinite(x32).all(axis=1), "value overflows float32"),
+                ("out_of_domain", (x32[:, self._positive] <= 0).any(axis=1), "value must be > 0 for this model"),
+                ("out_of_domain", (x32[:, self._nonnegative] < 0).any(axis=1), "value must be >= 0 for this model"),
                 ("timestamp_future", event_ms > now_ms + self.max_future_ms,
                  f"event time more than {self.max_future_ms} ms ahead of the wall clock"),
                 ("timestamp_past", event_ms < self.min_event_ms, "event time before min_event_time"),
@@ -246,3 +341,9 @@ class TickDecoder:
                 rejected.append(Rejected(kept[j], reason, f"{detail}: {x[j].tolist()} @ {int(event_ms[j])}"))
             ok &= ~bad
         return ok
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    """A value for an error message, cut so a huge field cannot blow up the dead letter's error header."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"

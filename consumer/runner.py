@@ -9,6 +9,11 @@ The Kafka path and the offline path (``rnnwatch score``) both go through :meth:`
 backtest and production produce the same numbers for the same input; a key's results do not depend on
 which other keys share its waves (the contract requires batch-invariant graphs) or on how its records are
 split across polls.
+
+A model output that is not finite (NaN or inf in the forecast, its scale, its score or a new state row: an
+overflow, a log of a non-positive number ...) would poison the key for good: every later forecast is NaN and
+every later score 0. Such a key is reset to its initial state at once (it re-warms) and the record is
+flagged in :attr:`StepResults.reset`, which the pipeline counts and logs.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from rnnwatch.consumer.contract import (
     STATE_OUT,
     StepSignature,
 )
+from rnnwatch.consumer.errors import ModelError
 from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
 from rnnwatch.consumer.state import NO_TIME, Column, StateTable
 
@@ -64,6 +70,7 @@ class StepResults:
     residual: np.ndarray
     model_score: np.ndarray
     gap: np.ndarray
+    reset: np.ndarray  # bool [n]: the model's output for this record was not finite, the key was reset
     step_seconds: list[float] = field(default_factory=list)
     wave_keys: list[int] = field(default_factory=list)
 
@@ -74,7 +81,7 @@ class StepResults:
             status=np.full(n, PROCESSED, dtype=np.int8), score=nan.copy(), tail=nan.copy(),
             is_anomaly=np.zeros(n, dtype=bool), expected=np.full((n, n_features), np.nan, dtype=np.float32),
             residual=np.full((n, n_features), np.nan, dtype=np.float32), model_score=nan.copy(),
-            gap=np.zeros(n, dtype=bool),
+            gap=np.zeros(n, dtype=bool), reset=np.zeros(n, dtype=bool),
         )
 
 
@@ -84,12 +91,15 @@ class StepModel:
     def __init__(self, signature: StepSignature, threads: int = 1) -> None:
         import onnxruntime as ort
 
+        if not signature.model_bytes:
+            msg = f"{signature.path}: the signature carries no model bytes; build it with load_signature()"
+            raise ModelError(msg)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.signature = signature
-        self.session = ort.InferenceSession(signature.path, sess_options=options,
+        self.session = ort.InferenceSession(signature.model_bytes, sess_options=options,
                                             providers=["CPUExecutionProvider"])
         self._state_names = [s.name for s in signature.states]
         self._outputs = [OUTPUT_FORECAST]
@@ -175,6 +185,10 @@ class StepRunner:
         table.steps[r] += 1
         table.last_event_ms[r] = ts
         table.dirty[r] = True
+        broken = _non_finite_rows(idx.size, forecast, scale, model_score, *new_states.values())
+        if broken.any():
+            table.reset(r[broken])
+            results.reset[idx[broken]] = True
         results.score[idx] = scored.score
         results.tail[idx] = scored.tail
         results.is_anomaly[idx] = scored.is_anomaly
@@ -182,6 +196,15 @@ class StepRunner:
         results.residual[idx] = scored.residual
         if model_score is not None:
             results.model_score[idx] = model_score
+
+
+def _non_finite_rows(n: int, *arrays: np.ndarray | None) -> np.ndarray:
+    """Rows (keys of the wave) where any of the model's outputs holds a NaN or an infinity."""
+    broken = np.zeros(n, dtype=bool)
+    for a in arrays:
+        if a is not None:
+            broken |= ~np.isfinite(a.reshape(n, -1)).all(axis=1)
+    return broken
 
 
 def _waves(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[np.ndarray]:

@@ -84,7 +84,8 @@ class ResidualScorer:
         z = np.where(valid[:, None], z, 0.0)
         var = a["s.var"][rows]
         zn2 = (z * z) / var[:, None]
-        tail = np.where(valid, chi2_tail(zn2.sum(axis=1), self.n_features), 1.0)
+        # the erfc approximation gives 1 + 3e-8 at z = 0: clipped, so a score is never below 0
+        tail = np.clip(np.where(valid, chi2_tail(zn2.sum(axis=1), self.n_features), 1.0), 0.0, 1.0)
         score = 1.0 - tail
         is_anomaly = self.classify(score) & valid & (steps >= self.config.warmup_steps)
         self._learn(table, rows, z, valid & ~is_anomaly)

@@ -19,12 +19,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from rnnwatch.consumer.backpressure import Backpressure
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.checkpoint import Checkpointer
 from rnnwatch.consumer.contract import StepSignature, load_signature
 from rnnwatch.consumer.errors import BrokerError, DeliveryError
 from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.health import HealthState, OpsServer
+from rnnwatch.consumer.limits import check_record_sizes
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
 from rnnwatch.consumer.records import TickDecoder, parse_event_time
@@ -81,7 +83,9 @@ class Service:
         self.signature = signature = load_signature(s.model)  # ModelError: refuse before touching Kafka
         self.metrics.set_model(signature.name, signature.version, signature.architecture, signature.sha256)
         self.health.model_loaded = True
-        self.ops = OpsServer(s.metrics_host, s.metrics_port, self.registry, self.health).start()
+        self.ops = OpsServer(s.metrics_host, s.metrics_port, self.registry, self.health,
+                             request_timeout_s=s.metrics_request_timeout_ms / 1000,
+                             max_connections=s.metrics_max_connections).start()
         log.info("model %s %s (%s, %d state bytes/key); metrics on http://%s:%d/metrics", signature.name,
                  signature.version, signature.architecture, signature.state_bytes_per_key, s.metrics_host,
                  self.ops.port)
@@ -101,12 +105,14 @@ class Service:
         runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
                              halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
+        check_record_sizes(signature, runner.table, s)
         self.store = StateStore(runner.table, s.changelog_topic, restore_consumer,
                                 on_reset=lambda reason, n: self.metrics.state_resets.labels(reason).inc(n))
         decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,
                               time_field=s.time_field, timestamp_unit=s.timestamp_unit,
                               max_message_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms,
-                              min_event_ms=parse_event_time(s.min_event_time))
+                              min_event_ms=parse_event_time(s.min_event_time), max_key_bytes=s.max_key_bytes,
+                              max_header_bytes=s.max_header_bytes)
         self.pipeline = Pipeline(signature=signature, runner=runner, decoder=decoder, sink=self.sink,
                                  metrics=self.metrics, topic=s.input_topic, store=self.store,
                                  source_uri=f"rnnwatch://{s.group_id}/{signature.name}", on_anomaly=self._on_anomaly)
@@ -114,6 +120,10 @@ class Service:
                                          flush_timeout_s=max(5.0, s.shutdown_grace_ms / 2000))
         self.source.on_revoked = self._on_revoked
         self.source.on_assigned = self._on_assigned
+        self.backpressure = Backpressure(s.max_in_flight_bytes, self.source.throttle,
+                                         on_pause=self.metrics.backpressure_pauses.inc)
+        self.metrics.producer_pending_bytes.set_function(lambda: self.sink.pending_bytes)
+        self.metrics.consumption_paused.set_function(lambda: 1.0 if self.backpressure.paused else 0.0)
         return self
 
     @property
@@ -129,6 +139,7 @@ class Service:
             while not self._stop.is_set():
                 self.health.tick()
                 self._restore_pending()
+                self.backpressure.update(self.sink.pending_bytes)
                 records = self.source.poll(_POLL_MS, s.max_poll_records)
                 if records:
                     self._handle(records)

@@ -5,6 +5,11 @@ Sources, highest precedence first: command-line flags, ``RNNWATCH_*`` environmen
 argparse flags (help shows ``[env: RNNWATCH_…]``), the env names, and the accepted TOML keys; unknown TOML
 keys are rejected, as kafka-python rejects unknown config keys, because a typo silently ignored is a
 production incident waiting to happen.
+
+Secrets (the SASL password) never come from a flag — the command line is visible to every user in ``ps`` —
+but from ``RNNWATCH_SASL_PASSWORD``, a file named by ``--sasl-password-file`` /
+``RNNWATCH_SASL_PASSWORD_FILE`` (a mounted Kubernetes or Docker secret), or the TOML file. They are held
+as :class:`Secret`, whose repr is masked, and no error message quotes them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from rnnwatch.consumer.errors import ConfigError
 
-__all__ = ["OPTIONS", "Option", "Settings", "add_arguments", "bundled_model_path", "load_settings"]
+__all__ = ["OPTIONS", "Option", "Secret", "Settings", "add_arguments", "bundled_model_path", "load_settings"]
 
 ENV_PREFIX = "RNNWATCH_"
 
@@ -37,6 +42,7 @@ class Option:
     help: str
     choices: tuple[str, ...] | None = None
     flag_only: bool = False
+    secret: bool = False  # no flag (ps shows it); env, TOML or <name>_file only
 
     @property
     def flag(self) -> str:
@@ -45,6 +51,32 @@ class Option:
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
+
+
+class Secret:
+    """A value that does not show itself: repr and str are masked, so settings, logs and errors cannot leak it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
 def _bool(text: str) -> bool:
@@ -78,7 +110,7 @@ OPTIONS: tuple[Option, ...] = (
            choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")),
     Option("sasl_mechanism", str, "", "SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)."),
     Option("sasl_username", str, "", "SASL user name."),
-    Option("sasl_password", str, "", "SASL password (prefer the env variable over a flag)."),
+    Option("sasl_password", str, "", "SASL password: env or TOML only, or sasl_password_file.", secret=True),
     Option("ssl_cafile", str, "", "CA bundle for SSL."),
     Option("session_timeout_ms", int, 10000, "Consumer group session timeout."),
     Option("max_poll_records", int, 20000, "Most records handled per poll (one micro-batch)."),
@@ -109,14 +141,32 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_grace_ms", int, 30000, "On SIGTERM: time to finish the batch, checkpoint and leave."),
     Option("inference_threads", int, 1, "onnxruntime intra-op threads (1 leaves a core for Kafka I/O)."),
     # Operations
-    Option("metrics_host", str, "0.0.0.0", "Address of the metrics/health HTTP server."),  # noqa: S104
+    Option("metrics_host", str, "127.0.0.1", "Address of the metrics/health HTTP server; 0.0.0.0 to be scraped "
+           "from other hosts (the container image sets it)."),
     Option("metrics_port", int, 9108, "Port of /metrics, /healthz, /readyz (0 = pick a free port)."),
     Option("liveness_timeout_ms", int, 60000, "/healthz fails when the poll loop has not run for this long."),
     Option("log_level", str, "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Option("log_format", str, "text", "Log line format.", choices=("text", "json")),
     Option("until_caught_up", _bool, False, "Exit once every assigned partition is caught up; print a JSON summary.",
            flag_only=True),
+    # Limits and security (sizes in bytes: a key is copied into every event, dead letter and snapshot)
+    Option("max_key_bytes", int, 4096, "Records with a longer key (Kafka key or key field) are dead-lettered as "
+           "'oversized_key'; at most 65536."),
+    Option("max_header_bytes", int, 64 * 1024, "Records whose headers (names + values) are larger are dead-lettered "
+           "as 'oversized_headers'."),
+    Option("max_in_flight_bytes", int, 32 * 1024 * 1024, "Pause consumption while records sent but not yet "
+           "acknowledged by the broker exceed this; resume below half of it."),
+    Option("replication_factor", int, -1, "Replication factor of topics rnnwatch creates; -1 = the broker's "
+           "default.replication.factor (Kafka >= 2.4)."),
+    Option("changelog_check", str, "refuse", "When the broker reports the changelog's cleanup.policy without "
+           "'compact': refuse to start, warn, or do not check.", choices=("refuse", "warn", "off")),
+    Option("metrics_request_timeout_ms", int, 10000, "Ops-server connections that have not sent their request and "
+           "read the response within this are closed."),
+    Option("metrics_max_connections", int, 64, "Open ops-server connections at most; more are answered 503."),
+    Option("sasl_password_file", str, "", "File holding the SASL password (a mounted secret; one trailing newline "
+           "is ignored)."),
 )
+MAX_KEY_BYTES_LIMIT = 64 * 1024  # three copies of a key travel in each event; Kafka's default message limit is 1 MiB
 
 
 @dataclass(frozen=True)
@@ -133,7 +183,7 @@ class Settings:
     security_protocol: str
     sasl_mechanism: str
     sasl_username: str
-    sasl_password: str
+    sasl_password: Secret
     ssl_cafile: str
     session_timeout_ms: int
     max_poll_records: int
@@ -166,6 +216,14 @@ class Settings:
     log_level: str
     log_format: str
     until_caught_up: bool
+    max_key_bytes: int
+    max_header_bytes: int
+    max_in_flight_bytes: int
+    replication_factor: int
+    changelog_check: str
+    metrics_request_timeout_ms: int
+    metrics_max_connections: int
+    sasl_password_file: str
 
     def fields_for(self, model_features: tuple[str, ...]) -> tuple[str, ...]:
         """Message field read for each model feature, in model order."""
@@ -177,7 +235,7 @@ class Settings:
         config: dict[str, Any] = {"security_protocol": self.security_protocol}
         if self.sasl_mechanism:
             config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password)
+                          sasl_plain_password=self.sasl_password.reveal())
         if self.ssl_cafile:
             config["ssl_cafile"] = self.ssl_cafile
         return config
@@ -198,6 +256,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per option; defaults stay unset so precedence can see what the user passed."""
     parser.add_argument("--config", metavar="TOML", help=f"TOML settings file [env: {ENV_PREFIX}CONFIG]")
     for opt in OPTIONS:
+        if opt.secret:
+            parser.add_argument(opt.flag, dest=f"_refused_{opt.name}", nargs="?", action=_RefuseSecretFlag,
+                                help=argparse.SUPPRESS)
+            continue
         env = "" if opt.flag_only else f" [env: {opt.env}]"
         default = "" if opt.default in ("", None) else f" (default: {opt.default})"
         if opt.kind is _bool and opt.flag_only:
@@ -206,6 +268,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar = None if opt.choices else "BOOL" if opt.kind is _bool else opt.name.split("_")[-1].upper()
         parser.add_argument(opt.flag, dest=opt.name, default=None, choices=opt.choices, metavar=metavar,
                             help=f"{opt.help}{default}{env}")
+
+
+class _RefuseSecretFlag(argparse.Action):
+    """A secret on the command line is readable by every local user (ps, /proc/<pid>/cmdline): refuse it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        env = ENV_PREFIX + self.dest.removeprefix("_refused_").upper()
+        parser.error(f"{option_string} is not accepted: `ps` would show the secret to every user of this host; "
+                     f"set {env}_FILE (or --{self.dest.removeprefix('_refused_').replace('_', '-')}-file) to a file "
+                     f"holding it, or {env}")
 
 
 def load_settings(
@@ -221,6 +294,7 @@ def load_settings(
     for opt in OPTIONS:
         values[opt.name] = _resolve(opt, flags, env, toml_values)
     _derive_defaults(values)
+    _load_secrets(values)
     settings = Settings(**{f.name: values[f.name] for f in fields(Settings)})
     _validate(settings)
     return settings
@@ -242,7 +316,8 @@ def _convert(opt: Option, raw: Any, source: str) -> Any:
     if isinstance(raw, (int, float)) and not isinstance(raw, bool) and opt.kind in (int, float, _opt_float, _opt_int):
         raw = str(raw)
     if not isinstance(raw, str):
-        msg = f"{source}: expected a {getattr(opt.kind, '__name__', 'value')}, got {raw!r}"
+        got = "another type" if opt.secret else repr(raw)
+        msg = f"{source}: expected a {getattr(opt.kind, '__name__', 'value')}, got {got}"
         raise ConfigError(msg)
     try:
         value = opt.kind(raw)
@@ -286,6 +361,27 @@ def _derive_defaults(values: dict[str, Any]) -> None:
         values["model"] = bundled_model_path()
 
 
+def _load_secrets(values: dict[str, Any]) -> None:
+    """Each secret option from its value or from ``<name>_file``, never both; wrapped as a Secret."""
+    for opt in OPTIONS:
+        if not opt.secret:
+            continue
+        path = values.get(f"{opt.name}_file", "")
+        if path and values[opt.name]:
+            msg = (f"both {opt.name} and {opt.name}_file are set ({opt.env} / {opt.env}_FILE, or the TOML keys): "
+                   "set only one")
+            raise ConfigError(msg)
+        if path:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:  # the message must not quote the file's bytes
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                msg = f"{opt.name}_file: cannot read {path} ({why})"
+                raise ConfigError(msg) from None
+            values[opt.name] = text.removesuffix("\n").removesuffix("\r")
+        values[opt.name] = Secret(values[opt.name])
+
+
 def _validate(s: Settings) -> None:
     if not s.input_topic:
         msg = f"no input topic: pass --input-topic or set {ENV_PREFIX}INPUT_TOPIC"
@@ -317,3 +413,19 @@ def _validate(s: Settings) -> None:
         msg = f"no bootstrap servers: pass --bootstrap-servers or set {ENV_PREFIX}BOOTSTRAP_SERVERS"
         raise ConfigError(msg)
     parse_field_map(s.field_map)
+    _validate_limits(s)
+
+
+def _validate_limits(s: Settings) -> None:
+    for name in ("max_key_bytes", "max_header_bytes", "max_in_flight_bytes", "metrics_request_timeout_ms",
+                 "metrics_max_connections"):
+        if getattr(s, name) <= 0:
+            msg = f"{name} must be > 0, got {getattr(s, name)}"
+            raise ConfigError(msg)
+    if s.max_key_bytes > MAX_KEY_BYTES_LIMIT:
+        msg = (f"max_key_bytes must be <= {MAX_KEY_BYTES_LIMIT}, got {s.max_key_bytes}: each event carries its key "
+               "three times and must fit a Kafka message")
+        raise ConfigError(msg)
+    if s.replication_factor == 0 or s.replication_factor < -1:
+        msg = f"replication_factor must be -1 (the broker's default) or >= 1, got {s.replication_factor}"
+        raise ConfigError(msg)

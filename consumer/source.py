@@ -81,6 +81,7 @@ class KafkaSource:
         self.assignment = Assignment()
         self.on_revoked: Callable[[set[int], bool], None] = lambda parts, lost: None
         self.on_assigned: Callable[[set[int]], None] = lambda parts: None
+        self.throttled = False  # paused by backpressure: restored partitions wait for throttle(False)
 
     @classmethod
     def connect(cls, settings: Settings) -> KafkaSource:
@@ -101,7 +102,17 @@ class KafkaSource:
         return [rec for records in polled.values() for rec in records]
 
     def resume(self, partitions: set[int]) -> None:
-        self.consumer.resume(*(TopicPartition(self.topic, p) for p in partitions))
+        if not self.throttled:
+            self.consumer.resume(*(TopicPartition(self.topic, p) for p in partitions))
+
+    def throttle(self, on: bool) -> None:
+        """Pause every assigned partition (backpressure), or resume those whose state is restored."""
+        self.throttled = on
+        mine = [tp for tp in self.consumer.assignment() if tp.topic == self.topic]
+        if on:
+            self.consumer.pause(*mine)
+        else:
+            self.consumer.resume(*(tp for tp in mine if tp.partition not in self.assignment.to_restore))
 
     def commit(self, positions: dict[int, int], *, blocking: bool = True) -> None:
         offsets = {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in positions.items()}

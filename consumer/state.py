@@ -142,6 +142,11 @@ class StateTable:
         return evicted
 
     # -- snapshots --------------------------------------------------------------------------------------
+    @property
+    def snapshot_bytes(self) -> int:
+        """Size of every row's snapshot (they all have the same layout)."""
+        return _HEADER.size + len(self.identity.encode()) + _TAIL.size + self._row_bytes
+
     def snapshot(self, row: int) -> bytes:
         ident = self.identity.encode()
         parts = [_HEADER.pack(_MAGIC, len(ident)), ident,

@@ -48,6 +48,8 @@ def test_dockerfile_is_multistage_slim_nonroot_and_torch_free() -> None:
     assert 'ENTRYPOINT ["rnnwatch"]' in final
     assert any(line.startswith("HEALTHCHECK") and "/healthz" in line for line in final)
     assert "EXPOSE 9108" in final
+    env = " ".join(line for line in final if line.startswith("ENV "))
+    assert "RNNWATCH_METRICS_HOST=0.0.0.0" in env  # loopback by default: probes and scrapes come from outside
     text = "\n".join(line for stage in stages for line in stage)
     assert "torch" not in text.lower()
     assert "[export]" not in text
@@ -74,6 +76,10 @@ def test_compose_services_and_mounted_files_exist() -> None:
     assert (path.parent / services["rnnwatch"]["build"]["context"] / "Dockerfile").exists()
     assert services["feed"]["command"][0] == "produce"
     assert "9108:9108" in services["rnnwatch"]["ports"]
+    # rnnwatch refuses to start on a changelog that is not compacted (changelog_check=refuse)
+    init = " ".join(services["topics"]["command"]) if isinstance(services["topics"]["command"], list) else str(
+        services["topics"]["command"])
+    assert "--topic rnnwatch.state --partitions 4 --config cleanup.policy=compact" in init
     for name, svc in services.items():
         for volume in svc.get("volumes", []):
             host = volume.split(":")[0]

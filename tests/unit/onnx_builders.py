@@ -212,3 +212,33 @@ def keras_like_gru_model(path: Path, *, producer: str = "tf2onnx", hidden: int =
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def exploding_model(path: Path) -> Path:
+    """A model that overflows on large inputs: forecast = m' = m * x + x (state ``m``, feature ``price``, real).
+
+    With x = 1e20 twice in a row, m' = 1e40 is inf in float32, and stays inf (inf * x + x) forever after.
+    """
+    def vi(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 1])
+
+    nodes = [
+        helper.make_node("Mul", ["state_in.m", "x"], ["mx"]),
+        helper.make_node("Add", ["mx", "x"], ["state_out.m"]),
+        helper.make_node("Identity", ["state_out.m"], ["forecast"]),
+    ]
+    graph = helper.make_graph(nodes, "exploding_step", [vi("x"), vi("state_in.m")],
+                              [vi("forecast"), vi("state_out.m")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = default_metadata(**{
+        c.META_MODEL: json.dumps({"name": "exploding", "version": "1", "architecture": "test"}),
+        c.META_FEATURES: json.dumps([{"name": "price", "domain": "real"}]),
+        c.META_STATE: json.dumps([{"name": "m", "shape": [1], "init": 0.0}]),
+        c.META_SCORING: json.dumps({"warmup_steps": 2, "threshold": 0.9, "halflife_steps": 50,
+                                    "residual_std": [1.0]}),
+    })
+    for key, value in meta.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    onnx.save(model, path)
+    return path

@@ -113,3 +113,22 @@ def test_bad_feature_domain(tmp_path: Path) -> None:
 def test_metadata_not_json(tmp_path: Path) -> None:
     p = ewma_model(tmp_path / "m.onnx", metadata=default_metadata(**{c.META_MODEL: "{oops"}))
     assert "not valid JSON" in _refusal(p)
+
+
+def test_the_runner_runs_the_bytes_that_were_validated_not_a_file_swapped_in_later(tmp_path: Path) -> None:
+    """The model file is read once: a file replaced after validation cannot run under the old identity."""
+    import numpy as np
+
+    from rnnwatch.consumer.runner import TickBatch, make_runner
+
+    path = ewma_model(tmp_path / "model.onnx", scale=1.0)
+    sig = load_signature(path)
+    batch = TickBatch(np.zeros(4, dtype=np.int32), np.arange(4, dtype=np.int64), [b"k"] * 4,
+                      np.arange(1, 5, dtype=np.int64), np.array([[10.0], [12.0], [9.0], [15.0]], dtype=np.float32))
+    before = make_runner(sig).process(batch)
+    ewma_model(path, scale=50.0)  # same path, another model: a different forecast_scale, so different scores
+    assert load_signature(path).sha256 != sig.sha256
+    after = make_runner(sig).process(batch)
+    np.testing.assert_array_equal(before.score, after.score)
+    path.write_bytes(b"not a model any more")
+    np.testing.assert_array_equal(make_runner(sig).process(batch).score, before.score)

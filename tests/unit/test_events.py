@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
+from rnnwatch.consumer.events import DEAD_LETTER_MAX_BYTES, DLQ_KEY_BYTES, DLQ_VALUE_BYTES, AnomalyEvent, DeadLetter
 
 
 def _event() -> AnomalyEvent:
@@ -52,3 +52,38 @@ def test_dead_letter_keeps_original_bytes_and_says_why() -> None:
     assert (h["rnnwatch-original-topic"], h["rnnwatch-original-partition"], h["rnnwatch-original-offset"]) == (
         b"prices", b"1", b"7")
     assert h["trace"] == b"t1"
+
+
+def _record_bytes(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
+    return len(key or b"") + len(value or b"") + sum(len(k.encode()) + len(v) for k, v in headers)
+
+
+def test_a_dead_letter_stays_under_its_size_bound_and_says_what_it_cut() -> None:
+    """A 2 MB key, value and header set must not make the dead letter itself undeliverable."""
+    huge = [(f"h{i}", b"x" * 10_000) for i in range(20)]
+    letter = DeadLetter("prices", 0, 1, 2, b"K" * 2_000_000, b"v" * 2_000_000, huge, "oversized_key", "e" * 100_000)
+    key, value, headers = letter.to_kafka()
+    assert _record_bytes(key, value, headers) <= DEAD_LETTER_MAX_BYTES < 1_000_000  # Kafka's default message limit
+    h = dict(headers)
+    assert (key, value) == (b"K" * DLQ_KEY_BYTES, b"v" * DLQ_VALUE_BYTES)
+    assert h["rnnwatch-original-key-bytes"] == b"2000000"
+    assert h["rnnwatch-original-value-bytes"] == b"2000000"
+    kept = [k for k, _ in headers if k.startswith("h")]
+    assert kept == [f"h{i}" for i in range(len(kept))] and 0 < len(kept) < 20
+    assert h["rnnwatch-headers-dropped"] == str(20 - len(kept)).encode()
+    assert h["rnnwatch-error"].endswith(b"(truncated)")
+
+
+def test_a_small_dead_letter_is_copied_whole_without_notes() -> None:
+    letter = DeadLetter("prices", 0, 1, 2, b"K", b"v", [("trace", b"t")], "invalid_json", "bad")
+    names = [k for k, _ in letter.to_kafka()[2]]
+    assert not any(n in names for n in ("rnnwatch-original-key-bytes", "rnnwatch-original-value-bytes",
+                                        "rnnwatch-headers-dropped"))
+
+
+def test_null_header_values_can_be_dead_lettered() -> None:
+    """Kafka allows a null header value and kafka-python reads it as None, but its producer only sends bytes."""
+    letter = DeadLetter("prices", 0, 1, 2, b"K", b"{", [("a", None), ("b", b"1")], "invalid_json", "bad")
+    headers = letter.to_kafka()[2]
+    assert ("a", b"") in headers and ("b", b"1") in headers
+    assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)

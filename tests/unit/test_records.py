@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -16,11 +16,14 @@ NOW_MS = 1_750_000_000_000
 
 @dataclass(frozen=True)
 class Rec:
+    """A kafka-python ConsumerRecord lookalike."""
+
     value: bytes | None
     key: bytes | None = b"AAPL"
     partition: int = 0
     offset: int = 0
     timestamp: int = NOW_MS
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
 
 
 def _decoder(**kw: object) -> TickDecoder:

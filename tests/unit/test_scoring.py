@@ -33,6 +33,12 @@ def test_chi2_tail_one_feature_is_exact_and_several_are_close() -> None:
     assert chi2_tail(np.array([5.991465]), 2)[0] == pytest.approx(0.05, rel=0.05)
 
 
+def test_an_exact_forecast_scores_zero_not_slightly_below() -> None:
+    scorer, table, rows = _scorer()
+    exact = scorer.score(table, rows, np.zeros((3, 1), np.float32), np.full(3, 100))
+    assert (exact.score == 0).all() and (exact.tail == 1).all()
+
+
 def test_score_is_in_unit_interval_and_monotone_in_residual() -> None:
     scorer, table, rows = _scorer()
     x = np.array([[0.5], [2.0], [6.0]], dtype=np.float32)
