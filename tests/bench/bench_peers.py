@@ -1,0 +1,174 @@
+"""The rows rnnwatch is judged against: raw consumes with each client, and the naive per-message loop.
+
+Every peer reads its partitions with ``assign()`` (no consumer group), so no run pays Tansu's group join (about
+half of session_timeout_ms) and the peers cost seconds, not a join each. Clocks:
+
+* raw kafka-python and the naive loop: from the poll that returned the first record to the poll that
+  returned the last one, the definition ``rnnwatch run --until-caught-up`` uses for its own summary, so
+  their ratio compares like with like; "from start" (from ``assign()``) is given beside it;
+* raw confluent-kafka: from just before ``assign()`` to the last record, so librdkafka's background
+  prefetch is inside the timing (a clock started at the first record would hide it).
+
+Feed topics are fresh, so every peer starts at offset 0 explicitly: asking for "beginning" costs a ListOffsets
+round trip that librdkafka retries after 500 ms against Tansu, a start-up cost that says nothing about consuming.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+from bench_stats import rate
+
+__all__ = ["CONFLUENT_TUNED", "KAFKA_PYTHON_TUNED", "BenchError", "naive_loop", "raw_confluent", "raw_kafka_python"]
+
+_MIB = 1024 * 1024
+# The same fetch sizes rnnwatch uses by default (settings.py); crc32c is a dependency, so CRCs are checked in C.
+KAFKA_PYTHON_TUNED: dict[str, Any] = {"enable_auto_commit": False, "fetch_max_bytes": 64 * _MIB,
+                                      "max_partition_fetch_bytes": 16 * _MIB, "max_poll_records": 20000}
+# librdkafka defaults otherwise (check.crcs=false, fetch.wait.max.ms=500, queued.max.messages.kbytes=65536).
+CONFLUENT_TUNED: dict[str, Any] = {"enable.auto.commit": False, "fetch.max.bytes": 64 * _MIB,
+                                   "max.partition.fetch.bytes": 16 * _MIB, "receive.message.max.bytes": 65 * _MIB}
+_CONFLUENT_BATCH = 10000
+_TIMEOUT_S = 300.0
+
+
+class BenchError(RuntimeError):
+    """A section could not measure what it claims (records missing, a run failed): the bench exits non-zero."""
+
+
+def raw_kafka_python(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[str, Any]:
+    """Consume every record with kafka-python, doing nothing with them; done at the fetch highwater.
+
+    "Done" comes from ``consumer.highwater(tp)`` after a fetch, never ``end_offsets()`` (Tansu's ListOffsets
+    stops at the last batch's first offset + 1).
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **KAFKA_PYTHON_TUNED)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    start = time.monotonic()
+    _assign_from_zero(consumer, tps)
+    n, first, last = 0, 0.0, 0.0
+    try:
+        while time.monotonic() - start < _TIMEOUT_S:
+            batch = consumer.poll(timeout_ms=200)
+            for records in batch.values():
+                first = first or time.monotonic()
+                n += len(records)
+            if batch:
+                last = time.monotonic()
+            if n and all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw for tp in tps):
+                break
+    finally:
+        consumer.close()
+    _check_count("raw kafka-python", n, expected)
+    return _timed(n, first, last, start)
+
+
+def raw_confluent(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[str, Any]:
+    """Consume every record with confluent-kafka ``consume(10000)``, checking only ``error()`` of each."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{time.monotonic_ns()}",
+                         **CONFLUENT_TUNED})
+    n, first, last = 0, 0.0, 0.0
+    start = time.monotonic()
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    try:
+        while n < expected and time.monotonic() - start < _TIMEOUT_S:
+            messages = consumer.consume(_CONFLUENT_BATCH, 0.2)
+            for message in messages:
+                if message.error() is not None:
+                    msg = f"raw confluent-kafka: {message.error()}"
+                    raise BenchError(msg)
+            if messages:
+                first = first or time.monotonic()
+                last = time.monotonic()
+                n += len(messages)
+    finally:
+        consumer.close()
+    _check_count("raw confluent-kafka", n, expected)
+    timed = _timed(n, first, last, start)
+    # Headline rate includes the prefetch: the clock started before assign().
+    timed["records_per_second_from_first_record"] = timed["records_per_second"]
+    timed["records_per_second"] = timed["records_per_second_from_start"]
+    return timed
+
+
+def naive_loop(bootstrap: str, topic: str, partitions: int, model: str, cap: int) -> dict[str, Any]:
+    """What a first version does: per message ``json.loads`` and one onnxruntime call, state in a dict.
+
+    Reads the model's own metadata for the feature name and the initial state (as any user of the model
+    would), keeps each key's state and last forecast in plain dicts, and flags |residual| > 4 std.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    step = _NaiveModel(model)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **KAFKA_PYTHON_TUNED)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    start = time.monotonic()
+    _assign_from_zero(consumer, tps)
+    n, first, last = 0, 0.0, 0.0
+    try:
+        while n < cap and time.monotonic() - start < _TIMEOUT_S:
+            for records in consumer.poll(timeout_ms=200, max_records=cap - n).values():
+                first = first or time.monotonic()
+                for record in records:
+                    step(record.key, json.loads(record.value))
+                n += len(records)
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    _check_count("naive per-message loop", n, cap)
+    return {**_timed(n, first, last, start), "anomalies": step.anomalies, "keys": len(step.states)}
+
+
+class _NaiveModel:
+    def __init__(self, path: str) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # as rnnwatch's default inference_threads
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.feature = json.loads(meta["rnnwatch.features"])[0]["name"]
+        self.std = float(json.loads(meta["rnnwatch.scoring"])["residual_std"][0])
+        self.init = {f"state_in.{s['name']}": np.broadcast_to(np.asarray(s.get("init", 0.0), np.float32),
+                                                              (1, *s["shape"])).copy()
+                     for s in json.loads(meta["rnnwatch.state"])}
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.states: dict[bytes, dict[str, np.ndarray]] = {}
+        self.forecasts: dict[bytes, float] = {}
+        self.anomalies = 0
+
+    def __call__(self, key: bytes, value: dict[str, Any]) -> None:
+        price = float(value[self.feature])
+        feed = {"x": np.array([[price]], dtype=np.float32), **self.states.get(key, self.init)}
+        out = dict(zip(self.outputs, self.session.run(None, feed), strict=True))
+        self.states[key] = {"state_in." + name.removeprefix("state_out."): v for name, v in out.items()
+                            if name.startswith("state_out.")}
+        previous = self.forecasts.get(key)
+        if previous is not None and abs(price - previous) > 4 * self.std:
+            self.anomalies += 1
+        self.forecasts[key] = float(out["forecast"][0, 0])
+
+
+def _assign_from_zero(consumer: Any, tps: list[Any]) -> None:
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, 0)
+
+
+def _check_count(what: str, got: int, expected: int) -> None:
+    if got != expected:
+        msg = f"{what} read {got} records, expected {expected}"
+        raise BenchError(msg)
+
+
+def _timed(n: int, first: float, last: float, start: float) -> dict[str, Any]:
+    seconds = last - first
+    return {"records": n, "seconds": round(seconds, 3), "records_per_second": rate(n, seconds),
+            "seconds_from_start": round(last - start, 3), "records_per_second_from_start": rate(n, last - start)}
