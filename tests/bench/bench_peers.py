@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import numpy as np
+from bench_env import CpuClock
 from bench_stats import rate
 
 __all__ = ["CONFLUENT_TUNED", "KAFKA_PYTHON_TUNED", "BenchError", "naive_loop", "raw_confluent", "raw_kafka_python"]
@@ -49,7 +50,7 @@ def raw_kafka_python(bootstrap: str, topic: str, partitions: int, expected: int)
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, **KAFKA_PYTHON_TUNED)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
-    start = time.monotonic()
+    start, cpu_start, machine = time.monotonic(), time.process_time(), CpuClock()
     _assign_from_zero(consumer, tps)
     n, first, last = 0, 0.0, 0.0
     try:
@@ -65,7 +66,7 @@ def raw_kafka_python(bootstrap: str, topic: str, partitions: int, expected: int)
     finally:
         consumer.close()
     _check_count("raw kafka-python", n, expected)
-    return _timed(n, first, last, start)
+    return _timed(n, first, last, start, cpu_start, machine)
 
 
 def raw_confluent(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def raw_confluent(bootstrap: str, topic: str, partitions: int, expected: int) ->
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{time.monotonic_ns()}",
                          **CONFLUENT_TUNED})
     n, first, last = 0, 0.0, 0.0
-    start = time.monotonic()
+    start, cpu_start, machine = time.monotonic(), time.process_time(), CpuClock()
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     try:
         while n < expected and time.monotonic() - start < _TIMEOUT_S:
@@ -91,7 +92,7 @@ def raw_confluent(bootstrap: str, topic: str, partitions: int, expected: int) ->
     finally:
         consumer.close()
     _check_count("raw confluent-kafka", n, expected)
-    timed = _timed(n, first, last, start)
+    timed = _timed(n, first, last, start, cpu_start, machine)
     # Headline rate includes the prefetch: the clock started before assign().
     timed["records_per_second_from_first_record"] = timed["records_per_second"]
     timed["records_per_second"] = timed["records_per_second_from_start"]
@@ -109,7 +110,7 @@ def naive_loop(bootstrap: str, topic: str, partitions: int, model: str, cap: int
     step = _NaiveModel(model)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, **KAFKA_PYTHON_TUNED)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
-    start = time.monotonic()
+    start, cpu_start, machine = time.monotonic(), time.process_time(), CpuClock()
     _assign_from_zero(consumer, tps)
     n, first, last = 0, 0.0, 0.0
     try:
@@ -123,7 +124,7 @@ def naive_loop(bootstrap: str, topic: str, partitions: int, model: str, cap: int
     finally:
         consumer.close()
     _check_count("naive per-message loop", n, cap)
-    return {**_timed(n, first, last, start), "anomalies": step.anomalies, "keys": len(step.states)}
+    return {**_timed(n, first, last, start, cpu_start, machine), "anomalies": step.anomalies, "keys": len(step.states)}
 
 
 class _NaiveModel:
@@ -168,7 +169,10 @@ def _check_count(what: str, got: int, expected: int) -> None:
         raise BenchError(msg)
 
 
-def _timed(n: int, first: float, last: float, start: float) -> dict[str, Any]:
-    seconds = last - first
+def _timed(n: int, first: float, last: float, start: float, cpu_start: float, machine: CpuClock) -> dict[str, Any]:
+    """Rates from both clocks, the CPU the harness process spent (client threads included), machine load."""
+    seconds, cpu = last - first, time.process_time() - cpu_start
     return {"records": n, "seconds": round(seconds, 3), "records_per_second": rate(n, seconds),
-            "seconds_from_start": round(last - start, 3), "records_per_second_from_start": rate(n, last - start)}
+            "seconds_from_start": round(last - start, 3), "records_per_second_from_start": rate(n, last - start),
+            "cpu_seconds": round(cpu, 3), "cpu_us_per_record": round(cpu * 1e6 / n, 2) if n else None,
+            "machine_busy_share": machine.busy()}

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 __all__ = ["Launched"]
 
@@ -38,7 +38,7 @@ with open(sys.argv[1] + ".pid", "w") as f:
 _, status, usage = os.wait4(child[0], 0)
 code = os.waitstatus_to_exitcode(status)
 with open(sys.argv[1], "w") as f:
-    json.dump({"maxrss_kib": usage.ru_maxrss, "exit_code": code}, f)
+    json.dump({"maxrss_kib": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime, "exit_code": code}, f)
 sys.exit(code if code >= 0 else 128 - code)
 """
 
@@ -96,8 +96,9 @@ class Launched:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def wait(self, timeout_s: float) -> dict[str, float]:
-        """Wait for the command; exit code, its own peak RSS (MiB), wall time and the last RSS sample.
+    def wait(self, timeout_s: float) -> dict[str, Any]:
+        """Wait for the command; exit code, its own peak RSS (MiB) and CPU seconds (user + system, start-up
+        included), wall time and the last RSS sample.
 
         Past ``timeout_s`` the command is killed and the exit code says so (-9).
         """
@@ -109,9 +110,11 @@ class Launched:
         try:
             usage = json.loads(self._result.read_text())
         except (OSError, ValueError):  # killed with the launcher: no usage was written
-            usage = {"maxrss_kib": 0, "exit_code": self.proc.returncode}
+            usage = {"maxrss_kib": 0, "cpu_s": None, "exit_code": self.proc.returncode}
         finally:
             self._dir.cleanup()
+        cpu = usage["cpu_s"]
         return {"exit_code": usage["exit_code"], "peak_rss_mib": round(usage["maxrss_kib"] / 1024, 1),
+                "cpu_seconds": None if cpu is None else round(cpu, 2),
                 "wall_seconds": round(time.monotonic() - self.started, 2),
                 "rss_last_sample_mib": round(self._sampler.last_kib / 1024, 1)}

@@ -109,19 +109,22 @@ def _peers(reports: Sequence[Report]) -> list[str]:
         return []
     runs = first(reports, "plan", "runs")
     peers = ("sections", "peers")
-    lines = [f"**Peers**, {feed['name']}, {feed['partitions']} partitions:", "", "| consumer | records/s |",
-             "|---|---|",
-             f"| raw kafka-python, tuned (crc32c, 64 MiB fetches, 20,000 records per poll), best of {runs} | "
-             f"{across(reports, [*peers, 'raw_kafka_python', 'best'], _rate())} |",
-             f"| raw confluent-kafka (clock includes its prefetch), best of {runs} | "
-             f"{across(reports, [*peers, 'raw_confluent_kafka', 'best'], _rate())} |",
-             f"| naive loop: kafka-python + `json.loads` + one onnxruntime call per message "
-             f"({num(first(reports, *peers, 'naive_per_message', 'records'))} records) | "
-             f"{across(reports, [*peers, 'naive_per_message'], _rate())} |"]
+    lines = [f"**Peers**, {feed['name']}, {feed['partitions']} partitions:", "",
+             "| consumer | records/s | CPU µs per record |", "|---|---|---|"]
+    rows = [(f"raw kafka-python, tuned (crc32c, 64 MiB fetches, 20,000 records per poll), best of {runs}",
+             [*peers, "raw_kafka_python", "best"], _rate()),
+            (f"raw confluent-kafka (clock includes its prefetch), best of {runs}",
+             [*peers, "raw_confluent_kafka", "best"], _rate()),
+            (f"naive loop: kafka-python + `json.loads` + one onnxruntime call per message "
+             f"({num(first(reports, *peers, 'naive_per_message', 'records'))} records)",
+             [*peers, "naive_per_message"], _rate())]
     for name in first(reports, *peers, "rnnwatch") or {}:
         ratio_key = RAW_PEER.get(name, "ratio_to_raw_kafka_python")
-        lines.append(f"| `rnnwatch run --until-caught-up`, {name} transport (× raw {_client(ratio_key)}) | "
-                     f"{across(reports, [*peers, 'rnnwatch', name], _rate_ratio(ratio_key))} |")
+        rows.append((f"`rnnwatch run --until-caught-up`, {name} transport (× raw {_client(ratio_key)})",
+                     [*peers, "rnnwatch", name], _rate_ratio(ratio_key)))
+    for label, path, fmt in rows:
+        cpu = across(reports, path, lambda x: num(dig(x, "cpu_us_per_record"), 1))
+        lines.append(f"| {label} | {across(reports, path, fmt)} | {cpu} |")
     return [*lines, ""]
 
 
@@ -158,9 +161,13 @@ def _latency(reports: Sequence[Report]) -> list[str]:
     if not runs:
         return []
     lines = ["**Latency**, produce time → anomaly event readable downstream, in ms (bundled model, 1,000 symbols, "
-             "rnnwatch's default settings):", "",
-             "| transport | target rate | achieved rate | events (from shocks) | p50 | p99 | max "
+             "rnnwatch's default settings); the raw clients' rows are the age of every record on receipt under "
+             "the same pacing:", "",
+             "| consumer | target rate | achieved rate | events (from shocks) | p50 | p99 | max "
              "| in rnnwatch p50, p99 | floor p50, p99 |", "|---|---|---|---|---|---|---|---|---|"]
+    for client, rows in (first(reports, "sections", "latency", "raw") or {}).items():
+        label = f"{_client(client.replace('raw_', 'ratio_to_raw_'))} alone (age of every record)"
+        lines += _raw_latency_rows(reports, client, label, rows)
     for name, rows in runs.items():
         if isinstance(rows, dict):
             lines.append(f"| {name} | {across(reports, ['sections', 'latency', 'runs', name], str)} |")
@@ -178,6 +185,20 @@ def _latency(reports: Sequence[Report]) -> list[str]:
                      across(reports, [*path, "in_rnnwatch"], _p50_p99), across(reports, [*path, "floor"], _p50_p99)]
             lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _raw_latency_rows(reports: Sequence[Report], client: str, label: str, rows: Any) -> list[str]:
+    path: tuple[str | int, ...] = ("sections", "latency", "raw", client)
+    if isinstance(rows, dict):
+        return [f"| {label} | {across(reports, path, str)} |"]
+    out = []
+    for i, row in enumerate(rows):
+        target = f"{num(row['target_rate'])}/s" if "target_rate" in row else f"run {i + 1}"
+        cells = [label, target, across(reports, [*path, i], _rate("achieved_rate")), "–",
+                 *(across(reports, [*path, i, "age"], lambda x, k=k: num(x[k], 1))  # type: ignore[misc]
+                   for k in ("p50_ms", "p99_ms", "max_ms")), "–", "–"]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def _p50_p99(summary: Any) -> str:

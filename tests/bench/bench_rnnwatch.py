@@ -126,7 +126,7 @@ def run_until_caught_up(cmd: list[str], timeout_s: float) -> dict[str, Any]:
         msg = f"`rnnwatch run --until-caught-up` failed ({why}): {stderr[-2000:]}"
         raise BenchError(msg)
     summary: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
-    return {**summary, **{k: done[k] for k in ("peak_rss_mib", "wall_seconds", "rss_last_sample_mib")}}
+    return {**summary, **{k: done[k] for k in ("peak_rss_mib", "cpu_seconds", "wall_seconds", "rss_last_sample_mib")}}
 
 
 class RunningService:

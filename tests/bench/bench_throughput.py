@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from bench_env import CpuClock
 from bench_feeds import produce_bulk
 from bench_peers import BenchError, naive_loop, raw_confluent, raw_kafka_python
 from bench_rnnwatch import Transport, run_args, run_until_caught_up
@@ -61,6 +62,7 @@ class FeedBench:
         self.transports = transports
         self.runs = runs
         self._done: dict[Feed, dict[str, Any]] = {}
+        self._startup_cpu: dict[str, float] = {}
 
     def measure(self, feed: Feed, *, naive_records: int = 0) -> dict[str, Any]:
         if feed in self._done:
@@ -78,6 +80,20 @@ class FeedBench:
         row["rnnwatch"] = {t.name: self._rnnwatch(topic, feed, t, row) for t in self.transports}
         self._done[feed] = row
         return row
+
+    def startup_cpu(self, transport: Transport, partitions: int) -> float:
+        """CPU seconds of `rnnwatch run --until-caught-up` on an empty topic: start-up, join and shutdown.
+
+        Subtracted from a run's CPU to give CPU per record, which moves far less than a rate when other work
+        shares the machine.
+        """
+        if transport.name not in self._startup_cpu:
+            topic = f"empty-{uuid.uuid4().hex[:8]}"
+            self.broker.create_topics([topic], partitions=partitions)
+            log.info("rnnwatch (%s) on an empty topic: start-up CPU", transport.name)
+            cmd = run_args(self.broker.bootstrap_servers, topic, self.model, transport, "--metrics-port", "0")
+            self._startup_cpu[transport.name] = run_until_caught_up(cmd, timeout_s=300.0)["cpu_seconds"]
+        return self._startup_cpu[transport.name]
 
     def _raw_rounds(self, topic: str, feed: Feed) -> dict[str, Any]:
         """Alternate the two raw consumes, so load from elsewhere on the machine hits both alike."""
@@ -97,10 +113,15 @@ class FeedBench:
             return transport.as_dict()
         log.info("feed %s: rnnwatch run --until-caught-up (%s)", feed.name, transport.name)
         cmd = run_args(self.broker.bootstrap_servers, topic, self.model, transport, "--metrics-port", "0")
+        machine = CpuClock()
         summary = run_until_caught_up(cmd, timeout_s=max(300.0, feed.ticks / 2000))
+        summary["machine_busy_share"] = machine.busy()
         if summary["records"] != feed.ticks:
             msg = f"rnnwatch ({transport.name}) read {summary['records']} of {feed.ticks} records of {feed.name}"
             raise BenchError(msg)
+        startup = self.startup_cpu(transport, feed.partitions)
+        summary["startup_cpu_seconds"] = startup
+        summary["cpu_us_per_record"] = round((summary["cpu_seconds"] - startup) * 1e6 / feed.ticks, 2)
         ours = float(summary["records_per_second"])
         summary["ratio_to_raw_kafka_python"] = ratio(
             f"rnnwatch run ({transport.name})", ours, f"raw kafka-python (best of {self.runs})",
