@@ -1,10 +1,12 @@
 """Latency peers: the same paced feed read by a raw client, every record's age on receipt.
 
 What the client library and the broker alone cost, under the same pacing as the ``rnnwatch run`` latency
-runs: ``age = receive wall clock - record timestamp`` (the paced producer's stamp), for every record. kafka-
-python uses the tuned config of the throughput peers with its default ``fetch_max_wait_ms`` (500, as rnnwatch
-does today); confluent-kafka waits for one record with ``poll()`` and then drains what is queued with
-``consume(n, 0)`` (a ``consume(n, timeout)`` would wait to fill its batch).
+runs: ``age = receive wall clock - record timestamp`` (the paced producer's stamp), for every record. Each
+client runs with the tuned config of the throughput peers, once with its default fetch wait (500 ms for both;
+rnnwatch uses kafka-python's) and once with 10 ms: on the embedded Tansu broker a fetch is regularly held for
+hundreds of ms while records keep arriving, so the fetch wait bounds what any consumer sees there (on Kafka a
+fetch returns as soon as ``fetch.min.bytes`` is there). confluent-kafka waits for one record with ``poll()`` and
+then drains what is queued with ``consume(n, 0)`` (a ``consume(n, timeout)`` would wait to fill its batch).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ Ages = list[float]
 
 
 def _kafka_python(bootstrap: str, topic: str, partitions: int, ready: threading.Event, stop: threading.Event,
-                  ages: Ages) -> None:
+                  ages: Ages, overrides: dict[str, Any]) -> None:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **KAFKA_PYTHON_TUNED)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **{**KAFKA_PYTHON_TUNED, **overrides})
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     consumer.assign(tps)
     for tp in tps:
@@ -49,11 +51,11 @@ def _kafka_python(bootstrap: str, topic: str, partitions: int, ready: threading.
 
 
 def _confluent(bootstrap: str, topic: str, partitions: int, ready: threading.Event, stop: threading.Event,
-               ages: Ages) -> None:
+               ages: Ages, overrides: dict[str, Any]) -> None:
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-age-{uuid.uuid4().hex}",
-                         **CONFLUENT_TUNED})
+                         **CONFLUENT_TUNED, **overrides})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     try:
         while not stop.is_set():
@@ -68,8 +70,16 @@ def _confluent(bootstrap: str, topic: str, partitions: int, ready: threading.Eve
         consumer.close()
 
 
-RAW_CLIENTS: dict[str, Callable[[str, str, int, threading.Event, threading.Event, Ages], None]] = {
-    "raw_kafka_python": _kafka_python, "raw_confluent_kafka": _confluent}
+Reader = Callable[[str, str, int, threading.Event, threading.Event, Ages, dict[str, Any]], None]
+# name -> (label, reader, config overrides)
+RAW_CLIENTS: dict[str, tuple[str, Reader, dict[str, Any]]] = {
+    "raw_kafka_python": ("kafka-python alone, fetch_max_wait_ms 500 (default)", _kafka_python, {}),
+    "raw_kafka_python_fetch_wait_10ms": ("kafka-python alone, fetch_max_wait_ms 10", _kafka_python,
+                                         {"fetch_max_wait_ms": 10}),
+    "raw_confluent_kafka": ("confluent-kafka alone, fetch.wait.max.ms 500 (default)", _confluent, {}),
+    "raw_confluent_kafka_fetch_wait_10ms": ("confluent-kafka alone, fetch.wait.max.ms 10", _confluent,
+                                            {"fetch.wait.max.ms": 10}),
+}
 
 
 def measure_raw_latency(broker: EmbeddedBroker, client: str, plan: LatencyPlan) -> dict[str, Any]:
@@ -77,10 +87,11 @@ def measure_raw_latency(broker: EmbeddedBroker, client: str, plan: LatencyPlan) 
     topic = f"age-{client}-{int(plan.rate)}-{uuid.uuid4().hex[:8]}"
     broker.create_topics([topic], partitions=plan.partitions)
     broker.create_topics([f"{topic}.probe"], partitions=1)
+    label, read, overrides = RAW_CLIENTS[client]
     ready, stop = threading.Event(), threading.Event()
     ages: Ages = []
-    reader = threading.Thread(target=RAW_CLIENTS[client], daemon=True,
-                              args=(broker.bootstrap_servers, topic, plan.partitions, ready, stop, ages))
+    reader = threading.Thread(target=read, daemon=True,
+                              args=(broker.bootstrap_servers, topic, plan.partitions, ready, stop, ages, overrides))
     reader.start()
     machine = CpuClock()
     try:
@@ -99,5 +110,6 @@ def measure_raw_latency(broker: EmbeddedBroker, client: str, plan: LatencyPlan) 
     if len(ages) != fed["records"]:
         msg = f"{client} received {len(ages)} of {fed['records']} paced records at {plan.rate:.0f}/s"
         raise BenchError(msg)
-    return {"target_rate": plan.rate, "achieved_rate": fed["achieved_rate"], "records": fed["records"],
+    return {"label": label, "config": overrides, "target_rate": plan.rate, "achieved_rate": fed["achieved_rate"],
+            "records": fed["records"],
             "age": latency_summary(ages), "machine_busy_share": machine.busy()}

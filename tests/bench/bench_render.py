@@ -164,9 +164,9 @@ def _latency(reports: Sequence[Report]) -> list[str]:
              "rnnwatch's default settings); the raw clients' rows are the age of every record on receipt under "
              "the same pacing:", "",
              "| consumer | target rate | achieved rate | events (from shocks) | p50 | p99 | max "
-             "| in rnnwatch p50, p99 | floor p50, p99 |", "|---|---|---|---|---|---|---|---|---|"]
+             "| in rnnwatch p50, p99 | floor p50, p99 | machine CPU busy |", "|---" * 10 + "|"]
     for client, rows in (first(reports, "sections", "latency", "raw") or {}).items():
-        label = f"{_client(client.replace('raw_', 'ratio_to_raw_'))} alone (age of every record)"
+        label = next((r["label"] for r in rows if "label" in r), client) if isinstance(rows, list) else client
         lines += _raw_latency_rows(reports, client, label, rows)
     for name, rows in runs.items():
         if isinstance(rows, dict):
@@ -182,7 +182,8 @@ def _latency(reports: Sequence[Report]) -> list[str]:
                      across(reports, path, lambda x: f"{num(x['events'])} ({num(x['events_from_shocks'])})"),
                      *(across(reports, [*path, "latency"], lambda x, k=k: num(x[k], 1))  # type: ignore[misc]
                        for k in ("p50_ms", "p99_ms", "max_ms")),
-                     across(reports, [*path, "in_rnnwatch"], _p50_p99), across(reports, [*path, "floor"], _p50_p99)]
+                     across(reports, [*path, "in_rnnwatch"], _p50_p99), across(reports, [*path, "floor"], _p50_p99),
+                     across(reports, [*path, "cpu_during_feed"], _busy)]
             lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -196,9 +197,14 @@ def _raw_latency_rows(reports: Sequence[Report], client: str, label: str, rows: 
         target = f"{num(row['target_rate'])}/s" if "target_rate" in row else f"run {i + 1}"
         cells = [label, target, across(reports, [*path, i], _rate("achieved_rate")), "–",
                  *(across(reports, [*path, i, "age"], lambda x, k=k: num(x[k], 1))  # type: ignore[misc]
-                   for k in ("p50_ms", "p99_ms", "max_ms")), "–", "–"]
+                   for k in ("p50_ms", "p99_ms", "max_ms")), "–", "–", across(reports, [*path, i], _busy)]
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _busy(row: Any) -> str:
+    share = dig(row, "machine_busy_share")
+    return "–" if share is None else f"{share:.0%}"
 
 
 def _p50_p99(summary: Any) -> str:
