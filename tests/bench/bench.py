@@ -58,8 +58,8 @@ DEFINITIONS = {
     "floor": "the same shock records sent straight to a probe topic and read by the same reader: producer, "
              "broker and reader without rnnwatch",
     "age": "raw-client latency rows: receive wall clock minus the record's timestamp, for every record of the same "
-           "paced feed (half as long) read by the client alone, with its default fetch wait (500 ms; rnnwatch uses "
-           "kafka-python's) and with 10 ms",
+           "paced feed (half as long) read by the client alone, tuned as in the throughput peers, default fetch "
+           "wait (500 ms; rnnwatch uses kafka-python's)",
     "cpu_seconds": "peers: CPU of the harness process over the run, client threads included; rnnwatch: user + "
                    "system CPU of the process over its whole life, start-up included",
     "cpu_us_per_record": "peers: cpu_seconds / records; rnnwatch: (cpu_seconds - startup_cpu_seconds, the CPU of "
@@ -150,7 +150,7 @@ def section_latency(ctx: Context) -> dict[str, Any]:
     plans = [LatencyPlan(rate=rate, duration_s=ctx.plan.latency_seconds, partitions=ctx.plan.main_feed.partitions)
              for rate in ctx.plan.latency_rates]
     for client in RAW_CLIENTS:
-        if client.startswith("raw_confluent_kafka") and not confluent_installed():
+        if client == "raw_confluent_kafka" and not confluent_installed():
             out["raw"][client] = {"available": False, "reason": NOT_INSTALLED_CONFLUENT}
             continue
         out["raw"][client] = [ctx.attempt(f"latency {client} {plan.rate:.0f}/s", partial(

@@ -46,27 +46,19 @@ def raw_kafka_python(bootstrap: str, topic: str, partitions: int, expected: int)
     "Done" comes from ``consumer.highwater(tp)`` after a fetch, never ``end_offsets()`` (Tansu's ListOffsets
     stops at the last batch's first offset + 1).
     """
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **KAFKA_PYTHON_TUNED)
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    start, cpu_start, machine = time.monotonic(), time.process_time(), CpuClock()
-    _assign_from_zero(consumer, tps)
-    n, first, last = 0, 0.0, 0.0
+    consumer, tps = _kafka_python_at_zero(bootstrap, topic, partitions)
+    timer = _Timer()
     try:
-        while time.monotonic() - start < _TIMEOUT_S:
-            batch = consumer.poll(timeout_ms=200)
-            for records in batch.values():
-                first = first or time.monotonic()
-                n += len(records)
-            if batch:
-                last = time.monotonic()
-            if n and all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw for tp in tps):
+        while timer.elapsed() < _TIMEOUT_S:
+            for records in consumer.poll(timeout_ms=200).values():
+                timer.arrived()
+                timer.done(len(records))
+            if timer.n and all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw
+                               for tp in tps):
                 break
     finally:
         consumer.close()
-    _check_count("raw kafka-python", n, expected)
-    return _timed(n, first, last, start, cpu_start, machine)
+    return timer.result("raw kafka-python", expected)
 
 
 def raw_confluent(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[str, Any]:
@@ -75,24 +67,21 @@ def raw_confluent(bootstrap: str, topic: str, partitions: int, expected: int) ->
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-raw-{time.monotonic_ns()}",
                          **CONFLUENT_TUNED})
-    n, first, last = 0, 0.0, 0.0
-    start, cpu_start, machine = time.monotonic(), time.process_time(), CpuClock()
+    timer = _Timer()  # before assign(): librdkafka starts fetching in the background from there
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     try:
-        while n < expected and time.monotonic() - start < _TIMEOUT_S:
+        while timer.n < expected and timer.elapsed() < _TIMEOUT_S:
             messages = consumer.consume(_CONFLUENT_BATCH, 0.2)
             for message in messages:
                 if message.error() is not None:
                     msg = f"raw confluent-kafka: {message.error()}"
                     raise BenchError(msg)
             if messages:
-                first = first or time.monotonic()
-                last = time.monotonic()
-                n += len(messages)
+                timer.arrived()
+                timer.done(len(messages))
     finally:
         consumer.close()
-    _check_count("raw confluent-kafka", n, expected)
-    timed = _timed(n, first, last, start, cpu_start, machine)
+    timed = timer.result("raw confluent-kafka", expected)
     # Headline rate includes the prefetch: the clock started before assign().
     timed["records_per_second_from_first_record"] = timed["records_per_second"]
     timed["records_per_second"] = timed["records_per_second_from_start"]
@@ -105,26 +94,20 @@ def naive_loop(bootstrap: str, topic: str, partitions: int, model: str, cap: int
     Reads the model's own metadata for the feature name and the initial state (as any user of the model
     would), keeps each key's state and last forecast in plain dicts, and flags |residual| > 4 std.
     """
-    from kafka import KafkaConsumer, TopicPartition
 
     step = _NaiveModel(model)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **KAFKA_PYTHON_TUNED)
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    start, cpu_start, machine = time.monotonic(), time.process_time(), CpuClock()
-    _assign_from_zero(consumer, tps)
-    n, first, last = 0, 0.0, 0.0
+    consumer, _ = _kafka_python_at_zero(bootstrap, topic, partitions)
+    timer = _Timer()
     try:
-        while n < cap and time.monotonic() - start < _TIMEOUT_S:
-            for records in consumer.poll(timeout_ms=200, max_records=cap - n).values():
-                first = first or time.monotonic()
+        while timer.n < cap and timer.elapsed() < _TIMEOUT_S:
+            for records in consumer.poll(timeout_ms=200, max_records=cap - timer.n).values():
+                timer.arrived()
                 for record in records:
                     step(record.key, json.loads(record.value))
-                n += len(records)
-                last = time.monotonic()
+                timer.done(len(records))
     finally:
         consumer.close()
-    _check_count("naive per-message loop", n, cap)
-    return {**_timed(n, first, last, start, cpu_start, machine), "anomalies": step.anomalies, "keys": len(step.states)}
+    return {**timer.result("naive per-message loop", cap), "anomalies": step.anomalies, "keys": len(step.states)}
 
 
 class _NaiveModel:
@@ -157,22 +140,45 @@ class _NaiveModel:
         self.forecasts[key] = float(out["forecast"][0, 0])
 
 
-def _assign_from_zero(consumer: Any, tps: list[Any]) -> None:
+def _kafka_python_at_zero(bootstrap: str, topic: str, partitions: int) -> tuple[Any, list[Any]]:
+    """A tuned kafka-python consumer assigned every partition of ``topic`` from offset 0 (no group)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, **KAFKA_PYTHON_TUNED)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
     consumer.assign(tps)
     for tp in tps:
         consumer.seek(tp, 0)
+    return consumer, tps
 
 
-def _check_count(what: str, got: int, expected: int) -> None:
-    if got != expected:
-        msg = f"{what} read {got} records, expected {expected}"
-        raise BenchError(msg)
+class _Timer:
+    """The clocks of one peer run: from start and from the first batch, the harness's CPU, the machine's."""
 
+    def __init__(self) -> None:
+        self.start, self.cpu_start, self.machine = time.monotonic(), time.process_time(), CpuClock()
+        self.first = self.last = 0.0
+        self.n = 0
 
-def _timed(n: int, first: float, last: float, start: float, cpu_start: float, machine: CpuClock) -> dict[str, Any]:
-    """Rates from both clocks, the CPU the harness process spent (client threads included), machine load."""
-    seconds, cpu = last - first, time.process_time() - cpu_start
-    return {"records": n, "seconds": round(seconds, 3), "records_per_second": rate(n, seconds),
-            "seconds_from_start": round(last - start, 3), "records_per_second_from_start": rate(n, last - start),
-            "cpu_seconds": round(cpu, 3), "cpu_us_per_record": round(cpu * 1e6 / n, 2) if n else None,
-            "machine_busy_share": machine.busy()}
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def arrived(self) -> None:
+        """A batch of records is here (the first one starts the first-record clock)."""
+        self.first = self.first or time.monotonic()
+
+    def done(self, records: int) -> None:
+        self.last = time.monotonic()
+        self.n += records
+
+    def result(self, what: str, expected: int) -> dict[str, Any]:
+        """Rates from both clocks, CPU of the harness process (client threads included), machine load."""
+        if self.n != expected:
+            msg = f"{what} read {self.n} records, expected {expected}"
+            raise BenchError(msg)
+        seconds, cpu, n = self.last - self.first, time.process_time() - self.cpu_start, self.n
+        return {"records": n, "seconds": round(seconds, 3), "records_per_second": rate(n, seconds),
+                "seconds_from_start": round(self.last - self.start, 3),
+                "records_per_second_from_start": rate(n, self.last - self.start), "cpu_seconds": round(cpu, 3),
+                "cpu_us_per_record": round(cpu * 1e6 / n, 2) if n else None,
+                "machine_busy_share": self.machine.busy()}
