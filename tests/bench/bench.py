@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the broker and every rnnwatch started so far are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     report = run(args)
     text = json.dumps(report, indent=2)
     print(text, flush=True)

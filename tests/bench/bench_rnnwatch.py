@@ -117,7 +117,12 @@ def run_args(bootstrap: str, topic: str, model: str, transport: Transport, *extr
 def run_until_caught_up(cmd: list[str], timeout_s: float) -> dict[str, Any]:
     """Run ``cmd --until-caught-up``; its JSON summary plus its own peak RSS, wall time and last RSS sample."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        done = Launched([*cmd, "--until-caught-up"], out, err).wait(timeout_s)
+        launched = Launched([*cmd, "--until-caught-up"], out, err)
+        try:
+            done = launched.wait(timeout_s)
+        except BaseException:  # the bench itself stopped (Ctrl-C, SIGTERM): leave nothing running
+            launched.kill()
+            raise
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
