@@ -29,9 +29,13 @@ _MIB = 1024 * 1024
 # The same fetch sizes rnnwatch uses by default (settings.py); crc32c is a dependency, so CRCs are checked in C.
 KAFKA_PYTHON_TUNED: dict[str, Any] = {"enable_auto_commit": False, "fetch_max_bytes": 64 * _MIB,
                                       "max_partition_fetch_bytes": 16 * _MIB, "max_poll_records": 20000}
-# librdkafka defaults otherwise (check.crcs=false, fetch.wait.max.ms=500, queued.max.messages.kbytes=65536).
+# The same fetch sizes; fetch.queue.backoff.ms 10, because at its default (1000) librdkafka stops fetching for a
+# whole second whenever its local queue passes queued.min.messages (100,000), which a consumer that drains the
+# queue faster than that spends idle (1.4 s instead of 0.3 s for 300,000 records here). librdkafka defaults
+# otherwise (check.crcs=false, fetch.wait.max.ms=500, queued.min.messages=100000).
 CONFLUENT_TUNED: dict[str, Any] = {"enable.auto.commit": False, "fetch.max.bytes": 64 * _MIB,
-                                   "max.partition.fetch.bytes": 16 * _MIB, "receive.message.max.bytes": 65 * _MIB}
+                                   "max.partition.fetch.bytes": 16 * _MIB, "receive.message.max.bytes": 65 * _MIB,
+                                   "fetch.queue.backoff.ms": 10}
 _CONFLUENT_BATCH = 10000
 _TIMEOUT_S = 300.0
 

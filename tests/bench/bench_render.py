@@ -113,7 +113,8 @@ def _peers(reports: Sequence[Report]) -> list[str]:
              "| consumer | records/s | CPU µs per record |", "|---|---|---|"]
     rows = [(f"raw kafka-python, tuned (crc32c, 64 MiB fetches, 20,000 records per poll), best of {runs}",
              [*peers, "raw_kafka_python", "best"], _rate()),
-            (f"raw confluent-kafka (clock includes its prefetch), best of {runs}",
+            (f"raw confluent-kafka, tuned (same fetch sizes, fetch.queue.backoff.ms 10), clock includes its "
+             f"prefetch, best of {runs}",
              [*peers, "raw_confluent_kafka", "best"], _rate()),
             (f"naive loop: kafka-python + `json.loads` + one onnxruntime call per message "
              f"({num(first(reports, *peers, 'naive_per_message', 'records'))} records)",
