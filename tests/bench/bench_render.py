@@ -171,15 +171,16 @@ def _latency(reports: Sequence[Report]) -> list[str]:
         lines += _raw_latency_rows(reports, client, label, rows)
     for name, rows in runs.items():
         if isinstance(rows, dict):
-            lines.append(f"| {name} | {across(reports, ['sections', 'latency', 'runs', name], str)} |")
+            lines.append(f"| `rnnwatch run`, {name} transport | "
+                         f"{across(reports, ['sections', 'latency', 'runs', name], str)} |")
             continue
         for i, row in enumerate(rows):
             path = ("sections", "latency", "runs", name, i)
             target = f"{num(row['target_rate'])}/s" if "target_rate" in row else f"run {i + 1}"
             if _status(row):
-                lines.append(f"| {name} | {target} | {across(reports, path, str)} |")
+                lines.append(f"| `rnnwatch run`, {name} transport | {target} | {across(reports, path, str)} |")
                 continue
-            cells = [name, target, across(reports, path, _rate("achieved_rate")),
+            cells = [f"`rnnwatch run`, {name} transport", target, across(reports, path, _rate("achieved_rate")),
                      across(reports, path, lambda x: f"{num(x['events'])} ({num(x['events_from_shocks'])})"),
                      *(across(reports, [*path, "latency"], lambda x, k=k: num(x[k], 1))  # type: ignore[misc]
                        for k in ("p50_ms", "p99_ms", "max_ms")),

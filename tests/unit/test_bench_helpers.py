@@ -235,3 +235,10 @@ def test_replace_block_swaps_only_the_marked_block() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         bench_render.replace_block("no markers here", "new\n")
 
+
+def test_the_readme_tables_are_what_the_committed_reports_render_to() -> None:
+    reports = sorted((BENCH / "results").glob("*.json"))
+    assert reports, "tests/bench/results/ holds the reports behind the README's performance section"
+    block = bench_render.render([json.loads(p.read_text()) for p in reports])
+    readme = README.read_text()
+    assert bench_render.replace_block(readme, block) == readme, "README out of date: run `make bench-readme`"
