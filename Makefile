@@ -2,7 +2,8 @@
 #   make demo    the detector on embedded defaults (embedded broker, bundled model, bundled prices)
 #   make test    install everything (incl. promtool/prometheus) and run lint, types and the whole suite
 #   make check   the fast lane between edits: lint, types, unit tests (no broker, under a minute)
-#   make bench   throughput benchmark against a plain kafka-python consumer, prints JSON
+#   make bench   how cost grows: throughput vs raw clients, key counts, latency, memory; one JSON report
+#   make bench-readme   the README's performance tables, rendered from tests/bench/results/*.json
 #   make bench-decode   records/s of the input decoder alone, prints JSON
 #   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
 
@@ -12,7 +13,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test check lint typecheck unit bench bench-decode bench-arch model prices system-deps clean install-runtime install-dev
+.PHONY: demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +24,11 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $@
 
-# Everything: training side (torch CPU), demo broker, dev tools.
+# Everything: training side (torch CPU), demo broker, dev tools, and the [fast] extra (confluent-kafka), so the
+# librdkafka transport is tested and the bench's raw librdkafka baseline runs wherever `make bench` runs.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet '$(TORCH)'
-	$(BIN)/pip install --quiet -e '.[export,demo,dev]'
+	$(BIN)/pip install --quiet -e '.[export,demo,dev,fast]'
 	touch $@ $(VENV)/.runtime
 
 install-runtime: $(VENV)/.runtime
@@ -61,9 +63,19 @@ unit: $(VENV)/.dev
 
 check: lint typecheck unit
 
-# Throughput: `rnnwatch run` vs a plain kafka-python consumer on the same topic, one JSON document.
+# How cost grows (tests/bench/bench.py): one JSON report on stdout (progress on stderr), also saved to BENCH_JSON.
+#   make bench BENCH_ARGS="--quick"            about a quarter of the records (iterating)
+#   make bench BENCH_ARGS="--only latency"     one section: peers, keys, latency, memory
+BENCH_ARGS ?=
+BENCH_JSON ?= .bench/latest.json
 bench: $(VENV)/.dev
-	$(BIN)/python tests/bench/bench_throughput.py
+	$(BIN)/python tests/bench/bench.py --output $(BENCH_JSON) $(BENCH_ARGS)
+
+# The README's performance tables, rendered from the reports in tests/bench/results/ (run order = name order).
+# After a new `make bench`, copy its JSON there (replacing the old runs), then run this.
+BENCH_REPORTS ?= $(sort $(wildcard tests/bench/results/*.json))
+bench-readme: $(VENV)/.dev
+	$(BIN)/python tests/bench/bench_render.py $(BENCH_REPORTS) --readme README.md
 
 # The input decoder alone (JSON parse, fields, range checks) on polls of 20,000 ticks.
 bench-decode: $(VENV)/.dev

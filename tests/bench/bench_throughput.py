@@ -1,125 +1,133 @@
-"""`make bench`: rnnwatch run vs a plain kafka-python consumer on the same topic, same broker, same run.
+"""Throughput of one feed: the raw consumes, the naive loop and ``rnnwatch run`` per transport, side by side.
 
-Produces a synthetic feed (default 200,000 ticks over 1,000 symbols, 4 partitions) into an embedded Tansu
-broker, then measures
-  * baseline  - a plain kafka-python group consumer that only consumes (crc32c installed, fetch sizes
-                raised like rnnwatch's), stopping when every partition reaches the fetch highwater;
-  * rnnwatch  - `rnnwatch run --until-caught-up` with the bundled GRU model (decode, validate, step every
-                key, score, events, checkpoints), as a subprocess, with its peak RSS;
-and prints one JSON document with both rates and their ratio. Baseline runs are repeated and the best is
-kept, so the ratio is not flattered by a slow baseline.
+A feed is produced once into its own topic; then, on that topic, rounds of (raw kafka-python, raw
+confluent-kafka) runs, best of N kept and every run listed; the naive per-message loop on a capped number of
+records; and ``rnnwatch run --until-caught-up`` with each available transport. Each rnnwatch row carries its
+ratio to both raw consumes, each ratio with the two rates it is made of.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
 
-from kafka import KafkaConsumer
+from bench_env import CpuClock
+from bench_feeds import produce_bulk
+from bench_peers import BenchError, naive_loop, raw_confluent, raw_kafka_python
+from bench_rnnwatch import Transport, run_args, run_until_caught_up
+from bench_stats import best_run, ratio
 
 from rnnwatch.consumer.broker import EmbeddedBroker
-from rnnwatch.consumer.feed import produce_ticks, synthetic_ticks
-from rnnwatch.consumer.settings import bundled_model_path
+from rnnwatch.consumer.feed import synthetic_ticks
+
+__all__ = ["Feed", "FeedBench", "NOT_INSTALLED_CONFLUENT"]
+
+log = logging.getLogger("bench")
+NOT_INSTALLED_CONFLUENT = "confluent-kafka is not installed (pip install 'rnnwatch[fast]')"
 
 
-def plain_consume(bootstrap: str, topic: str, expected: int) -> dict[str, float]:
-    """Consume ``topic`` with a group consumer until every partition's position reaches its fetch highwater.
+@dataclass(frozen=True)
+class Feed:
+    """``ticks`` ticks round-robin over ``symbols`` symbols (the project's synthetic random walk)."""
 
-    "Done" comes from ``consumer.highwater(tp)`` after a fetch, never ``end_offsets()`` (Tansu's ListOffsets
-    stops at the last batch's first offset + 1). The clock starts at the first record, so the group join
-    (about half of session_timeout_ms on Tansu) is not counted.
-    """
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=f"bench-plain-{time.monotonic_ns()}", auto_offset_reset="earliest",
-        enable_auto_commit=False, fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
-        max_poll_records=20000, session_timeout_ms=6000,
-    )
-    consumer.subscribe([topic])
-    n, first, last = 0, 0.0, 0.0
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=200)
-        for records in batch.values():
-            if not first:
-                first = time.monotonic()
-            n += len(records)
-        if batch:
-            last = time.monotonic()
-        if first and _caught_up(consumer):
-            break
-    consumer.close()
-    if n != expected:
-        msg = f"baseline consumed {n} records, expected {expected}"
-        raise RuntimeError(msg)
-    seconds = max(last - first, 1e-9)
-    return {"records": n, "seconds": round(seconds, 3), "records_per_second": round(n / seconds, 1)}
+    ticks: int
+    symbols: int
+    partitions: int = 4
+
+    @property
+    def name(self) -> str:
+        return f"{self.ticks:,} ticks x {self.symbols:,} symbols"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ticks": self.ticks, "symbols": self.symbols, "partitions": self.partitions,
+                "ticks_per_key": round(self.ticks / self.symbols, 1)}
 
 
-def _caught_up(consumer: KafkaConsumer) -> bool:
-    tps = consumer.assignment()
-    return bool(tps) and all((hw := consumer.highwater(tp)) is not None and consumer.position(tp) >= hw
-                             for tp in tps)
+def confluent_installed() -> bool:
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
-def rnnwatch_run(bootstrap: str, topic: str, model: str) -> dict[str, object]:
-    """`rnnwatch run --until-caught-up` as a subprocess; its JSON summary plus its own peak RSS (wait4)."""
-    cmd = [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", bootstrap,
-           "--input-topic", topic, "--output-topic", f"{topic}.anomalies", "--dead-letter-topic", f"{topic}.dlq",
-           "--group-id", f"bench-rnnwatch-{time.monotonic_ns()}", "--model", model, "--metrics-port", "0",
-           "--session-timeout-ms", "6000", "--until-caught-up", "--log-level", "WARNING"]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode(errors="replace")
-    if proc.returncode != 0:
-        return {"error": f"exit code {proc.returncode}: {stderr[-2000:]}"}
-    summary: dict[str, object] = json.loads(stdout.strip().splitlines()[-1])
-    summary["peak_rss_mib"] = round(usage.ru_maxrss / 1024, 1)  # Linux: ru_maxrss is in KiB
-    return summary
+class FeedBench:
+    """Measures feeds on one broker; a feed measured once is shared by every section that asks for it."""
 
+    def __init__(self, broker: EmbeddedBroker, model: str, transports: list[Transport], runs: int) -> None:
+        self.broker = broker
+        self.model = model
+        self.transports = transports
+        self.runs = runs
+        self._done: dict[Feed, dict[str, Any]] = {}
+        self._startup_cpu: dict[str, float] = {}
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--ticks", type=int, default=200_000)
-    parser.add_argument("--symbols", type=int, default=1_000)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--baseline-runs", type=int, default=2)
-    parser.add_argument("--model", default=bundled_model_path())
-    args = parser.parse_args()
-    with EmbeddedBroker() as broker:
-        topic = "bench-ticks"
-        broker.create_topics([topic], partitions=args.partitions)
-        start = time.monotonic()
-        produced = produce_ticks(broker.bootstrap_servers, topic, synthetic_ticks(args.symbols, args.ticks))
-        produce_s = time.monotonic() - start
-        baselines = [plain_consume(broker.bootstrap_servers, topic, produced) for _ in range(args.baseline_runs)]
-        best = max(baselines, key=lambda b: b["records_per_second"])
-        ours = rnnwatch_run(broker.bootstrap_servers, topic, args.model)
-    rate = ours.get("records_per_second")
-    ratio = rate / best["records_per_second"] if isinstance(rate, float | int) else None
-    report = {
-        "feed": {"ticks": produced, "symbols": args.symbols, "partitions": args.partitions,
-                 "produce_seconds": round(produce_s, 2)},
-        "baseline_plain_kafka_python": best,
-        "baseline_runs": baselines,
-        "rnnwatch_run": ours,
-        "ratio_rnnwatch_to_plain": round(ratio, 3) if ratio is not None else None,
-        "model": Path(args.model).name,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-    }
-    print(json.dumps(report, indent=2))
-    return 0 if "error" not in ours else 1
+    def measure(self, feed: Feed, *, naive_records: int = 0) -> dict[str, Any]:
+        if feed in self._done:
+            return self._done[feed]
+        topic = f"feed-{feed.ticks}-{feed.symbols}-{uuid.uuid4().hex[:8]}"
+        self.broker.create_topics([topic], partitions=feed.partitions)
+        log.info("feed %s: producing", feed.name)
+        produced = produce_bulk(self.broker.bootstrap_servers, topic, synthetic_ticks(feed.symbols, feed.ticks))
+        row: dict[str, Any] = {"feed": {**feed.as_dict(), "produce": produced}}
+        row.update(self._raw_rounds(topic, feed))
+        if naive_records:
+            log.info("feed %s: naive per-message loop on %d records", feed.name, naive_records)
+            row["naive_per_message"] = naive_loop(self.broker.bootstrap_servers, topic, feed.partitions,
+                                                  self.model, min(naive_records, feed.ticks))
+        row["rnnwatch"] = {t.name: self._rnnwatch(topic, feed, t, row) for t in self.transports}
+        self._done[feed] = row
+        return row
 
+    def startup_cpu(self, transport: Transport, partitions: int) -> float:
+        """CPU seconds of `rnnwatch run --until-caught-up` on an empty topic: start-up, join and shutdown.
 
-if __name__ == "__main__":
-    sys.exit(main())
+        Subtracted from a run's CPU to give CPU per record, which moves far less than a rate when other work
+        shares the machine.
+        """
+        if transport.name not in self._startup_cpu:
+            topic = f"empty-{uuid.uuid4().hex[:8]}"
+            self.broker.create_topics([topic], partitions=partitions)
+            log.info("rnnwatch (%s) on an empty topic: start-up CPU", transport.name)
+            cmd = run_args(self.broker.bootstrap_servers, topic, self.model, transport, "--metrics-port", "0")
+            self._startup_cpu[transport.name] = run_until_caught_up(cmd, timeout_s=300.0)["cpu_seconds"]
+        return self._startup_cpu[transport.name]
+
+    def _raw_rounds(self, topic: str, feed: Feed) -> dict[str, Any]:
+        """Alternate the two raw consumes, so load from elsewhere on the machine hits both alike."""
+        bootstrap, kafka_python, confluent = self.broker.bootstrap_servers, [], []
+        for i in range(self.runs):
+            log.info("feed %s: raw consumes, round %d of %d", feed.name, i + 1, self.runs)
+            kafka_python.append(raw_kafka_python(bootstrap, topic, feed.partitions, feed.ticks))
+            if confluent_installed():
+                confluent.append(raw_confluent(bootstrap, topic, feed.partitions, feed.ticks))
+        out: dict[str, Any] = {"raw_kafka_python": {"best": best_run(kafka_python), "runs": kafka_python}}
+        out["raw_confluent_kafka"] = ({"best": best_run(confluent), "runs": confluent} if confluent
+                                      else {"available": False, "reason": NOT_INSTALLED_CONFLUENT})
+        return out
+
+    def _rnnwatch(self, topic: str, feed: Feed, transport: Transport, row: dict[str, Any]) -> dict[str, Any]:
+        if not transport.available:
+            return transport.as_dict()
+        log.info("feed %s: rnnwatch run --until-caught-up (%s)", feed.name, transport.name)
+        cmd = run_args(self.broker.bootstrap_servers, topic, self.model, transport, "--metrics-port", "0")
+        machine = CpuClock()
+        summary = run_until_caught_up(cmd, timeout_s=max(300.0, feed.ticks / 2000))
+        summary["machine_busy_share"] = machine.busy()
+        if summary["records"] != feed.ticks:
+            msg = f"rnnwatch ({transport.name}) read {summary['records']} of {feed.ticks} records of {feed.name}"
+            raise BenchError(msg)
+        startup = self.startup_cpu(transport, feed.partitions)
+        summary["startup_cpu_seconds"] = startup
+        summary["cpu_us_per_record"] = round((summary["cpu_seconds"] - startup) * 1e6 / feed.ticks, 2)
+        ours = float(summary["records_per_second"])
+        summary["ratio_to_raw_kafka_python"] = ratio(
+            f"rnnwatch run ({transport.name})", ours, f"raw kafka-python (best of {self.runs})",
+            row["raw_kafka_python"]["best"]["records_per_second"])
+        confluent = row["raw_confluent_kafka"].get("best")
+        summary["ratio_to_raw_confluent_kafka"] = ratio(
+            f"rnnwatch run ({transport.name})", ours, f"raw confluent-kafka (best of {self.runs})",
+            confluent["records_per_second"] if confluent else None)
+        return summary
