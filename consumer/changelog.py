@@ -167,10 +167,11 @@ class StateStore:
         """Send a snapshot of every dirty row; returns how many. The caller flushes afterwards."""
         model = self.table.identity.encode()
         n = 0
-        for partition, key, row in self.table.take_dirty():
+        for partition, key, row in self.table.dirty_rows():
             headers = [("rnnwatch-offset", str(int(self.table.last_offset[row])).encode()),
                        ("rnnwatch-model", model)]
             send(partition, key, self.table.snapshot(row), headers, self._offset_setter(partition, key))
+            self.table.dirty[row] = False  # only now: a send that raised leaves this and later rows marked
             n += 1
         return n
 

@@ -12,15 +12,25 @@
 A crash between any two steps loses nothing: events are at-least-once (same ids on replay), and the
 changelog restore rule (see ``changelog``) skips records a snapshot already reflects, so state stays
 exactly-once even when step 4 never happens.
+
+Poisoning. A snapshot may only reflect records whose events were handed to the producer in a batch that
+completed, and an offset may only be committed past records whose events were delivered. So once a
+delivery failed (``DeliveryError``) or a batch stopped half way (:meth:`Checkpointer.batch` saw an
+exception after the model stepped), the checkpointer is *poisoned*: every later :meth:`Checkpointer.run`
+raises ``DeliveryError`` before writing anything, and the process must end; a restart replays from the
+last commit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rnnwatch.consumer.changelog import StateStore
+from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.sink import Sink
@@ -42,6 +52,21 @@ class Checkpointer:
     committed: dict[int, int] = field(default_factory=dict)
     last_run_s: float = field(default_factory=time.monotonic)
     records_since: int = 0
+    poisoned: str | None = None  # why nothing may be checkpointed any more (see the module docstring)
+
+    def poison(self, reason: str) -> None:
+        if self.poisoned is None:
+            self.poisoned = reason
+            log.error("nothing will be checkpointed or committed any more: %s; the process must restart", reason)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Wrap the handling of one polled batch: an exception inside it poisons the checkpointer."""
+        try:
+            yield
+        except BaseException as exc:
+            self.poison(f"a batch stopped before it completed ({type(exc).__name__}: {exc})")
+            raise
 
     def advance(self, partition: int, next_offset: int, records: int = 0) -> None:
         if next_offset > self.positions.get(partition, -1):
@@ -53,11 +78,14 @@ class Checkpointer:
 
     def run(self, partitions: set[int] | None = None, *, blocking_commit: bool = True) -> int:
         """Checkpoint (for ``partitions`` or all); returns snapshots written. See the module docstring."""
+        if self.poisoned is not None:
+            msg = f"checkpoint refused: {self.poisoned}"
+            raise DeliveryError(msg)
         start = time.monotonic()
-        self.sink.flush(self.flush_timeout_s)  # 1
+        self._flush()  # 1
         maybe_crash("checkpoint.before_snapshots")
         written = self.store.write_snapshots(self.sink.send_snapshot)  # 2
-        self.sink.flush(self.flush_timeout_s)  # 3
+        self._flush()  # 3
         maybe_crash("checkpoint.before_commit")
         self.metrics.snapshots_written.inc(written)
         wanted = self.positions if partitions is None else {p: o for p, o in self.positions.items() if p in partitions}
@@ -75,6 +103,13 @@ class Checkpointer:
         self.metrics.checkpoint_duration.observe(self.last_run_s - start)
         log.debug("checkpoint: %d snapshots, offsets %s", written, todo)
         return written
+
+    def _flush(self) -> None:
+        try:
+            self.sink.flush(self.flush_timeout_s)
+        except DeliveryError as exc:
+            self.poison(str(exc))
+            raise
 
     def forget(self, partitions: set[int]) -> None:
         for p in partitions:

@@ -30,7 +30,7 @@ from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
 from rnnwatch.consumer.records import TickDecoder, parse_event_time
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import Settings
-from rnnwatch.consumer.sink import KafkaSink
+from rnnwatch.consumer.sink import KafkaSink, Sink
 from rnnwatch.consumer.source import KafkaSource, consumer_config
 from rnnwatch.consumer.topics import ensure_topics
 
@@ -85,19 +85,7 @@ class Service:
         log.info("model %s %s (%s, %d state bytes/key); metrics on http://%s:%d/metrics", signature.name,
                  signature.version, signature.architecture, signature.state_bytes_per_key, s.metrics_host,
                  self.ops.port)
-        self.source = KafkaSource.connect(s)
-        partitions = ensure_topics(s, self.source.consumer)
-        log.info("input %s has %d partitions", s.input_topic, partitions)
-        security = s.kafka_security()
-        self.sink = KafkaSink.connect(
-            {"bootstrap_servers": s.bootstrap_servers.split(","), "client_id": s.client_id, **security},
-            output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic, changelog_topic=s.changelog_topic,
-            on_event_delivered=self.metrics.events_produced.inc,
-            on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc(),
-        )
-        from kafka import KafkaConsumer
-
-        restore_consumer = KafkaConsumer(**consumer_config(s, group=False), fetch_max_wait_ms=50)
+        self.source, self.sink, restore_consumer = self._connect()
         runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
                              halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
@@ -116,6 +104,23 @@ class Service:
         self.source.on_assigned = self._on_assigned
         return self
 
+    def _connect(self) -> tuple[KafkaSource, Sink, Any]:
+        """The Kafka clients: group consumer (topics checked), producer sink, changelog reader."""
+        from kafka import KafkaConsumer
+
+        s = self.settings
+        source = KafkaSource.connect(s)
+        partitions = ensure_topics(s, source.consumer)
+        log.info("input %s has %d partitions", s.input_topic, partitions)
+        sink = KafkaSink.connect(
+            {"bootstrap_servers": s.bootstrap_servers.split(","), "client_id": s.client_id, **s.kafka_security()},
+            output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic, changelog_topic=s.changelog_topic,
+            on_event_delivered=self.metrics.events_produced.inc,
+            on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc(),
+        )
+        restore_consumer = KafkaConsumer(**consumer_config(s, group=False), fetch_max_wait_ms=50)
+        return source, sink, restore_consumer
+
     @property
     def metrics_port(self) -> int:
         """The port /metrics is served on (the chosen one when settings asked for port 0)."""
@@ -123,25 +128,38 @@ class Service:
 
     # -- loop -------------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        """Process until stopped (or caught up); raises DeliveryError when records were lost on the way.
+
+        Whatever ends the loop, :meth:`shutdown` runs; an exception from the loop propagates unchanged, and
+        a delivery failure found by the final checkpoint is raised after the clients are closed.
+        """
+        try:
+            self._loop()
+        except BaseException:
+            self._shutdown()
+            raise
+        self.shutdown()
+        return self.summary
+
+    def _loop(self) -> None:
         s = self.settings
         next_housekeeping = 0.0
-        try:
-            while not self._stop.is_set():
-                self.health.tick()
-                self._restore_pending()
-                records = self.source.poll(_POLL_MS, s.max_poll_records)
-                if records:
-                    self._handle(records)
-                if self.checkpointer.due(s.checkpoint_interval_ms / 1000, s.checkpoint_records):
-                    self._checkpoint()
-                if time.monotonic() >= next_housekeeping:
-                    self._housekeeping()
-                    next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
-                if s.until_caught_up and self._caught_up():
-                    break
-        finally:
-            self.shutdown()
-        return self.summary
+        while not self._stop.is_set():
+            self.health.tick()
+            self._restore_pending()
+            records = self.source.poll(_POLL_MS, s.max_poll_records)
+            if self.checkpointer.poisoned is not None:  # a delivery failed during a rebalance inside poll()
+                msg = f"stopping: {self.checkpointer.poisoned}"
+                raise DeliveryError(msg)
+            if records:
+                self._handle(records)
+            if self.checkpointer.due(s.checkpoint_interval_ms / 1000, s.checkpoint_records):
+                self._checkpoint()
+            if time.monotonic() >= next_housekeeping:
+                self._housekeeping()
+                next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
+            if s.until_caught_up and self._caught_up():
+                break
 
     def request_stop(self) -> None:
         """Finish the current batch, then checkpoint and leave (safe from a signal handler)."""
@@ -151,7 +169,8 @@ class Service:
         now = time.monotonic()
         if not self.summary.records:
             self.summary.first_record_s = now
-        outcome = self.pipeline.handle(records)
+        with self.checkpointer.batch():  # stepped but unfinished: no snapshot or commit may follow
+            outcome = self.pipeline.handle(records)
         self.summary.last_record_s = time.monotonic()
         self.summary.records += outcome.records
         self.summary.processed += outcome.processed
@@ -237,9 +256,11 @@ class Service:
 
     def _on_revoked(self, partitions: set[int], lost: bool) -> None:
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
-        if not lost and partitions:
+        if not lost and partitions and self.checkpointer.poisoned is None:
             try:  # the new owner restores from the changelog: our snapshots must be there first
                 self.checkpointer.run(partitions, blocking_commit=False)
+            except DeliveryError:
+                pass  # poisoned: the main loop raises it as soon as poll() returns
             except BrokerError:
                 log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
         for partition in partitions:
@@ -253,10 +274,22 @@ class Service:
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Checkpoint what was processed, leave the group, stop the producer and the HTTP server."""
+        """Checkpoint what was processed, leave the group, stop the producer and the HTTP server.
+
+        Raises DeliveryError (after closing everything) if records were lost: nothing was committed past them.
+        """
+        lost = self._shutdown()
+        if lost is not None:
+            raise lost
+
+    def _shutdown(self) -> DeliveryError | None:
+        lost: DeliveryError | None = None
         if getattr(self, "checkpointer", None) is not None:
             try:
                 self.checkpointer.run()
+            except DeliveryError as exc:
+                lost = exc
+                log.error("no final checkpoint: %s; the next start replays from the last commit", exc)
             except Exception:
                 log.exception("final checkpoint failed; the next start replays from the last commit")
             for close in (self.source.close, self.store.restore_consumer.close, lambda: self.sink.close(timeout_s=5.0)):
@@ -267,3 +300,4 @@ class Service:
         if self.ops is not None:
             self.ops.stop()
             self.ops = None
+        return lost

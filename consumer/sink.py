@@ -1,8 +1,9 @@
 """The producer side: anomaly events, dead letters and state snapshots through one KafkaProducer.
 
-Sends are asynchronous; delivery failures are remembered and surface at the next :meth:`Sink.flush`, which
-the checkpoint calls before it commits offsets. A failed delivery therefore blocks the commit (the records
-are consumed again after a restart) instead of being lost behind a committed offset.
+Sends are asynchronous; delivery failures are remembered and surface at :meth:`Sink.flush`, which the
+checkpoint calls before it commits offsets. A failed delivery is never forgotten: every later flush raises
+it again, so no later checkpoint can commit past the lost record (the process ends, and a restart consumes
+the records again) even if the producer's next records go through.
 """
 
 from __future__ import annotations
@@ -73,14 +74,14 @@ class KafkaSink:
         future.add_errback(self._failed("snapshot"))
 
     def flush(self, timeout_s: float) -> None:
-        """Wait for every send so far; raise BrokerError if any failed since the last flush."""
+        """Wait for every send so far; raise BrokerError on a timeout, DeliveryError if any send ever failed."""
         try:
             self._producer.flush(timeout=timeout_s)
         except Exception as exc:  # kafka-python raises KafkaTimeoutError and friends
             msg = f"producer flush did not complete within {timeout_s:.0f}s: {exc}"
             raise BrokerError(msg) from exc
         with self._lock:
-            error, self._error = self._error, None
+            error = self._error
         if error is not None:
             msg = f"a record could not be delivered: {error}"
             raise DeliveryError(msg) from error

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,14 +188,18 @@ class StateTable:
         self.dirty[row] = False
         return row
 
-    def take_dirty(self) -> Iterable[tuple[int, bytes, int]]:
-        """(partition, key, row) of every row changed since the last call, clearing the marks."""
-        rows = np.flatnonzero(self.dirty)
-        self.dirty[rows] = False
-        for row in rows.tolist():
+    def dirty_rows(self) -> list[tuple[int, bytes, int]]:
+        """(partition, key, row) of every row changed since its last snapshot was sent.
+
+        The marks stay set: the caller clears a row's mark only once its snapshot was accepted for sending,
+        so a send that fails half way leaves every unsent row marked for the next checkpoint.
+        """
+        out = []
+        for row in np.flatnonzero(self.dirty).tolist():
             key = self.keys[row]
             if key is not None:
-                yield int(self.partition[row]), key, row
+                out.append((int(self.partition[row]), key, row))
+        return out
 
     # -- internals --------------------------------------------------------------------------------------
     def _allocate(self, partition: int, key: bytes) -> int:

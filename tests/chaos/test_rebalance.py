@@ -32,11 +32,11 @@ SETTLE_TIMEOUT_S = 90.0
 class Member:
     """One consumer-group member in its own process; its log is read while it is written."""
 
-    def __init__(self, broker: EmbeddedBroker, topic: str, name: str, model: Path) -> None:
-        self.proc = subprocess.Popen(
-            member_args(broker, topic, name, model, "--max-poll-records", "300", "--checkpoint-interval-ms", "500"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self._lines: list[str] = []
+        self.arrived: list[float] = []  # when each line was read (monotonic), for time-to-X measurements
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -46,11 +46,18 @@ class Member:
         for line in self.proc.stderr:
             with self._lock:
                 self._lines.append(line)
+                self.arrived.append(time.monotonic())
 
     @property
     def log(self) -> str:
         with self._lock:
             return "".join(self._lines)
+
+    def seconds_until(self, wanted: Callable[[str], bool]) -> float | None:
+        """Seconds from the start of the process to the first log line ``wanted`` accepts."""
+        with self._lock:
+            lines = list(zip(self.arrived, self._lines, strict=True))
+        return next((at - self.started for at, line in lines if wanted(line)), None)
 
     def assignments(self) -> list[set[int]]:
         """Every assignment this member was given, in order (one per rebalance it took part in)."""
@@ -83,7 +90,9 @@ def spawn(broker: EmbeddedBroker, ewma_path: Path) -> Iterator[Callable[[str, st
     started: list[Member] = []
 
     def start(topic: str, name: str) -> Member:
-        started.append(Member(broker, topic, name, ewma_path))
+        args = member_args(broker, topic, name, ewma_path, "--max-poll-records", "300",
+                           "--checkpoint-interval-ms", "500")
+        started.append(Member(args))
         return started[-1]
 
     yield start
