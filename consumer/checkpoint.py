@@ -6,12 +6,15 @@
    acknowledged by the broker (a failure raises and nothing below happens);
 2. send a snapshot of every key changed since the last checkpoint to the changelog, tagged with the
    input offset it reflects;
-3. flush again — the snapshots are acknowledged;
-4. commit the processed positions of the input partitions.
+3. flush again — the snapshots are acknowledged, and where they landed is recorded;
+4. (main loop only) rewrite the snapshots that lag far behind the changelog's end, and flush;
+5. append a marker to the changelog partition of every input partition about to be committed (its
+   low-water mark and the position of step 6, see ``changelog``), and flush;
+6. commit the processed positions of the input partitions.
 
 A crash between any two steps loses nothing: events are at-least-once (same ids on replay), and the
 changelog restore rule (see ``changelog``) skips records a snapshot already reflects, so state stays
-exactly-once even when step 4 never happens.
+exactly-once even when step 6 never happens (a marker whose commit never happened is not trusted).
 
 Poisoning. A snapshot may only reflect records whose events were handed to the producer in a batch that
 completed, and an offset may only be committed past records whose events were delivered. So once a
@@ -76,7 +79,7 @@ class Checkpointer:
     def due(self, interval_s: float, max_records: int) -> bool:
         return self.records_since >= max_records or time.monotonic() - self.last_run_s >= interval_s
 
-    def run(self, partitions: set[int] | None = None, *, blocking_commit: bool = True) -> int:
+    def run(self, partitions: set[int] | None = None, *, blocking_commit: bool = True, rewrite: bool = False) -> int:
         """Checkpoint (for ``partitions`` or all); returns snapshots written. See the module docstring."""
         if self.poisoned is not None:
             msg = f"checkpoint refused: {self.poisoned}"
@@ -86,12 +89,18 @@ class Checkpointer:
         maybe_crash("checkpoint.before_snapshots")
         written = self.store.write_snapshots(self.sink.send_snapshot)  # 2
         self._flush()  # 3
-        maybe_crash("checkpoint.before_commit")
-        self.metrics.snapshots_written.inc(written)
+        moved = self.store.rewrite_old(self.sink.send_snapshot) if rewrite else set()  # 4
+        if moved:
+            self._flush()
         wanted = self.positions if partitions is None else {p: o for p, o in self.positions.items() if p in partitions}
         todo = {p: o for p, o in wanted.items() if self.committed.get(p) != o}
+        marked = {p: o for p, o in wanted.items() if p in todo or p in moved}
+        if self.store.write_markers(self.sink.send_snapshot, marked):  # 5
+            self._flush()
+        maybe_crash("checkpoint.before_commit")
+        self.metrics.snapshots_written.inc(written)
         commit_start = time.monotonic()
-        try:  # 4
+        try:  # 6
             self.source.commit(todo, blocking=blocking_commit)
         except Exception:
             self.metrics.commit_failures.inc()
@@ -104,12 +113,19 @@ class Checkpointer:
         log.debug("checkpoint: %d snapshots, offsets %s", written, todo)
         return written
 
+    def restored(self, partition: int, committed: int | None) -> None:
+        """A partition was restored: its committed offset is where processing resumes."""
+        if committed is not None:
+            self.positions[partition] = max(self.positions.get(partition, -1), committed)
+            self.committed[partition] = committed
+
     def _flush(self) -> None:
         try:
             self.sink.flush(self.flush_timeout_s)
         except DeliveryError as exc:
             self.poison(str(exc))
             raise
+        self.store.apply_acks()
 
     def forget(self, partitions: set[int]) -> None:
         for p in partitions:

@@ -38,6 +38,7 @@ __all__ = ["RunSummary", "Service"]
 
 log = logging.getLogger(__name__)
 _POLL_MS = 200
+_RESTORE_SLICE_S = 0.5  # restore work per loop iteration, between polls that keep the group membership alive
 _HOUSEKEEPING_S = 1.0
 
 
@@ -89,8 +90,10 @@ class Service:
         runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
                              halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
-        self.store = StateStore(runner.table, s.changelog_topic, restore_consumer,
+        self.store = StateStore(runner.table, s.changelog_topic, restore_consumer, key_ttl_ms=s.key_ttl_ms,
+                                retention_ms=s.state_retention_ms,
                                 on_reset=lambda reason, n: self.metrics.state_resets.labels(reason).inc(n))
+        self._restorer = self.store.restore_job(s.restore_warn_ms / 1000)
         decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,
                               time_field=s.time_field, timestamp_unit=s.timestamp_unit,
                               max_message_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms,
@@ -147,7 +150,7 @@ class Service:
         while not self._stop.is_set():
             self.health.tick()
             self._restore_pending()
-            records = self.source.poll(_POLL_MS, s.max_poll_records)
+            records = self.source.poll(0 if self.health.restoring else _POLL_MS, s.max_poll_records)
             if self.checkpointer.poisoned is not None:  # a delivery failed during a rebalance inside poll()
                 msg = f"stopping: {self.checkpointer.poisoned}"
                 raise DeliveryError(msg)
@@ -193,7 +196,7 @@ class Service:
         from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
         try:
-            self.checkpointer.run()
+            self.checkpointer.run(rewrite=True)
         except (CommitFailedError, RebalanceInProgressError) as exc:
             log.warning("offset commit failed (%s); snapshots are in the changelog, so the next owner of these "
                         "partitions skips what they already reflect", exc)
@@ -215,19 +218,24 @@ class Service:
         self.health.broker_ok = True
 
     def _restore_pending(self) -> None:
-        pending = set(self.source.assignment.to_restore)
+        """Restore newly assigned partitions a slice at a time; each is resumed as soon as it is restored."""
+        pending = self.source.assignment.to_restore
+        for partition in sorted(pending - self._restorer.partitions):
+            self._restorer.add(partition, self.source.committed(partition))
         if not pending:
             return
         self.health.restoring = True
-        for stats in self.store.restore(sorted(pending)):
+        for stats in self._restorer.step(_RESTORE_SLICE_S):
             self.metrics.restore_duration.observe(stats.seconds)
             self.metrics.keys_restored.inc(stats.keys)
-            log.info("restored %s[%d]: %d keys from %d snapshots in %.3fs (%d model changed, %d corrupt)",
-                     self.settings.changelog_topic, stats.partition, stats.keys, stats.records, stats.seconds,
+            log.info("restored %s[%d]: %d keys in memory, %d idle, %d expired, from %d records read in %.3fs "
+                     "(%s; %d model changed, %d corrupt)", self.settings.changelog_topic, stats.partition,
+                     stats.keys, stats.idle, stats.expired, stats.records, stats.seconds, stats.why,
                      stats.model_changed, stats.corrupt)
-        self.source.assignment.to_restore -= pending
-        self.source.resume(pending)
-        self.health.restoring = False
+            self.checkpointer.restored(stats.partition, stats.committed)
+            pending.discard(stats.partition)
+            self.source.resume({stats.partition})
+        self.health.restoring = bool(pending)
         self.health.assigned = bool(self.source.assignment.assigned)
 
     def _housekeeping(self) -> None:
@@ -264,6 +272,7 @@ class Service:
             except BrokerError:
                 log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
         for partition in partitions:
+            self._restorer.drop(partition)
             self.store.forget_partition(partition)
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(self.settings.input_topic, str(partition))

@@ -108,6 +108,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("checkpoint_records", int, 200000, "... or after this many records, whichever comes first."),
     Option("shutdown_grace_ms", int, 30000, "On SIGTERM: time to finish the batch, checkpoint and leave."),
     Option("inference_threads", int, 1, "onnxruntime intra-op threads (1 leaves a core for Kafka I/O)."),
+    # Durability limits (restore, retention, group liveness)
+    Option("state_retention_ms", int, 7 * 24 * 3600 * 1000,
+           "Keys idle this long (wall clock) are forgotten: state deleted, a returning key starts cold; 0 = never."),
+    Option("restore_warn_ms", int, 60000, "Log an error when restoring a partition takes longer (it goes on)."),
+    Option("max_poll_interval_ms", int, 120000,
+           "Longest pause between polls before the member leaves the group; also the rebalance timeout."),
+    Option("heartbeat_interval_ms", int, 0, "Group heartbeat interval; 0 = a quarter of the session timeout."),
     # Operations
     Option("metrics_host", str, "0.0.0.0", "Address of the metrics/health HTTP server."),  # noqa: S104
     Option("metrics_port", int, 9108, "Port of /metrics, /healthz, /readyz (0 = pick a free port)."),
@@ -160,6 +167,10 @@ class Settings:
     checkpoint_records: int
     shutdown_grace_ms: int
     inference_threads: int
+    state_retention_ms: int
+    restore_warn_ms: int
+    max_poll_interval_ms: int
+    heartbeat_interval_ms: int
     metrics_host: str
     metrics_port: int
     liveness_timeout_ms: int
@@ -181,6 +192,20 @@ class Settings:
         if self.ssl_cafile:
             config["ssl_cafile"] = self.ssl_cafile
         return config
+
+
+def _validate_durability(s: Settings) -> None:
+    if s.state_retention_ms and s.key_ttl_ms and s.state_retention_ms < s.key_ttl_ms:
+        msg = (f"state_retention_ms ({s.state_retention_ms}) must be >= key_ttl_ms ({s.key_ttl_ms}): a key is "
+               "evicted from memory before it is forgotten")
+        raise ConfigError(msg)
+    if s.heartbeat_interval_ms and s.heartbeat_interval_ms * 3 > s.session_timeout_ms:
+        msg = (f"heartbeat_interval_ms ({s.heartbeat_interval_ms}) must be at most a third of session_timeout_ms "
+               f"({s.session_timeout_ms}), or 0 for a quarter")
+        raise ConfigError(msg)
+    if s.max_poll_interval_ms < s.session_timeout_ms:
+        msg = f"max_poll_interval_ms ({s.max_poll_interval_ms}) must be >= session_timeout_ms ({s.session_timeout_ms})"
+        raise ConfigError(msg)
 
 
 def parse_field_map(text: str) -> dict[str, str]:
@@ -295,15 +320,18 @@ def _validate(s: Settings) -> None:
         raise ConfigError(msg)
     positive = ("session_timeout_ms", "max_poll_records", "fetch_max_bytes", "max_partition_fetch_bytes",
                 "max_message_bytes", "checkpoint_interval_ms", "checkpoint_records", "shutdown_grace_ms",
-                "inference_threads", "broker_wait_ms", "liveness_timeout_ms")
+                "inference_threads", "broker_wait_ms", "liveness_timeout_ms", "restore_warn_ms",
+                "max_poll_interval_ms")
     for name in positive:
         if getattr(s, name) <= 0:
             msg = f"{name} must be > 0, got {getattr(s, name)}"
             raise ConfigError(msg)
-    for name in ("gap_ms", "key_ttl_ms", "max_future_ms", "metrics_port"):
+    for name in ("gap_ms", "key_ttl_ms", "max_future_ms", "metrics_port", "state_retention_ms",
+                 "heartbeat_interval_ms"):
         if getattr(s, name) < 0:
             msg = f"{name} must be >= 0, got {getattr(s, name)}"
             raise ConfigError(msg)
+    _validate_durability(s)
     if s.threshold is not None and not 0.0 < s.threshold < 1.0:
         msg = f"threshold must be in (0, 1), got {s.threshold}"
         raise ConfigError(msg)

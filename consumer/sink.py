@@ -26,7 +26,7 @@ class Sink(Protocol):
 
     def send_event(self, event: AnomalyEvent) -> None: ...
     def send_dead_letter(self, letter: DeadLetter) -> None: ...
-    def send_snapshot(self, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]],
+    def send_snapshot(self, partition: int, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]],
                       on_offset: Callable[[int], None]) -> None: ...
     def flush(self, timeout_s: float) -> None: ...
     def close(self, timeout_s: float) -> None: ...
@@ -66,7 +66,7 @@ class KafkaSink:
         future = self._producer.send(self.dead_letter_topic, key=key, value=value, headers=headers)
         future.add_errback(self._failed("dead_letter"))
 
-    def send_snapshot(self, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]],
+    def send_snapshot(self, partition: int, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]],
                       on_offset: Callable[[int], None]) -> None:
         future = self._producer.send(self.changelog_topic, key=key, value=value, headers=headers,
                                      partition=partition)

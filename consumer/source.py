@@ -40,8 +40,9 @@ def consumer_config(settings: Settings, *, group: bool = True) -> dict[str, Any]
         **settings.kafka_security(),
     )
     if group:
+        heartbeat = settings.heartbeat_interval_ms or max(100, settings.session_timeout_ms // 4)
         config.update(group_id=settings.group_id, session_timeout_ms=settings.session_timeout_ms,
-                      heartbeat_interval_ms=max(100, settings.session_timeout_ms // 4))
+                      heartbeat_interval_ms=heartbeat, max_poll_interval_ms=settings.max_poll_interval_ms)
     return config
 
 
@@ -111,6 +112,11 @@ class KafkaSource:
             self.consumer.commit(offsets)
         else:
             self.consumer.commit_async(offsets)
+
+    def committed(self, partition: int) -> int | None:
+        """The group's committed offset of an input partition (a blocking call: main thread only)."""
+        offset = self.consumer.committed(TopicPartition(self.topic, partition))
+        return None if offset is None else int(offset)
 
     def lag(self, positions: dict[int, int]) -> dict[int, int]:
         """Highwater minus our processed position, for partitions whose highwater is known."""

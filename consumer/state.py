@@ -73,7 +73,8 @@ class StateTable:
         self.steps = np.zeros(self._capacity, dtype=np.int64)
         self.last_event_ms = np.full(self._capacity, NO_TIME, dtype=np.int64)
         self.last_offset = np.full(self._capacity, -1, dtype=np.int64)
-        self.last_seen_s = np.zeros(self._capacity, dtype=np.float64)
+        self.last_seen_s = np.zeros(self._capacity, dtype=np.float64)  # monotonic clock
+        self.changelog_offset = np.full(self._capacity, -1, dtype=np.int64)  # of the last acknowledged snapshot
         self.dirty = np.zeros(self._capacity, dtype=bool)
         self.partition = np.full(self._capacity, -1, dtype=np.int32)
         self.keys: list[bytes | None] = [None] * self._capacity
@@ -107,6 +108,9 @@ class StateTable:
     def partitions(self) -> list[int]:
         return sorted(p for p, idx in self._index.items() if idx)
 
+    def count(self, partition: int) -> int:
+        return len(self._index.get(partition, {}))
+
     def rows_of_partition(self, partition: int) -> np.ndarray:
         return np.fromiter(self._index.get(partition, {}).values(), dtype=np.int64)
 
@@ -127,19 +131,18 @@ class StateTable:
             self._release(row)
         return len(index)
 
-    def evict_idle(self, now_s: float, ttl_s: float) -> list[tuple[int, bytes]]:
-        """Free rows not seen for ``ttl_s`` (their snapshot in the changelog brings them back)."""
+    def idle_rows(self, now_s: float, ttl_s: float) -> np.ndarray:
+        """Rows not seen for ``ttl_s`` whose state is in an acknowledged snapshot (safe to drop from memory)."""
         used = self.partition >= 0
-        idle = np.flatnonzero(used & ~self.dirty & (self.last_seen_s < now_s - ttl_s))
-        evicted = []
-        for row in idle.tolist():
+        return np.flatnonzero(used & ~self.dirty & (self.changelog_offset >= 0) & (self.last_seen_s < now_s - ttl_s))
+
+    def release_rows(self, rows: Sequence[int]) -> None:
+        """Forget these rows' keys (eviction): the rows are reused for other keys."""
+        for row in rows:
             key = self.keys[row]
-            partition = int(self.partition[row])
             if key is not None:
-                self._index[partition].pop(key, None)
-                evicted.append((partition, key))
+                self._index[int(self.partition[row])].pop(key, None)
             self._release(row)
-        return evicted
 
     # -- snapshots --------------------------------------------------------------------------------------
     def snapshot(self, row: int) -> bytes:
@@ -176,8 +179,13 @@ class StateTable:
             pos += n * c.dtype.itemsize
         return Snapshot(identity, offset, last_ms, steps, values)
 
-    def load(self, partition: int, key: bytes, snap: Snapshot) -> int:
-        """Install a decoded snapshot as the key's row (creating it); returns the row."""
+    def load(self, partition: int, key: bytes, snap: Snapshot, *, last_seen_s: float = 0.0,
+             changelog_offset: int = -1) -> int:
+        """Install a decoded snapshot as the key's row (creating it); returns the row.
+
+        ``last_seen_s`` (monotonic) is when the key last had a record, ``changelog_offset`` where the snapshot
+        was read from.
+        """
         rows, _ = self.rows_for(partition, [key])
         row = int(rows[0])
         for c in self.columns:
@@ -185,6 +193,8 @@ class StateTable:
         self.steps[row] = snap.steps
         self.last_offset[row] = snap.input_offset
         self.last_event_ms[row] = snap.last_event_ms
+        self.last_seen_s[row] = last_seen_s
+        self.changelog_offset[row] = changelog_offset
         self.dirty[row] = False
         return row
 
@@ -211,6 +221,7 @@ class StateTable:
         self.steps[row] = 0
         self.last_event_ms[row] = NO_TIME
         self.last_offset[row] = -1
+        self.changelog_offset[row] = -1
         self.dirty[row] = False
         self.partition[row] = partition
         self.keys[row] = key
@@ -233,6 +244,7 @@ class StateTable:
         self.last_event_ms = np.concatenate([self.last_event_ms, np.full(old, NO_TIME, dtype=np.int64)])
         self.last_offset = np.concatenate([self.last_offset, np.full(old, -1, dtype=np.int64)])
         self.last_seen_s = np.concatenate([self.last_seen_s, np.zeros(old)])
+        self.changelog_offset = np.concatenate([self.changelog_offset, np.full(old, -1, dtype=np.int64)])
         self.dirty = np.concatenate([self.dirty, np.zeros(old, dtype=bool)])
         self.partition = np.concatenate([self.partition, np.full(old, -1, dtype=np.int32)])
         self.keys.extend([None] * old)
