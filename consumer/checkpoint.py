@@ -56,6 +56,7 @@ class Checkpointer:
     last_run_s: float = field(default_factory=time.monotonic)
     records_since: int = 0
     poisoned: str | None = None  # why nothing may be checkpointed any more (see the module docstring)
+    _deadline: float | None = None
 
     def poison(self, reason: str) -> None:
         if self.poisoned is None:
@@ -79,12 +80,18 @@ class Checkpointer:
     def due(self, interval_s: float, max_records: int) -> bool:
         return self.records_since >= max_records or time.monotonic() - self.last_run_s >= interval_s
 
-    def run(self, partitions: set[int] | None = None, *, blocking_commit: bool = True, rewrite: bool = False) -> int:
-        """Checkpoint (for ``partitions`` or all); returns snapshots written. See the module docstring."""
+    def run(self, partitions: set[int] | None = None, *, blocking_commit: bool = True, rewrite: bool = False,
+            budget_s: float | None = None) -> int:
+        """Checkpoint (for ``partitions`` or all); returns snapshots written. See the module docstring.
+
+        ``budget_s`` bounds all flushes together (a rebalance callback must not stall the group's heartbeats):
+        past it the flush raises BrokerError and nothing is committed.
+        """
         if self.poisoned is not None:
             msg = f"checkpoint refused: {self.poisoned}"
             raise DeliveryError(msg)
         start = time.monotonic()
+        self._deadline = None if budget_s is None else start + budget_s
         self._flush()  # 1
         maybe_crash("checkpoint.before_snapshots")
         written = self.store.write_snapshots(self.sink.send_snapshot)  # 2
@@ -120,8 +127,9 @@ class Checkpointer:
             self.committed[partition] = committed
 
     def _flush(self) -> None:
+        timeout = self.flush_timeout_s if self._deadline is None else max(0.05, self._deadline - time.monotonic())
         try:
-            self.sink.flush(self.flush_timeout_s)
+            self.sink.flush(timeout)
         except DeliveryError as exc:
             self.poison(str(exc))
             raise

@@ -22,8 +22,8 @@ import orjson
 from kafka import TopicPartition
 
 __all__ = ["HEADER_MARKER", "HEADER_MODEL", "HEADER_OFFSET", "HEADER_SEEN", "MARKER_KEY", "Best", "Marker",
-           "RestoreJob", "ScanResult", "Snap", "header_int", "read_range", "read_snapshots", "run_to_end",
-           "scan_partition"]
+           "RestoreJob", "ScanResult", "Snap", "header_int", "partition_end", "read_range", "read_snapshots",
+           "run_to_end", "scan_partition"]
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +291,11 @@ class RestoreJob:
             position = self.consumer.position(tp) if self.consumer.assignment() == {tp} else "?"
             log.info("restoring %s[%d]: at changelog offset %s of %s after %.0fs", self.topic, running.partition,
                      position, self.consumer.highwater(tp) if position != "?" else "?", now - running.started)
+
+
+def partition_end(consumer: Any, topic: str, partition: int) -> int:
+    """The end (highwater) of any partition, read with a plain consumer (synchronous)."""
+    return int(run_to_end(find_end(consumer, TopicPartition(topic, partition))))
 
 
 def read_snapshots(consumer: Any, topic: str, partitions: Sequence[int]) -> tuple[dict[int, dict[bytes, Snap]], int]:

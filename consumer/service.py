@@ -28,6 +28,7 @@ from rnnwatch.consumer.health import HealthState, OpsServer
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
 from rnnwatch.consumer.records import TickDecoder, parse_event_time
+from rnnwatch.consumer.restore import partition_end
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import Settings
 from rnnwatch.consumer.sink import KafkaSink, Sink
@@ -73,6 +74,11 @@ class Service:
         self._on_anomaly = on_anomaly
         self._on_batch = on_batch
         self._stop = threading.Event()
+        self._next_group_check = 0.0
+        self._joined = False  # between an assignment and the next revocation
+        # kafka-python runs this callback on the consumer's IO thread: no heartbeat goes out meanwhile. A third
+        # of the session timeout keeps the member alive; past it the new owner replays from the last commit.
+        self._revoke_budget_s = settings.session_timeout_ms / 3000
         self.ops: OpsServer | None = None
         self.signature: StepSignature | None = None
 
@@ -249,24 +255,41 @@ class Service:
             self.metrics.consumer_lag.labels(s.input_topic, str(partition)).set(lag)
 
     def _caught_up(self) -> bool:
+        """Every partition of the input topic is processed to its end: ours by us, the others by the group.
+
+        Owning every partition is not required (several members may run until caught up), but a member
+        must not stop while a partition is held by a member that died: its committed offset shows it.
+        """
         assigned = self.source.assignment.assigned
-        if not assigned or self.source.assignment.to_restore:
-            return False
+        if not self._joined or self.source.assignment.to_restore:
+            return False  # the group's coordinator is busy with our join: no offset fetches meanwhile
         lag = self.source.lag(self.checkpointer.positions)
-        return set(lag) == assigned and all(v == 0 for v in lag.values())
+        if set(lag) != assigned or any(v > 0 for v in lag.values()):
+            return False
+        now = time.monotonic()
+        if now < self._next_group_check:
+            return False
+        self._next_group_check = now + _HOUSEKEEPING_S
+        for partition in sorted(self.source.partitions() - assigned):
+            committed = self.source.committed(partition)
+            if (committed or 0) < partition_end(self.store.restore_consumer, self.settings.input_topic, partition):
+                return False
+        return True
 
     # -- rebalance callbacks (IO thread, main loop blocked in poll) ---------------------------------------
     def _on_assigned(self, partitions: set[int]) -> None:
+        self._joined = True
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
         self.health.assigned = bool(self.source.assignment.assigned)
         log.info("assigned partitions %s of %s", sorted(partitions), self.settings.input_topic)
 
     def _on_revoked(self, partitions: set[int], lost: bool) -> None:
+        self._joined = False
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
         if not lost and partitions and self.checkpointer.poisoned is None:
-            try:  # the new owner restores from the changelog: our snapshots must be there first
-                self.checkpointer.run(partitions, blocking_commit=False)
+            try:  # the new owner restores from the changelog: our snapshots should be there first
+                self.checkpointer.run(partitions, blocking_commit=False, budget_s=self._revoke_budget_s)
             except DeliveryError:
                 pass  # poisoned: the main loop raises it as soon as poll() returns
             except BrokerError:

@@ -121,7 +121,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("liveness_timeout_ms", int, 60000, "/healthz fails when the poll loop has not run for this long."),
     Option("log_level", str, "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Option("log_format", str, "text", "Log line format.", choices=("text", "json")),
-    Option("until_caught_up", _bool, False, "Exit once every assigned partition is caught up; print a JSON summary.",
+    Option("until_caught_up", _bool, False,
+           "Exit once the whole input topic is processed to its end (by this member or the group); print a JSON "
+           "summary.",
            flag_only=True),
 )
 

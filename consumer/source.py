@@ -113,6 +113,10 @@ class KafkaSource:
         else:
             self.consumer.commit_async(offsets)
 
+    def partitions(self) -> set[int]:
+        """Every partition of the input topic (from metadata)."""
+        return set(self.consumer.partitions_for_topic(self.topic) or ())
+
     def committed(self, partition: int) -> int | None:
         """The group's committed offset of an input partition (a blocking call: main thread only)."""
         offset = self.consumer.committed(TopicPartition(self.topic, partition))

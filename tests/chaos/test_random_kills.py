@@ -20,6 +20,8 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +68,17 @@ def random_walk_feed(symbols: int, steps: int, seed: int) -> list[tuple[bytes | 
     return out
 
 
+def _input_free(event_id: str) -> str:
+    """``<topic>-<partition>-<offset>`` without the topic (each seed has its own copy of the feed)."""
+    _, partition, offset = event_id.rsplit("-", 2)
+    return f"{partition}-{offset}"
+
+
+def _strip(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != "input"} | {"input": {k: v for k, v in body["input"].items()
+                                                                        if k not in ("topic", "timestamp")}}
+
+
 def _parts(text: str) -> set[int]:
     return {int(p) for p in text.split(",") if p.strip()}
 
@@ -86,21 +99,48 @@ class SeedReport:
         return self.__dict__.copy()
 
 
-class Scenario:
-    """One seed: rounds of members of one group over an already produced topic, then a final catch-up."""
+class FlowingFeed:
+    """Produces the feed into the topic in chunks at about ``rate`` records per second, in the background."""
 
-    def __init__(self, broker: EmbeddedBroker, topic: str, model: Path, seed: int, env: dict[str, str]) -> None:
+    def __init__(self, broker: EmbeddedBroker, topic: str, feed: list[tuple[bytes | None, bytes]], rate: float,
+                 chunk: int = 2000) -> None:
+        self._thread = threading.Thread(target=self._flow, args=(broker.bootstrap_servers, topic, feed, rate, chunk))
+        self._thread.start()
+
+    @staticmethod
+    def _flow(bootstrap: str, topic: str, feed: list[tuple[bytes | None, bytes]], rate: float, chunk: int) -> None:
+        start = time.monotonic()
+        for i in range(0, len(feed), chunk):
+            produce(bootstrap, topic, feed[i:i + chunk])
+            ahead = (i + chunk) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the producer, not waiting for the system under test
+
+    def join(self) -> None:
+        self._thread.join()
+
+
+class Scenario:
+    """One seed: rounds of members of one group while the feed flows, then a final catch-up."""
+
+    def __init__(self, broker: EmbeddedBroker, topic: str, model: Path, seed: int, env: dict[str, str],
+                 log_dir: Path) -> None:
         self.broker, self.topic, self.model, self.seed, self.env = broker, topic, model, seed, env
-        self.name = f"rk{seed}"
+        self.name = f"rk{seed}-{int(time.time() * 1000)}"
         self.group = f"{topic}-{self.name}"
         self.rng = np.random.default_rng(seed)
         self.report = SeedReport(seed)
         self.members: list[Member] = []
+        self.log_dir = log_dir
 
     def member(self, *extra: str) -> Member:
         args = member_args(self.broker, self.topic, self.name, self.model, *extra, session_timeout_ms=None)
         self.members.append(Member(args, env=self.env))
         return self.members[-1]
+
+    def save_logs(self) -> None:
+        for i, m in enumerate(self.members):
+            (self.log_dir / f"seed{self.seed}-member{i:02d}.log").write_text(m.log)
 
     def committed_total(self) -> int:
         return sum(v or 0 for v in committed(self.broker.bootstrap_servers, self.group, self.topic).values())
@@ -155,15 +195,17 @@ class Scenario:
         self.report.final_returncode = final.proc.returncode
         self.final_log = final.log
 
-    def compare(self, reference: dict[str, dict[str, Any]], ref_state: dict[tuple[int, bytes], Any]) -> None:
-        got, self.report.duplicates = _events(self.broker, f"{self.topic}.{self.name}")
+    def compare(self, reference: dict[str, dict[str, Any]], ref_state: dict[tuple[int, bytes], Any],
+                output: str) -> None:
+        got, self.report.duplicates = _events(self.broker, output)
+        got = {_input_free(i): body for i, body in got.items()}
         missing = set(reference) - set(got)
         self.report.missing_events = len(missing)
         self.report.extra_events = len(set(got) - set(reference))
         for event_id in missing:
-            p = int(event_id.rsplit("-", 2)[1])
+            p = int(event_id.split("-")[0])
             self.report.missing_by_partition[p] = self.report.missing_by_partition.get(p, 0) + 1
-        same_content = all(_same(got[i], reference[i]) for i in set(got) & set(reference))
+        same_content = all(_same(_strip(got[i]), _strip(reference[i])) for i in set(got) & set(reference))
         try:
             _assert_state_equal(_final_state(self.broker, f"{self.group}.state", self.model, self.topic), ref_state)
             self.report.state_ok = same_content
@@ -175,42 +217,54 @@ class Scenario:
             m.close()
 
 
-def reference_run(broker: EmbeddedBroker, topic: str, model: Path, env: dict[str, str]) -> tuple[
-        dict[str, dict[str, Any]], dict[tuple[int, bytes], Any]]:
+def reference_run(broker: EmbeddedBroker, feed: list[tuple[bytes | None, bytes]], model: Path,
+                  env: dict[str, str]) -> tuple[dict[str, dict[str, Any]], dict[tuple[int, bytes], Any]]:
+    """An uninterrupted run over the feed (produced first) in its own topic."""
+    topic = f"randkill-ref-{int(time.time() * 1000)}"
+    broker.create_topics([topic], partitions=PARTITIONS)
+    produce(broker.bootstrap_servers, topic, feed)
     args = member_args(broker, topic, "ref", model, "--until-caught-up", session_timeout_ms=None)
     out = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     events, dups = _events(broker, f"{topic}.ref")
     assert dups == 0 and events
-    return events, _final_state(broker, f"{topic}-ref.state", model, topic)
+    state = _final_state(broker, f"{topic}-ref.state", model, topic)
+    return {_input_free(i): body for i, body in events.items()}, state
 
 
-def run_seed(broker: EmbeddedBroker, topic: str, model: Path, seed: int, reference: dict[str, dict[str, Any]],
-             ref_state: dict[tuple[int, bytes], Any], env: dict[str, str]) -> SeedReport:
-    scenario = Scenario(broker, topic, model, seed, env)
+def run_seed(broker: EmbeddedBroker, model: Path, seed: int, feed: list[tuple[bytes | None, bytes]],
+             reference: dict[str, dict[str, Any]], ref_state: dict[tuple[int, bytes], Any], env: dict[str, str],
+             log_dir: Path, rate: float) -> SeedReport:
+    """Rounds while a fresh copy of the feed flows into its own topic, the final catch-up, the comparison."""
+    topic = f"randkill-{seed}-{int(time.time() * 1000)}"
+    broker.create_topics([topic], partitions=PARTITIONS)
+    scenario = Scenario(broker, topic, model, seed, env, log_dir)
+    flow = FlowingFeed(broker, topic, feed, rate)
     try:
         scenario.run_rounds()
+        flow.join()
         scenario.final_catch_up()
-        scenario.compare(reference, ref_state)
+        scenario.compare(reference, ref_state, f"{topic}.{scenario.name}")
     finally:
+        flow.join()
         scenario.close()
+        scenario.save_logs()
     return scenario.report
 
 
 @pytest.fixture(scope="module")
-def feed_topic(broker: EmbeddedBroker, ewma_path: Path) -> dict[str, Any]:
-    topic = f"randkill-{int(time.time() * 1000)}"
-    broker.create_topics([topic], partitions=PARTITIONS)
-    produce(broker.bootstrap_servers, topic, random_walk_feed(60, 800, seed=5))
-    events, state = reference_run(broker, topic, ewma_path, dict(os.environ))
-    return {"topic": topic, "events": events, "state": state}
+def reference(broker: EmbeddedBroker, ewma_path: Path) -> dict[str, Any]:
+    feed = random_walk_feed(60, 800, seed=5)
+    events, state = reference_run(broker, feed, ewma_path, dict(os.environ))
+    return {"feed": feed, "events": events, "state": state}
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_kills_lose_nothing(broker: EmbeddedBroker, ewma_path: Path, feed_topic: dict[str, Any],
-                                   seed: int) -> None:
-    report = run_seed(broker, feed_topic["topic"], ewma_path, seed, feed_topic["events"], feed_topic["state"],
-                      dict(os.environ))
+def test_random_kills_lose_nothing(broker: EmbeddedBroker, ewma_path: Path, reference: dict[str, Any],
+                                   seed: int, tmp_path: Path) -> None:
+    feed = reference["feed"]
+    report = run_seed(broker, ewma_path, seed, feed, reference["events"], reference["state"], dict(os.environ),
+                      tmp_path, rate=len(feed) / 45)
     print(json.dumps({"random-kills": report.as_dict()}))
     assert report.final_returncode == 0, report.as_dict()
     assert report.missing_events == 0, report.as_dict()
@@ -225,18 +279,19 @@ def main() -> int:
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--symbols", type=int, default=150)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--flow-seconds", type=float, default=60.0, help="the feed flows in over this long")
     parser.add_argument("--model", required=True, help="a step model, e.g. one built by tests/unit/onnx_builders")
     args = parser.parse_args()
     env = dict(os.environ)
     model = Path(args.model)
+    log_dir = Path(tempfile.mkdtemp(prefix="rnnwatch-randkill-"))
+    feed = random_walk_feed(args.symbols, args.steps, seed=5)
     with EmbeddedBroker() as broker:
-        topic = f"randkill-{int(time.time() * 1000)}"
-        broker.create_topics([topic], partitions=PARTITIONS)
-        produce(broker.bootstrap_servers, topic, random_walk_feed(args.symbols, args.steps, seed=5))
-        reference, ref_state = reference_run(broker, topic, model, env)
-        print(json.dumps({"reference_events": len(reference)}), flush=True)
+        reference, ref_state = reference_run(broker, feed, model, env)
+        print(json.dumps({"reference_events": len(reference), "logs": str(log_dir)}), flush=True)
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            report = run_seed(broker, topic, model, seed, reference, ref_state, env)
+            report = run_seed(broker, model, seed, feed, reference, ref_state, env, log_dir,
+                              rate=len(feed) / args.flow_seconds)
             print(json.dumps(report.as_dict()), flush=True)
     return 0
 

@@ -219,6 +219,9 @@ class FakeSource:
         for p, offset in positions.items():
             self.cluster.committed[(self.group, self.topic, p)] = offset
 
+    def partitions(self) -> set[int]:
+        return set(range(len(self.cluster.topics[self.topic])))
+
     def committed(self, partition: int) -> int | None:
         return self.cluster.committed.get((self.group, self.topic, partition))
 
@@ -235,11 +238,12 @@ class FakeService(Service):
     """The real service (pipeline, checkpoint, changelog, lifecycle) over fake Kafka clients."""
 
     def __init__(self, *args: Any, cluster: FakeCluster, producer: FakeProducer | None = None,
-                 script: Script | None = None, **kwargs: Any) -> None:
+                 script: Script | None = None, owned: set[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cluster = cluster
         self.producer = producer or FakeProducer(cluster)
         self.script = script
+        self.owned = owned
         self.reader = FakeReader(cluster)
 
     def _connect(self) -> tuple[Any, Any, Any]:
@@ -247,7 +251,8 @@ class FakeService(Service):
         n = len(self.cluster.topics[s.input_topic])
         for topic in (s.output_topic, s.dead_letter_topic, s.changelog_topic):
             self.cluster.create(topic, n)
-        source = FakeSource(self.cluster, s.input_topic, s.group_id, set(range(n)), self.script)
+        owned = set(range(n)) if self.owned is None else self.owned
+        source = FakeSource(self.cluster, s.input_topic, s.group_id, owned, self.script)
         sink = KafkaSink(producer=self.producer, output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic,
                          changelog_topic=s.changelog_topic, on_event_delivered=self.metrics.events_produced.inc,
                          on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc())

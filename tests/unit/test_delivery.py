@@ -183,3 +183,17 @@ def test_a_snapshot_send_that_raises_keeps_the_unsent_rows_dirty(ewma_path: Path
     run(c, ewma_path, producer=FakeProducer(c, raise_on_send=second_snapshot_raises))
     assert committed(c) == reference["committed"]
     assert_same_as_reference(c, ewma_path, reference)  # every key's last state reached the changelog
+
+
+def test_until_caught_up_waits_for_partitions_held_by_a_dead_member(ewma_path: Path,
+                                                                    reference: dict[str, Any]) -> None:
+    """The member owns partition 0; partition 1 is held by a member that died (the broker hands it over
+    only once that member's session expires, simulated at the 30th poll). Stopping when partition 0 is
+    caught up would leave partition 1's records unprocessed, their events never produced."""
+    def dead_member_expires(source: FakeSource, n: int) -> None:
+        if n == 30:
+            source.assign({1})
+
+    c = cluster()
+    run(c, ewma_path, owned={0}, script=dead_member_expires)
+    assert_same_as_reference(c, ewma_path, reference)
