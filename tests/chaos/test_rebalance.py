@@ -208,19 +208,32 @@ def test_scale_one_three_one_while_the_feed_flows(broker: EmbeddedBroker, ewma_p
 def test_zombie_frozen_past_its_session_timeout(broker: EmbeddedBroker, ewma_path: Path,
                                                 spawn: Callable[[str, str], Member]) -> None:
     topic = f"zombie-{int(time.time() * 1000)}"
+    group = f"{topic}-zombie"
     broker.create_topics([topic], partitions=PARTITIONS)
     feed = PhasedFeed(broker, topic, price_feed(24, 200, shock=(2, 150), seed=22), phases=3)
     zombie = spawn(topic, "zombie")
     _wait_until(lambda: zombie.current() == ALL_PARTITIONS, "the first member to own every partition", [zombie])
     feed.release(1)
+    # freeze it while it works: restored, processing, and committing as it goes (state ahead of its commits)
+    start = _committed_total(broker, group, topic)
+    _wait_until(lambda: _committed_total(broker, group, topic) > start + 300, "the first member to commit", [zombie])
     zombie.proc.send_signal(signal.SIGSTOP)  # frozen mid-stream, past its 6 s session timeout
+    frozen_at = len(zombie.log)
     survivor = spawn(topic, "zombie")
     _wait_until(lambda: survivor.current() == ALL_PARTITIONS, "the survivor to take every partition", [survivor])
     feed.release(2)
     zombie.proc.send_signal(signal.SIGCONT)  # wakes up believing it still owns its partitions
+    _wait_until(lambda: "lost partitions" in zombie.log[frozen_at:], "the zombie to learn it lost its partitions",
+                [zombie, survivor])
     feed.join()
-    _wait_all_committed(broker, topic, f"{topic}-zombie", feed.total)
+    _wait_all_committed(broker, topic, group, feed.total)
     for member in (zombie, survivor):
         member.stop()
+    woke = zombie.log[frozen_at:]
+    fenced = "UnknownMemberIdError" in woke or "IllegalGenerationError" in woke
     duplicates = _matches_reference(broker, topic, "zombie", ewma_path)
-    print(json.dumps({"zombie": {"duplicate_events": duplicates}}))
+    print(json.dumps({"zombie": {"duplicate_events": duplicates, "late_commit_fenced": fenced}}))
+
+
+def _committed_total(broker: EmbeddedBroker, group: str, topic: str) -> int:
+    return sum(v or 0 for v in committed(broker.bootstrap_servers, group, topic).values())
