@@ -2,7 +2,7 @@
 #   make demo    the detector on embedded defaults (embedded broker, bundled model, bundled prices)
 #   make test    install everything (incl. promtool/prometheus) and run lint, types and the whole suite
 #   make check   the fast lane between edits: lint, types, unit tests (no broker, under a minute)
-#   make bench   throughput benchmark against a plain kafka-python consumer, prints JSON
+#   make bench   throughput benchmark against a plain kafka-python consumer, and restore time; prints JSON
 #   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
 
 PYTHON ?= python3
@@ -60,9 +60,11 @@ unit: $(VENV)/.dev
 
 check: lint typecheck unit
 
-# Throughput: `rnnwatch run` vs a plain kafka-python consumer on the same topic, one JSON document.
+# Throughput: `rnnwatch run` vs a plain kafka-python consumer on the same topic; then restore time of
+# 100,000 keys from a 2,000,000-snapshot changelog. One JSON document each.
 bench: $(VENV)/.dev
 	$(BIN)/python tests/bench/bench_throughput.py
+	$(BIN)/python tests/bench/bench_restore.py
 
 # Per-architecture step latency / throughput / state size (the README's architecture table).
 bench-arch: $(VENV)/.dev

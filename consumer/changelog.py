@@ -35,7 +35,7 @@ Keys over time (memory is bounded by the keys seen recently, not by every key ev
     time, input offset) remains, and a returning key is read back with one short range read;
   * idle longer than ``state_retention_ms``: the key is forgotten — a tombstone is written (real Kafka's
     compaction then deletes it), the index entry goes, and a returning key starts cold (counted as
-    ``state_resets_total{reason="expired"}``). A restore applies both rules to the snapshots it reads,
+    ``rnnwatch_keys_expired_total``). A restore applies both rules to the snapshots it reads,
     from the last-seen time in their headers, so a restart neither loads long-idle keys into memory nor
     treats restored keys as freshly idle (nor evicts them at once on a host with a large monotonic clock).
 """
@@ -111,9 +111,11 @@ class StateStore:
 
     def __init__(self, table: StateTable, topic: str, restore_consumer: Any, *, key_ttl_ms: int = 0,
                  retention_ms: int = 0, on_reset: Callable[[str, int], None] = lambda reason, n: None,
+                 on_expired: Callable[[int], None] = lambda n: None,
                  wall_ms: Callable[[], int] | None = None, monotonic: Callable[[], float] | None = None) -> None:
         self.table, self.topic, self.restore_consumer = table, topic, restore_consumer
-        self.key_ttl_ms, self.retention_ms, self.on_reset = key_ttl_ms, retention_ms, on_reset
+        self.key_ttl_ms, self.retention_ms = key_ttl_ms, retention_ms
+        self.on_reset, self.on_expired = on_reset, on_expired
         self.wall_ms: Callable[[], int] = wall_ms or (lambda: int(time.time() * 1000))
         self.monotonic: Callable[[], float] = monotonic or (lambda: time.monotonic())
         self.evicted: dict[int, dict[bytes, Evicted]] = {}
@@ -147,7 +149,7 @@ class StateStore:
             else:
                 stats.keys += self._install(partition, key, snap, stats, now_s - idle_ms / 1000)
         if stats.expired:
-            self.on_reset("expired", stats.expired)
+            self.on_expired(stats.expired)
         self.ends[partition] = max(self.ends.get(partition, 0), result.end)
         return stats
 
@@ -340,7 +342,7 @@ class StateStore:
         for partition, key, input_offset in gone:
             self._send(send, partition, key, None, [(HEADER_OFFSET, str(input_offset).encode())])
         if expired := len(gone) - restored:
-            self.on_reset("expired", expired)
+            self.on_expired(expired)
             log.info("forgot %d keys idle for longer than %d ms", expired, self.retention_ms)
         return {p for p, _, _ in gone}
 

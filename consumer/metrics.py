@@ -156,6 +156,9 @@ class Metrics:
             ["reason"], registry=r
         )
         self.keys_evicted = Counter("rnnwatch_keys_evicted", "Idle keys evicted from memory (TTL).", registry=r)
+        self.keys_expired = Counter(
+            "rnnwatch_keys_expired", "Idle keys forgotten, their snapshot deleted (state retention).", registry=r
+        )
         self.ready = Gauge("rnnwatch_ready", "1 when the model is loaded and partitions are assigned.", registry=r)
         self.model_info = Gauge(
             "rnnwatch_model_info", "The loaded step model (value is always 1).",
@@ -178,7 +181,7 @@ class Metrics:
         for code, name in STATUS.items():
             if code:
                 self.records_skipped.labels(name)
-        for reason in ("model_changed", "corrupt_snapshot"):
+        for reason in ("model_changed", "corrupt_snapshot", "snapshot_missing"):
             self.state_resets.labels(reason)
         for kind in ("assigned", "revoked", "lost"):
             self.rebalances.labels(kind)

@@ -33,7 +33,7 @@ HEADER_SEEN = "rnnwatch-seen-ms"  # wall clock (ms) when the key last had a reco
 HEADER_MARKER = "rnnwatch-marker"  # set on marker records (see changelog)
 MARKER_KEY = b"\x00rnnwatch-marker"
 FIRST_WINDOW = 4096  # records; the backward search for the newest marker grows its window 4x per step
-_MAX_POLL = 5000
+_MAX_POLL = 20000
 
 Step = Generator[None, None, Any]
 
@@ -68,15 +68,15 @@ class Marker:
 def header_int(headers: Sequence[tuple[str, bytes]] | None, name: str, default: int = -1) -> int:
     for key, value in headers or ():
         if key == name:
-            try:
-                return int(value)
-            except ValueError:
-                return default
+            return _int(value, default)
     return default
 
 
-def _is_marker(rec: Any) -> bool:
-    return any(k == HEADER_MARKER for k, _ in rec.headers or ())
+def _int(value: bytes, default: int = -1) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        return default
 
 
 def _marker(rec: Any) -> Marker | None:
@@ -99,17 +99,22 @@ class Best:
 
     def add(self, rec: Any) -> None:
         self.records += 1
-        if rec.key is None:
+        key = rec.key
+        if key is None or (self._only is not None and key not in self._only and key != MARKER_KEY):
             return
-        if _is_marker(rec):
-            if (marker := _marker(rec)) is not None:
-                self.markers.append(marker)
-            return
-        if self._only is not None and rec.key not in self._only:
-            return
-        snap = Snap(header_int(rec.headers, HEADER_OFFSET), rec.offset, rec.value,
-                    header_int(rec.headers, HEADER_SEEN))
-        self.merge(rec.key, snap)
+        offset = seen = -1
+        for name, value in rec.headers or ():  # one pass: this runs for every record of a restore
+            if name == HEADER_OFFSET:
+                offset = _int(value)
+            elif name == HEADER_SEEN:
+                seen = _int(value)
+            elif name == HEADER_MARKER:
+                if (marker := _marker(rec)) is not None:
+                    self.markers.append(marker)
+                return
+        old = self.by_key.get(key)
+        if old is None or (offset, rec.offset) > (old.input_offset, old.changelog_offset):
+            self.by_key[key] = Snap(offset, rec.offset, rec.value, seen)
 
     def merge(self, key: bytes, snap: Snap) -> None:
         old = self.by_key.get(key)

@@ -97,7 +97,7 @@ class Service:
                              halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
         self.store = StateStore(runner.table, s.changelog_topic, restore_consumer, key_ttl_ms=s.key_ttl_ms,
-                                retention_ms=s.state_retention_ms,
+                                retention_ms=s.state_retention_ms, on_expired=self.metrics.keys_expired.inc,
                                 on_reset=lambda reason, n: self.metrics.state_resets.labels(reason).inc(n))
         self._restorer = self.store.restore_job(s.restore_warn_ms / 1000)
         decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,

@@ -80,7 +80,8 @@ class StateTable:
         self.keys: list[bytes | None] = [None] * self._capacity
         self._index: dict[int, dict[bytes, int]] = {}
         self._free: list[int] = list(range(self._capacity - 1, -1, -1))
-        self._row_bytes = sum(int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in columns)
+        self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.dtype, c.shape) for c in columns]
+        self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
 
     # -- lookup -----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -173,10 +174,9 @@ class StateTable:
             msg = f"snapshot payload is {len(blob) - pos} bytes, expected {self._row_bytes}"
             raise StateError(msg)
         values = {}
-        for c in self.columns:
-            n = int(np.prod(c.shape, dtype=np.int64))
-            values[c.name] = np.frombuffer(blob, dtype=c.dtype, count=n, offset=pos).reshape(c.shape)
-            pos += n * c.dtype.itemsize
+        for name, n, dtype, shape in self._layout:
+            values[name] = np.frombuffer(blob, dtype=dtype, count=n, offset=pos).reshape(shape)
+            pos += n * dtype.itemsize
         return Snapshot(identity, offset, last_ms, steps, values)
 
     def load(self, partition: int, key: bytes, snap: Snapshot, *, last_seen_s: float = 0.0,
