@@ -76,6 +76,8 @@ class Service:
         self._stop = threading.Event()
         self._next_group_check = 0.0
         self._joined = False  # between an assignment and the next revocation
+        self._joining = False  # between the start of a group join (its revoke callback) and its assignment
+        self._closing = False
         # kafka-python runs this callback on the consumer's IO thread: no heartbeat goes out meanwhile. A third
         # of the session timeout keeps the member alive; past it the new owner replays from the last commit.
         self._revoke_budget_s = settings.session_timeout_ms / 3000
@@ -278,14 +280,14 @@ class Service:
 
     # -- rebalance callbacks (IO thread, main loop blocked in poll) ---------------------------------------
     def _on_assigned(self, partitions: set[int]) -> None:
-        self._joined = True
+        self._joined, self._joining = True, False
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
         self.health.assigned = bool(self.source.assignment.assigned)
         log.info("assigned partitions %s of %s", sorted(partitions), self.settings.input_topic)
 
     def _on_revoked(self, partitions: set[int], lost: bool) -> None:
-        self._joined = False
+        self._joined, self._joining = False, not self._closing  # kafka-python revokes as a join begins
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
         if not lost and partitions and self.checkpointer.poisoned is None:
             try:  # the new owner restores from the changelog: our snapshots should be there first
@@ -314,6 +316,24 @@ class Service:
         if lost is not None:
             raise lost
 
+    def _finish_join(self) -> None:
+        """Let a group join we are in the middle of complete before leaving the group.
+
+        Leaving while our own join is pending can leave the group without a leader that ever syncs: the test
+        broker (Tansu) keeps a departed member as the leader of a forming group, and every later member
+        then fails its SyncGroup forever. After the join completes the leave is clean. Nothing is processed
+        here: a join that completes pauses its new partitions, and the clients close right after.
+        """
+        deadline = time.monotonic() + min(self.settings.session_timeout_ms, self.settings.shutdown_grace_ms / 3) / 1000
+        while self._joining and time.monotonic() < deadline:
+            try:
+                self.source.poll(100, 1)
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                log.warning("could not finish the group join before leaving: %s", exc)
+                return
+        if self._joining:
+            log.warning("leaving the group in the middle of a join")
+
     def _shutdown(self) -> DeliveryError | None:
         lost: DeliveryError | None = None
         if getattr(self, "checkpointer", None) is not None:
@@ -324,6 +344,8 @@ class Service:
                 log.error("no final checkpoint: %s; the next start replays from the last commit", exc)
             except Exception:
                 log.exception("final checkpoint failed; the next start replays from the last commit")
+            self._finish_join()
+            self._closing = True
             for close in (self.source.close, self.store.restore_consumer.close, lambda: self.sink.close(timeout_s=5.0)):
                 try:  # a broker that is gone must not turn a clean stop into a crash
                     close()

@@ -171,21 +171,28 @@ Script = Callable[["FakeSource", int], None]
 
 
 class FakeSource:
-    """A group member that owns ``partitions`` from its first poll; ``script`` can revoke and reassign."""
+    """A group member that owns ``partitions`` from its first poll; ``script`` can revoke and reassign.
+
+    Like kafka-python's eager protocol, the first poll starts a join with an (empty) revocation; the
+    assignment follows ``join_polls`` polls later. ``events`` records revocations, assignments and close.
+    """
 
     def __init__(self, cluster: FakeCluster, topic: str, group: str, partitions: set[int],
-                 script: Script | None = None) -> None:
+                 script: Script | None = None, join_polls: int = 0) -> None:
         self.cluster, self.topic, self.group = cluster, topic, group
         self.assignment = Assignment()
         self.on_revoked: Callable[[set[int], bool], None] = lambda parts, lost: None
         self.on_assigned: Callable[[set[int]], None] = lambda parts: None
         self.script = script
+        self.join_polls = join_polls
+        self.events: list[str] = []
         self.polls = 0
         self._initial = set(partitions)
         self._positions: dict[int, int] = {}
         self._paused: set[int] = set()
 
     def assign(self, partitions: set[int]) -> None:
+        self.events.append("assigned")
         self.assignment.assigned |= partitions
         self.assignment.to_restore |= partitions
         self._paused |= partitions
@@ -194,6 +201,7 @@ class FakeSource:
         self.on_assigned(partitions)
 
     def revoke(self, partitions: set[int], *, lost: bool = False) -> None:
+        self.events.append("revoked")
         self.assignment.assigned -= partitions
         self.assignment.to_restore -= partitions
         self.on_revoked(partitions, lost)
@@ -201,6 +209,8 @@ class FakeSource:
     def poll(self, timeout_ms: int, max_records: int) -> list[FakeRecord]:
         self.polls += 1
         if self.polls == 1:
+            self.revoke(set())  # a join begins
+        if self.polls == 1 + self.join_polls:
             self.assign(self._initial)
         if self.script is not None:
             self.script(self, self.polls)
@@ -232,18 +242,21 @@ class FakeSource:
     def close(self) -> None:
         if self.assignment.assigned:
             self.revoke(set(self.assignment.assigned))
+        self.events.append("closed")
 
 
 class FakeService(Service):
     """The real service (pipeline, checkpoint, changelog, lifecycle) over fake Kafka clients."""
 
     def __init__(self, *args: Any, cluster: FakeCluster, producer: FakeProducer | None = None,
-                 script: Script | None = None, owned: set[int] | None = None, **kwargs: Any) -> None:
+                 script: Script | None = None, owned: set[int] | None = None, join_polls: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cluster = cluster
         self.producer = producer or FakeProducer(cluster)
         self.script = script
         self.owned = owned
+        self.join_polls = join_polls
         self.reader = FakeReader(cluster)
 
     def _connect(self) -> tuple[Any, Any, Any]:
@@ -252,7 +265,7 @@ class FakeService(Service):
         for topic in (s.output_topic, s.dead_letter_topic, s.changelog_topic):
             self.cluster.create(topic, n)
         owned = set(range(n)) if self.owned is None else self.owned
-        source = FakeSource(self.cluster, s.input_topic, s.group_id, owned, self.script)
+        source = FakeSource(self.cluster, s.input_topic, s.group_id, owned, self.script, self.join_polls)
         sink = KafkaSink(producer=self.producer, output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic,
                          changelog_topic=s.changelog_topic, on_event_delivered=self.metrics.events_produced.inc,
                          on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc())

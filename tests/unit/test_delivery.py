@@ -197,3 +197,15 @@ def test_until_caught_up_waits_for_partitions_held_by_a_dead_member(ewma_path: P
     c = cluster()
     run(c, ewma_path, owned={0}, script=dead_member_expires)
     assert_same_as_reference(c, ewma_path, reference)
+
+
+def test_a_stop_during_a_group_join_lets_the_join_complete_before_leaving(ewma_path: Path) -> None:
+    """SIGTERM while the member is joining: it must not leave the group before the join completed (the test
+    broker would keep the departed member as the group's leader and no later member could ever sync)."""
+    c = cluster()
+    service = FakeService(settings(ewma_path, until_caught_up="false"), cluster=c, join_polls=5)
+    service.start()
+    service.source.script = lambda source, n: service.request_stop() if n == 1 else None
+    service.run()
+    events = service.source.events
+    assert events.index("assigned") < events.index("closed"), events
