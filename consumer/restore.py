@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 from kafka import TopicPartition
 
+from rnnwatch.consumer.errors import BrokerError
+
 __all__ = ["HEADER_MARKER", "HEADER_MODEL", "HEADER_OFFSET", "HEADER_SEEN", "MARKER_KEY", "Best", "Marker",
            "RestoreJob", "ScanResult", "Snap", "header_int", "partition_end", "read_range", "read_snapshots",
            "run_to_end", "scan_partition"]
@@ -33,6 +35,7 @@ HEADER_SEEN = "rnnwatch-seen-ms"  # wall clock (ms) when the key last had a reco
 HEADER_MARKER = "rnnwatch-marker"  # set on marker records (see changelog)
 MARKER_KEY = b"\x00rnnwatch-marker"
 FIRST_WINDOW = 4096  # records; the backward search for the newest marker grows its window 4x per step
+SYNC_READ_TIMEOUT_S = 60.0
 _MAX_POLL = 20000
 
 Step = Generator[None, None, Any]
@@ -164,13 +167,22 @@ def read_range(consumer: Any, tp: TopicPartition, start: int, stop: int | None,
         yield
 
 
-def run_to_end(step: Step) -> Any:
-    """Drive a reading generator to completion and return its value (for short synchronous reads)."""
+def run_to_end(step: Step, timeout_s: float = SYNC_READ_TIMEOUT_S) -> Any:
+    """Drive a reading generator to completion and return its value (for short synchronous reads).
+
+    Raises BrokerError past ``timeout_s``: these reads are bounded by the key count, so only an unreachable
+    broker makes them this slow, and the caller then retries (a checkpoint) or restarts (a revive).
+    """
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             next(step)
         except StopIteration as done:
             return done.value
+        if time.monotonic() > deadline:
+            step.close()
+            msg = f"a changelog read did not finish within {timeout_s:.0f}s; is the broker reachable?"
+            raise BrokerError(msg)
 
 
 @dataclass

@@ -272,10 +272,16 @@ class Service:
         if now < self._next_group_check:
             return False
         self._next_group_check = now + _HOUSEKEEPING_S
-        for partition in sorted(self.source.partitions() - assigned):
-            committed = self.source.committed(partition)
-            if (committed or 0) < partition_end(self.store.restore_consumer, self.settings.input_topic, partition):
-                return False
+        from kafka.errors import KafkaError
+
+        try:
+            for partition in sorted(self.source.partitions() - assigned):
+                end = partition_end(self.store.restore_consumer, self.settings.input_topic, partition)
+                if (self.source.committed(partition) or 0) < end:
+                    return False
+        except (BrokerError, KafkaError) as exc:
+            log.warning("cannot tell whether the group caught up yet: %s", exc)
+            return False
         return True
 
     # -- rebalance callbacks (IO thread, main loop blocked in poll) ---------------------------------------
