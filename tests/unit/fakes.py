@@ -96,6 +96,7 @@ class FakeProducer:
         self.fail = fail
         self.raise_on_send = raise_on_send
         self._pending: list[tuple[str, int | None, bytes | None, bytes | None, Headers, FakeFuture]] = []
+        self.flush_timeouts: list[float | None] = []
 
     def send(self, topic: str, key: bytes | None = None, value: bytes | None = None,
              headers: list[tuple[str, bytes]] | None = None, partition: int | None = None) -> FakeFuture:
@@ -106,6 +107,7 @@ class FakeProducer:
         return future
 
     def flush(self, timeout: float | None = None) -> None:
+        self.flush_timeouts.append(timeout)
         pending, self._pending = self._pending, []
         for topic, partition, key, value, headers, future in pending:
             exc = self.fail(topic, key, value) if self.fail is not None else None

@@ -131,8 +131,17 @@ def revoke_and_reassign_at(poll: int) -> Any:
 def test_a_delivery_failure_seen_on_revoke_stops_the_service(ewma_path: Path, reference: dict[str, Any]) -> None:
     c = cluster()
     producer = FakeProducer(c, fail=fail_first_event(KafkaTimeoutError("Expiring 1 record(s)")))
-    with pytest.raises(DeliveryError):  # the revoke's checkpoint sees the loss: the process must end
-        run(c, ewma_path, producer=producer, script=revoke_and_reassign_at(3))
+    revoked_at: list[int] = []
+
+    def rebalance_once_an_event_is_pending(source: FakeSource, n: int) -> None:
+        if not revoked_at and any(topic.endswith(".anomalies") for topic, *_ in producer._pending):
+            revoked_at.append(n)
+            revoke_and_reassign_at(n)(source, n)  # its checkpoint flushes the doomed event
+
+    with pytest.raises(DeliveryError):  # the revoke's checkpoint saw the loss: the process must end
+        run(c, ewma_path, producer=producer, script=rebalance_once_an_event_is_pending,
+            overrides={"max_poll_records": "50"})
+    assert revoked_at
     assert committed(c) == {}
     run(c, ewma_path)
     assert_same_as_reference(c, ewma_path, reference)
@@ -209,3 +218,21 @@ def test_a_stop_during_a_group_join_lets_the_join_complete_before_leaving(ewma_p
     service.run()
     events = service.source.events
     assert events.index("assigned") < events.index("closed"), events
+
+
+def test_the_revoke_checkpoint_never_waits_longer_than_a_third_of_the_session_timeout(ewma_path: Path) -> None:
+    """kafka-python runs the revoke callback on the consumer's IO thread, where no heartbeat goes out: its
+    flushes must fit well inside the session timeout, or the member is expelled while it checkpoints."""
+    c = cluster()
+    producer = FakeProducer(c)
+    during_revoke: list[float | None] = []
+
+    def revoke(source: FakeSource, n: int) -> None:
+        if n == 3:
+            before = len(producer.flush_timeouts)
+            revoke_and_reassign_at(3)(source, n)
+            during_revoke.extend(producer.flush_timeouts[before:])
+
+    run(c, ewma_path, producer=producer, script=revoke,
+        overrides={"session_timeout_ms": "9000", "max_poll_records": "50"})
+    assert during_revoke and all(t is not None and t <= 3.0 for t in during_revoke), during_revoke
