@@ -206,25 +206,28 @@ def scan_partition(consumer: Any, topic: str, partition: int, committed: int | N
     tp = TopicPartition(topic, partition)
     end = yield from find_end(consumer, tp)
     best, lo, window = Best(), end, FIRST_WINDOW
-    marker_window = Best()
-    while lo > 0 and not marker_window.markers:
+    marker: Marker | None = None
+    marker_window, marker_best = (0, 0), Best()
+    while lo > 0 and marker is None:
         new_lo = max(0, lo - window)
         here = Best()
         yield from read_range(consumer, tp, new_lo, lo, here.add)
         best.records += here.records
         if here.markers:
-            marker_window = here
+            marker, marker_window, marker_best = max(here.markers, key=lambda m: m.changelog_offset), (new_lo, lo), here
         else:
-            best.absorb(here)
+            best.absorb(here)  # all after the newest marker: they count whatever its start
         lo, window = new_lo, window * 4
-    marker = max(marker_window.markers, key=lambda m: m.changelog_offset, default=None)
     if marker is None:
         start, why = 0, "no marker: whole partition"
     elif committed is not None and marker.position == committed:
         start, why = marker.start, f"from the marker at {marker.changelog_offset}"
     else:
         start, why = 0, f"newest marker is for position {marker.position}, committed is {committed}: whole partition"
-    best.absorb(marker_window, start)
+    if start <= marker_window[0]:
+        best.absorb(marker_best)  # the whole window counts
+    else:  # the marker's window again, from the start on: its best of a key may lie before the start
+        yield from read_range(consumer, tp, start, marker_window[1], best.add)
     if start < lo:
         yield from read_range(consumer, tp, start, lo, best.add)
     yield from read_range(consumer, tp, end, None, best.add)  # snapshots written while we read

@@ -222,3 +222,21 @@ def test_keys_idle_past_the_retention_are_forgotten_and_bookkeeping_stays_bounde
     stats = later.restore()
     assert stats.keys + stats.idle <= 6 * 50
     assert len(full_read(c)) <= 6 * 50  # tombstones took the rest out of the changelog's verdict too
+
+
+def test_a_late_write_just_before_the_marker_start_never_hides_the_owners_snapshot() -> None:
+    c, clock = new_cluster(), Clock()
+    owner = Owner(c, clock)
+    owner.restore()
+    owner.step(keys(10))
+    owner.checkpoint()
+    row = owner.table.row_of(0, b"k00003")
+    assert row is not None
+    # a zombie's late snapshot of one key, claiming an input offset the owner has not reached
+    c.append(CL, 0, b"k00003", owner.table.snapshot(row), [("rnnwatch-offset", b"999")])
+    owner.step(keys(10))
+    owner.checkpoint()  # every key written again: the marker's low-water mark is after the zombie's record
+    again = Owner(c, clock)
+    stats = again.restore()
+    assert stats.start > 0
+    assert in_memory(again) == in_memory(owner)  # the owner's states, none hidden by the stale write
