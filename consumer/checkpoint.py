@@ -106,19 +106,22 @@ class Checkpointer:
             self._flush()
         maybe_crash("checkpoint.before_commit")
         self.metrics.snapshots_written.inc(written)
-        commit_start = time.monotonic()
-        try:  # 6
-            self.source.commit(todo, blocking=blocking_commit)
-        except Exception:
-            self.metrics.commit_failures.inc()
-            raise
-        self.metrics.commit_duration.observe(time.monotonic() - commit_start)
-        self.committed.update(todo)
-        self.last_run_s = time.monotonic()
-        self.records_since = 0
+        self._commit(todo, blocking_commit)  # 6
         self.metrics.checkpoint_duration.observe(self.last_run_s - start)
         log.debug("checkpoint: %d snapshots, offsets %s", written, todo)
         return written
+
+    def _commit(self, todo: dict[int, int], blocking: bool) -> None:
+        start = time.monotonic()
+        try:
+            self.source.commit(todo, blocking=blocking)
+        except Exception:
+            self.metrics.commit_failures.inc()
+            raise
+        self.metrics.commit_duration.observe(time.monotonic() - start)
+        self.committed.update(todo)
+        self.last_run_s = time.monotonic()
+        self.records_since = 0
 
     def restored(self, partition: int, committed: int | None) -> None:
         """A partition was restored: its committed offset is where processing resumes."""
