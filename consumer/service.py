@@ -330,7 +330,9 @@ class Service:
         then fails its SyncGroup forever. After the join completes the leave is clean. Nothing is processed
         here: a join that completes pauses its new partitions, and the clients close right after.
         """
-        deadline = time.monotonic() + min(self.settings.session_timeout_ms, self.settings.shutdown_grace_ms / 3) / 1000
+        # long enough for a dead leader's session to expire and the join to finish, within half the grace
+        limit_ms = min(2 * self.settings.session_timeout_ms, self.settings.shutdown_grace_ms / 2)
+        deadline = time.monotonic() + limit_ms / 1000
         while self._joining and time.monotonic() < deadline:
             try:
                 self.source.poll(100, 1)
