@@ -322,13 +322,14 @@ class Service:
         if lost is not None:
             raise lost
 
-    def _finish_join(self) -> None:
-        """Let a group join we are in the middle of complete before leaving the group.
+    def _finish_join(self) -> bool:
+        """Let a group join we are in the middle of complete; False if it did not (then do not leave).
 
         Leaving while our own join is pending can leave the group without a leader that ever syncs: the test
         broker (Tansu) keeps a departed member as the leader of a forming group, and every later member
-        then fails its SyncGroup forever. After the join completes the leave is clean. Nothing is processed
-        here: a join that completes pauses its new partitions, and the clients close right after.
+        then fails its SyncGroup forever. After the join completes the leave is clean; if it does not
+        complete in time, the member closes without leaving and the broker drops it when its session
+        expires. Nothing is processed here: a join that completes pauses its new partitions.
         """
         # long enough for a dead leader's session to expire and the join to finish, within half the grace
         limit_ms = min(2 * self.settings.session_timeout_ms, self.settings.shutdown_grace_ms / 2)
@@ -338,9 +339,11 @@ class Service:
                 self.source.poll(100, 1)
             except Exception as exc:  # noqa: BLE001 - best effort on the way out
                 log.warning("could not finish the group join before leaving: %s", exc)
-                return
+                break
         if self._joining:
-            log.warning("leaving the group in the middle of a join")
+            log.warning("stopping in the middle of a group join: not leaving the group (the broker drops this "
+                        "member when its %d ms session expires)", self.settings.session_timeout_ms)
+        return not self._joining
 
     def _shutdown(self) -> DeliveryError | None:
         lost: DeliveryError | None = None
@@ -352,9 +355,10 @@ class Service:
                 log.error("no final checkpoint: %s; the next start replays from the last commit", exc)
             except Exception:
                 log.exception("final checkpoint failed; the next start replays from the last commit")
-            self._finish_join()
+            leave = self._finish_join()
             self._closing = True
-            for close in (self.source.close, self.store.restore_consumer.close, lambda: self.sink.close(timeout_s=5.0)):
+            for close in (lambda: self.source.close(leave=leave), self.store.restore_consumer.close,
+                          lambda: self.sink.close(timeout_s=5.0)):
                 try:  # a broker that is gone must not turn a clean stop into a crash
                     close()
                 except Exception as exc:  # noqa: BLE001 - kafka-python raises assorted errors on close

@@ -141,7 +141,17 @@ class KafkaSource:
         except Exception:  # noqa: BLE001
             return 0
 
-    def close(self) -> None:
+    def close(self, *, leave: bool = True) -> None:
+        """Close the consumer; ``leave=False`` skips the LeaveGroup (the session then expires on its own).
+
+        Used when stopping in the middle of a join that does not complete: leaving a group that is still
+        forming wedges some brokers (see ``Service._finish_join``). kafka-python sends no LeaveGroup for a
+        member whose generation was reset, so that is how it is skipped.
+        """
+        if not leave:
+            coordinator = getattr(self.consumer, "_coordinator", None)
+            if coordinator is not None and hasattr(coordinator, "reset_generation"):
+                coordinator.reset_generation()
         self.consumer.close(autocommit=False)
 
 

@@ -241,10 +241,10 @@ class FakeSource:
         return {p: len(self.cluster.topics[self.topic][p]) - positions.get(p, self._positions[p])
                 for p in self.assignment.assigned}
 
-    def close(self) -> None:
+    def close(self, *, leave: bool = True) -> None:
         if self.assignment.assigned:
             self.revoke(set(self.assignment.assigned))
-        self.events.append("closed")
+        self.events.append("closed" if leave else "closed without leaving")
 
 
 class FakeService(Service):

@@ -236,3 +236,15 @@ def test_the_revoke_checkpoint_never_waits_longer_than_a_third_of_the_session_ti
     run(c, ewma_path, producer=producer, script=revoke,
         overrides={"session_timeout_ms": "9000", "max_poll_records": "50"})
     assert during_revoke and all(t is not None and t <= 3.0 for t in during_revoke), during_revoke
+
+
+def test_a_join_that_does_not_complete_in_time_is_not_left(ewma_path: Path) -> None:
+    """A stop during a join that never completes (within half the grace period): close without LeaveGroup,
+    so the broker drops the member when its session expires instead of keeping it as a departed leader."""
+    c = cluster()
+    service = FakeService(settings(ewma_path, until_caught_up="false", shutdown_grace_ms="1000"), cluster=c,
+                          join_polls=10**9)
+    service.start()
+    service.source.script = lambda source, n: service.request_stop() if n == 1 else None
+    service.run()
+    assert service.source.events[-1] == "closed without leaving", service.source.events
