@@ -60,7 +60,13 @@ class RunSummary:
 
 
 class Service:
-    """Build with settings, then :meth:`start` (raises on any start-up problem) and :meth:`run`."""
+    """Build with settings, then :meth:`start` (raises on any start-up problem) and :meth:`run`.
+
+    ``on_anomaly`` is called on the poll thread for each event, after it was handed to the producer, and is
+    part of its batch: if it raises, nothing after the last checkpoint is snapshotted or committed, ``run``
+    raises that exception, and a restart calls it again for the replayed records (at-least-once, same
+    event ids). ``on_batch`` is called after a batch completed (its positions count for the next commit).
+    """
 
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
                  on_anomaly: Callable[[AnomalyEvent], None] | None = None,
