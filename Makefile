@@ -2,7 +2,7 @@
 #   make demo    the detector on embedded defaults (embedded broker, bundled model, bundled prices)
 #   make test    install everything (incl. promtool/prometheus) and run lint, types and the whole suite
 #   make check   the fast lane between edits: lint, types, unit tests (no broker, under a minute)
-#   make bench   how cost grows: throughput vs raw clients, key counts, latency, memory; one JSON report
+#   make bench   how cost grows: throughput vs raw clients, key counts, latency, memory, restore; one JSON report
 #   make bench-readme   the README's performance tables, rendered from tests/bench/results/*.json
 #   make bench-decode   records/s of the input decoder alone, prints JSON
 #   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
@@ -65,7 +65,7 @@ check: lint typecheck unit
 
 # How cost grows (tests/bench/bench.py): one JSON report on stdout (progress on stderr), also saved to BENCH_JSON.
 #   make bench BENCH_ARGS="--quick"            about a quarter of the records (iterating)
-#   make bench BENCH_ARGS="--only latency"     one section: peers, keys, latency, memory
+#   make bench BENCH_ARGS="--only latency"     one section: peers, keys, latency, memory, restore
 BENCH_ARGS ?=
 BENCH_JSON ?= .bench/latest.json
 bench: $(VENV)/.dev

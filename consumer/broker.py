@@ -139,6 +139,11 @@ class EmbeddedBroker:
         except OSError:
             return "(no log)"
 
+    def send_signal(self, signum: int) -> None:
+        """Signal the broker process (tests freeze it with SIGSTOP to play an unresponsive broker)."""
+        if self._proc is not None:
+            self._proc.send_signal(signum)
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

@@ -1,203 +1,200 @@
 """State durability (DESIGN §5): per-key snapshots in the changelog topic, restored on assignment.
 
 Changelog: topic ``<group>.state`` (compacted on real Kafka), partition = the input partition, key = the
-record key, value = :meth:`StateTable.snapshot` bytes, tagged with the input offset the snapshot reflects.
+record key, value = :meth:`StateTable.snapshot` bytes; headers: the input offset the snapshot reflects,
+the state identity (model), and the wall-clock time the key last had a record.
 
 The restore rule that makes state exactly-once:
   1. a checkpoint writes snapshots of every key changed since the last one *before* committing offsets;
-  2. on assignment, every snapshot of the partition is read to the end (highwater after a fetch, never
-     ``end_offsets()``, which some brokers report short) and, per key, the one with the **highest input
+  2. on assignment, a partition's snapshots are read and, per key, the one with the **highest input
      offset** wins (not the last written: a zombie's late, older snapshot must not win);
   3. while processing, a record whose offset is <= its key's snapshot offset is already in the state and
      is skipped.
-So a record is never applied twice and never skipped, whatever point a crash or rebalance hit. A key that
-was idle for a long time costs nothing: its state comes from its last snapshot, not from an input replay.
 
-Idle keys evicted from memory (TTL) keep their snapshot; the store remembers its changelog offset, so a
-returning key is read back with one fetch instead of starting cold.
+Bounded restore (markers and rewrites). Reading a partition from its first record makes restart time grow
+with uptime on a changelog that is not (yet) compacted — real Kafka never compacts the active segment, and
+the test broker never compacts at all. So a restore reads only from a *start* offset that each checkpoint
+records durably, in the changelog itself:
+  * every key with state (in memory or evicted) has its current snapshot at or after the partition's
+    *low-water mark*, the smallest changelog offset of any key's latest snapshot (tracked per row);
+  * before committing a partition's offsets, the checkpoint appends a **marker** record (reserved key,
+    ``rnnwatch-marker`` header) holding that low-water mark and the input position being committed;
+  * when the changelog holds more than ``2 × keys + 10,000`` records past the low-water mark, the main
+    loop's checkpoint **rewrites** the keys whose latest snapshot is older than the newest ``keys`` records
+    (from memory; evicted keys are copied from the changelog), so the mark moves on even for idle keys;
+  * a restore finds the newest marker with a backward search from the end and trusts it only if its
+    position equals the group's committed offset — i.e. it belongs to the checkpoint the group resumes
+    from, not to a zombie or to a checkpoint whose commit never happened; otherwise it reads everything.
+So a restore reads at most about ``3 × keys + 10,000`` records plus the search window, whatever the
+uptime, and compaction on real Kafka can still drop everything older. Why markers in the changelog and
+not the commit's metadata string: the test broker (Tansu) drops commit metadata, and a marker is found
+in the same read that restores the partition; the position check pairs marker and commit just as well.
+
+Keys over time (memory is bounded by the keys seen recently, not by every key ever seen):
+  * idle longer than ``key_ttl_ms``: the row leaves memory; an index entry (changelog offset, last-seen
+    time, input offset) remains, and a returning key is read back with one short range read;
+  * idle longer than ``state_retention_ms``: the key is forgotten — a tombstone is written (real Kafka's
+    compaction then deletes it), the index entry goes, and a returning key starts cold (counted as
+    ``rnnwatch_keys_expired_total``). A restore applies both rules to the snapshots it reads,
+    from the last-seen time in their headers, so a restart neither loads long-idle keys into memory nor
+    treats restored keys as freshly idle (nor evicts them at once on a host with a large monotonic clock).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from kafka import TopicPartition
+
 from rnnwatch.consumer.errors import StateError
+from rnnwatch.consumer.restore import (
+    HEADER_MARKER,
+    HEADER_MODEL,
+    HEADER_OFFSET,
+    HEADER_SEEN,
+    MARKER_KEY,
+    Best,
+    Marker,
+    RestoreJob,
+    ScanResult,
+    Snap,
+    read_range,
+    read_snapshots,
+    run_to_end,
+)
 from rnnwatch.consumer.state import Snapshot, StateTable
 
-__all__ = ["RestoreStats", "StateStore", "read_snapshots"]
+__all__ = ["Evicted", "RestoreStats", "StateStore", "read_snapshots"]
 
 log = logging.getLogger(__name__)
+
+REWRITE_FACTOR = 2  # rewrite when the changelog holds more than this many records per key past the low mark
+REWRITE_SLACK = 10_000  # ... plus this many (small partitions never churn)
+EXPIRY_EVERY_S = 60.0
+
+# send(partition, key, value or None for a tombstone, headers, on_offset)
+Send = Callable[[int, bytes, bytes | None, list[tuple[str, bytes]], Callable[[int], None]], None]
 
 
 @dataclass
 class RestoreStats:
     partition: int
-    keys: int = 0
-    records: int = 0  # distinct keys found in the changelog partition
+    keys: int = 0  # loaded into memory
+    idle: int = 0  # idle longer than the TTL: indexed, not loaded
+    expired: int = 0  # idle longer than the retention: forgotten
+    records: int = 0  # changelog records read
     model_changed: int = 0
     corrupt: int = 0
     seconds: float = 0.0
+    start: int = 0  # changelog offset the read counted from
+    why: str = ""
+    committed: int | None = None  # the group's committed input offset when the restore began
 
 
-@dataclass
-class _Latest:
-    offset: int  # input offset the snapshot reflects
+@dataclass(frozen=True)
+class Evicted:
+    """What is kept of a key evicted from memory: where its snapshot is and how old it is."""
+
     changelog_offset: int
-    value: bytes
+    seen_ms: int  # wall clock of the key's last record
+    input_offset: int
 
 
-def read_snapshots(consumer: Any, topic: str, partitions: Sequence[int], *, timeout_s: float = 120.0,
-                   only_offsets: dict[int, set[int]] | None = None) -> tuple[dict[int, dict[bytes, _Latest]], int]:
-    """Read changelog partitions to their end (or just ``only_offsets``); per key keep the best snapshot.
-
-    "The end" is the highwater a fetch response reports, not ``end_offsets()``: some Kafka-protocol brokers
-    answer ListOffsets short of the true end.
-    """
-    from kafka import TopicPartition
-
-    tps = {p: TopicPartition(topic, p) for p in partitions}
-    consumer.assign(list(tps.values()))
-    for p, tp in tps.items():
-        if only_offsets is not None:
-            consumer.seek(tp, min(only_offsets[p]))
-        else:
-            consumer.seek_to_beginning(tp)
-    latest: dict[int, dict[bytes, _Latest]] = {p: {} for p in partitions}
-    records = 0
-    deadline = time.monotonic() + timeout_s
-    while not _at_end(consumer, tps, only_offsets):
-        for tp, batch in consumer.poll(timeout_ms=100).items():
-            wanted = only_offsets.get(tp.partition) if only_offsets is not None else None
-            for rec in batch:
-                records += 1
-                if rec.key is None or rec.value is None or (wanted is not None and rec.offset not in wanted):
-                    continue
-                offset = _header_int(rec.headers, "rnnwatch-offset")
-                best = latest[tp.partition].get(rec.key)
-                if best is None or offset >= best.offset:
-                    latest[tp.partition][rec.key] = _Latest(offset, rec.offset, rec.value)
-        if time.monotonic() > deadline:
-            msg = f"restoring {topic} partitions {sorted(partitions)} did not finish within {timeout_s:.0f}s"
-            raise StateError(msg)
-    consumer.assign([])
-    return latest, records
-
-
-def _at_end(consumer: Any, tps: dict[int, Any], only_offsets: dict[int, set[int]] | None) -> bool:
-    for p, tp in tps.items():
-        position = consumer.position(tp)
-        if only_offsets is not None and position > max(only_offsets[p]):
-            continue
-        highwater = consumer.highwater(tp)
-        if highwater is None or position < highwater:
-            return False
-    return True
-
-
-def _header_int(headers: Sequence[tuple[str, bytes]] | None, name: str) -> int:
-    for key, value in headers or ():
-        if key == name:
-            try:
-                return int(value)
-            except ValueError:
-                return -1
-    return -1
-
-
-@dataclass
 class StateStore:
-    """Restores partitions into the table, writes snapshots, and revives evicted keys."""
+    """Restores partitions into the table, writes snapshots and markers, evicts, revives and expires keys."""
 
-    table: StateTable
-    topic: str
-    restore_consumer: Any
-    on_reset: Callable[[str, int], None] = lambda reason, n: None
-    snapshot_offsets: dict[tuple[int, bytes], int] = field(default_factory=dict)  # (partition, key) -> offset
-    evicted: dict[tuple[int, bytes], int] = field(default_factory=dict)
+    def __init__(self, table: StateTable, topic: str, restore_consumer: Any, *, key_ttl_ms: int = 0,
+                 retention_ms: int = 0, on_reset: Callable[[str, int], None] = lambda reason, n: None,
+                 on_expired: Callable[[int], None] = lambda n: None,
+                 wall_ms: Callable[[], int] | None = None, monotonic: Callable[[], float] | None = None) -> None:
+        self.table, self.topic, self.restore_consumer = table, topic, restore_consumer
+        self.key_ttl_ms, self.retention_ms = key_ttl_ms, retention_ms
+        self.on_reset, self.on_expired = on_reset, on_expired
+        self.wall_ms: Callable[[], int] = wall_ms or (lambda: int(time.time() * 1000))
+        self.monotonic: Callable[[], float] = monotonic or (lambda: time.monotonic())
+        self.evicted: dict[int, dict[bytes, Evicted]] = {}
+        self.ends: dict[int, int] = {}  # partition -> changelog offset after our last acknowledged write
+        self._acks: deque[tuple[int, bytes | None, int, int]] = deque()  # filled by the producer's thread
+        self._inflight: dict[tuple[int, bytes], int] = {}  # (partition, key) -> sequence of its newest send
+        self._seq = itertools.count()
+        self._evicted_low: dict[int, int | None] = {}  # cache of min(evicted offsets); None: recompute
+        self._tombstones: list[tuple[int, bytes, int]] = []  # expired at restore: deleted at the next checkpoint
+        self._next_expiry_s = 0.0
 
-    def restore(self, partitions: Sequence[int]) -> list[RestoreStats]:
-        """Load every key's best snapshot of ``partitions`` into the table (call before processing them)."""
-        start = time.monotonic()
-        latest, _ = read_snapshots(self.restore_consumer, self.topic, partitions)
-        all_stats = []
-        for partition in partitions:
-            stats = RestoreStats(partition, records=len(latest[partition]))
-            for key, snap in latest[partition].items():
-                self.snapshot_offsets[(partition, key)] = snap.changelog_offset
-                stats.keys += self._install(partition, key, snap, stats)
-            stats.seconds = time.monotonic() - start
-            all_stats.append(stats)
-        return all_stats
+    # -- restore ----------------------------------------------------------------------------------------
+    def restore_job(self, warn_s: float) -> RestoreJob:
+        """A job that restores assigned partitions in slices (see ``restore.RestoreJob``)."""
+        return RestoreJob(self.restore_consumer, self.topic, self._finish, warn_s)
+
+    def _finish(self, partition: int, result: ScanResult, seconds: float) -> RestoreStats:
+        stats = RestoreStats(partition, records=result.best.records, seconds=seconds, start=result.start,
+                             why=result.why, committed=result.committed)
+        now_ms, now_s = self.wall_ms(), self.monotonic()
+        for key, snap in result.best.by_key.items():
+            if snap.value is None:
+                continue  # deleted (expired) key
+            idle_ms = max(0, now_ms - snap.seen_ms) if snap.seen_ms >= 0 else 0
+            if self.retention_ms and idle_ms > self.retention_ms:
+                stats.expired += 1
+                self._tombstones.append((partition, key, snap.input_offset))
+            elif self.key_ttl_ms and idle_ms > self.key_ttl_ms:
+                stats.idle += 1
+                self._index(partition, key, Evicted(snap.changelog_offset, now_ms - idle_ms, snap.input_offset))
+            else:
+                stats.keys += self._install(partition, key, snap, stats, now_s - idle_ms / 1000)
+        if stats.expired:
+            self.on_expired(stats.expired)
+        self.ends[partition] = max(self.ends.get(partition, 0), result.end)
+        return stats
 
     def revive(self, partition: int, keys: Sequence[bytes]) -> int:
         """Bring back evicted keys of this batch from their snapshots; returns how many came back."""
-        offsets = {}
-        for key in keys:
-            offset = self.evicted.pop((partition, key), None)
-            if offset is not None and self.table.row_of(partition, key) is None:
-                offsets[key] = offset
-        if not offsets:
+        index = self.evicted.get(partition, {})
+        wanted = {k: index.pop(k) for k in keys if k in index and self.table.row_of(partition, k) is None}
+        if not wanted:
             return 0
-        latest, _ = read_snapshots(self.restore_consumer, self.topic, [partition],
-                                   only_offsets={partition: set(offsets.values())})
-        stats = RestoreStats(partition)
-        found = latest[partition]
-        return sum(self._install(partition, key, snap, stats) for key, snap in found.items() if key in offsets)
+        self._evicted_low[partition] = None
+        best = Best(set(wanted))
+        lo = min(e.changelog_offset for e in wanted.values())
+        hi = max(e.changelog_offset for e in wanted.values()) + 1
+        run_to_end(read_range(self.restore_consumer, TopicPartition(self.topic, partition), lo, hi, best.add))
+        stats, now_s, revived = RestoreStats(partition), self.monotonic(), 0
+        for key, entry in wanted.items():
+            snap = best.by_key.get(key)
+            if snap is None or snap.value is None:
+                log.error("the snapshot of evicted key %r is gone from %s[%d]@%d; the key starts cold",
+                          key, self.topic, partition, entry.changelog_offset)
+                self.on_reset("snapshot_missing", 1)
+                self._install_fresh(partition, key, entry.input_offset, now_s)
+                continue
+            revived += self._install(partition, key, snap, stats, now_s)
+        return revived
 
-    def forget_partition(self, partition: int) -> int:
-        for store in (self.snapshot_offsets, self.evicted):
-            for k in [k for k in store if k[0] == partition]:
-                del store[k]
-        return self.table.drop_partition(partition)
-
-    def evict_idle(self, now_s: float, ttl_s: float) -> int:
-        evicted = self.table.evict_idle(now_s, ttl_s)
-        for pk in evicted:
-            offset = self.snapshot_offsets.get(pk)
-            if offset is not None:
-                self.evicted[pk] = offset
-        return len(evicted)
-
-    def write_snapshots(self, send: Callable[[int, bytes, bytes, list[tuple[str, bytes]],
-                                               Callable[[int], None]], None]) -> int:
-        """Send a snapshot of every dirty row; returns how many. The caller flushes afterwards."""
-        model = self.table.identity.encode()
-        n = 0
-        for partition, key, row in self.table.take_dirty():
-            headers = [("rnnwatch-offset", str(int(self.table.last_offset[row])).encode()),
-                       ("rnnwatch-model", model)]
-            send(partition, key, self.table.snapshot(row), headers, self._offset_setter(partition, key))
-            n += 1
-        return n
-
-    def _offset_setter(self, partition: int, key: bytes) -> Callable[[int], None]:
-        def remember(offset: int) -> None:
-            self.snapshot_offsets[(partition, key)] = offset
-        return remember
-
-    def _install(self, partition: int, key: bytes, snap: _Latest, stats: RestoreStats) -> int:
+    def _install(self, partition: int, key: bytes, snap: Snap, stats: RestoreStats, last_seen_s: float) -> int:
         try:
-            decoded: Snapshot = self.table.decode(snap.value)
+            decoded: Snapshot = self.table.decode(snap.value or b"")
         except StateError as exc:
             log.error("corrupt state snapshot for key %r in %s[%d]@%d: %s; the key starts fresh",
                       key, self.topic, partition, snap.changelog_offset, exc)
             stats.corrupt += 1
             self.on_reset("corrupt_snapshot", 1)
-            self._install_fresh(partition, key, -1)  # nothing in a corrupt record is trusted, not even its offset
+            self._install_fresh(partition, key, -1, last_seen_s)  # nothing in a corrupt record is trusted
             return 0
         if not decoded.values:
             stats.model_changed += 1
             self.on_reset("model_changed", 1)
-            self._install_fresh(partition, key, decoded.input_offset)
+            self._install_fresh(partition, key, decoded.input_offset, last_seen_s)
             return 0
-        self.table.load(partition, key, decoded)
+        self.table.load(partition, key, decoded, last_seen_s=last_seen_s, changelog_offset=snap.changelog_offset)
         return 1
 
-    def _install_fresh(self, partition: int, key: bytes, input_offset: int) -> None:
+    def _install_fresh(self, partition: int, key: bytes, input_offset: int, last_seen_s: float) -> None:
         """A key whose snapshot is unusable starts cold but still skips records the old state had seen.
 
         Skipping keeps the exactly-once promise for *records* (no double processing); the key re-warms from
@@ -205,4 +202,189 @@ class StateStore:
         """
         rows, _ = self.table.rows_for(partition, [key])
         self.table.last_offset[rows] = max(input_offset, -1)
+        self.table.last_seen_s[rows] = last_seen_s
         self.table.dirty[rows] = True
+
+    # -- writing ----------------------------------------------------------------------------------------
+    def write_snapshots(self, send: Send) -> int:
+        """Send a snapshot of every dirty row; returns how many. The caller flushes, then :meth:`apply_acks`."""
+        n = 0
+        for partition, key, row in self.table.dirty_rows():
+            self._send_row(send, partition, key, row)
+            self.table.dirty[row] = False  # only now: a send that raised leaves this and later rows marked
+            n += 1
+        return n
+
+    def _send_row(self, send: Send, partition: int, key: bytes, row: int) -> None:
+        seen_ms = self.wall_ms() - int((self.monotonic() - float(self.table.last_seen_s[row])) * 1000)
+        headers = [(HEADER_OFFSET, str(int(self.table.last_offset[row])).encode()),
+                   (HEADER_MODEL, self.table.identity.encode()), (HEADER_SEEN, str(seen_ms).encode())]
+        self._send(send, partition, key, self.table.snapshot(row), headers)
+
+    def _send(self, send: Send, partition: int, key: bytes, value: bytes | None,
+              headers: list[tuple[str, bytes]]) -> None:
+        seq = next(self._seq)
+        send(partition, key, value, headers, lambda offset: self._acks.append((partition, key, seq, offset)))
+        self._inflight[(partition, key)] = seq
+
+    def apply_acks(self) -> None:
+        """Record where acknowledged snapshots landed (call after a flush, on the main thread)."""
+        while self._acks:
+            partition, key, seq, offset = self._acks.popleft()
+            if partition not in self.ends:
+                continue  # no longer ours
+            self.ends[partition] = max(self.ends[partition], offset + 1)
+            if key is None or self._inflight.get((partition, key)) != seq:
+                continue  # a marker, or an older send of a key sent again since
+            del self._inflight[(partition, key)]
+            row = self.table.row_of(partition, key)
+            index = self.evicted.get(partition, {})
+            if row is not None:
+                self.table.changelog_offset[row] = offset
+            elif key in index:
+                index[key] = Evicted(offset, index[key].seen_ms, index[key].input_offset)
+                self._evicted_low[partition] = None
+
+    def low_mark(self, partition: int) -> int | None:
+        """Smallest changelog offset of any key's latest snapshot (None while a snapshot is unacknowledged)."""
+        if partition not in self.ends or any(p == partition for p, _ in self._inflight):
+            return None
+        rows = self.table.rows_of_partition(partition)
+        offsets = self.table.changelog_offset[rows]
+        offsets = offsets[offsets >= 0]
+        candidates = [self.ends[partition]]
+        if offsets.size:
+            candidates.append(int(offsets.min()))
+        if (evicted_low := self._evicted_min(partition)) is not None:
+            candidates.append(evicted_low)
+        return min(candidates)
+
+    def write_markers(self, send: Send, positions: dict[int, int]) -> int:
+        """Append a marker (low-water mark, input position about to be committed) per partition."""
+        n = 0
+        for partition, position in sorted(positions.items()):
+            start = self.low_mark(partition)
+            if start is None:
+                log.debug("no marker for %s[%d]: a snapshot is unacknowledged", self.topic, partition)
+                continue
+            send(partition, MARKER_KEY, Marker.encode(start, position), [(HEADER_MARKER, b"1")],
+                 self._marker_ack(partition))
+            n += 1
+        return n
+
+    def _marker_ack(self, partition: int) -> Callable[[int], None]:
+        def acked(offset: int) -> None:
+            self._acks.append((partition, None, -1, offset))
+        return acked
+
+    def rewrite_old(self, send: Send) -> set[int]:
+        """Rewrite keys whose snapshot is far behind the end (see the module docstring); expire old keys.
+
+        Returns the partitions whose low-water mark moved (they deserve a marker).
+        """
+        moved = set()
+        for partition in sorted(self.ends):
+            keys = self.table.count(partition) + len(self.evicted.get(partition, {}))
+            low, end = self.low_mark(partition), self.ends[partition]
+            if low is None or end - low <= REWRITE_FACTOR * keys + REWRITE_SLACK:
+                continue
+            threshold = end - keys
+            n = self._rewrite_live(send, partition, threshold) + self._rewrite_evicted(send, partition, threshold)
+            log.info("rewrote %d snapshots of %s[%d] older than offset %d (%d keys, %d records past the low mark)",
+                     n, self.topic, partition, threshold, keys, end - low)
+            moved.add(partition)
+        return moved | self._expire(send)
+
+    def _rewrite_live(self, send: Send, partition: int, threshold: int) -> int:
+        rows = self.table.rows_of_partition(partition)
+        old = rows[(self.table.changelog_offset[rows] >= 0) & (self.table.changelog_offset[rows] < threshold)]
+        for row in old.tolist():
+            key = self.table.keys[row]
+            if key is not None:
+                self._send_row(send, partition, key, row)
+        return int(old.size)
+
+    def _rewrite_evicted(self, send: Send, partition: int, threshold: int) -> int:
+        index = self.evicted.get(partition, {})
+        old = {k: e for k, e in index.items() if e.changelog_offset < threshold}
+        if not old:
+            return 0
+        best = Best(set(old))
+        lo, hi = min(e.changelog_offset for e in old.values()), max(e.changelog_offset for e in old.values()) + 1
+        run_to_end(read_range(self.restore_consumer, TopicPartition(self.topic, partition), lo, hi, best.add))
+        for key, entry in old.items():
+            snap = best.by_key.get(key)
+            if snap is None or snap.value is None:
+                log.error("the snapshot of evicted key %r is gone from %s[%d]@%d; forgetting the key",
+                          key, self.topic, partition, entry.changelog_offset)
+                self.on_reset("snapshot_missing", 1)
+                del index[key]
+                continue
+            headers = [(HEADER_OFFSET, str(snap.input_offset).encode()), (HEADER_SEEN, str(entry.seen_ms).encode())]
+            self._send(send, partition, key, snap.value, headers)
+        self._evicted_low[partition] = None
+        return len(old)
+
+    def _expire(self, send: Send) -> set[int]:
+        """Tombstones for keys idle longer than the retention (at most once a minute)."""
+        now_s = self.monotonic()
+        if not self.retention_ms or now_s < self._next_expiry_s:
+            return set()
+        self._next_expiry_s = now_s + EXPIRY_EVERY_S
+        cutoff = self.wall_ms() - self.retention_ms
+        gone = list(self._tombstones)  # expired at restore (counted then)
+        restored = len(gone)
+        self._tombstones.clear()
+        for partition, index in self.evicted.items():
+            for key in [k for k, e in index.items() if e.seen_ms < cutoff]:
+                gone.append((partition, key, index.pop(key).input_offset))
+            self._evicted_low[partition] = None
+        for partition, key, input_offset in gone:
+            self._send(send, partition, key, None, [(HEADER_OFFSET, str(input_offset).encode())])
+        if expired := len(gone) - restored:
+            self.on_expired(expired)
+            log.info("forgot %d keys idle for longer than %d ms", expired, self.retention_ms)
+        return {p for p, _, _ in gone}
+
+    # -- memory -----------------------------------------------------------------------------------------
+    def evict_idle(self, now_s: float, ttl_s: float) -> int:
+        """Move rows idle for ``ttl_s`` (monotonic clock) out of memory, keeping where their snapshot is."""
+        rows = self.table.idle_rows(now_s, ttl_s).tolist()
+        if self._inflight:
+            rows = [r for r in rows if (int(self.table.partition[r]), self.table.keys[r]) not in self._inflight]
+        now_ms = self.wall_ms()
+        for row in rows:
+            key = self.table.keys[row]
+            if key is not None:
+                seen_ms = now_ms - int((now_s - float(self.table.last_seen_s[row])) * 1000)
+                self._index(int(self.table.partition[row]), key, Evicted(
+                    int(self.table.changelog_offset[row]), seen_ms, int(self.table.last_offset[row])))
+        self.table.release_rows(rows)
+        return len(rows)
+
+    def _index(self, partition: int, key: bytes, entry: Evicted) -> None:
+        self.evicted.setdefault(partition, {})[key] = entry
+        if (low := self._evicted_low.get(partition)) is not None:  # else recomputed when next needed
+            self._evicted_low[partition] = min(low, entry.changelog_offset)
+
+    def _evicted_min(self, partition: int) -> int | None:
+        index = self.evicted.get(partition)
+        if not index:
+            return None
+        if self._evicted_low.get(partition) is None:
+            self._evicted_low[partition] = min(e.changelog_offset for e in index.values())
+        return self._evicted_low[partition]
+
+    def forget_partition(self, partition: int) -> int:
+        """Drop everything about a partition that is no longer ours."""
+        self.evicted.pop(partition, None)
+        self._evicted_low.pop(partition, None)
+        self.ends.pop(partition, None)
+        self._tombstones = [t for t in self._tombstones if t[0] != partition]
+        for pk in [pk for pk in self._inflight if pk[0] == partition]:
+            del self._inflight[pk]
+        return self.table.drop_partition(partition)
+
+    def tracked_keys(self) -> int:
+        """Keys the store keeps anything about: rows in memory plus evicted-key index entries."""
+        return len(self.table) + sum(len(index) for index in self.evicted.values())

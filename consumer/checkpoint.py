@@ -6,21 +6,34 @@
    acknowledged by the broker (a failure raises and nothing below happens);
 2. send a snapshot of every key changed since the last checkpoint to the changelog, tagged with the
    input offset it reflects;
-3. flush again — the snapshots are acknowledged;
-4. commit the processed positions of the input partitions.
+3. flush again — the snapshots are acknowledged, and where they landed is recorded;
+4. (main loop only) rewrite the snapshots that lag far behind the changelog's end, and flush;
+5. append a marker to the changelog partition of every input partition about to be committed (its
+   low-water mark and the position of step 6, see ``changelog``), and flush;
+6. commit the processed positions of the input partitions.
 
 A crash between any two steps loses nothing: events are at-least-once (same ids on replay), and the
 changelog restore rule (see ``changelog``) skips records a snapshot already reflects, so state stays
-exactly-once even when step 4 never happens.
+exactly-once even when step 6 never happens (a marker whose commit never happened is not trusted).
+
+Poisoning. A snapshot may only reflect records whose events were handed to the producer in a batch that
+completed, and an offset may only be committed past records whose events were delivered. So once a
+delivery failed (``DeliveryError``) or a batch stopped half way (:meth:`Checkpointer.batch` saw an
+exception after the model stepped), the checkpointer is *poisoned*: every later :meth:`Checkpointer.run`
+raises ``DeliveryError`` before writing anything, and the process must end; a restart replays from the
+last commit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rnnwatch.consumer.changelog import StateStore
+from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.sink import Sink
@@ -42,6 +55,22 @@ class Checkpointer:
     committed: dict[int, int] = field(default_factory=dict)
     last_run_s: float = field(default_factory=time.monotonic)
     records_since: int = 0
+    poisoned: str | None = None  # why nothing may be checkpointed any more (see the module docstring)
+    _deadline: float | None = None
+
+    def poison(self, reason: str) -> None:
+        if self.poisoned is None:
+            self.poisoned = reason
+            log.error("nothing will be checkpointed or committed any more: %s; the process must restart", reason)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Wrap the handling of one polled batch: an exception inside it poisons the checkpointer."""
+        try:
+            yield
+        except BaseException as exc:
+            self.poison(f"a batch stopped before it completed ({type(exc).__name__}: {exc})")
+            raise
 
     def advance(self, partition: int, next_offset: int, records: int = 0) -> None:
         if next_offset > self.positions.get(partition, -1):
@@ -51,30 +80,63 @@ class Checkpointer:
     def due(self, interval_s: float, max_records: int) -> bool:
         return self.records_since >= max_records or time.monotonic() - self.last_run_s >= interval_s
 
-    def run(self, partitions: set[int] | None = None, *, blocking_commit: bool = True) -> int:
-        """Checkpoint (for ``partitions`` or all); returns snapshots written. See the module docstring."""
+    def run(self, partitions: set[int] | None = None, *, blocking_commit: bool = True, rewrite: bool = False,
+            budget_s: float | None = None) -> int:
+        """Checkpoint (for ``partitions`` or all); returns snapshots written. See the module docstring.
+
+        ``budget_s`` bounds all flushes together (a rebalance callback must not stall the group's heartbeats):
+        past it the flush raises BrokerError and nothing is committed.
+        """
+        if self.poisoned is not None:
+            msg = f"checkpoint refused: {self.poisoned}"
+            raise DeliveryError(msg)
         start = time.monotonic()
-        self.sink.flush(self.flush_timeout_s)  # 1
+        self._deadline = None if budget_s is None else start + budget_s
+        self._flush()  # 1
         maybe_crash("checkpoint.before_snapshots")
         written = self.store.write_snapshots(self.sink.send_snapshot)  # 2
-        self.sink.flush(self.flush_timeout_s)  # 3
-        maybe_crash("checkpoint.before_commit")
-        self.metrics.snapshots_written.inc(written)
+        self._flush()  # 3
+        moved = self.store.rewrite_old(self.sink.send_snapshot) if rewrite else set()  # 4
+        if moved:
+            self._flush()
         wanted = self.positions if partitions is None else {p: o for p, o in self.positions.items() if p in partitions}
         todo = {p: o for p, o in wanted.items() if self.committed.get(p) != o}
-        commit_start = time.monotonic()
-        try:  # 4
-            self.source.commit(todo, blocking=blocking_commit)
-        except Exception:
-            self.metrics.commit_failures.inc()
-            raise
-        self.metrics.commit_duration.observe(time.monotonic() - commit_start)
-        self.committed.update(todo)
-        self.last_run_s = time.monotonic()
-        self.records_since = 0
+        marked = {p: o for p, o in wanted.items() if p in todo or p in moved}
+        if self.store.write_markers(self.sink.send_snapshot, marked):  # 5
+            self._flush()
+        maybe_crash("checkpoint.before_commit")
+        self.metrics.snapshots_written.inc(written)
+        self._commit(todo, blocking_commit)  # 6
         self.metrics.checkpoint_duration.observe(self.last_run_s - start)
         log.debug("checkpoint: %d snapshots, offsets %s", written, todo)
         return written
+
+    def _commit(self, todo: dict[int, int], blocking: bool) -> None:
+        start = time.monotonic()
+        try:
+            self.source.commit(todo, blocking=blocking)
+        except Exception:
+            self.metrics.commit_failures.inc()
+            raise
+        self.metrics.commit_duration.observe(time.monotonic() - start)
+        self.committed.update(todo)
+        self.last_run_s = time.monotonic()
+        self.records_since = 0
+
+    def restored(self, partition: int, committed: int | None) -> None:
+        """A partition was restored: its committed offset is where processing resumes."""
+        if committed is not None:
+            self.positions[partition] = max(self.positions.get(partition, -1), committed)
+            self.committed[partition] = committed
+
+    def _flush(self) -> None:
+        timeout = self.flush_timeout_s if self._deadline is None else max(0.05, self._deadline - time.monotonic())
+        try:
+            self.sink.flush(timeout)
+        except DeliveryError as exc:
+            self.poison(str(exc))
+            raise
+        self.store.apply_acks()
 
     def forget(self, partitions: set[int]) -> None:
         for p in partitions:

@@ -167,6 +167,9 @@ class Metrics:
         self.backpressure_pauses = Counter(
             "rnnwatch_backpressure_pauses", "Times input was paused for unacknowledged output.", registry=r
         )
+        self.keys_expired = Counter(
+            "rnnwatch_keys_expired", "Idle keys forgotten, their snapshot deleted (state retention).", registry=r
+        )
         self.ready = Gauge("rnnwatch_ready", "1 when the model is loaded and partitions are assigned.", registry=r)
         self.model_info = Gauge(
             "rnnwatch_model_info", "The loaded step model (value is always 1).",
@@ -189,7 +192,7 @@ class Metrics:
         for code, name in STATUS.items():
             if code:
                 self.records_skipped.labels(name)
-        for reason in ("model_changed", "corrupt_snapshot", "non_finite"):
+        for reason in ("model_changed", "corrupt_snapshot", "snapshot_missing", "non_finite"):
             self.state_resets.labels(reason)
         for kind in ("assigned", "revoked", "lost"):
             self.rebalances.labels(kind)

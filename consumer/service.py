@@ -30,9 +30,10 @@ from rnnwatch.consumer.limits import check_record_sizes
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
 from rnnwatch.consumer.records import TickDecoder, parse_event_time
+from rnnwatch.consumer.restore import partition_end
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import Settings
-from rnnwatch.consumer.sink import KafkaSink
+from rnnwatch.consumer.sink import KafkaSink, Sink
 from rnnwatch.consumer.source import KafkaSource, consumer_config
 from rnnwatch.consumer.topics import ensure_topics
 
@@ -40,6 +41,7 @@ __all__ = ["RunSummary", "Service"]
 
 log = logging.getLogger(__name__)
 _POLL_MS = 200
+_RESTORE_SLICE_S = 0.5  # restore work per loop iteration, between polls that keep the group membership alive
 _HOUSEKEEPING_S = 1.0
 
 
@@ -60,7 +62,13 @@ class RunSummary:
 
 
 class Service:
-    """Build with settings, then :meth:`start` (raises on any start-up problem) and :meth:`run`."""
+    """Build with settings, then :meth:`start` (raises on any start-up problem) and :meth:`run`.
+
+    ``on_anomaly`` is called on the poll thread for each event, after it was handed to the producer, and is
+    part of its batch: if it raises, nothing after the last checkpoint is snapshotted or committed, ``run``
+    raises that exception, and a restart calls it again for the replayed records (at-least-once, same
+    event ids). ``on_batch`` is called after a batch completed (its positions count for the next commit).
+    """
 
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
                  on_anomaly: Callable[[AnomalyEvent], None] | None = None,
@@ -74,6 +82,13 @@ class Service:
         self._on_anomaly = on_anomaly
         self._on_batch = on_batch
         self._stop = threading.Event()
+        self._next_group_check = 0.0
+        self._joined = False  # between an assignment and the next revocation
+        self._joining = False  # between the start of a group join (its revoke callback) and its assignment
+        self._closing = False
+        # kafka-python runs this callback on the consumer's IO thread: no heartbeat goes out meanwhile. A third
+        # of the session timeout keeps the member alive; past it the new owner replays from the last commit.
+        self._revoke_budget_s = settings.session_timeout_ms / 3000
         self.ops: OpsServer | None = None
         self.signature: StepSignature | None = None
 
@@ -89,25 +104,15 @@ class Service:
         log.info("model %s %s (%s, %d state bytes/key); metrics on http://%s:%d/metrics", signature.name,
                  signature.version, signature.architecture, signature.state_bytes_per_key, s.metrics_host,
                  self.ops.port)
-        self.source = KafkaSource.connect(s)
-        partitions = ensure_topics(s, self.source.consumer)
-        log.info("input %s has %d partitions", s.input_topic, partitions)
-        security = s.kafka_security()
-        self.sink = KafkaSink.connect(
-            {"bootstrap_servers": s.bootstrap_servers.split(","), "client_id": s.client_id, **security},
-            output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic, changelog_topic=s.changelog_topic,
-            on_event_delivered=self.metrics.events_produced.inc,
-            on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc(),
-        )
-        from kafka import KafkaConsumer
-
-        restore_consumer = KafkaConsumer(**consumer_config(s, group=False), fetch_max_wait_ms=50)
+        self.source, self.sink, restore_consumer = self._connect()
         runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
                              halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
         check_record_sizes(signature, runner.table, s)
-        self.store = StateStore(runner.table, s.changelog_topic, restore_consumer,
+        self.store = StateStore(runner.table, s.changelog_topic, restore_consumer, key_ttl_ms=s.key_ttl_ms,
+                                retention_ms=s.state_retention_ms, on_expired=self.metrics.keys_expired.inc,
                                 on_reset=lambda reason, n: self.metrics.state_resets.labels(reason).inc(n))
+        self._restorer = self.store.restore_job(s.restore_warn_ms / 1000)
         decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,
                               time_field=s.time_field, timestamp_unit=s.timestamp_unit,
                               max_message_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms,
@@ -126,6 +131,23 @@ class Service:
         self.metrics.consumption_paused.set_function(lambda: 1.0 if self.backpressure.paused else 0.0)
         return self
 
+    def _connect(self) -> tuple[KafkaSource, Sink, Any]:
+        """The Kafka clients: group consumer (topics checked), producer sink, changelog reader."""
+        from kafka import KafkaConsumer
+
+        s = self.settings
+        source = KafkaSource.connect(s)
+        partitions = ensure_topics(s, source.consumer)
+        log.info("input %s has %d partitions", s.input_topic, partitions)
+        sink = KafkaSink.connect(
+            {"bootstrap_servers": s.bootstrap_servers.split(","), "client_id": s.client_id, **s.kafka_security()},
+            output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic, changelog_topic=s.changelog_topic,
+            on_event_delivered=self.metrics.events_produced.inc,
+            on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc(),
+        )
+        restore_consumer = KafkaConsumer(**consumer_config(s, group=False), fetch_max_wait_ms=50)
+        return source, sink, restore_consumer
+
     @property
     def metrics_port(self) -> int:
         """The port /metrics is served on (the chosen one when settings asked for port 0)."""
@@ -133,26 +155,39 @@ class Service:
 
     # -- loop -------------------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        """Process until stopped (or caught up); raises DeliveryError when records were lost on the way.
+
+        Whatever ends the loop, :meth:`shutdown` runs; an exception from the loop propagates unchanged, and
+        a delivery failure found by the final checkpoint is raised after the clients are closed.
+        """
+        try:
+            self._loop()
+        except BaseException:
+            self._shutdown()
+            raise
+        self.shutdown()
+        return self.summary
+
+    def _loop(self) -> None:
         s = self.settings
         next_housekeeping = 0.0
-        try:
-            while not self._stop.is_set():
-                self.health.tick()
-                self._restore_pending()
-                self.backpressure.update(self.sink.pending_bytes)
-                records = self.source.poll(_POLL_MS, s.max_poll_records)
-                if records:
-                    self._handle(records)
-                if self.checkpointer.due(s.checkpoint_interval_ms / 1000, s.checkpoint_records):
-                    self._checkpoint()
-                if time.monotonic() >= next_housekeeping:
-                    self._housekeeping()
-                    next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
-                if s.until_caught_up and self._caught_up():
-                    break
-        finally:
-            self.shutdown()
-        return self.summary
+        while not self._stop.is_set():
+            self.health.tick()
+            self._restore_pending()
+            self.backpressure.update(self.sink.pending_bytes)
+            records = self.source.poll(0 if self.health.restoring else _POLL_MS, s.max_poll_records)
+            if self.checkpointer.poisoned is not None:  # a delivery failed during a rebalance inside poll()
+                msg = f"stopping: {self.checkpointer.poisoned}"
+                raise DeliveryError(msg)
+            if records:
+                self._handle(records)
+            if self.checkpointer.due(s.checkpoint_interval_ms / 1000, s.checkpoint_records):
+                self._checkpoint()
+            if time.monotonic() >= next_housekeeping:
+                self._housekeeping()
+                next_housekeeping = time.monotonic() + _HOUSEKEEPING_S
+            if s.until_caught_up and self._caught_up():
+                break
 
     def request_stop(self) -> None:
         """Finish the current batch, then checkpoint and leave (safe from a signal handler)."""
@@ -162,7 +197,8 @@ class Service:
         now = time.monotonic()
         if not self.summary.records:
             self.summary.first_record_s = now
-        outcome = self.pipeline.handle(records)
+        with self.checkpointer.batch():  # stepped but unfinished: no snapshot or commit may follow
+            outcome = self.pipeline.handle(records)
         self.summary.last_record_s = time.monotonic()
         self.summary.records += outcome.records
         self.summary.processed += outcome.processed
@@ -185,7 +221,7 @@ class Service:
         from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 
         try:
-            self.checkpointer.run()
+            self.checkpointer.run(rewrite=True)
         except (CommitFailedError, RebalanceInProgressError) as exc:
             log.warning("offset commit failed (%s); snapshots are in the changelog, so the next owner of these "
                         "partitions skips what they already reflect", exc)
@@ -207,19 +243,24 @@ class Service:
         self.health.broker_ok = True
 
     def _restore_pending(self) -> None:
-        pending = set(self.source.assignment.to_restore)
+        """Restore newly assigned partitions a slice at a time; each is resumed as soon as it is restored."""
+        pending = self.source.assignment.to_restore
+        for partition in sorted(pending - self._restorer.partitions):
+            self._restorer.add(partition, self.source.committed(partition))
         if not pending:
             return
         self.health.restoring = True
-        for stats in self.store.restore(sorted(pending)):
+        for stats in self._restorer.step(_RESTORE_SLICE_S):
             self.metrics.restore_duration.observe(stats.seconds)
             self.metrics.keys_restored.inc(stats.keys)
-            log.info("restored %s[%d]: %d keys from %d snapshots in %.3fs (%d model changed, %d corrupt)",
-                     self.settings.changelog_topic, stats.partition, stats.keys, stats.records, stats.seconds,
+            log.info("restored %s[%d]: %d keys in memory, %d idle, %d expired, from %d records read in %.3fs "
+                     "(%s; %d model changed, %d corrupt)", self.settings.changelog_topic, stats.partition,
+                     stats.keys, stats.idle, stats.expired, stats.records, stats.seconds, stats.why,
                      stats.model_changed, stats.corrupt)
-        self.source.assignment.to_restore -= pending
-        self.source.resume(pending)
-        self.health.restoring = False
+            self.checkpointer.restored(stats.partition, stats.committed)
+            pending.discard(stats.partition)
+            self.source.resume({stats.partition})
+        self.health.restoring = bool(pending)
         self.health.assigned = bool(self.source.assignment.assigned)
 
     def _housekeeping(self) -> None:
@@ -233,27 +274,53 @@ class Service:
             self.metrics.consumer_lag.labels(s.input_topic, str(partition)).set(lag)
 
     def _caught_up(self) -> bool:
+        """Every partition of the input topic is processed to its end: ours by us, the others by the group.
+
+        Owning every partition is not required (several members may run until caught up), but a member
+        must not stop while a partition is held by a member that died: its committed offset shows it.
+        """
         assigned = self.source.assignment.assigned
-        if not assigned or self.source.assignment.to_restore:
-            return False
+        if not self._joined or self.source.assignment.to_restore:
+            return False  # the group's coordinator is busy with our join: no offset fetches meanwhile
         lag = self.source.lag(self.checkpointer.positions)
-        return set(lag) == assigned and all(v == 0 for v in lag.values())
+        if set(lag) != assigned or any(v > 0 for v in lag.values()):
+            return False
+        now = time.monotonic()
+        if now < self._next_group_check:
+            return False
+        self._next_group_check = now + _HOUSEKEEPING_S
+        from kafka.errors import KafkaError
+
+        try:
+            for partition in sorted(self.source.partitions() - assigned):
+                end = partition_end(self.store.restore_consumer, self.settings.input_topic, partition)
+                if (self.source.committed(partition) or 0) < end:
+                    return False
+        except (BrokerError, KafkaError) as exc:
+            log.warning("cannot tell whether the group caught up yet: %s", exc)
+            return False
+        return True
 
     # -- rebalance callbacks (IO thread, main loop blocked in poll) ---------------------------------------
     def _on_assigned(self, partitions: set[int]) -> None:
+        self._joined, self._joining = True, False
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
         self.health.assigned = bool(self.source.assignment.assigned)
         log.info("assigned partitions %s of %s", sorted(partitions), self.settings.input_topic)
 
     def _on_revoked(self, partitions: set[int], lost: bool) -> None:
+        self._joined, self._joining = False, not self._closing  # kafka-python revokes as a join begins
         self.metrics.rebalances.labels("lost" if lost else "revoked").inc()
-        if not lost and partitions:
-            try:  # the new owner restores from the changelog: our snapshots must be there first
-                self.checkpointer.run(partitions, blocking_commit=False)
+        if not lost and partitions and self.checkpointer.poisoned is None:
+            try:  # the new owner restores from the changelog: our snapshots should be there first
+                self.checkpointer.run(partitions, blocking_commit=False, budget_s=self._revoke_budget_s)
+            except DeliveryError:
+                pass  # poisoned: the main loop raises it as soon as poll() returns
             except BrokerError:
                 log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
         for partition in partitions:
+            self._restorer.drop(partition)
             self.store.forget_partition(partition)
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(self.settings.input_topic, str(partition))
@@ -264,13 +331,51 @@ class Service:
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Checkpoint what was processed, leave the group, stop the producer and the HTTP server."""
+        """Checkpoint what was processed, leave the group, stop the producer and the HTTP server.
+
+        Raises DeliveryError (after closing everything) if records were lost: nothing was committed past them.
+        """
+        lost = self._shutdown()
+        if lost is not None:
+            raise lost
+
+    def _finish_join(self) -> bool:
+        """Let a group join we are in the middle of complete; False if it did not (then do not leave).
+
+        Leaving while our own join is pending can leave the group without a leader that ever syncs: the test
+        broker (Tansu) keeps a departed member as the leader of a forming group, and every later member
+        then fails its SyncGroup forever. After the join completes the leave is clean; if it does not
+        complete in time, the member closes without leaving and the broker drops it when its session
+        expires. Nothing is processed here: a join that completes pauses its new partitions.
+        """
+        # long enough for a dead leader's session to expire and the join to finish, within half the grace
+        limit_ms = min(2 * self.settings.session_timeout_ms, self.settings.shutdown_grace_ms / 2)
+        deadline = time.monotonic() + limit_ms / 1000
+        while self._joining and time.monotonic() < deadline:
+            try:
+                self.source.poll(100, 1)
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                log.warning("could not finish the group join before leaving: %s", exc)
+                break
+        if self._joining:
+            log.warning("stopping in the middle of a group join: not leaving the group (the broker drops this "
+                        "member when its %d ms session expires)", self.settings.session_timeout_ms)
+        return not self._joining
+
+    def _shutdown(self) -> DeliveryError | None:
+        lost: DeliveryError | None = None
         if getattr(self, "checkpointer", None) is not None:
             try:
                 self.checkpointer.run()
+            except DeliveryError as exc:
+                lost = exc
+                log.error("no final checkpoint: %s; the next start replays from the last commit", exc)
             except Exception:
                 log.exception("final checkpoint failed; the next start replays from the last commit")
-            for close in (self.source.close, self.store.restore_consumer.close, lambda: self.sink.close(timeout_s=5.0)):
+            leave = self._finish_join()
+            self._closing = True
+            for close in (lambda: self.source.close(leave=leave), self.store.restore_consumer.close,
+                          lambda: self.sink.close(timeout_s=5.0)):
                 try:  # a broker that is gone must not turn a clean stop into a crash
                     close()
                 except Exception as exc:  # noqa: BLE001 - kafka-python raises assorted errors on close
@@ -278,3 +383,4 @@ class Service:
         if self.ops is not None:
             self.ops.stop()
             self.ops = None
+        return lost

@@ -57,6 +57,6 @@ def _install_signal_handlers(service: Service, grace_s: float) -> None:
 
 def _deadline(grace_s: float) -> None:
     time.sleep(grace_s)
-    log.error("shutdown did not finish within the %.0fs grace period; exiting without a final checkpoint", grace_s)
+    log.error("shutdown did not finish within the %gs grace period; exiting without a final checkpoint", grace_s)
     sys.stderr.flush()
     os._exit(1)

@@ -140,6 +140,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("checkpoint_records", int, 200000, "... or after this many records, whichever comes first."),
     Option("shutdown_grace_ms", int, 30000, "On SIGTERM: time to finish the batch, checkpoint and leave."),
     Option("inference_threads", int, 1, "onnxruntime intra-op threads (1 leaves a core for Kafka I/O)."),
+    # Durability limits (restore, retention, group liveness)
+    Option("state_retention_ms", int, 7 * 24 * 3600 * 1000,
+           "Keys idle this long (wall clock) are forgotten: state deleted, a returning key starts cold; 0 = never."),
+    Option("restore_warn_ms", int, 60000, "Log an error when restoring a partition takes longer (it goes on)."),
+    Option("max_poll_interval_ms", int, 120000,
+           "Longest pause between polls before the member leaves the group; also the rebalance timeout."),
+    Option("heartbeat_interval_ms", int, 0, "Group heartbeat interval; 0 = a quarter of the session timeout."),
     # Operations
     Option("metrics_host", str, "127.0.0.1", "Address of the metrics/health HTTP server; 0.0.0.0 to be scraped "
            "from other hosts (the container image sets it)."),
@@ -147,7 +154,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("liveness_timeout_ms", int, 60000, "/healthz fails when the poll loop has not run for this long."),
     Option("log_level", str, "INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     Option("log_format", str, "text", "Log line format.", choices=("text", "json")),
-    Option("until_caught_up", _bool, False, "Exit once every assigned partition is caught up; print a JSON summary.",
+    Option("until_caught_up", _bool, False,
+           "Exit once the whole input topic is processed to its end (by this member or the group); print a JSON "
+           "summary.",
            flag_only=True),
     # Limits and security (sizes in bytes: a key is copied into every event, dead letter and snapshot)
     Option("max_key_bytes", int, 4096, "Records with a longer key (Kafka key or key field) are dead-lettered as "
@@ -210,6 +219,10 @@ class Settings:
     checkpoint_records: int
     shutdown_grace_ms: int
     inference_threads: int
+    state_retention_ms: int
+    restore_warn_ms: int
+    max_poll_interval_ms: int
+    heartbeat_interval_ms: int
     metrics_host: str
     metrics_port: int
     liveness_timeout_ms: int
@@ -239,6 +252,20 @@ class Settings:
         if self.ssl_cafile:
             config["ssl_cafile"] = self.ssl_cafile
         return config
+
+
+def _validate_durability(s: Settings) -> None:
+    if s.state_retention_ms and s.key_ttl_ms and s.state_retention_ms < s.key_ttl_ms:
+        msg = (f"state_retention_ms ({s.state_retention_ms}) must be >= key_ttl_ms ({s.key_ttl_ms}): a key is "
+               "evicted from memory before it is forgotten")
+        raise ConfigError(msg)
+    if s.heartbeat_interval_ms and s.heartbeat_interval_ms * 3 > s.session_timeout_ms:
+        msg = (f"heartbeat_interval_ms ({s.heartbeat_interval_ms}) must be at most a third of session_timeout_ms "
+               f"({s.session_timeout_ms}), or 0 for a quarter")
+        raise ConfigError(msg)
+    if s.max_poll_interval_ms < s.session_timeout_ms:
+        msg = f"max_poll_interval_ms ({s.max_poll_interval_ms}) must be >= session_timeout_ms ({s.session_timeout_ms})"
+        raise ConfigError(msg)
 
 
 def parse_field_map(text: str) -> dict[str, str]:
@@ -391,15 +418,18 @@ def _validate(s: Settings) -> None:
         raise ConfigError(msg)
     positive = ("session_timeout_ms", "max_poll_records", "fetch_max_bytes", "max_partition_fetch_bytes",
                 "max_message_bytes", "checkpoint_interval_ms", "checkpoint_records", "shutdown_grace_ms",
-                "inference_threads", "broker_wait_ms", "liveness_timeout_ms")
+                "inference_threads", "broker_wait_ms", "liveness_timeout_ms", "restore_warn_ms",
+                "max_poll_interval_ms")
     for name in positive:
         if getattr(s, name) <= 0:
             msg = f"{name} must be > 0, got {getattr(s, name)}"
             raise ConfigError(msg)
-    for name in ("gap_ms", "key_ttl_ms", "max_future_ms", "metrics_port"):
+    for name in ("gap_ms", "key_ttl_ms", "max_future_ms", "metrics_port", "state_retention_ms",
+                 "heartbeat_interval_ms"):
         if getattr(s, name) < 0:
             msg = f"{name} must be >= 0, got {getattr(s, name)}"
             raise ConfigError(msg)
+    _validate_durability(s)
     if s.threshold is not None and not 0.0 < s.threshold < 1.0:
         msg = f"threshold must be in (0, 1), got {s.threshold}"
         raise ConfigError(msg)

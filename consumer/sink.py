@@ -1,8 +1,9 @@
 """The producer side: anomaly events, dead letters and state snapshots through one KafkaProducer.
 
-Sends are asynchronous; delivery failures are remembered and surface at the next :meth:`Sink.flush`, which
-the checkpoint calls before it commits offsets. A failed delivery therefore blocks the commit (the records
-are consumed again after a restart) instead of being lost behind a committed offset.
+Sends are asynchronous; delivery failures are remembered and surface at :meth:`Sink.flush`, which the
+checkpoint calls before it commits offsets. A failed delivery is never forgotten: every later flush raises
+it again, so no later checkpoint can commit past the lost record (the process ends, and a restart consumes
+the records again) even if the producer's next records go through.
 
 :attr:`KafkaSink.pending_bytes` counts what was sent but not yet acknowledged (or failed): kafka-python 3
 has no ``buffer_memory`` bound, so the service pauses consumption on it (see ``backpressure``).
@@ -33,10 +34,13 @@ class Sink(Protocol):
 
     def send_event(self, event: AnomalyEvent) -> None: ...
     def send_dead_letter(self, letter: DeadLetter) -> None: ...
-    def send_snapshot(self, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]],
+    def send_snapshot(self, partition: int, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]],
                       on_offset: Callable[[int], None]) -> None: ...
     def flush(self, timeout_s: float) -> None: ...
     def close(self, timeout_s: float) -> None: ...
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes sent and not yet acknowledged (or failed): what the service's backpressure bounds."""
 
 
 class KafkaSink:
@@ -81,7 +85,7 @@ class KafkaSink:
         self._track(future, key, value, headers)
         future.add_errback(self._failed("dead_letter"))
 
-    def send_snapshot(self, partition: int, key: bytes, value: bytes, headers: list[tuple[str, bytes]],
+    def send_snapshot(self, partition: int, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]],
                       on_offset: Callable[[int], None]) -> None:
         future = self._producer.send(self.changelog_topic, key=key, value=value, headers=headers,
                                      partition=partition)
@@ -90,14 +94,14 @@ class KafkaSink:
         future.add_errback(self._failed("snapshot"))
 
     def flush(self, timeout_s: float) -> None:
-        """Wait for every send so far; raise BrokerError if any failed since the last flush."""
+        """Wait for every send so far; raise BrokerError on a timeout, DeliveryError if any send ever failed."""
         try:
             self._producer.flush(timeout=timeout_s)
         except Exception as exc:  # kafka-python raises KafkaTimeoutError and friends
             msg = f"producer flush did not complete within {timeout_s:.0f}s: {exc}"
             raise BrokerError(msg) from exc
         with self._lock:
-            error, self._error = self._error, None
+            error = self._error
         if error is not None:
             msg = f"a record could not be delivered: {error}"
             raise DeliveryError(msg) from error

@@ -40,8 +40,9 @@ def consumer_config(settings: Settings, *, group: bool = True) -> dict[str, Any]
         **settings.kafka_security(),
     )
     if group:
+        heartbeat = settings.heartbeat_interval_ms or max(100, settings.session_timeout_ms // 4)
         config.update(group_id=settings.group_id, session_timeout_ms=settings.session_timeout_ms,
-                      heartbeat_interval_ms=max(100, settings.session_timeout_ms // 4))
+                      heartbeat_interval_ms=heartbeat, max_poll_interval_ms=settings.max_poll_interval_ms)
     return config
 
 
@@ -123,6 +124,15 @@ class KafkaSource:
         else:
             self.consumer.commit_async(offsets)
 
+    def partitions(self) -> set[int]:
+        """Every partition of the input topic (from metadata)."""
+        return set(self.consumer.partitions_for_topic(self.topic) or ())
+
+    def committed(self, partition: int) -> int | None:
+        """The group's committed offset of an input partition (a blocking call: main thread only)."""
+        offset = self.consumer.committed(TopicPartition(self.topic, partition))
+        return None if offset is None else int(offset)
+
     def lag(self, positions: dict[int, int]) -> dict[int, int]:
         """Highwater minus our processed position, for partitions whose highwater is known."""
         out = {}
@@ -142,7 +152,17 @@ class KafkaSource:
         except Exception:  # noqa: BLE001
             return 0
 
-    def close(self) -> None:
+    def close(self, *, leave: bool = True) -> None:
+        """Close the consumer; ``leave=False`` skips the LeaveGroup (the session then expires on its own).
+
+        Used when stopping in the middle of a join that does not complete: leaving a group that is still
+        forming wedges some brokers (see ``Service._finish_join``). kafka-python sends no LeaveGroup for a
+        member whose generation was reset, so that is how it is skipped.
+        """
+        if not leave:
+            coordinator = getattr(self.consumer, "_coordinator", None)
+            if coordinator is not None and hasattr(coordinator, "reset_generation"):
+                coordinator.reset_generation()
         self.consumer.close(autocommit=False)
 
 

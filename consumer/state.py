@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,13 +73,15 @@ class StateTable:
         self.steps = np.zeros(self._capacity, dtype=np.int64)
         self.last_event_ms = np.full(self._capacity, NO_TIME, dtype=np.int64)
         self.last_offset = np.full(self._capacity, -1, dtype=np.int64)
-        self.last_seen_s = np.zeros(self._capacity, dtype=np.float64)
+        self.last_seen_s = np.zeros(self._capacity, dtype=np.float64)  # monotonic clock
+        self.changelog_offset = np.full(self._capacity, -1, dtype=np.int64)  # of the last acknowledged snapshot
         self.dirty = np.zeros(self._capacity, dtype=bool)
         self.partition = np.full(self._capacity, -1, dtype=np.int32)
         self.keys: list[bytes | None] = [None] * self._capacity
         self._index: dict[int, dict[bytes, int]] = {}
         self._free: list[int] = list(range(self._capacity - 1, -1, -1))
-        self._row_bytes = sum(int(np.prod(c.shape, dtype=np.int64)) * c.dtype.itemsize for c in columns)
+        self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.dtype, c.shape) for c in columns]
+        self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
 
     # -- lookup -----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -107,6 +109,9 @@ class StateTable:
     def partitions(self) -> list[int]:
         return sorted(p for p, idx in self._index.items() if idx)
 
+    def count(self, partition: int) -> int:
+        return len(self._index.get(partition, {}))
+
     def rows_of_partition(self, partition: int) -> np.ndarray:
         return np.fromiter(self._index.get(partition, {}).values(), dtype=np.int64)
 
@@ -127,19 +132,18 @@ class StateTable:
             self._release(row)
         return len(index)
 
-    def evict_idle(self, now_s: float, ttl_s: float) -> list[tuple[int, bytes]]:
-        """Free rows not seen for ``ttl_s`` (their snapshot in the changelog brings them back)."""
+    def idle_rows(self, now_s: float, ttl_s: float) -> np.ndarray:
+        """Rows not seen for ``ttl_s`` whose state is in an acknowledged snapshot (safe to drop from memory)."""
         used = self.partition >= 0
-        idle = np.flatnonzero(used & ~self.dirty & (self.last_seen_s < now_s - ttl_s))
-        evicted = []
-        for row in idle.tolist():
+        return np.flatnonzero(used & ~self.dirty & (self.changelog_offset >= 0) & (self.last_seen_s < now_s - ttl_s))
+
+    def release_rows(self, rows: Sequence[int]) -> None:
+        """Forget these rows' keys (eviction): the rows are reused for other keys."""
+        for row in rows:
             key = self.keys[row]
-            partition = int(self.partition[row])
             if key is not None:
-                self._index[partition].pop(key, None)
-                evicted.append((partition, key))
+                self._index[int(self.partition[row])].pop(key, None)
             self._release(row)
-        return evicted
 
     # -- snapshots --------------------------------------------------------------------------------------
     @property
@@ -175,14 +179,18 @@ class StateTable:
             msg = f"snapshot payload is {len(blob) - pos} bytes, expected {self._row_bytes}"
             raise StateError(msg)
         values = {}
-        for c in self.columns:
-            n = int(np.prod(c.shape, dtype=np.int64))
-            values[c.name] = np.frombuffer(blob, dtype=c.dtype, count=n, offset=pos).reshape(c.shape)
-            pos += n * c.dtype.itemsize
+        for name, n, dtype, shape in self._layout:
+            values[name] = np.frombuffer(blob, dtype=dtype, count=n, offset=pos).reshape(shape)
+            pos += n * dtype.itemsize
         return Snapshot(identity, offset, last_ms, steps, values)
 
-    def load(self, partition: int, key: bytes, snap: Snapshot) -> int:
-        """Install a decoded snapshot as the key's row (creating it); returns the row."""
+    def load(self, partition: int, key: bytes, snap: Snapshot, *, last_seen_s: float = 0.0,
+             changelog_offset: int = -1) -> int:
+        """Install a decoded snapshot as the key's row (creating it); returns the row.
+
+        ``last_seen_s`` (monotonic) is when the key last had a record, ``changelog_offset`` where the snapshot
+        was read from.
+        """
         rows, _ = self.rows_for(partition, [key])
         row = int(rows[0])
         for c in self.columns:
@@ -190,17 +198,23 @@ class StateTable:
         self.steps[row] = snap.steps
         self.last_offset[row] = snap.input_offset
         self.last_event_ms[row] = snap.last_event_ms
+        self.last_seen_s[row] = last_seen_s
+        self.changelog_offset[row] = changelog_offset
         self.dirty[row] = False
         return row
 
-    def take_dirty(self) -> Iterable[tuple[int, bytes, int]]:
-        """(partition, key, row) of every row changed since the last call, clearing the marks."""
-        rows = np.flatnonzero(self.dirty)
-        self.dirty[rows] = False
-        for row in rows.tolist():
+    def dirty_rows(self) -> list[tuple[int, bytes, int]]:
+        """(partition, key, row) of every row changed since its last snapshot was sent.
+
+        The marks stay set: the caller clears a row's mark only once its snapshot was accepted for sending,
+        so a send that fails half way leaves every unsent row marked for the next checkpoint.
+        """
+        out = []
+        for row in np.flatnonzero(self.dirty).tolist():
             key = self.keys[row]
             if key is not None:
-                yield int(self.partition[row]), key, row
+                out.append((int(self.partition[row]), key, row))
+        return out
 
     # -- internals --------------------------------------------------------------------------------------
     def _allocate(self, partition: int, key: bytes) -> int:
@@ -212,6 +226,7 @@ class StateTable:
         self.steps[row] = 0
         self.last_event_ms[row] = NO_TIME
         self.last_offset[row] = -1
+        self.changelog_offset[row] = -1
         self.dirty[row] = False
         self.partition[row] = partition
         self.keys[row] = key
@@ -234,6 +249,7 @@ class StateTable:
         self.last_event_ms = np.concatenate([self.last_event_ms, np.full(old, NO_TIME, dtype=np.int64)])
         self.last_offset = np.concatenate([self.last_offset, np.full(old, -1, dtype=np.int64)])
         self.last_seen_s = np.concatenate([self.last_seen_s, np.zeros(old)])
+        self.changelog_offset = np.concatenate([self.changelog_offset, np.full(old, -1, dtype=np.int64)])
         self.dirty = np.concatenate([self.dirty, np.zeros(old, dtype=bool)])
         self.partition = np.concatenate([self.partition, np.full(old, -1, dtype=np.int32)])
         self.keys.extend([None] * old)

@@ -36,6 +36,7 @@ from bench_latency import READER_CONFIG, LatencyPlan, measure_latency
 from bench_latency_peers import RAW_CLIENTS, measure_raw_latency
 from bench_memory import measure_memory
 from bench_peers import CONFLUENT_TUNED, KAFKA_PYTHON_TUNED, BenchError
+from bench_restore import measure_restore
 from bench_rnnwatch import Transport, model_info, resolve_transports, run_help
 from bench_throughput import NOT_INSTALLED_CONFLUENT, Feed, FeedBench, confluent_installed
 
@@ -43,7 +44,7 @@ from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.settings import bundled_model_path
 
 log = logging.getLogger("bench")
-SECTIONS = ("peers", "keys", "latency", "memory")
+SECTIONS = ("peers", "keys", "latency", "memory", "restore")
 DEFINITIONS = {
     "records_per_second": "rnnwatch and raw kafka-python: records / (last poll with records - first poll with "
                           "records); raw confluent-kafka: records / (last record - just before assign()), so its "
@@ -88,12 +89,13 @@ class Plan:
     latency_seconds: float
     memory_keys: int
     memory_baseline: Feed
+    restore_keys: int = 100_000
 
     def as_dict(self) -> dict[str, Any]:
         return {"main_feed": self.main_feed.name, "key_feeds": [f.name for f in self.key_feeds], "runs": self.runs,
                 "naive_records": self.naive_records, "latency_rates": list(self.latency_rates),
                 "latency_seconds": self.latency_seconds, "memory_keys": self.memory_keys,
-                "memory_baseline": self.memory_baseline.name}
+                "memory_baseline": self.memory_baseline.name, "restore_keys": self.restore_keys}
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -107,7 +109,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         runs, naive, seconds, memory = 3, 20_000, 20.0, 1_000_000
     return Plan(main, (keys[0], main, keys[1]), args.runs or runs, args.naive_records or naive,
                 tuple(args.latency_rates), args.latency_seconds or seconds, args.memory_keys or memory,
-                Feed(100_000, 1_000, p))
+                Feed(100_000, 1_000, p), 25_000 if args.quick else 100_000)
 
 
 @dataclass
@@ -182,8 +184,16 @@ def section_memory(ctx: Context) -> dict[str, Any]:
     return out
 
 
+def section_restore(ctx: Context) -> dict[str, Any]:
+    """A new owner restoring 100,000 keys from a changelog of 2,000,000 snapshots (a quarter with --quick)."""
+    keys = ctx.plan.restore_keys
+    return ctx.attempt("restore", partial(_logged, f"restore: {keys:,} keys x 20 checkpoints", measure_restore,
+                                          ctx.broker, keys, 20, ctx.plan.main_feed.partitions))
+
+
 SECTION_RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "peers": section_peers, "keys": section_keys, "latency": section_latency, "memory": section_memory}
+    "peers": section_peers, "keys": section_keys, "latency": section_latency, "memory": section_memory,
+    "restore": section_restore}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

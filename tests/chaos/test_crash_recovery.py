@@ -33,12 +33,16 @@ PARTITIONS = 4
 REPORT: dict[str, Any] = {}
 
 
-def member_args(broker: EmbeddedBroker, topic: str, name: str, model: Path, *extra: str) -> list[str]:
-    """`rnnwatch run` for scenario ``name``: its own group, output, dead-letter and changelog topics."""
+def member_args(broker: EmbeddedBroker, topic: str, name: str, model: Path, *extra: str,
+                session_timeout_ms: int | None = 6000) -> list[str]:
+    """`rnnwatch run` for scenario ``name``: its own group, output, dead-letter and changelog topics.
+
+    ``session_timeout_ms=None`` keeps rnnwatch's default session timeout.
+    """
+    session = [] if session_timeout_ms is None else ["--session-timeout-ms", str(session_timeout_ms)]
     return [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
             "--input-topic", topic, "--output-topic", f"{topic}.{name}", "--dead-letter-topic", f"{topic}.{name}.dlq",
-            "--group-id", f"{topic}-{name}", "--model", str(model), "--metrics-port", "0",
-            "--session-timeout-ms", "6000", *extra]
+            "--group-id", f"{topic}-{name}", "--model", str(model), "--metrics-port", "0", *session, *extra]
 
 
 def _run(broker: EmbeddedBroker, topic: str, name: str, model: Path, env: dict[str, str] | None = None,

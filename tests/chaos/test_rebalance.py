@@ -32,11 +32,11 @@ SETTLE_TIMEOUT_S = 90.0
 class Member:
     """One consumer-group member in its own process; its log is read while it is written."""
 
-    def __init__(self, broker: EmbeddedBroker, topic: str, name: str, model: Path) -> None:
-        self.proc = subprocess.Popen(
-            member_args(broker, topic, name, model, "--max-poll-records", "300", "--checkpoint-interval-ms", "500"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         self._lines: list[str] = []
+        self.arrived: list[float] = []  # when each line was read (monotonic), for time-to-X measurements
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -46,11 +46,18 @@ class Member:
         for line in self.proc.stderr:
             with self._lock:
                 self._lines.append(line)
+                self.arrived.append(time.monotonic())
 
     @property
     def log(self) -> str:
         with self._lock:
             return "".join(self._lines)
+
+    def seconds_until(self, wanted: Callable[[str], bool]) -> float | None:
+        """Seconds from the start of the process to the first log line ``wanted`` accepts."""
+        with self._lock:
+            lines = list(zip(self.arrived, self._lines, strict=True))
+        return next((at - self.started for at, line in lines if wanted(line)), None)
 
     def assignments(self) -> list[set[int]]:
         """Every assignment this member was given, in order (one per rebalance it took part in)."""
@@ -83,7 +90,9 @@ def spawn(broker: EmbeddedBroker, ewma_path: Path) -> Iterator[Callable[[str, st
     started: list[Member] = []
 
     def start(topic: str, name: str) -> Member:
-        started.append(Member(broker, topic, name, ewma_path))
+        args = member_args(broker, topic, name, ewma_path, "--max-poll-records", "300",
+                           "--checkpoint-interval-ms", "500")
+        started.append(Member(args))
         return started[-1]
 
     yield start
@@ -199,19 +208,32 @@ def test_scale_one_three_one_while_the_feed_flows(broker: EmbeddedBroker, ewma_p
 def test_zombie_frozen_past_its_session_timeout(broker: EmbeddedBroker, ewma_path: Path,
                                                 spawn: Callable[[str, str], Member]) -> None:
     topic = f"zombie-{int(time.time() * 1000)}"
+    group = f"{topic}-zombie"
     broker.create_topics([topic], partitions=PARTITIONS)
     feed = PhasedFeed(broker, topic, price_feed(24, 200, shock=(2, 150), seed=22), phases=3)
     zombie = spawn(topic, "zombie")
     _wait_until(lambda: zombie.current() == ALL_PARTITIONS, "the first member to own every partition", [zombie])
     feed.release(1)
+    # freeze it while it works: restored, processing, and committing as it goes (state ahead of its commits)
+    start = _committed_total(broker, group, topic)
+    _wait_until(lambda: _committed_total(broker, group, topic) > start + 300, "the first member to commit", [zombie])
     zombie.proc.send_signal(signal.SIGSTOP)  # frozen mid-stream, past its 6 s session timeout
+    frozen_at = len(zombie.log)
     survivor = spawn(topic, "zombie")
     _wait_until(lambda: survivor.current() == ALL_PARTITIONS, "the survivor to take every partition", [survivor])
     feed.release(2)
     zombie.proc.send_signal(signal.SIGCONT)  # wakes up believing it still owns its partitions
+    _wait_until(lambda: "lost partitions" in zombie.log[frozen_at:], "the zombie to learn it lost its partitions",
+                [zombie, survivor])
     feed.join()
-    _wait_all_committed(broker, topic, f"{topic}-zombie", feed.total)
+    _wait_all_committed(broker, topic, group, feed.total)
     for member in (zombie, survivor):
         member.stop()
+    woke = zombie.log[frozen_at:]
+    fenced = "UnknownMemberIdError" in woke or "IllegalGenerationError" in woke
     duplicates = _matches_reference(broker, topic, "zombie", ewma_path)
-    print(json.dumps({"zombie": {"duplicate_events": duplicates}}))
+    print(json.dumps({"zombie": {"duplicate_events": duplicates, "late_commit_fenced": fenced}}))
+
+
+def _committed_total(broker: EmbeddedBroker, group: str, topic: str) -> int:
+    return sum(v or 0 for v in committed(broker.bootstrap_servers, group, topic).values())

@@ -10,14 +10,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
-from helpers import price_feed, produce
+from helpers import committed, price_feed, produce, read_all
+from kafka.errors import KafkaTimeoutError
+from kafka.future import Future
 
 from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.service import Service
-from rnnwatch.consumer.settings import load_settings
+from rnnwatch.consumer.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +65,57 @@ def test_broker_lost_mid_run_makes_the_detector_unready_not_dead(ewma_path: Path
         live.close()
         service.request_stop()
         thread.join(timeout=90)
+
+
+class _FailingEvents:
+    """The real producer, except that every anomaly event fails as an expired batch does."""
+
+    def __init__(self, producer: Any, output_topic: str) -> None:
+        self.producer, self.output_topic = producer, output_topic
+
+    def send(self, topic: str, **kwargs: Any) -> Any:
+        if topic != self.output_topic:
+            return self.producer.send(topic, **kwargs)
+        future = Future()
+        future.failure(KafkaTimeoutError(f"Expiring 1 record(s) for {topic}: 120000 ms has passed"))
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.producer.flush(timeout=timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        self.producer.close(timeout=timeout)
+
+
+class _LossyService(Service):
+    def _connect(self) -> tuple[Any, Any, Any]:
+        source, sink, reader = super()._connect()
+        sink._producer = _FailingEvents(sink._producer, self.settings.output_topic)  # type: ignore[attr-defined]
+        return source, sink, reader
+
+
+def test_a_delivery_failure_stops_the_commit(broker: EmbeddedBroker, topic_factory: Callable[..., str],
+                                             ewma_path: Path) -> None:
+    """Events the producer gives up on: the run ends with DeliveryError, nothing is committed or snapshotted
+    (not even by the shutdown), and a restart produces every event an uninterrupted run produces."""
+    topic, ref_topic = topic_factory(partitions=2), topic_factory(partitions=2)
+    feed = price_feed(6, 40, shock=(2, 30), seed=12)
+    for t in (topic, ref_topic):
+        produce(broker.bootstrap_servers, t, feed)
+
+    def settings(t: str) -> Settings:
+        return load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": t, "group_id": f"{t}-g",
+                              "model": str(ewma_path), "metrics_port": "0", "metrics_host": "127.0.0.1",
+                              "session_timeout_ms": "6000", "until_caught_up": True}, env={})
+
+    with pytest.raises(DeliveryError):
+        _LossyService(settings(topic)).start().run()
+    assert sum(v or 0 for v in committed(broker.bootstrap_servers, f"{topic}-g", topic).values()) == 0
+    assert read_all(broker.bootstrap_servers, f"{topic}-g.state") == []
+    Service(settings(topic)).start().run()
+    Service(settings(ref_topic)).start().run()
+    got = {(r.key, orjson.loads(r.value)["input"]["offset"]) for r in read_all(broker.bootstrap_servers,
+                                                                               f"{topic}.anomalies")}
+    want = {(r.key, orjson.loads(r.value)["input"]["offset"]) for r in read_all(broker.bootstrap_servers,
+                                                                                f"{ref_topic}.anomalies")}
+    assert got == want and want

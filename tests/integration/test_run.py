@@ -153,3 +153,40 @@ def test_sigterm_finishes_checkpoints_and_exits_cleanly(broker: EmbeddedBroker, 
     assert "received SIGTERM" in err
     assert sum(v or 0 for v in committed(broker.bootstrap_servers, "gs", topic).values()) == len(feed)
 
+
+
+def test_sigterm_past_the_grace_period_exits_non_zero_without_committing(ewma_path: Path) -> None:
+    """The broker stops answering (frozen with SIGSTOP) after the records were processed: the final checkpoint
+    cannot finish, so past --shutdown-grace-ms the process exits 1 and nothing was committed."""
+    with EmbeddedBroker() as own:  # this test freezes its broker: not the shared one
+        own.create_topics(["ticks"], partitions=1)
+        feed = price_feed(3, 20, seed=4)
+        produce(own.bootstrap_servers, "ticks", feed)
+        port = free_port()
+        args = _run_args(own, "ticks", "gg", ewma_path, "--checkpoint-interval-ms", "600000",
+                         "--shutdown-grace-ms", "1500")
+        args[args.index("--metrics-port") + 1] = str(port)
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            consumed = 0.0
+            while time.monotonic() < deadline and consumed < len(feed):
+                time.sleep(0.3)
+                try:
+                    consumed = _scrape(port).get("rnnwatch_records_consumed_total{}", 0.0)
+                except OSError:
+                    continue
+            assert consumed == len(feed)
+            own.send_signal(signal.SIGSTOP)
+            try:
+                proc.send_signal(signal.SIGTERM)
+                _, err = proc.communicate(timeout=60)
+            finally:
+                own.send_signal(signal.SIGCONT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 1, err[-2000:]
+        assert "did not finish within the 1.5s grace period" in err
+        assert sum(v or 0 for v in committed(own.bootstrap_servers, "gg", "ticks").values()) == 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
-from helpers import price_feed, produce
+from helpers import price_feed, produce, read_all
 from kafka import KafkaConsumer, KafkaProducer
 from onnx_builders import ewma_model
 
@@ -71,3 +73,67 @@ def test_snapshots_of_another_model_are_discarded_and_counted(broker: EmbeddedBr
     table = second.store.table
     steps = sorted(table.decode(s.value).steps for keys in latest.values() for s in keys.values())
     assert steps == [10] * 4  # every key re-warmed from its first new record under the new model
+
+
+def _events(broker: EmbeddedBroker, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in read_all(broker.bootstrap_servers, f"{topic}.anomalies")]
+
+
+def _state(broker: EmbeddedBroker, group: str, service: Service) -> dict[bytes, tuple[int, int]]:
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    latest, _ = read_snapshots(consumer, f"{group}.state", [0])
+    consumer.close()
+    table = service.store.table
+    return {k: (table.decode(s.value).steps, s.input_offset) for k, s in latest[0].items()}
+
+
+def test_the_snapshot_with_the_highest_input_offset_wins_over_a_later_written_one(
+        broker: EmbeddedBroker, topic_factory: Callable[..., str], ewma_path: Path) -> None:
+    topic = topic_factory(partitions=1)
+    group = f"{topic}-g"
+    feed = price_feed(3, 25, seed=6)
+    produce(broker.bootstrap_servers, topic, feed[:30])
+    _service(broker, topic, group, ewma_path).start().run()
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    older = next(r for r in read_all(broker.bootstrap_servers, f"{group}.state") if r.key == b"S001")
+    consumer.close()
+    produce(broker.bootstrap_servers, topic, feed[30:60])
+    _service(broker, topic, group, ewma_path).start().run()
+    # a zombie's late write: the state of S001 as of the first run, written after the newer one
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    producer.send(f"{group}.state", key=older.key, value=older.value, headers=older.headers, partition=0)
+    producer.flush()
+    producer.close()
+    produce(broker.bootstrap_servers, topic, feed[60:])
+    last = _service(broker, topic, group, ewma_path).start()
+    assert last.run().processed == 15
+    assert _state(broker, group, last)[b"S001"][0] == 25  # every record applied once, none lost to the stale write
+    ref_topic = topic_factory(partitions=1)
+    produce(broker.bootstrap_servers, ref_topic, feed)
+    ref = _service(broker, ref_topic, f"{ref_topic}-g", ewma_path).start()
+    ref.run()
+    assert _state(broker, group, last) == _state(broker, f"{ref_topic}-g", ref)
+    assert _events(broker, topic) == [e | {"input": e["input"] | {"topic": topic}} for e in _events(broker, ref_topic)]
+
+
+def test_no_events_during_warm_up_after_a_model_change(broker: EmbeddedBroker, topic_factory: Callable[..., str],
+                                                       ewma_path: Path, tmp_path: Path) -> None:
+    topic = topic_factory(partitions=1)
+    group = f"{topic}-g"
+    feed = price_feed(4, 30, seed=9)
+    produce(broker.bootstrap_servers, topic, feed)
+    _service(broker, topic, group, ewma_path).start().run()
+    before = len(_events(broker, topic))
+    after_switch = price_feed(4, 40, seed=9)[120:]  # 10 more steps of each key
+    for step in (1, 7):  # a 30 % jump of S001 inside the new model's warm-up (3 steps), and one after it
+        key, value = after_switch[4 * step + 1]
+        doc = orjson.loads(value)
+        after_switch[4 * step + 1] = (key, orjson.dumps(doc | {"price": doc["price"] * 1.3}))
+    produce(broker.bootstrap_servers, topic, after_switch)
+    second = _service(broker, topic, group, ewma_model(tmp_path / "v2.onnx", scale=2.0)).start()
+    second.run()
+    new = _events(broker, topic)[before:]
+    steps_of_s001 = [e["input"]["offset"] for e in new if e["key"] == "S001"]
+    warm_up = {120 + 4 * step + 1 for step in range(3)}
+    assert not warm_up & set(steps_of_s001)  # no event while the key re-warms under the new model ...
+    assert 120 + 4 * 7 + 1 in steps_of_s001  # ... and the jump after it is flagged

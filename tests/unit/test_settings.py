@@ -73,3 +73,26 @@ def test_field_map_and_help_shows_env() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     assert "[env: RNNWATCH_BOOTSTRAP_SERVERS]" in " ".join(parser.format_help().split())
+
+
+def test_group_liveness_reaches_the_consumer_and_is_checked() -> None:
+    from rnnwatch.consumer.source import consumer_config
+
+    s = load_settings(_args("--input-topic", "t", "--max-poll-interval-ms", "60000"), env={})
+    config = consumer_config(s)
+    assert (config["session_timeout_ms"], config["heartbeat_interval_ms"], config["max_poll_interval_ms"]) == (
+        10000, 2500, 60000)
+    s = load_settings(_args("--input-topic", "t", "--heartbeat-interval-ms", "2000"), env={})
+    assert consumer_config(s)["heartbeat_interval_ms"] == 2000
+    with pytest.raises(ConfigError, match="heartbeat_interval_ms"):
+        load_settings(_args("--input-topic", "t", "--heartbeat-interval-ms", "5000"), env={})
+    with pytest.raises(ConfigError, match="max_poll_interval_ms"):
+        load_settings(_args("--input-topic", "t", "--max-poll-interval-ms", "5000"), env={})
+
+
+def test_state_retention_must_outlast_the_ttl() -> None:
+    s = load_settings(_args("--input-topic", "t"), env={})
+    assert (s.key_ttl_ms, s.state_retention_ms, s.restore_warn_ms) == (86_400_000, 604_800_000, 60_000)
+    with pytest.raises(ConfigError, match="state_retention_ms"):
+        load_settings(_args("--input-topic", "t", "--state-retention-ms", "3600000"), env={})
+    assert load_settings(_args("--input-topic", "t", "--state-retention-ms", "0"), env={}).state_retention_ms == 0

@@ -44,14 +44,16 @@ def test_drop_partition_frees_rows_and_new_rows_start_fresh() -> None:
     np.testing.assert_array_equal(t.arrays["m.h"][rows[0]], [0.5, 0.5, 0.5])
 
 
-def test_ttl_eviction_skips_dirty_rows() -> None:
-    t = _table()
-    rows, _ = t.rows_for(0, [b"old", b"dirty", b"fresh"])
-    t.last_seen_s[rows] = [0.0, 0.0, 100.0]
+def test_only_idle_clean_durable_rows_are_evictable() -> None:
+    t = _table(capacity=4)
+    rows, _ = t.rows_for(0, [b"old", b"dirty", b"fresh", b"unsaved"])
+    t.last_seen_s[rows] = [0.0, 0.0, 100.0, 0.0]
+    t.changelog_offset[rows] = [5, 6, 7, -1]  # "unsaved" has no acknowledged snapshot yet
     t.dirty[rows[1]] = True
-    evicted = t.evict_idle(now_s=101.0, ttl_s=10.0)
-    assert evicted == [(0, b"old")]
-    assert t.row_of(0, b"old") is None and t.row_of(0, b"dirty") is not None
+    idle = t.idle_rows(now_s=101.0, ttl_s=10.0)
+    assert idle.tolist() == [rows[0]]
+    t.release_rows(idle.tolist())
+    assert t.row_of(0, b"old") is None and t.row_of(0, b"dirty") is not None and len(t) == 3
 
 
 def test_snapshot_round_trip_is_bit_exact() -> None:
