@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -79,15 +80,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed subcommand: an RnnwatchError is one line on stderr and exit code 2, never a traceback."""
+    """Run a parsed subcommand; what reaches the user is one line on stderr, never a traceback.
+
+    The one place errors are turned into exit codes, for both halves (the training side's errors derive from
+    the same :class:`RnnwatchError`): 2 for an RnnwatchError (bad flags, input, model, unreachable broker),
+    1 for an operating-system error nobody anticipated (disk full ...), 141 (128 + SIGPIPE, silently) when
+    the reader of stdout went away (``rnnwatch score ... | head``), 130 on Ctrl-C.
+    """
     try:
         code: int = args.func(args)
+        sys.stdout.flush()
     except RnnwatchError as exc:
-        print(f"rnnwatch {args.command}: error: {exc}", file=sys.stderr)
+        print(f"rnnwatch {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _detach_stdout()
+        return 141
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        print(f"rnnwatch {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 1
     return code
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no message)"
+
+
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail on the closed pipe again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _version() -> str:

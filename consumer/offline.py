@@ -1,9 +1,21 @@
-"""The offline path: score a CSV (or an array) through the same StepRunner and scorer as the service.
+"""The offline path: score a CSV (or an array) through the same decoder checks, StepRunner and scorer as `run`.
 
-``rnnwatch score --model M --input in.csv --output out.csv`` writes one row per input row, in input order:
-``timestamp,value,anomaly_score,is_anomaly`` (with the key column first when ``--key-column`` is given, and
-one value column per feature for multi-feature models). Rows the runtime would skip (duplicate or
-out-of-order event time for their key) keep their place with an empty score.
+``rnnwatch score --model M --input in.csv`` writes one CSV row per input row, in input order, to stdout (or
+``--output FILE``), ``\\n`` line endings::
+
+    [key,]timestamp,value,expected,residual,anomaly_score,is_anomaly,severity,status
+
+(one value / expected / residual column per feature for multi-feature models, named ``<feature>``,
+``expected_<feature>``, ``residual_<feature>``). ``status`` is ``processed`` for a scored row; otherwise it
+names why the row was not scored, with the very reason `run` would dead-letter its record (``non_finite``,
+``out_of_domain``, ``non_numeric``, ``missing_field``, ``bad_timestamp`` ...) or skip it (``duplicate``,
+``out_of_order`` event time for its key); such rows keep their place with empty scores. A refused row never
+reaches the model, so it cannot poison the rows after it.
+
+Column defaults agree with `rnnwatch produce` and `rnnwatch run` and come from the model where it knows:
+features = the model's feature names, event time = the column the model was trained with (else ``ts``), key =
+the model's key column (else ``symbol``) when the file has it; ``--key-column ''`` scores one series.
+A count per reason goes to stderr, with a warning and a hint when most rows are not scored.
 """
 
 from __future__ import annotations
@@ -11,46 +23,63 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature, load_signature
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.records import parse_event_time
-from rnnwatch.consumer.runner import PROCESSED, StepResults, StepRunner, TickBatch, make_runner
+from rnnwatch.consumer.files import open_output, read_csv
+from rnnwatch.consumer.records import Rejected, TickDecoder
+from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch, make_runner
+from rnnwatch.consumer.settings import validate_scoring
 
 __all__ = ["SeriesScores", "register", "score_array", "score_records"]
 
 _CHUNK = 50_000  # records per micro-batch: bounds memory, same results as any other split
+_MOSTLY = 0.5  # warn when more than this fraction of rows is not scored
 
 
 @dataclass(frozen=True)
 class SeriesScores:
-    scores: np.ndarray  # float64 [T]; NaN where a row was skipped
+    scores: np.ndarray  # float64 [T]; NaN where a row was not scored
     is_anomaly: np.ndarray  # bool [T]
-    forecasts: np.ndarray  # float32 [T, F]: the forecast made at step t for t+1
+    forecasts: np.ndarray  # float32 [T, F]: the forecast made at step t for t+1 (carried over refused rows)
     expected: np.ndarray  # float32 [T, F]: the forecast x_t was compared with (made at t-1)
+    status: np.ndarray  # str [T]: "processed", or why the row was not scored (run's dead-letter reason)
 
 
 def score_array(model: str | Path | StepSignature, values: np.ndarray, *, threshold: float | None = None,
                 warmup_steps: int | None = None, halflife_steps: float | None = None) -> SeriesScores:
-    """Score one key's series ``values`` ([T] or [T, F], message units) from a fresh state."""
+    """Score one key's series ``values`` ([T] or [T, F], message units) from a fresh state.
+
+    Rows `run` would refuse (NaN or infinite values, values outside the model's domain) are not scored:
+    their score is NaN and ``status`` names the reason.
+    """
+    validate_scoring(threshold, warmup_steps, halflife_steps)
     signature = model if isinstance(model, StepSignature) else load_signature(model)
-    x = np.asarray(values, dtype=np.float32).reshape(len(values), -1)
+    x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
     runner = make_runner(signature, threshold=threshold, warmup_steps=warmup_steps, halflife_steps=halflife_steps)
-    keys = [b"series"] * len(x)
-    res = score_records(runner, keys, np.arange(len(x), dtype=np.int64), x)
-    forecasts = np.empty_like(x)
-    forecasts[:-1] = res.expected[1:]
-    forecasts[-1] = runner.table.arrays["s.forecast"][0] if len(x) else 0
-    return SeriesScores(res.score, res.is_anomaly, forecasts, res.expected)
+    decoder = _decoder(signature, list(signature.feature_names), "", "")
+    event_ms = np.arange(len(x), dtype=np.int64)
+    ok, rejected = decoder.check_values(x, event_ms, int(time.time() * 1000))
+    kept = np.flatnonzero(ok)
+    part = score_records(runner, [b"series"] * kept.size, event_ms[kept], x[kept].astype(np.float32))
+    res = _spread(part, kept, len(x), signature.n_features, rejected)
+    last = runner.table.arrays["s.forecast"][0] if kept.size else np.zeros(signature.n_features, np.float32)
+    following = np.searchsorted(kept, np.arange(len(x)), side="right")  # the next scored row after each row
+    ahead = np.vstack([part.expected, last[None, :]]).astype(np.float32)
+    forecasts = ahead[following]
+    return SeriesScores(res.score, res.is_anomaly, forecasts, res.expected, _status_names(res, rejected, len(x)))
 
 
 def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarray, x: np.ndarray) -> StepResults:
-    """Run records (in order; any mix of keys) through ``runner`` in bounded micro-batches."""
+    """Run valid records (in order; any mix of keys) through ``runner`` in bounded micro-batches."""
     n = len(keys)
     merged = StepResults.empty(n, x.shape[1])
     for start in range(0, n, _CHUNK):
@@ -68,52 +97,113 @@ def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarra
     return merged
 
 
+def _spread(part: StepResults, kept: np.ndarray, n: int, n_features: int, rejected: list[Rejected]) -> StepResults:
+    """Results of the kept rows placed at their input positions; refused rows stay NaN / not anomalous."""
+    full = StepResults.empty(n, n_features)
+    for name in ("status", "score", "tail", "is_anomaly", "expected", "residual", "model_score", "gap"):
+        getattr(full, name)[kept] = getattr(part, name)
+    full.status[[r.index for r in rejected]] = -1
+    return full
+
+
+def _status_names(res: StepResults, rejected: list[Rejected], n: int) -> np.ndarray:
+    out = np.array([STATUS.get(int(c), "") for c in res.status.tolist()], dtype=object)
+    for r in rejected:
+        out[r.index] = r.reason
+    return out.astype(str) if n else np.array([], dtype=str)
+
+
+def _decoder(signature: StepSignature, fields: list[str], key_field: str, time_field: str) -> TickDecoder:
+    """The decoder `run` builds for this model, with run's defaults for the limits."""
+    return TickDecoder(signature.features, fields, key_field=key_field or "key", time_field=time_field)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("score", help="Score a CSV offline through the same runner and scorer as `run`.",
+    p = sub.add_parser("score", help="Score a CSV offline through the same checks, runner and scorer as `run`.",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="Step model (.onnx).")
-    p.add_argument("--input", required=True, help="Input CSV with a header row.")
-    p.add_argument("--output", required=True, help="Output CSV ('-' for stdout).")
-    p.add_argument("--time-column", default="timestamp", help="Event time column (default: timestamp).")
+    p.add_argument("--input", required=True, help="Input CSV with a header row (UTF-8).")
+    p.add_argument("--output", default="-", help="Output CSV (default '-': stdout).")
+    p.add_argument("--time-column", default=None,
+                   help="Event time column (default: the model's training time column, else 'ts').")
     p.add_argument("--column", action="append", default=None,
                    help="Value column per model feature, in feature order (default: the feature names, "
                         "or 'value' for a one-feature model).")
-    p.add_argument("--key-column", default="", help="Column that separates several series (default: one series).")
-    p.add_argument("--threshold", type=float, default=None, help="Override the model's calibrated threshold.")
+    p.add_argument("--key-column", default=None,
+                   help="Column that separates several series (default: the model's key column, else 'symbol', "
+                        "if the file has it; '' = the whole file is one series).")
+    p.add_argument("--threshold", type=float, default=None, help="Override the model's calibrated threshold, (0, 1).")
     p.add_argument("--warmup-steps", type=int, default=None, help="Override the model's warm-up.")
     p.set_defaults(func=_run)
 
 
+@dataclass(frozen=True)
+class _Columns:
+    key: str  # "" = one series
+    time: str
+    values: list[str]
+
+
 def _run(args: argparse.Namespace) -> int:
+    validate_scoring(args.threshold, args.warmup_steps, None)
     signature = load_signature(args.model)
-    header, table = _read_csv(Path(args.input))
-    columns = _value_columns(signature, header, args.column)
-    for needed in [args.time_column, *columns, *([args.key_column] if args.key_column else [])]:
-        if needed not in header:
-            msg = f"{args.input}: no column {needed!r} (columns: {', '.join(header)})"
-            raise ConfigError(msg)
+    header, table = read_csv(args.input, "--input")
+    cols = _columns(signature, header, args)
     col = {name: i for i, name in enumerate(header)}
-    try:
-        x = np.array([[float(r[col[c]]) for c in columns] for r in table], dtype=np.float32).reshape(-1, len(columns))
-        event_ms = np.array([_event_ms(r[col[args.time_column]]) for r in table], dtype=np.int64)
-    except ValueError as exc:
-        msg = f"{args.input}: {exc}"
-        raise ConfigError(msg) from exc
-    keys = [r[col[args.key_column]].encode() for r in table] if args.key_column else [b"series"] * len(table)
+    docs: list[dict[str, Any]] = []
+    for r in table:
+        doc = {c: _number_or_text(_cell(r, col[c])) for c in cols.values}
+        doc[cols.time] = _number_or_text(_cell(r, col[cols.time]))
+        if cols.key:
+            doc[cols.key] = _cell(r, col[cols.key]) or None
+        docs.append(doc)
+    decoder = _decoder(signature, cols.values, cols.key, cols.time)
+    kafka_keys: list[bytes | None] = [None if cols.key else b"series"] * len(docs)
+    batch, kept, rejected = decoder.decode_docs(docs, kafka_keys, int(time.time() * 1000))
     runner = make_runner(signature, threshold=args.threshold, warmup_steps=args.warmup_steps)
-    res = score_records(runner, keys, event_ms, x)
-    _write(args, table, col, columns, res)
-    skipped = int((res.status != PROCESSED).sum())
-    print(f"scored {len(table)} rows, {int(res.is_anomaly.sum())} anomalies, {skipped} skipped "
-          f"(duplicate/out-of-order time) with {signature.name} {signature.version}", file=sys.stderr)
+    part = score_records(runner, batch.keys, batch.event_ms, batch.x)
+    res = _spread(part, kept, len(table), signature.n_features, rejected)
+    status = _status_names(res, rejected, len(table))
+    severity = np.full(len(table), "", dtype=object)
+    hits = np.flatnonzero(res.is_anomaly)
+    if hits.size:
+        severity[hits] = runner.scorer.severity(res.tail[hits])
+    _write(args.output, table, col, cols, res, severity, status)
+    _report(signature, cols, header, table, col, res, status, rejected)
     return 0
 
 
-def _event_ms(text: str) -> int:
+def _cell(row: list[str], i: int) -> str:
+    return row[i].strip() if i < len(row) else ""
+
+
+def _number_or_text(text: str) -> float | str | None:
+    """A CSV cell as the value a JSON record would carry: a number if it parses as one, else the text."""
+    if not text:
+        return None
     try:
-        return parse_event_time(float(text))
+        return float(text)
     except ValueError:
-        return parse_event_time(text)
+        return text
+
+
+def _columns(signature: StepSignature, header: list[str], args: argparse.Namespace) -> _Columns:
+    trained = signature.provenance.get("columns")
+    trained = trained if isinstance(trained, dict) else {}
+    if args.key_column is not None:
+        key = args.key_column
+    else:
+        default_key = str(trained.get("key") or "symbol")
+        key = default_key if default_key in header else ""
+    time_column = args.time_column or str(trained.get("time") or "ts")
+    if args.time_column is None and time_column not in header and "timestamp" in header:
+        time_column = "timestamp"
+    values = _value_columns(signature, header, args.column)
+    for needed in [time_column, *values, *([key] if key else [])]:
+        if needed not in header:
+            msg = f"{args.input}: no column {needed!r} (columns: {', '.join(header)})"
+            raise ConfigError(msg)
+    return _Columns(key, time_column, values)
 
 
 def _value_columns(signature: StepSignature, header: list[str], given: list[str] | None) -> list[str]:
@@ -127,38 +217,76 @@ def _value_columns(signature: StepSignature, header: list[str], given: list[str]
         return names
     if len(names) == 1 and "value" in header:
         return ["value"]
-    msg = f"cannot tell which columns hold the features {names}: pass --column for each"
+    msg = (f"cannot tell which columns hold the model's features {names} (columns: {', '.join(header)}): "
+           "pass --column for each")
     raise ConfigError(msg)
 
 
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            rows = [r for r in reader if r]
-    except FileNotFoundError as exc:
-        msg = f"input file {path} does not exist"
-        raise ConfigError(msg) from exc
-    if not header:
-        msg = f"{path} is empty: expected a header row"
-        raise ConfigError(msg)
-    return [h.strip() for h in header], rows
+def output_header(cols: _Columns) -> list[str]:
+    """The output columns, in order (see the module docstring)."""
+    one = len(cols.values) == 1
+    values = ["value"] if one else cols.values
+    expected = ["expected"] if one else [f"expected_{c}" for c in cols.values]
+    residual = ["residual"] if one else [f"residual_{c}" for c in cols.values]
+    return [*([cols.key] if cols.key else []), "timestamp", *values, *expected, *residual,
+            "anomaly_score", "is_anomaly", "severity", "status"]
 
 
-def _write(args: argparse.Namespace, table: list[list[str]], col: dict[str, int], columns: list[str],
-           res: StepResults) -> None:
-    out = sys.stdout if args.output == "-" else open(args.output, "w", newline="", encoding="utf-8")  # noqa: SIM115
+def _write(path: str, table: list[list[str]], col: dict[str, int], cols: _Columns, res: StepResults,
+           severity: np.ndarray, status: np.ndarray) -> None:
+    out = open_output(path)
     try:
-        writer = csv.writer(out)
-        value_names = ["value"] if len(columns) == 1 else columns
-        writer.writerow([*([args.key_column] if args.key_column else []), "timestamp", *value_names,
-                         "anomaly_score", "is_anomaly"])
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(output_header(cols))
         for i, r in enumerate(table):
             score = res.score[i]
-            writer.writerow([*([r[col[args.key_column]]] if args.key_column else []), r[col[args.time_column]],
-                             *(r[col[c]] for c in columns), "" if np.isnan(score) else f"{score:.6f}",
-                             int(res.is_anomaly[i])])
+            scored = not np.isnan(score)
+            writer.writerow([
+                *([_cell(r, col[cols.key])] if cols.key else []), _cell(r, col[cols.time]),
+                *(_cell(r, col[c]) for c in cols.values),
+                *(_fmt(v) for v in res.expected[i].tolist()), *(_fmt(v) for v in res.residual[i].tolist()),
+                f"{score:.6f}" if scored else "", int(res.is_anomaly[i]), severity[i], status[i],
+            ])
+        out.flush()
     finally:
         if out is not sys.stdout:
             out.close()
+
+
+def _fmt(v: float) -> str:
+    return "" if v != v else f"{v:.6g}"  # NaN: not scored (or no forecast yet)
+
+
+def _report(signature: StepSignature, cols: _Columns, header: list[str], table: list[list[str]],
+            col: dict[str, int], res: StepResults, status: np.ndarray, rejected: list[Rejected]) -> None:
+    n = len(table)
+    counts = Counter(s for s in status.tolist() if s != STATUS[PROCESSED])
+    skipped = sum(counts.values())
+    detail = ", ".join(f"{c} {reason}" for reason, c in counts.most_common()) or "none"
+    print(f"scored {n - skipped} of {n} rows with {signature.name} {signature.version}: "
+          f"{int(res.is_anomaly.sum())} anomalies; not scored: {detail}", file=sys.stderr)
+    if n == 0 or skipped <= _MOSTLY * n:
+        return
+    reason, count = counts.most_common(1)[0]
+    example = next((r.detail for r in rejected if r.reason == reason), "")
+    hint = _hint(reason, cols, header, table, col, example)
+    print(f"warning: {skipped} of {n} rows were not scored (most: {count} {reason}); {hint}", file=sys.stderr)
+
+
+def _hint(reason: str, cols: _Columns, header: list[str], table: list[list[str]], col: dict[str, int],
+          example: str) -> str:
+    if reason in ("duplicate", "out_of_order"):
+        if not cols.key:
+            candidates = [h for h in header if h not in (cols.time, *cols.values) and _repeats(table, col[h])]
+            if candidates:
+                return f"the file holds several series: pass --key-column {candidates[0]}"
+            return "the file looks like several series: pass --key-column COLUMN"
+        return f"event times repeat or go back within a {cols.key!r} series: sort the file by time per key"
+    return f"e.g. {example}; `rnnwatch run` would dead-letter these records as {reason}"
+
+
+def _repeats(table: list[list[str]], i: int) -> bool:
+    """A column that names a few series: several distinct, non-numeric values, each on many rows."""
+    values = [r[i] for r in table[:10_000] if i < len(r)]
+    distinct = set(values)
+    return 1 < len(distinct) <= len(values) // 2 and all(_number_or_text(v) == v for v in list(distinct)[:50])

@@ -184,6 +184,42 @@ class TickDecoder:
         rejected.sort(key=lambda r: r.index)
         return batch, idx, rejected
 
+    def decode_docs(self, docs: Sequence[dict[str, Any]], keys: Sequence[bytes | None],
+                    now_ms: int) -> tuple[TickBatch, np.ndarray, list[Rejected]]:
+        """Already-parsed objects (a CSV row each: ``rnnwatch score``) through the same checks as :meth:`decode`.
+
+        Row ``i`` stands for partition 0, offset ``i``; ``keys[i]`` plays the Kafka key (None: the key field
+        of the object). Everything after JSON parsing is shared with the Kafka path, so a row is refused
+        offline for exactly the reason its record would be dead-lettered online.
+        """
+        rejected: list[Rejected] = []
+        kept, tick_keys, times, rows = [], [], [], []
+        for i, (doc, key) in enumerate(zip(docs, keys, strict=True)):
+            parsed = self._from_doc(doc, key, 0)
+            if isinstance(parsed, Rejected):
+                rejected.append(Rejected(i, parsed.reason, parsed.detail))
+                continue
+            kept.append(i)
+            tick_keys.append(parsed[0])
+            times.append(parsed[1])
+            rows.append(parsed[2])
+        x = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.features))
+        event_ms = np.array(times, dtype=np.int64)
+        ok = self._range_check(x, event_ms, now_ms, kept, rejected)
+        idx = np.asarray(kept, dtype=np.int64)[ok]
+        batch = TickBatch(partition=np.zeros(idx.size, dtype=np.int32), offset=idx.copy(),
+                          keys=[tick_keys[j] for j in np.flatnonzero(ok).tolist()], event_ms=event_ms[ok],
+                          x=x[ok].astype(np.float32))
+        rejected.sort(key=lambda r: r.index)
+        return batch, idx, rejected
+
+    def check_values(self, x: np.ndarray, event_ms: np.ndarray, now_ms: int) -> tuple[np.ndarray, list[Rejected]]:
+        """(ok mask, rejections) of already-numeric rows (``score_array``): the range checks of :meth:`decode`."""
+        rejected: list[Rejected] = []
+        ok = self._range_check(np.asarray(x, dtype=np.float64), event_ms, now_ms, list(range(len(x))), rejected)
+        rejected.sort(key=lambda r: r.index)
+        return ok, rejected
+
     def _fast_parse(self, records: Sequence[SourceRecord]) -> tuple[list[bytes], np.ndarray, np.ndarray] | None:
         """The whole batch in a few C-level passes; None if any record needs the careful per-record path.
 
@@ -284,7 +320,12 @@ class TickDecoder:
             return Rejected(-1, "invalid_json", str(exc))
         if not isinstance(doc, dict):
             return Rejected(-1, "not_an_object", f"JSON value is a {type(doc).__name__}, expected an object")
-        key = rec.key or self._key_from(doc)
+        return self._from_doc(doc, rec.key, rec.timestamp)
+
+    def _from_doc(self, doc: dict[str, Any], kafka_key: bytes | None,
+                  kafka_ts: int) -> tuple[bytes, int, list[float]] | Rejected:
+        """Key, event time and feature values of one parsed object (the checks after JSON parsing)."""
+        key = kafka_key or self._key_from(doc)
         if isinstance(key, Rejected):
             return key
         values: list[float] = []
@@ -296,7 +337,7 @@ class TickDecoder:
                 return Rejected(-1, "non_numeric", f"field {name!r} is {_short(v)}, expected a number")
             values.append(v)
         if not self.time_field:
-            return key, rec.timestamp, values
+            return key, kafka_ts, values
         raw_ts = doc.get(self.time_field)
         if raw_ts is None:
             return Rejected(-1, "missing_timestamp", f"field {self.time_field!r} is missing")

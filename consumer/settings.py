@@ -24,7 +24,8 @@ from typing import Any
 
 from rnnwatch.consumer.errors import ConfigError
 
-__all__ = ["OPTIONS", "Option", "Secret", "Settings", "add_arguments", "bundled_model_path", "load_settings"]
+__all__ = ["OPTIONS", "Option", "Secret", "Settings", "add_arguments", "bundled_model_path", "load_settings",
+           "validate_scoring"]
 
 ENV_PREFIX = "RNNWATCH_"
 
@@ -430,20 +431,28 @@ def _validate(s: Settings) -> None:
             msg = f"{name} must be >= 0, got {getattr(s, name)}"
             raise ConfigError(msg)
     _validate_durability(s)
-    if s.threshold is not None and not 0.0 < s.threshold < 1.0:
-        msg = f"threshold must be in (0, 1), got {s.threshold}"
-        raise ConfigError(msg)
-    if s.warmup_steps is not None and s.warmup_steps < 0:
-        msg = f"warmup_steps must be >= 0, got {s.warmup_steps}"
-        raise ConfigError(msg)
-    if s.halflife_steps is not None and s.halflife_steps <= 0:
-        msg = f"halflife_steps must be > 0, got {s.halflife_steps}"
+    validate_scoring(s.threshold, s.warmup_steps, s.halflife_steps)
+    if s.metrics_port > 65535:
+        msg = f"metrics_port must be a TCP port (0-65535; 0 picks a free one), got {s.metrics_port}"
         raise ConfigError(msg)
     if not s.bootstrap_servers.strip():
         msg = f"no bootstrap servers: pass --bootstrap-servers or set {ENV_PREFIX}BOOTSTRAP_SERVERS"
         raise ConfigError(msg)
     parse_field_map(s.field_map)
     _validate_limits(s)
+
+
+def validate_scoring(threshold: float | None, warmup_steps: int | None, halflife_steps: float | None) -> None:
+    """The scoring overrides, checked the same way for `run` and for `score` (offline equals online)."""
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        msg = f"threshold must be in (0, 1), got {threshold}"
+        raise ConfigError(msg)
+    if warmup_steps is not None and warmup_steps < 0:
+        msg = f"warmup_steps must be >= 0, got {warmup_steps}"
+        raise ConfigError(msg)
+    if halflife_steps is not None and halflife_steps <= 0:
+        msg = f"halflife_steps must be > 0, got {halflife_steps}"
+        raise ConfigError(msg)
 
 
 def _validate_limits(s: Settings) -> None:

@@ -52,7 +52,8 @@ def test_score_flags_an_injected_spike_row_by_row(tmp_path: Path, bundled_model:
     assert out.returncode == 0, out.stderr
     with dst.open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["timestamp", "value", "anomaly_score", "is_anomaly"]
+    assert list(rows[0]) == ["timestamp", "value", "expected", "residual", "anomaly_score", "is_anomaly", "severity",
+                             "status"]
     assert len(rows) == 600
     assert [r["value"] for r in rows] == [f"{v:.4f}" for v in values]
     flagged = [i for i, r in enumerate(rows) if r["is_anomaly"] == "1"]
@@ -66,7 +67,7 @@ def test_score_reports_a_missing_column(tmp_path: Path, bundled_model: Path) -> 
     src.write_text("when,value\n1,2\n")
     out = _run("score", "--model", str(bundled_model), "--input", str(src), "--output", str(tmp_path / "o.csv"))
     assert out.returncode == 2
-    assert "no column 'timestamp'" in out.stderr
+    assert "no column 'ts'" in out.stderr
 
 
 def test_run_refuses_a_bad_model_before_touching_kafka(tmp_path: Path) -> None:
