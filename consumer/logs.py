@@ -1,4 +1,9 @@
-"""Logging set-up: human text by default, one JSON object per line for log shippers."""
+"""Logging set-up: human text by default, one JSON object per line for log shippers.
+
+Records about one input record or partition pass ``extra={...}`` with the fields in :data:`FIELDS`
+(``topic``, ``partition``, ``offset``, ``key``, ``reason``, ``count``); the JSON format carries them as
+fields of their own, so a log shipper can filter by partition or reason without parsing the message.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ import sys
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimitedLog", "configure_logging"]
+__all__ = ["FIELDS", "RateLimitedLog", "configure_logging"]
+
+FIELDS = ("topic", "partition", "offset", "key", "reason", "count")
 
 
 class RateLimitedLog:
@@ -26,7 +33,8 @@ class RateLimitedLog:
         self._next_s = float("-inf")
         self._held_back = 0
 
-    def warning(self, msg: str, *args: object, exc_info: bool = False) -> bool:
+    def warning(self, msg: str, *args: object, exc_info: bool = False,
+                extra: dict[str, object] | None = None) -> bool:
         """Log now (True) or count it for the next line (False)."""
         now = self.clock()
         if now < self._next_s:
@@ -34,7 +42,7 @@ class RateLimitedLog:
             return False
         if self._held_back:
             msg = f"{msg} ({self._held_back} more since the last such message, not logged)"
-        self.logger.warning(msg, *args, exc_info=exc_info)
+        self.logger.warning(msg, *args, exc_info=exc_info, extra=extra)
         self._next_s = now + self.interval_s
         self._held_back = 0
         return True
@@ -42,11 +50,15 @@ class RateLimitedLog:
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
-               "logger": record.name, "message": record.getMessage()}
+        doc: dict[str, object] = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                                  "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                doc[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc)
+        return json.dumps(doc, default=str)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:

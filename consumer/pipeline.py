@@ -22,6 +22,7 @@ from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.records import Rejected, SourceRecord, TickDecoder
+from rnnwatch.consumer.refusals import RefusalReport
 from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch
 from rnnwatch.consumer.sink import Sink
 
@@ -55,6 +56,7 @@ class Pipeline:
         self._model = {"name": signature.name, "version": signature.version, "sha256": signature.sha256}
         self._model_label = f"{signature.name}:{signature.version}"
         self._reset_log = RateLimitedLog(log)
+        self._refusals = RefusalReport(topic, decoder.fields)
 
     def handle(self, records: Sequence[SourceRecord]) -> BatchOutcome:
         start = time.perf_counter()
@@ -64,6 +66,7 @@ class Pipeline:
         batch, kept, rejected = self.decoder.decode(records, int(now_s * 1000))
         for rej in rejected:
             self._dead_letter(records[rej.index], rej)
+        self._refusals.report(records, rejected)
         if self.store is not None and len(batch):
             self._revive(batch.partition, batch.keys)
         results = self.runner.process(batch)
