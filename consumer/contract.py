@@ -155,7 +155,8 @@ def load_signature(path: str | Path) -> StepSignature:
 
     p = Path(path)
     if not p.is_file():
-        msg = f"model file {p} does not exist (pass --model PATH to an exported .onnx step model)"
+        what = "is a directory, not a file" if p.is_dir() else "does not exist"
+        msg = f"model file {p} {what} (pass --model PATH to an exported .onnx step model)"
         raise ModelError(msg)
     data = p.read_bytes()
     try:

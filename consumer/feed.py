@@ -7,7 +7,6 @@ symbol as the Kafka key, so a symbol's ticks stay in one partition (rnnwatch sco
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -16,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.errors import BrokerError, ConfigError
+from rnnwatch.consumer.files import read_csv
 
 __all__ = ["Shock", "Tick", "bundled_prices_path", "inject_shocks", "load_ticks", "produce_ticks",
            "register", "synthetic_ticks"]
@@ -49,17 +49,13 @@ def load_ticks(path: str | Path | None = None, *, key_column: str = "symbol", ti
                value_column: str = "price") -> list[Tick]:
     """Read a CSV of ticks (default: the bundled real prices); a bad row raises ConfigError naming its line."""
     p = Path(path) if path else bundled_prices_path()
-    try:
-        with p.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = {key_column, time_column, value_column} - set(reader.fieldnames or ())
-            if missing:
-                msg = f"{p}: missing column(s) {sorted(missing)}; columns are {reader.fieldnames}"
-                raise ConfigError(msg)
-            return [_tick(p, reader.line_num, r, key_column, time_column, value_column) for r in reader]
-    except FileNotFoundError as exc:
-        msg = f"tick file {p} does not exist"
-        raise ConfigError(msg) from exc
+    header, rows = read_csv(p, "tick")
+    missing = {key_column, time_column, value_column} - set(header)
+    if missing:
+        msg = f"{p}: missing column(s) {sorted(missing)}; columns are {header}"
+        raise ConfigError(msg)
+    return [_tick(p, line, dict(zip(header, r, strict=False)), key_column, time_column, value_column)
+            for line, r in enumerate(rows, start=2)]
 
 
 def _tick(path: Path, line: int, row: dict[str, str | None], key_column: str, time_column: str,
@@ -121,9 +117,14 @@ def produce_ticks(bootstrap_servers: str, topic: str, ticks: Iterable[Tick], *, 
                   extra_config: dict[str, object] | None = None) -> int:
     """Send ticks keyed by symbol; ``rate`` ticks/s (0 = as fast as the producer goes). Returns the count."""
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks=1, linger_ms=20,
-                             batch_size=512 * 1024, max_request_size=8 * 1024 * 1024, **(extra_config or {}))
+    try:
+        producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks=1, linger_ms=20,
+                                 batch_size=512 * 1024, max_request_size=8 * 1024 * 1024, **(extra_config or {}))
+    except KafkaError as exc:
+        msg = f"cannot reach the Kafka brokers at {bootstrap_servers} ({type(exc).__name__}): is the broker up?"
+        raise BrokerError(msg) from None
     sent = 0
     start = time.monotonic()
     try:
@@ -136,6 +137,9 @@ def produce_ticks(bootstrap_servers: str, topic: str, ticks: Iterable[Tick], *, 
                 if ahead > 0:
                     time.sleep(ahead)
         producer.flush()
+    except KafkaError as exc:
+        msg = f"producing to {topic} at {bootstrap_servers} failed after {sent} ticks: {type(exc).__name__}: {exc}"
+        raise BrokerError(msg) from None
     finally:
         producer.close()
     return sent

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import threading
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from rnnwatch.consumer.errors import ConfigError
 
 __all__ = ["HealthState", "OpsServer"]
 
@@ -179,7 +182,10 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        why = "is in use by another process" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+        msg = (f"metrics port {port} on {host} {why}: pick another with --metrics-port / RNNWATCH_METRICS_PORT "
+               "(0 = any free port)")
+        raise ConfigError(msg) from None
     return sock

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.convert import StepGraph, export_step_model
 from rnnwatch.export.models.base import StepModule
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
@@ -23,7 +24,7 @@ def export_user_module(module: StepModule, path: str | Path, *, name: str, versi
     """
     if len(features) != module.n_features:
         msg = f"{len(features)} feature(s) given, the module has n_features={module.n_features}"
-        raise ValueError(msg)
+        raise ConfigError(msg)
     graph = StepGraph(module, transform=None)
     stds = tuple(residual_std or [1.0] * module.n_features)
     spec = StepSignatureSpec(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rnnwatch.consumer.cli import run_command
-from rnnwatch.export.registry import ARCHITECTURES, add_arch_options
+from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.export.registry import ARCHITECTURES, add_arch_options, check_arch_options
 from rnnwatch.export.transform import TRANSFORMS
 
 __all__ = ["main"]
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from rnnwatch.export.train import train
 
+    check_arch_options(args)
     result = train(args)
     s = result.spec
     print(f"wrote {result.path}: {s.name} {s.version} ({s.architecture}), threshold {s.scoring.threshold}, "
@@ -70,11 +74,7 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from rnnwatch.export.api import export_user_module
 
-    module_name, _, factory_name = args.module.partition(":")
-    if not factory_name:
-        print("rnnwatch export: --module must look like package.module:factory", file=sys.stderr)
-        return 2
-    factory = getattr(importlib.import_module(module_name), factory_name)
+    factory = _factory(args.module)
     features = [tuple([*f.split(":", 1), "real"][:2]) for f in args.feature]
     report = export_user_module(
         factory(), args.output, name=args.name, version=args.model_version, features=features,
@@ -83,6 +83,31 @@ def _export(args: argparse.Namespace) -> int:
     )
     print(f"wrote {args.output}: parity max abs err {report['max_abs_error']:.2e}")
     return 0
+
+
+def _factory(spec: str) -> Callable[[], Any]:
+    """The factory ``module:name`` names; the current directory is importable, as with ``python -m``."""
+    module_name, _, factory_name = spec.partition(":")
+    if not module_name or not factory_name:
+        msg = f"--module must look like package.module:factory, got {spec!r}"
+        raise ConfigError(msg)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name and module_name.startswith(exc.name):
+            msg = (f"--module {spec}: no module {module_name!r} importable from {os.getcwd()} "
+                   "(run from the directory holding it, or set PYTHONPATH)")
+        else:
+            msg = f"--module {spec}: importing {module_name} failed: {exc}"
+        raise ConfigError(msg) from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        msg = f"--module {spec}: {module_name} has no callable {factory_name!r} (it has: {', '.join(names) or 'none'})"
+        raise ConfigError(msg)
+    return factory
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from rnnwatch.consumer.files import publish
 from rnnwatch.export.models.base import StateSpec, StepModule
 from rnnwatch.export.signature import PREV, SEEN, StepSignatureSpec
 from rnnwatch.export.transform import Transform
@@ -89,7 +90,7 @@ def export_step_model(graph: StepGraph, path: str | Path, spec: StepSignatureSpe
         write_metadata(tmp, spec)
         report = check_parity(tmp, graph) if validate else {}
         load_signature(tmp)  # the runtime's own contract check
-        tmp.replace(path)
+        publish(tmp, path)  # mkstemp makes 0600; the container's non-root user must read the model
     finally:
         tmp.unlink(missing_ok=True)
     return report

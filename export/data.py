@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,17 @@ def load_series(path: str | Path, columns: list[str], *, key_column: str = "",
     p = Path(path)
     try:
         raw = p.read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError as exc:
         msg = f"training data {p} does not exist"
         raise ConfigError(msg) from exc
-    reader = csv.DictReader(raw.decode("utf-8").splitlines())
+    except IsADirectoryError as exc:
+        msg = f"training data {p} is a directory, not a CSV file"
+        raise ConfigError(msg) from exc
+    except UnicodeDecodeError as exc:
+        msg = f"training data {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); convert it, e.g. iconv -t UTF-8"
+        raise ConfigError(msg) from None
+    reader = csv.DictReader(text.splitlines())
     header = reader.fieldnames or []
     for needed in [*columns, *([key_column] if key_column else []), *([time_column] if time_column else [])]:
         if needed not in header:
@@ -40,9 +48,13 @@ def load_series(path: str | Path, columns: list[str], *, key_column: str = "",
     for i, row in enumerate(reader):
         try:
             values = [float(row[c]) for c in columns]
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             msg = f"{p}: row {i + 2}: {exc}"
             raise ConfigError(msg) from exc
+        if not all(math.isfinite(v) for v in values):
+            # `run` dead-letters such a record (non_finite); in training data it is a hole to fill or drop
+            msg = f"{p}: row {i + 2}: {dict(zip(columns, values, strict=True))} is not finite: fill or drop the row"
+            raise ConfigError(msg)
         order = _order(row[time_column]) if time_column else i
         groups.setdefault(row[key_column] if key_column else "series", []).append((order, values))
     series = []

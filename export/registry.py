@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.models.base import StepModule
 from rnnwatch.export.models.birnn import BiRNNForecaster
 from rnnwatch.export.models.clockwork import ClockworkForecaster
@@ -22,7 +23,7 @@ from rnnwatch.export.models.narx import NARXForecaster
 from rnnwatch.export.models.stacked import StackedForecaster
 from rnnwatch.export.models.tdnn import TDNNForecaster
 
-__all__ = ["ARCHITECTURES", "Architecture", "add_arch_options"]
+__all__ = ["ARCHITECTURES", "Architecture", "add_arch_options", "check_arch_options"]
 
 Options = argparse.Namespace
 
@@ -36,7 +37,33 @@ class Architecture:
 
 
 def _periods(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in str(text).split(","))
+    try:
+        periods = tuple(int(p) for p in str(text).split(","))
+    except ValueError:
+        periods = ()
+    if not periods or min(periods) < 1:
+        msg = f"--periods must be comma-separated whole numbers >= 1 (e.g. 1,2,4,8), got {text!r}"
+        raise ConfigError(msg)
+    return periods
+
+
+_POSITIVE = ("hidden", "layers", "delays", "input_delays", "output_delays", "reservoir", "bi_window", "epochs",
+             "window", "batch_size")
+
+
+def check_arch_options(options: Options) -> None:
+    """Refuse option values no architecture can be built with, naming the flag (before any training)."""
+    for name in _POSITIVE:
+        value = getattr(options, name, None)
+        if value is not None and value < 1:
+            msg = f"--{name.replace('_', '-')} must be >= 1, got {value}"
+            raise ConfigError(msg)
+    if getattr(options, "arch", "") == "clockwork":
+        periods = _periods(options.periods)
+        if options.hidden % len(periods):
+            msg = (f"--hidden ({options.hidden}) must be a multiple of the number of --periods ({len(periods)}), "
+                   f"e.g. --hidden {len(periods) * max(1, options.hidden // len(periods))}")
+            raise ConfigError(msg)
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (

@@ -23,6 +23,7 @@ import onnx
 import torch
 
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.files import publish
 from rnnwatch.export.calibrate import HOLDOUT, PROVISIONAL_THRESHOLD, calibrate_threshold
 from rnnwatch.export.convert import StepGraph, export_step_model, write_metadata
 from rnnwatch.export.data import Series, load_series
@@ -70,7 +71,7 @@ def train(args: argparse.Namespace) -> TrainResult:
                                  parity={k: float(f"{v:.3g}") for k, v in parity.items()})
         write_metadata(draft, final)
         load_signature(draft)  # the runtime's own contract check, before the file appears
-        draft.replace(out)
+        publish(draft, out)  # 0644: readable by the container's non-root user
     return TrainResult(out, final, parity)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.signature import DOMAIN, TRANSFORMS
 
 __all__ = ["DOMAIN", "TRANSFORMS", "Transform", "choose_transform", "transform_series"]
@@ -44,7 +45,7 @@ class Transform(nn.Module):
         super().__init__()
         if kind not in TRANSFORMS:
             msg = f"unknown transform {kind!r}; use one of {TRANSFORMS}"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.kind = kind
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(np.maximum(std, 1e-12), dtype=torch.float32))

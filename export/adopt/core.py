@@ -31,6 +31,7 @@ import onnx
 
 from rnnwatch.consumer.contract import FEATURE_DOMAINS, load_signature
 from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.files import publish
 from rnnwatch.export.adopt.mapping import Mapping, MappingRequest, resolve_mapping
 from rnnwatch.export.adopt.parity import StepShape, explain_failures, prove_parity
 from rnnwatch.export.adopt.reference import Reference
@@ -117,7 +118,7 @@ def adopt_model(options: AdoptOptions, report: Callable[[str], None] = lambda _l
         _replace_metadata(model, spec.metadata())
         onnx.save(model, draft)
         load_signature(draft)  # the runtime's own contract check, before the file appears
-        draft.replace(out)
+        publish(draft, out)  # 0644: readable by the container's non-root user
     return AdoptResult(out, mapping, tuple(guessed), spec, parity, held.rows if held else 0)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.models.base import StateSpec, StepModule
 
 __all__ = ["ClockworkForecaster"]
@@ -24,7 +25,7 @@ class ClockworkForecaster(StepModule):
         super().__init__()
         if hidden % len(periods):
             msg = f"hidden ({hidden}) must be a multiple of the number of periods ({len(periods)})"
-            raise ValueError(msg)
+            raise ConfigError(msg)
         self.n_features, self.hidden, self.periods = n_features, hidden, tuple(sorted(periods))
         size = hidden // len(periods)
         self.w_in = nn.Linear(n_features, hidden)
