@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 @dataclass
 class _Progress:
+    """Anomaly lines under a redrawn progress bar on a terminal; piped, plain anomaly lines and no bar."""
+
     total: int
     out: TextIO
     quiet: bool
@@ -50,6 +52,11 @@ class _Progress:
     events: list[AnomalyEvent] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    live: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        isatty = getattr(self.out, "isatty", None)
+        self.live = bool(isatty and isatty())
 
     def batch(self, outcome: BatchOutcome) -> None:
         with self.lock:
@@ -63,12 +70,16 @@ class _Progress:
                 body = event.body()
                 name = event.features[0]
                 self.out.write(
-                    f"\r\033[K  {body['event_time'][:10]}  {body['key']:<6} {name} {body['actual'][name]:>10.2f}  "
+                    f"{self._clear}  {body['event_time'][:10]}  {body['key']:<6} {name} {body['actual'][name]:>10.2f}  "
                     f"expected {body['expected'][name]:>10.2f}  score {event.score:.7f}  {event.severity}\n")
                 self._bar()
 
+    @property
+    def _clear(self) -> str:
+        return "\r\033[K" if self.live else ""
+
     def _bar(self) -> None:
-        if self.quiet:
+        if self.quiet or not self.live:
             return
         frac = min(1.0, self.done / max(self.total, 1))
         width = 30
@@ -107,7 +118,8 @@ def _run(args: argparse.Namespace) -> int:
         if not args.follow:
             _stop_when_done(service, producer_done, progress)
         summary = service.run()
-    print(file=out)
+    if progress.live and not args.quiet:
+        print(file=out)  # end the bar's line
     caught = _caught(shocks, progress.events)
     print(f"done: {summary.records} ticks, {summary.anomalies} anomalies, {caught}/{len(shocks)} injected shocks "
           f"flagged, {summary.as_dict()['records_per_second']:.0f} ticks/s", file=out)

@@ -25,9 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   for a in ARCHITECTURES.values()))
     t.add_argument("--arch", required=True, choices=list(ARCHITECTURES), help="Architecture.")
     t.add_argument("--input", required=True, help="CSV with a header row.")
-    t.add_argument("--column", action="append", help="Feature column(s), in order (default: value).")
-    t.add_argument("--key-column", default="", help="Column naming the series (one model for all keys).")
-    t.add_argument("--time-column", default="", help="Column to sort each series by (default: file order).")
+    t.add_argument("--column", action="append",
+                   help="Feature column(s), in order (default: 'price' if the file has it, else 'value').")
+    t.add_argument("--key-column", default=None,
+                   help="Column naming the series, one model for all keys (default: 'symbol' if the file has it; "
+                        "'' = one series).")
+    t.add_argument("--time-column", default=None,
+                   help="Column to sort each series by (default: 'ts' if the file has it; '' = file order).")
     t.add_argument("--train-rows", type=int, default=0, help="Use the first N rows of each series (0 = all).")
     t.add_argument("--transform", default="auto", choices=["auto", *TRANSFORMS],
                    help="Input transform baked into the graph (auto: log-return if all values > 0, else level).")

@@ -13,7 +13,7 @@ import numpy as np
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.records import parse_event_time
 
-__all__ = ["Series", "load_series"]
+__all__ = ["Series", "default_columns", "load_series"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,26 @@ def load_series(path: str | Path, columns: list[str], *, key_column: str = "",
         msg = f"{p}: too little data to train on (need at least 10 rows per series)"
         raise ConfigError(msg)
     return series, hashlib.sha256(raw).hexdigest()
+
+
+def default_columns(path: str | Path, columns: list[str] | None, key_column: str | None,
+                    time_column: str | None) -> tuple[list[str], str, str]:
+    """Feature, key and time columns with the defaults `produce`, `run` and `score` use (price, symbol, ts).
+
+    A default applies only when the file has that column (a file without ``symbol`` is one series, one
+    without ``ts`` is in time order); a column given explicitly must exist (``load_series`` checks).
+    """
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError):
+        header = []  # load_series reports the problem with the file
+    header = [h.strip() for h in header]
+    if not columns:
+        columns = ["price"] if "price" in header or "value" not in header else ["value"]
+    key = key_column if key_column is not None else ("symbol" if "symbol" in header else "")
+    time_col = time_column if time_column is not None else ("ts" if "ts" in header else "")
+    return columns, key, time_col
 
 
 def _order(text: str) -> int:

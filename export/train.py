@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,7 @@ from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.files import publish
 from rnnwatch.export.calibrate import HOLDOUT, PROVISIONAL_THRESHOLD, calibrate_threshold
 from rnnwatch.export.convert import StepGraph, export_step_model, write_metadata
-from rnnwatch.export.data import Series, load_series
+from rnnwatch.export.data import Series, default_columns, load_series
 from rnnwatch.export.models.base import StepModule
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
@@ -34,6 +36,9 @@ from rnnwatch.export.transform import Transform, choose_transform, transform_ser
 from rnnwatch.export.validate import check_parity
 
 __all__ = ["TrainResult", "calibrate_threshold", "train"]
+
+# (epoch, epochs, train loss, held-out loss, best held-out loss so far, early stop now)
+EpochCallback = Callable[[int, int, float, float, float, bool], None]
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,8 @@ def train(args: argparse.Namespace) -> TrainResult:
     """Train per ``args`` (the parsed `rnnwatch train` flags) and write the step model."""
     arch = ARCHITECTURES[args.arch]
     _seed_everything(args.seed)
-    columns = args.column or ["value"]
-    series, sha = load_series(args.input, columns, key_column=args.key_column, time_column=args.time_column)
+    columns, key_column, time_column = default_columns(args.input, args.column, args.key_column, args.time_column)
+    series, sha = load_series(args.input, columns, key_column=key_column, time_column=time_column)
     series = [Series(s.key, s.values[: args.train_rows] if args.train_rows else s.values) for s in series]
     kind = choose_transform(args.transform, np.concatenate([s.values for s in series]))
     fit_parts, hold_parts, mean, std = _normalise(series, kind)
@@ -56,7 +61,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     if arch.fit == "ridge":
         epochs, best = _fit_ridge(model, fit_parts, args), 0.0
     else:
-        epochs, best = _fit_backprop(model, fit_parts, hold_parts, args)
+        epochs, best = _fit_backprop(model, fit_parts, hold_parts, args, on_epoch=_progress_printer())
     resid = _holdout_residual_std(model, fit_parts, hold_parts)
     graph = StepGraph(model, Transform(kind, mean, std, resid))
     spec = _spec(args, arch.name, columns, graph, kind, series, sha, epochs, best, model)
@@ -106,19 +111,38 @@ def _windows(parts: list[np.ndarray], length: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([o[:width] for o in out]))
 
 
+def _progress_printer() -> EpochCallback | None:
+    """Per-epoch lines on stderr when it is a terminal; nothing when piped or redirected (logs, CI)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(epoch: int, epochs: int, loss: float, held_out: float, best: float, stopping: bool) -> None:
+        mark = "  *best" if held_out <= best else ""
+        stop = "  early stop: no better held-out loss for 5 epochs" if stopping else ""
+        print(f"epoch {epoch:>3}/{epochs}  loss {loss:.5f}  held-out {held_out:.5f}{mark}{stop}", file=sys.stderr,
+              flush=True)
+
+    return show
+
+
 def _fit_backprop(model: StepModule, fit: list[np.ndarray], hold: list[np.ndarray],
-                  args: argparse.Namespace) -> tuple[int, float]:
-    """Adam on windows (truncated BPTT), best epoch by held-out loss, early stop after 5 bad epochs."""
+                  args: argparse.Namespace, on_epoch: EpochCallback | None = None) -> tuple[int, float]:
+    """Adam on windows (truncated BPTT), best epoch by held-out loss, early stop after 5 bad epochs.
+
+    ``on_epoch(epoch, epochs, train_loss, held_out_loss, best_held_out, stopping)`` after each epoch.
+    """
     train_w, hold_w = _windows(fit, args.window), _windows(hold, args.window)
     burn = min(8, train_w.shape[1] // 4)  # windows start from a zero state: don't score the warm-up
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
     best, best_state, bad, epoch = float("inf"), None, 0, 0
-    for epoch in range(1, args.epochs + 1):  # noqa: B007 - the last epoch run is reported
+    for epoch in range(1, args.epochs + 1):
         model.train()
+        total, batches = 0.0, 0
         for idx in torch.randperm(len(train_w), generator=gen).split(args.batch_size):
             w = train_w[idx]
             loss = torch.mean((model.forward_sequence(w[:, :-1])[:, burn:] - w[:, 1 + burn:]) ** 2)
+            total, batches = total + float(loss.detach()), batches + 1
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -131,8 +155,10 @@ def _fit_backprop(model: StepModule, fit: list[np.ndarray], hold: list[np.ndarra
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-            if bad >= 5:
-                break
+        if on_epoch is not None:
+            on_epoch(epoch, args.epochs, total / max(batches, 1), val, best, bad >= 5)
+        if bad >= 5:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     return epoch, best

@@ -151,3 +151,30 @@ def test_produce_command_defaults() -> None:
 def test_bundled_file_has_the_documented_columns() -> None:
     with bundled_prices_path().open(newline="") as fh:
         assert next(csv.reader(fh)) == ["symbol", "ts", "price"]
+
+
+def test_demo_progress_draws_a_bar_only_on_a_terminal() -> None:
+    import io
+
+    from rnnwatch.consumer.demo import _Progress
+    from rnnwatch.consumer.events import AnomalyEvent
+    from rnnwatch.consumer.pipeline import BatchOutcome
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    event = AnomalyEvent(source="s", key=b"AAPL", event_ms=0, score=0.9999, threshold=0.999, severity="minor",
+                         features=("price",), actual=[1.0], expected=[2.0], residual=[-1.0],
+                         model={"name": "m", "version": "1", "sha256": "0"}, topic="t", partition=0, offset=0,
+                         timestamp_ms=0)
+    outcome = BatchOutcome(10, 10, [], 0, {0: 10}, {0: 10})
+    for out, live in ((io.StringIO(), False), (Terminal(), True)):
+        progress = _Progress(total=100, out=out, quiet=False)
+        for _ in range(5):
+            progress.batch(outcome)
+        progress.anomaly(event)
+        text = out.getvalue()
+        assert ("\r" in text) == live
+        assert ("ticks" in text) == live  # the bar
+        assert "AAPL" in text and text.count("\n") == 1
