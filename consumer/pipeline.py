@@ -54,7 +54,7 @@ class Pipeline:
         self.store = store
         self.on_anomaly = on_anomaly
         self._model = {"name": signature.name, "version": signature.version, "sha256": signature.sha256}
-        self._model_label = f"{signature.name}:{signature.version}"
+        self._model_labels = (signature.name, signature.version)
         self._reset_log = RateLimitedLog(log)
         self._refusals = RefusalReport(topic, decoder.fields)
 
@@ -114,7 +114,7 @@ class Pipeline:
                 partition=rec.partition, offset=rec.offset, timestamp_ms=rec.timestamp,
             )
             self.sink.send_event(event)
-            self.metrics.anomalies.labels(severity, self._model_label).inc()
+            self.metrics.anomalies.labels(severity, *self._model_labels).inc()
             if self.on_anomaly is not None:
                 self.on_anomaly(event)
             events.append(event)

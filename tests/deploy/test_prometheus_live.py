@@ -157,7 +157,7 @@ def test_throughput_and_anomaly_panels_have_data(prometheus: int) -> None:
     anomalies = _api(prometheus, "query", query=_concrete(exprs["Anomalies by severity and model (/s)"]))
     series = anomalies["data"]["result"]
     assert {s["metric"]["severity"] for s in series} == {"minor", "major", "critical"}
-    assert all(s["metric"]["model"] == "prices-gru:1" for s in series)
+    assert all((s["metric"]["name"], s["metric"]["version"]) == ("prices-gru", "1") for s in series)
     flagged = _api(prometheus, "query", query='sum(rnnwatch_anomalies_total{job="rnnwatch"})')["data"]["result"]
     assert float(flagged[0]["value"][1]) >= 1
     failed = _api(prometheus, "query", query='rnnwatch_records_failed_total{reason="invalid_json"}')

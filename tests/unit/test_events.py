@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import orjson
 
 from rnnwatch.consumer.events import DEAD_LETTER_MAX_BYTES, DLQ_KEY_BYTES, DLQ_VALUE_BYTES, AnomalyEvent, DeadLetter
@@ -25,6 +27,11 @@ def test_cloudevents_headers_and_key() -> None:
     assert h["ce_time"] == b"2019-03-04T00:00:00.000Z"
     assert h["ce_subject"] == b"AAPL"
     assert h["content-type"] == b"application/json"
+    assert h["ce_partitionkey"] == b"AAPL"
+    assert h["ce_rnnwatchseverity"] == b"major"
+    # CloudEvents 1.0: attribute names are lowercase ASCII letters and digits; binary Kafka mode prefixes ce_
+    attributes = [name for name, _ in headers if name != "content-type"]
+    assert all(re.fullmatch(r"ce_[a-z0-9]{1,20}", name) for name in attributes), attributes
 
 
 def test_body_fields() -> None:
@@ -87,3 +94,22 @@ def test_null_header_values_can_be_dead_lettered() -> None:
     headers = letter.to_kafka()[2]
     assert ("a", b"") in headers and ("b", b"1") in headers
     assert all(isinstance(k, str) and isinstance(v, bytes) for k, v in headers)
+
+
+def test_dead_letter_headers_follow_one_convention() -> None:
+    letter = DeadLetter("prices", 1, 7, 99, b"K" * (DLQ_KEY_BYTES + 1), b"v", [("trace", b"t1")], "invalid_json", "e")
+    ours = [name for name, _ in letter.to_kafka()[2] if name != "trace"]
+    assert ours and all(re.fullmatch(r"rnnwatch-[a-z]+(-[a-z]+)*", name) for name in ours), ours
+
+
+def test_anomalies_are_labelled_like_model_info() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from rnnwatch.consumer.metrics import Metrics
+
+    m = Metrics(CollectorRegistry(), process_metrics=False)
+    m.set_model("prices-gru", "1", "gru", "ab" * 32)
+    labels = {"severity": "minor", "name": "prices-gru", "version": "1"}
+    assert m.registry.get_sample_value("rnnwatch_anomalies_total", labels) == 0
+    info = {"name": "prices-gru", "version": "1", "architecture": "gru", "sha256": "ab" * 6}
+    assert m.registry.get_sample_value("rnnwatch_model_info", info) == 1
