@@ -19,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gzip
 import socket
 import threading
 import time
+from urllib.parse import parse_qs
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from rnnwatch.consumer.errors import ConfigError
 
@@ -151,15 +154,28 @@ class OpsServer:
         if method not in (b"GET", b"HEAD"):
             await self._respond(writer, 405, b"only GET and HEAD\n", extra=b"Allow: GET, HEAD\r\n")
             return
+        extra = b""
         if path == b"/metrics":
-            status, body, content_type = 200, generate_latest(self.registry), CONTENT_TYPE_LATEST
+            status = 200
+            body, content_type, extra = self._metrics(_headers(head), parts[1])
         elif path in (b"/healthz", b"/readyz"):
             ok, detail = self.health.live() if path == b"/healthz" else self.health.ready()
             status, body, content_type = (200 if ok else 503), (detail + "\n").encode(), _TEXT
         else:
             status, body, content_type = 404, b"not found: try /metrics, /healthz or /readyz\n", _TEXT
         await self._respond(writer, status, b"" if method == b"HEAD" else body, content_type,
-                            length=len(body))
+                            length=len(body), extra=extra)
+
+    def _metrics(self, headers: dict[str, str], target: bytes) -> tuple[bytes, str, bytes]:
+        """prometheus-client's own exposition: the format the scraper's Accept asks for (Prometheus text or
+        OpenMetrics), gzip when its Accept-Encoding allows, ``?name[]=...`` restricting the families."""
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        query = parse_qs(target.partition(b"?")[2].decode("latin-1"))
+        registry = self.registry.restricted_registry(query["name[]"]) if "name[]" in query else self.registry
+        body = encoder(registry)
+        if gzip_accepted(headers.get("accept-encoding", "")):
+            return gzip.compress(body), content_type, b"Content-Encoding: gzip\r\nVary: Accept, Accept-Encoding\r\n"
+        return body, content_type, b"Vary: Accept, Accept-Encoding\r\n"
 
     async def _respond(self, writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str = _TEXT, *,
                        length: int | None = None, extra: bytes = b"") -> None:
@@ -171,6 +187,16 @@ class OpsServer:
         if writer.can_write_eof():
             with contextlib.suppress(OSError):
                 writer.write_eof()
+
+
+def _headers(head: bytes) -> dict[str, str]:
+    """Request header fields by lower-case name (the last one wins; the ops server needs only a few)."""
+    fields = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return fields
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -160,3 +160,34 @@ def test_a_large_scrape_arrives_whole(server_factory: Callable[..., OpsServer]) 
     status, body = _get(server, "/metrics")
     assert status == 200 and len(body) > 256 * 1024
     assert b"rnnwatch_filler_2999_total 1.0" in body
+
+
+def _request(server: OpsServer, path: str, method: str = "GET",
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", method=method, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=WAIT_S) as resp:  # noqa: S310 - a loopback http URL
+        return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+
+
+def test_metrics_negotiate_openmetrics_and_gzip(server_factory: Callable[..., OpsServer]) -> None:
+    import gzip
+
+    server = server_factory()
+    _, plain_headers, plain = _request(server, "/metrics")
+    assert plain_headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert b"rnnwatch_probe_total 1.0" in plain and not plain.endswith(b"# EOF\n")
+    _, om_headers, om = _request(server, "/metrics", headers={
+        "Accept": "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"})
+    assert om_headers["content-type"].startswith("application/openmetrics-text")
+    assert om.endswith(b"# EOF\n")
+    _, gz_headers, gz = _request(server, "/metrics", headers={"Accept-Encoding": "gzip"})
+    assert gz_headers["content-encoding"] == "gzip"
+    assert b"rnnwatch_probe_total 1.0" in gzip.decompress(gz)
+    _, _, only = _request(server, "/metrics?name[]=rnnwatch_probe_total")
+    assert b"rnnwatch_probe_total" in only
+
+
+def test_head_is_answered_without_a_body(server_factory: Callable[..., OpsServer]) -> None:
+    server = server_factory()
+    status, headers, body = _request(server, "/metrics", method="HEAD")
+    assert status == 200 and body == b"" and int(headers["content-length"]) > 0
