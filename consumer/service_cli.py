@@ -15,6 +15,7 @@ from types import FrameType
 from rnnwatch.consumer.logs import configure_logging
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import add_arguments, load_settings
+from rnnwatch.consumer.status import StatusPrinter
 
 __all__ = ["register"]
 
@@ -37,7 +38,12 @@ def _run(args: argparse.Namespace) -> int:
     service = Service(settings)
     _install_signal_handlers(service, settings.shutdown_grace_ms / 1000)
     service.start()
-    summary = service.run()
+    status = StatusPrinter(service.registry).start() if sys.stderr.isatty() else None
+    try:
+        summary = service.run()
+    finally:
+        if status is not None:
+            status.stop()
     if settings.until_caught_up:
         print(json.dumps(summary.as_dict()), flush=True)
     return 0
