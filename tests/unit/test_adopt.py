@@ -54,6 +54,7 @@ def test_a_gru_operator_graph_is_adopted_guessed_and_proved(tmp_path: Path, caps
     assert p["adopted_from"] == "gru.onnx" and p["calibrated"] is False
     assert p["parity"]["max_abs_error"] <= 1e-4 and p["parity"]["batch_max_abs_error"] <= 1e-5
     assert main(["check", str(tmp_path / "step.onnx")]) == 0
+    assert (tmp_path / "step.onnx").stat().st_mode & 0o777 == 0o644  # readable by the container's non-root user
 
 
 def test_the_original_weights_are_kept_byte_for_byte(tmp_path: Path) -> None:
