@@ -123,16 +123,23 @@ class FakeProducer:
 
 
 class FakeReader:
-    """The consumer calls the changelog restore makes (assign/seek/poll/position/highwater), over a cluster."""
+    """The consumer calls the changelog restore makes (assign/seek/poll/position/highwater), over a cluster.
+
+    Like kafka-python, a partition's highwater is the one its last fetch (poll) reported, None before any; and
+    ``assign()`` keeps the state of a partition that stays assigned, that highwater included, however far the
+    partition has grown since: only a fetch made now tells its end.
+    """
 
     def __init__(self, cluster: FakeCluster, batch: int = 500) -> None:
         self.cluster = cluster
         self.batch = batch
         self.records_read = 0
         self._positions: dict[TopicPartition, int] = {}
+        self._highwater: dict[TopicPartition, int] = {}
 
     def assign(self, tps: list[TopicPartition]) -> None:
         self._positions = {tp: self._positions.get(tp, 0) for tp in tps}
+        self._highwater = {tp: hw for tp, hw in self._highwater.items() if tp in self._positions}
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
@@ -146,18 +153,22 @@ class FakeReader:
 
     def seek_to_end(self, *tps: TopicPartition) -> None:
         for tp in tps:
-            self._positions[tp] = self.highwater(tp)
+            self._positions[tp] = self._end(tp)
 
     def position(self, tp: TopicPartition) -> int:
         return self._positions[tp]
 
-    def highwater(self, tp: TopicPartition) -> int:
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self._highwater.get(tp)
+
+    def _end(self, tp: TopicPartition) -> int:
         return len(self.cluster.topics[tp.topic][tp.partition])
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[FakeRecord]]:
         out = {}
         for tp, pos in self._positions.items():
             records = self.cluster.topics[tp.topic][tp.partition][pos:pos + (max_records or self.batch)]
+            self._highwater[tp] = self._end(tp)  # every fetch response carries the partition's end
             if records:
                 out[tp] = records
                 self._positions[tp] = pos + len(records)
@@ -166,6 +177,7 @@ class FakeReader:
 
     def close(self) -> None:
         self._positions = {}
+        self._highwater = {}
 
 
 # Called inside poll() before records are returned: (source, poll number) -> None
