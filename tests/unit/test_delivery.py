@@ -248,3 +248,22 @@ def test_a_join_that_does_not_complete_in_time_is_not_left(ewma_path: Path) -> N
     service.source.script = lambda source, n: service.request_stop() if n == 1 else None
     service.run()
     assert service.source.events[-1] == "closed without leaving", service.source.events
+
+
+def test_a_partition_that_comes_back_to_a_member_brings_its_state(ewma_path: Path,
+                                                                  reference: dict[str, Any]) -> None:
+    """Partition 1 is the last one the member restored at start-up; a rebalance gives it back alone (after the
+    revoke's checkpoint wrote its keys' snapshots), partition 0 follows later. Both must continue from their
+    snapshots: a restore that read nothing left partition 1's keys cold, with events and state unlike an
+    uninterrupted run's."""
+    def rebalance(source: FakeSource, n: int) -> None:
+        if n == 8:  # partition 0 is done, partition 1 half way (30 records a poll, 0 first)
+            source.revoke({0, 1})
+            source.assign({1})
+        if n == 10:
+            source.assign({0})
+
+    c = cluster()
+    run(c, ewma_path, script=rebalance, overrides={"max_poll_records": "30"})
+    assert committed(c) == reference["committed"]
+    assert_same_as_reference(c, ewma_path, reference)
