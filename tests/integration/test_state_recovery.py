@@ -14,6 +14,7 @@ from onnx_builders import ewma_model
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
+from rnnwatch.consumer.restore import run_to_end, scan_partition
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
 
@@ -137,3 +138,23 @@ def test_no_events_during_warm_up_after_a_model_change(broker: EmbeddedBroker, t
     warm_up = {120 + 4 * step + 1 for step in range(3)}
     assert not warm_up & set(steps_of_s001)  # no event while the key re-warms under the new model ...
     assert 120 + 4 * 7 + 1 in steps_of_s001  # ... and the jump after it is flagged
+
+
+def test_a_partition_read_again_by_the_same_reader_is_read_to_its_current_end(
+        broker: EmbeddedBroker, topic_factory: Callable[..., str]) -> None:
+    """kafka-python keeps a partition's last highwater while the partition stays assigned to a consumer.
+
+    The restore consumer last read this partition when it was empty (a member's start-up restore); a restore
+    of the same partition after it grew (handed back by a rebalance) must read what was written since, not
+    stop at the end it saw then.
+    """
+    topic = topic_factory(partitions=1)
+    reader = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=50)
+    try:
+        first = run_to_end(scan_partition(reader, topic, 0, None))
+        assert (first.end, first.best.records) == (0, 0)
+        produce(broker.bootstrap_servers, topic, price_feed(3, 5))
+        again = run_to_end(scan_partition(reader, topic, 0, None))
+        assert (again.end, again.best.records, len(again.best.by_key)) == (15, 15, 3)
+    finally:
+        reader.close()
