@@ -5,6 +5,7 @@
 #   make bench   how cost grows: throughput vs raw clients, key counts, latency, memory, restore; one JSON report
 #   make bench-readme   the README's performance tables, rendered from tests/bench/results/*.json
 #   make bench-decode   records/s of the input decoder alone, prints JSON
+#   make evaluate  NAB v1.1 scores of train + score on a labeled corpus (EVAL_CORPUS, default ../shared/data/nab)
 #   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
 
 PYTHON ?= python3
@@ -13,7 +14,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
+.PHONY: evaluate demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,16 +45,17 @@ system-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
 	    >/dev/null || { echo "could not install the 'prometheus' Debian package (needs root and apt)"; exit 1; }; }
 
-build/typecheck/rnnwatch:
+build/typecheck/rnnwatch: Makefile
 	mkdir -p $@
 	ln -sfn ../../../consumer $@/consumer
 	ln -sfn ../../../export $@/export
+	ln -sfn ../../../evaluate $@/evaluate
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check consumer export tests
+	$(BIN)/ruff check consumer export evaluate tests
 
 typecheck: $(VENV)/.dev build/typecheck/rnnwatch
-	MYPYPATH=build/typecheck $(BIN)/mypy -p rnnwatch.consumer -p rnnwatch.export
+	MYPYPATH=build/typecheck $(BIN)/mypy -p rnnwatch.consumer -p rnnwatch.export -p rnnwatch.evaluate
 
 test: $(VENV)/.dev system-deps lint typecheck
 	$(BIN)/pytest
@@ -95,6 +97,14 @@ MODEL_ARGS := --arch gru --hidden 32 --input consumer/data/prices.csv --key-colu
 model: $(VENV)/.dev
 	$(BIN)/rnnwatch train $(MODEL_ARGS) --output consumer/data/model.onnx
 	$(BIN)/rnnwatch check consumer/data/model.onnx
+
+# Detection quality (README "Detection quality"): JSON to EVAL_JSON, per-category table on the terminal.
+EVAL_CORPUS ?= ../shared/data/nab
+EVAL_ARGS ?=
+EVAL_JSON ?= .eval/latest.json
+evaluate: $(VENV)/.dev
+	@mkdir -p $(dir $(EVAL_JSON))
+	$(BIN)/rnnwatch evaluate --corpus $(EVAL_CORPUS) --output $(EVAL_JSON) $(EVAL_ARGS)
 
 prices: $(VENV)/.dev
 	$(BIN)/python tests/tools/make_prices.py consumer/data/prices.csv

@@ -1,0 +1,40 @@
+"""The terminal view of an `evaluate` report: per scorer, one row per category and one for the corpus.
+
+Scores are NAB-normalised (0 = flag nothing, 100 = perfect); a category without label windows shows its raw
+score (the cost of its false positives, ``r``) instead.
+
+>>> print(render_table({"scorers": [{"scorer": "model", "options": {}, "windows": 2,
+...     "swept": {p: {"score": 50.0, "raw": 0.5} for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")},
+...     "shipped": {p: {"score": None, "raw": -2.0} for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")},
+...     "categories": {}, "series": []}]}).splitlines()[-1])
+all                              2   50.0   50.0   50.0 |  -2.0r  -2.0r  -2.0r
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["render_table"]
+
+_PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+
+
+def _cells(block: dict[str, Any]) -> str:
+    def num(entry: dict[str, Any]) -> str:
+        # a category without windows has no normalised score: its raw score (false-positive cost) instead
+        return f"{entry['score']:6.1f}" if entry["score"] is not None else f"{entry['raw']:5.1f}r"
+
+    swept = " ".join(num(block["swept"][p]) for p in _PROFILES)
+    shipped = " ".join(num(block["shipped"][p]) for p in _PROFILES)
+    return f"{block['windows']:3d} {swept} | {shipped}"
+
+
+def render_table(report: dict[str, Any]) -> str:
+    lines = []
+    for s in report["scorers"]:
+        lines.append(f"scorer {s['scorer']} {s['options'] or ''}".rstrip())
+        lines.append(f"{'category':<30} win  swept: std  lowFP  lowFN | shipped: std lowFP lowFN")
+        for cat, block in s["categories"].items():
+            lines.append(f"{cat:<30} {_cells(block)}")
+        lines.append(f"{'all':<30} {_cells(s)}")
+    return "\n".join(lines)
