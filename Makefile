@@ -6,6 +6,7 @@
 #   make bench-readme   the README's performance tables, rendered from tests/bench/results/*.json
 #   make bench-decode   records/s of the input decoder alone, prints JSON
 #   make evaluate  NAB v1.1 scores of train + score on a labeled corpus (EVAL_CORPUS, default ../shared/data/nab)
+#   make price-corpus  the labeled price-shock corpus (real prices + injected shocks) into build/price-corpus
 #   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: evaluate demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
+.PHONY: evaluate price-corpus demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -105,6 +106,14 @@ EVAL_JSON ?= .eval/latest.json
 evaluate: $(VENV)/.dev
 	@mkdir -p $(dir $(EVAL_JSON))
 	$(BIN)/rnnwatch evaluate --corpus $(EVAL_CORPUS) --output $(EVAL_JSON) $(EVAL_ARGS)
+
+# The price-shock corpus (NAB layout) from real daily prices the [dev] extra's packages ship, with labeled injected
+# shocks; seeded, so every machine builds the same files. Evaluate it: make evaluate EVAL_CORPUS=$(PRICE_CORPUS)
+PRICE_CORPUS ?= build/price-corpus
+PRICE_SEED ?= 0
+price-corpus: $(VENV)/.dev
+	rm -rf $(PRICE_CORPUS)
+	$(BIN)/python -m rnnwatch.evaluate.price_shocks --output $(PRICE_CORPUS) --seed $(PRICE_SEED)
 
 prices: $(VENV)/.dev
 	$(BIN)/python tests/tools/make_prices.py consumer/data/prices.csv
