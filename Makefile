@@ -39,12 +39,17 @@ install-dev: $(VENV)/.dev
 demo: $(VENV)/.runtime
 	$(BIN)/rnnwatch demo
 
-# promtool and prometheus come from the Debian package; installed only when missing.
+# promtool and prometheus (the rules tests), chromium (renders the HTML report headless in its test) come from the
+# Debian packages; installed only when missing.
 system-deps:
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
 	  echo "installing prometheus + promtool (Debian package)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
 	    >/dev/null || { echo "could not install the 'prometheus' Debian package (needs root and apt)"; exit 1; }; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+	    >/dev/null || { echo "could not install the 'chromium' Debian package (needs root and apt)"; exit 1; }; }
 
 build/typecheck/rnnwatch: Makefile
 	mkdir -p $@

@@ -156,6 +156,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key-column", default="", help="Column that separates several series (default: one series).")
     p.add_argument("--threshold", type=float, default=None, help="Override the model's calibrated threshold.")
     p.add_argument("--warmup-steps", type=int, default=None, help="Override the model's warm-up.")
+    p.add_argument("--report", default="", help="Also write a self-contained HTML report (a plot per key) here.")
     p.set_defaults(func=_run)
 
 
@@ -167,10 +168,35 @@ def _run(args: argparse.Namespace) -> int:
                      scorer_options={"threshold": args.threshold, "warmup_steps": args.warmup_steps})
     col = {name: i for i, name in enumerate(inp.header)}
     _write(args, inp.table, col, inp.columns, res)
+    if args.report:
+        _write_report(Path(args.report), f"rnnwatch score: {Path(args.input).name} with {signature.name} "
+                      f"{signature.version}", inp, res)
     skipped = int((res.status != PROCESSED).sum())
     print(f"scored {len(inp.table)} rows, {int(res.is_anomaly.sum())} anomalies, {skipped} skipped "
           f"(duplicate/out-of-order time) with {signature.name} {signature.version}", file=sys.stderr)
     return 0
+
+
+def _write_report(path: Path, title: str, inp: ScoreInput, res: StepResults) -> None:
+    """One plot per key and feature: values, the forecast each row was compared with, flagged rows."""
+    from rnnwatch.consumer.report import SeriesPlot, render_report
+
+    order: dict[bytes, list[int]] = {}
+    for i, k in enumerate(inp.keys):
+        order.setdefault(k, []).append(i)
+    plots = []
+    for key, rows in order.items():
+        idx = np.array(rows, dtype=np.int64)
+        for f, column in enumerate(inp.columns):
+            name = key.decode(errors="replace") if len(order) > 1 else ""
+            label = " / ".join(x for x in (name, column if len(inp.columns) > 1 else "") if x) or "series"
+            flags = res.is_anomaly[idx]
+            plots.append(SeriesPlot(label, inp.event_ms[idx], inp.x[idx, f], expected=res.expected[idx, f],
+                                    flags=[("is_anomaly", flags)],
+                                    notes=[f"{len(idx)} rows, {int(flags.sum())} flagged"]))
+    summary = [("rows", str(len(inp.keys))), ("keys", str(len(order))),
+               ("flagged", str(int(res.is_anomaly.sum())))]
+    path.write_text(render_report(title, plots, summary=summary), encoding="utf-8")
 
 
 def event_ms_of(text: str) -> int:

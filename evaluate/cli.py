@@ -23,7 +23,7 @@ from rnnwatch.consumer.offline import DEFAULT_SCORER, check_scorer
 from rnnwatch.evaluate.corpus import find_series
 from rnnwatch.evaluate.harness import SeriesRun, TrainConfig, parse_scorer_spec, run_corpus
 from rnnwatch.evaluate.results import corpus_scores
-from rnnwatch.evaluate.table import render_table
+from rnnwatch.evaluate.table import render_html, render_table
 
 __all__ = ["build_parser", "main"]
 
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-arg", action="append", default=[],
                    help="A further `rnnwatch train` flag, verbatim, e.g. --train-arg=--window=32 (repeatable).")
     p.add_argument("--output", default="-", help="Where to write the JSON (default stdout).")
+    p.add_argument("--report", default="", help="Also write a self-contained HTML report (a plot per series) here.")
     p.set_defaults(func=_evaluate)
     return parser
 
@@ -94,6 +95,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(text)
     else:
         Path(args.output).write_text(text + "\n", encoding="utf-8")
+    if args.report:
+        Path(args.report).write_text(render_html(report, runs, [s.label for s in specs]), encoding="utf-8")
     print(render_table(report), file=sys.stderr)
     return 0
 

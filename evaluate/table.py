@@ -12,9 +12,15 @@ all                              2   50.0   50.0   50.0 |  -2.0r  -2.0r  -2.0r
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["render_table"]
+from rnnwatch.consumer.report import SeriesPlot, render_report
+
+if TYPE_CHECKING:
+    from rnnwatch.evaluate.harness import SeriesRun
+
+__all__ = ["render_html", "render_table"]
 
 _PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
@@ -38,3 +44,28 @@ def render_table(report: dict[str, Any]) -> str:
             lines.append(f"{cat:<30} {_cells(block)}")
         lines.append(f"{'all':<30} {_cells(s)}")
     return "\n".join(lines)
+
+
+def render_html(report: dict[str, Any], runs: Sequence[SeriesRun], labels: Sequence[str]) -> str:
+    """The HTML report (the renderer `score --report` uses): corpus scores, then a plot per series with its
+    label windows and each scorer's flags."""
+    summary = [("corpus", str(report["corpus"])), ("series", str(report["series"])),
+               ("train", ", ".join(f"{k}={v}" for k, v in report["train"].items() if v not in (None, [])))]
+    for s in report["scorers"]:
+        name = f"{s['scorer']} {s['options'] or ''}".rstrip()
+        for kind in ("swept", "shipped"):
+            cells = ", ".join(f"{p} {_text(s[kind][p])}" for p in _PROFILES)
+            summary.append((f"{name}: {kind}", cells))
+    plots = []
+    for run in runs:
+        per = {lab: run.runs[lab] for lab in labels}
+        notes = [f"{len(run.event_ms)} rows, probation {run.probation},",
+                 *(f"{lab}: {int(r.is_anomaly.sum())} flagged;" for lab, r in per.items())]
+        plots.append(SeriesPlot(run.series.name, run.event_ms, run.values, expected=run.expected,
+                                flags=[(lab, r.is_anomaly) for lab, r in per.items()],
+                                windows_ms=run.series.windows_ms, notes=notes))
+    return render_report(f"rnnwatch evaluate: {report['corpus']}", plots, summary=summary)
+
+
+def _text(entry: dict[str, Any]) -> str:
+    return f"{entry['score']:.1f}" if entry["score"] is not None else f"raw {entry['raw']:.2f}"
