@@ -88,6 +88,7 @@ class ScoredRun:
 
     score: np.ndarray  # float64 [T], NaN where the runtime skipped a row
     is_anomaly: np.ndarray  # bool [T]
+    surprise: np.ndarray  # float64 [T]: -log10 of the tail probability, which keeps its resolution near 1
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ def run_series(series: CorpusSeries, config: TrainConfig, scorers: Sequence[Scor
     expected = np.full(len(inp.x), np.nan, dtype=np.float32)
     for spec in scorers:
         res = score_rows(signature, inp.keys, inp.event_ms, inp.x, scorer=spec.name, scorer_options=spec.options)
-        runs[spec.label] = ScoredRun(res.score, res.is_anomaly)
+        with np.errstate(divide="ignore"):
+            surprise = -np.log10(res.tail)  # a tail that underflowed to 0 ranks above everything (inf)
+        runs[spec.label] = ScoredRun(res.score, res.is_anomaly, surprise)
         expected = res.expected[:, 0]
     t2 = time.perf_counter()
     return SeriesRun(series, inp.event_ms, inp.x[:, 0], expected, probation, signature.scoring.threshold, runs,

@@ -132,8 +132,9 @@ def calc_sweep_score(timestamps: Sequence[object], scores: Sequence[float], wind
 def calc_score_by_threshold(points: Sequence[AnomalyPoint], fn_weight: float) -> list[ThresholdScore]:
     """Raw score at every distinct threshold, highest first (NAB ``Sweeper.calcScoreByThreshold``).
 
-    The first entry (threshold 1.1) detects nothing; each later entry detects every row whose score is at
-    least its threshold.
+    The first entry detects nothing (threshold 1.1 as in NAB for scores in [0, 1]; infinity for unbounded
+    scores such as a log-scale surprise); each later entry detects every row whose score is at least its
+    threshold.
     """
     scorable = sorted((p for p in points if p.window != "probationary"), key=lambda p: p.anomaly_score, reverse=True)
     parts: dict[str | None, float] = {None: 0.0}
@@ -144,7 +145,7 @@ def calc_score_by_threshold(points: Sequence[AnomalyPoint], fn_weight: float) ->
     fn = len(scorable) - tn
     tp = fp = 0
     out: list[ThresholdScore] = []
-    threshold = 1.1
+    threshold = 1.1 if not scorable or scorable[0].anomaly_score <= 1.0 else math.inf
     for p in scorable:
         if p.anomaly_score != threshold:
             out.append(ThresholdScore(threshold, sum(parts.values()), tp, tn, fp, fn, tp + tn + fp + fn))

@@ -1,7 +1,8 @@
 """The terminal view of an `evaluate` report: per scorer, one row per category and one for the corpus.
 
-Scores are NAB-normalised (0 = flag nothing, 100 = perfect); a category without label windows shows its raw
-score (the cost of its false positives, ``r``) instead.
+Scores are NAB-normalised (0 = flag nothing, 100 = perfect): swept (best corpus threshold over the anomaly
+score), shipped (the decisions), surprise (best threshold over -log10 tail); a category without label windows
+shows its raw score (the cost of its false positives, ``r``) instead.
 
 >>> print(render_table({"scorers": [{"scorer": "model", "options": {}, "windows": 2,
 ...     "swept": {p: {"score": 50.0, "raw": 0.5} for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate")},
@@ -32,14 +33,16 @@ def _cells(block: dict[str, Any]) -> str:
 
     swept = " ".join(num(block["swept"][p]) for p in _PROFILES)
     shipped = " ".join(num(block["shipped"][p]) for p in _PROFILES)
-    return f"{block['windows']:3d} {swept} | {shipped}"
+    surprise = " ".join(num(block["swept_surprise"][p]) for p in _PROFILES) if "swept_surprise" in block else ""
+    return f"{block['windows']:3d} {swept} | {shipped} | {surprise}".rstrip(" |")
 
 
 def render_table(report: dict[str, Any]) -> str:
     lines = []
     for s in report["scorers"]:
         lines.append(f"scorer {s['scorer']} {s['options'] or ''}".rstrip())
-        lines.append(f"{'category':<30} win  swept: std  lowFP  lowFN | shipped: std lowFP lowFN")
+        lines.append(f"{'category':<30} win  swept: std  lowFP  lowFN | shipped: std lowFP lowFN"
+                     " | surprise: std lowFP lowFN")
         for cat, block in s["categories"].items():
             lines.append(f"{cat:<30} {_cells(block)}")
         lines.append(f"{'all':<30} {_cells(s)}")
@@ -56,6 +59,8 @@ def render_html(report: dict[str, Any], runs: Sequence[SeriesRun], labels: Seque
         for kind in ("swept", "shipped"):
             cells = ", ".join(f"{p} {_text(s[kind][p])}" for p in _PROFILES)
             summary.append((f"{name}: {kind}", cells))
+        cells = ", ".join(f"{p} {_text(s['swept_surprise'][p])}" for p in _PROFILES)
+        summary.append((f"{name}: swept over surprise", cells))
     plots = []
     for run in runs:
         per = {lab: run.runs[lab] for lab in labels}

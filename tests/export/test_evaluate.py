@@ -68,6 +68,8 @@ def test_results_do_not_depend_on_the_number_of_jobs(tiny_corpus: Path, in_proce
     assert set(report["swept"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     assert report["swept"]["standard"]["score"] >= report["shipped"]["standard"]["score"]
     assert report["swept"]["standard"]["score"] > 0  # the spike and the shift are found early at some threshold
+    # ranking by -log10(tail) is ranking by the score, plus resolution where the score saturates at 1.0
+    assert report["swept_surprise"]["standard"]["score"] >= report["swept"]["standard"]["score"]
 
 
 def test_several_scorer_specs_are_scored_on_one_trained_model(tiny_corpus: Path, in_process: None) -> None:

@@ -181,3 +181,15 @@ def test_docstring_examples(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_unbounded_scores_start_from_a_threshold_that_detects_nothing() -> None:
+    """A log-scale surprise runs past NAB's 1.1 start: 'nothing detected' must still mean nothing."""
+    corpus = [LabeledSeries(s.name, s.timestamps, 10 * s.scores, s.windows) for s in _corpus()]
+    cost = PROFILES["standard"]
+    points = calc_sweep_score(corpus[0].timestamps, corpus[0].scores.tolist(), corpus[0].windows, "f", cost)
+    first = calc_score_by_threshold(points, cost.fn)[0]
+    assert first.threshold == math.inf and first.tp == first.fp == 0
+    best = optimise_threshold(corpus, cost)
+    assert best.threshold == 9.0
+    assert best.score == pytest.approx(optimise_threshold(_corpus(), cost).score)  # same ranking, same score
