@@ -193,3 +193,94 @@ def test_unbounded_scores_start_from_a_threshold_that_detects_nothing() -> None:
     best = optimise_threshold(corpus, cost)
     assert best.threshold == 9.0
     assert best.score == pytest.approx(optimise_threshold(_corpus(), cost).score)  # same ranking, same score
+
+
+# --- numenta/NAB tests/integration/{true,false}_{positive,negative}_test.py (Sweeper.scoreDataSet) -----------------
+FLAT = CostMatrix(tp=1.0, fp=1.0, fn=1.0)
+
+
+def _generate_windows(n: int, num_windows: int, size: int) -> list[tuple[int, int]]:
+    """NAB ``test_helpers.generateWindows`` on row indices (timestamps 0..n-1)."""
+    gap = round((n - num_windows * size) / (num_windows + 1))
+    return [(gap * (i + 1) + size * i, gap * (i + 1) + size * i + size - 1) for i in range(num_windows)]
+
+
+def _score_data_set(n: int, windows: list[tuple[int, int]], detections: list[int],
+                    threshold: float = 0.5) -> ThresholdScore:
+    scores = np.zeros(n)
+    scores[detections] = 1.0
+    return score_at_threshold([LabeledSeries("testData", list(range(n)), scores, windows)], FLAT, threshold, 0.0)
+
+
+def _counts(row: ThresholdScore) -> tuple[int, int, int, int]:
+    return row.tn, row.tp, row.fp, row.fn
+
+
+def test_first_true_positive_within_window() -> None:
+    windows = _generate_windows(10, 1, 2)
+    row = _score_data_set(10, windows, [windows[0][0]])
+    assert row.score == pytest.approx(FLAT.tp)
+    assert _counts(row) == (10 - 2, 1, 0, 2 - 1)
+
+
+def test_earlier_true_positive_is_better() -> None:
+    windows = _generate_windows(10, 1, 2)
+    early, late = _score_data_set(10, windows, [windows[0][0]]), _score_data_set(10, windows, [windows[0][1]])
+    assert early.score > late.score
+    assert _counts(early) == _counts(late) == (8, 1, 0, 1)
+
+
+def test_only_the_first_true_positive_within_a_window_scores() -> None:
+    windows = _generate_windows(10, 1, 2)
+    one, two = _score_data_set(10, windows, [windows[0][0]]), _score_data_set(10, windows, list(windows[0]))
+    assert one.score == two.score
+    assert _counts(one) == (8, 1, 0, 1) and _counts(two) == (8, 2, 0, 0)
+
+
+def test_true_positives_with_different_window_sizes() -> None:
+    w2, w3 = _generate_windows(10, 1, 2), _generate_windows(10, 1, 3)
+    a, b = _score_data_set(10, w2, [w2[0][0]]), _score_data_set(10, w3, [w3[0][0]])
+    assert a.score == b.score
+    assert _counts(a) == (8, 1, 0, 1) and _counts(b) == (7, 1, 0, 2)
+
+
+def test_true_positive_at_right_edge_of_window() -> None:
+    windows = _generate_windows(1000, 1, 100)
+    edge = windows[0][1]
+    tp, fp = _score_data_set(1000, windows, [edge]), _score_data_set(1000, windows, [edge + 1])
+    assert tp.score + fp.score + 1 == pytest.approx(0.0, abs=1e-3)  # +1: the FN of the second case
+    assert _counts(tp) == (900, 1, 0, 99) and _counts(fp) == (899, 0, 1, 100)
+
+
+def test_false_positive_means_negative_score() -> None:
+    row = _score_data_set(1000, _generate_windows(1000, 1, 10), [0])
+    assert row.score < 0
+    assert _counts(row) == (989, 0, 1, 10)
+
+
+def test_two_false_positives_is_worse_than_one() -> None:
+    windows = _generate_windows(1000, 1, 10)
+    one, two = _score_data_set(1000, windows, [0]), _score_data_set(1000, windows, [0, 1])
+    assert two.score < one.score
+    assert _counts(one) == (989, 0, 1, 10) and _counts(two) == (988, 0, 2, 10)
+
+
+def test_one_false_positive_no_window() -> None:
+    row = _score_data_set(1000, [], [0])
+    assert row.score == -FLAT.fp
+    assert _counts(row) == (999, 0, 1, 0)
+
+
+def test_earlier_false_positive_after_window_is_better() -> None:
+    windows = _generate_windows(10, 1, 2)
+    after = windows[0][1] + 1
+    a, b = _score_data_set(10, windows, [after]), _score_data_set(10, windows, [after + 1])
+    assert a.score > b.score
+    assert _counts(a) == _counts(b) == (7, 0, 1, 2)
+
+
+@pytest.mark.parametrize(("n", "num_windows"), [(1000, 1), (2000, 4)])
+def test_false_negatives_cost_fn_weight_per_window(n: int, num_windows: int) -> None:
+    row = _score_data_set(n, _generate_windows(n, num_windows, 10), [], threshold=1.0)
+    assert row.score == num_windows * -FLAT.fn
+    assert _counts(row) == (n - 10 * num_windows, 0, 0, 10 * num_windows)
