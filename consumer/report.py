@@ -35,6 +35,7 @@ class SeriesPlot:
     scale: np.ndarray | None = None  # [T] band half-width around `expected`
     flags: Sequence[tuple[str, np.ndarray]] = ()  # (label, bool [T]); the first is also drawn on the line
     windows_ms: Sequence[tuple[int, int]] = ()  # label windows (event ms, inclusive)
+    probation_end_ms: int | None = None  # rows before this were learnt from, not scored (NAB's probation)
     notes: Sequence[str] = field(default_factory=tuple)
 
 
@@ -54,7 +55,7 @@ table.summary th {{ text-align: left; padding-right: 12px; }} .notes {{ color: #
 <table class="summary">{rows}</table>
 <p class="legend"><span style="color:#1f77b4">&#9644; value</span><span style="color:#555">&#9476; forecast</span>
 <span style="color:#aec7e8">&#9608; forecast band</span><span style="color:#f5c542">&#9608; label window</span>
-<span style="color:#d62728">&#9679; flagged</span></p>
+<span style="color:#d62728">&#9679; flagged</span><span style="color:#999">&#9608; probation (not scored)</span></p>
 {figures}
 </body></html>
 """
@@ -89,6 +90,10 @@ def _figure(index: int, p: SeriesPlot) -> str:
     box = f'x="{_PAD_L}" y="{_PAD_T}" width="{_W - _PAD_L - _PAD_R}" height="{_H - _PAD_T - 20}"'
     parts = [f'<clipPath id="c{index}"><rect {box}/></clipPath><rect class="frame" {box} fill="none" stroke="#ccc"/>',
              f'<g clip-path="url(#c{index})">']
+    if p.probation_end_ms is not None:
+        xe = float(sx(np.array([p.probation_end_ms], dtype=np.float64))[0])
+        parts.append(f'<rect class="probation" x="{_PAD_L}" y="{_PAD_T}" width="{max(xe - _PAD_L, 0):.1f}" '
+                     f'height="{_H - _PAD_T - 20}" fill="#000" fill-opacity="0.06"/>')
     for a, b in p.windows_ms:
         xa, xb = sx(np.array([a, b], dtype=np.float64)).tolist()
         parts.append(f'<rect class="window" x="{xa:.1f}" y="{_PAD_T}" width="{max(xb - xa, 2):.1f}" '

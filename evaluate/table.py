@@ -68,7 +68,8 @@ def render_html(report: dict[str, Any], runs: Sequence[SeriesRun], labels: Seque
                  *(f"{lab}: {int(r.is_anomaly.sum())} flagged;" for lab, r in per.items())]
         plots.append(SeriesPlot(run.series.name, run.event_ms, run.values, expected=run.expected,
                                 flags=[(lab, r.is_anomaly) for lab, r in per.items()],
-                                windows_ms=run.series.windows_ms, notes=notes))
+                                windows_ms=run.series.windows_ms, notes=notes,
+                                probation_end_ms=int(run.event_ms[run.probation - 1]) if run.probation else None))
     return render_report(f"rnnwatch evaluate: {report['corpus']}", plots, summary=summary)
 
 

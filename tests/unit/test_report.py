@@ -42,7 +42,8 @@ def _plot(n: int = 300, *, scale: bool = False) -> SeriesPlot:
     other[[50, 100, 250]] = True
     return SeriesPlot("cat/series.csv", T0 + 60_000 * np.arange(n), values, expected=values + 0.05,
                       scale=np.full(n, 0.3) if scale else None, flags=[("a", flags), ("b", other)],
-                      windows_ms=[(T0 + 60_000 * 90, T0 + 60_000 * 110)], notes=["300 rows"])
+                      windows_ms=[(T0 + 60_000 * 90, T0 + 60_000 * 110)], notes=["300 rows"],
+                      probation_end_ms=T0 + 60_000 * 44 if scale else None)
 
 
 def test_one_figure_per_series_with_windows_band_flags_and_ticks() -> None:
@@ -50,6 +51,7 @@ def test_one_figure_per_series_with_windows_band_flags_and_ticks() -> None:
     tags = _parse(text).tags
     assert tags["svg."] == 2 and tags["figure."] == 2
     assert tags["rect.window"] == 2
+    assert tags["rect.probation"] == 1
     assert tags["polygon.band"] == 1  # only the plot whose scores carry a scale
     assert tags["polyline.values"] == 2 and tags["polyline.forecast"] == 2
     assert tags["circle.flag"] == 2 * 2  # the first set of flags, on the line
