@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from helpers import price_feed, produce, read_all
-from kafka import KafkaConsumer
+from helpers import changelog_reader, price_feed, produce, read_all
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
@@ -75,8 +74,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _final_state(broker: EmbeddedBroker, changelog: str, model: Path, topic: str) -> dict[tuple[int, bytes], Any]:
     table = make_runner(load_signature(model), input_topic=topic).table
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False,
-                             fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     try:
         latest, _ = read_snapshots(consumer, changelog, list(range(PARTITIONS)))
     finally:

@@ -134,7 +134,7 @@ def test_a_delivery_failure_seen_on_revoke_stops_the_service(ewma_path: Path, re
     revoked_at: list[int] = []
 
     def rebalance_once_an_event_is_pending(source: FakeSource, n: int) -> None:
-        if not revoked_at and any(topic.endswith(".anomalies") for topic, *_ in producer._pending):
+        if not revoked_at and any(topic.endswith(".anomalies") for topic, *_ in producer.pending):
             revoked_at.append(n)
             revoke_and_reassign_at(n)(source, n)  # its checkpoint flushes the doomed event
 
