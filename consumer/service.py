@@ -4,7 +4,8 @@ start-up (fail fast) -> loop { restore newly assigned partitions, poll, handle b
 evict idle keys, update lag } -> shutdown (finish the batch, checkpoint, leave the group).
 
 Threading: kafka-python runs rebalance callbacks on its IO thread while this loop is blocked in ``poll()``,
-so the loop and the callbacks never touch the state table at the same time.
+librdkafka runs them inside ``poll()`` on this thread; either way the loop and the callbacks never touch
+the state table at the same time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry
 from rnnwatch.consumer.backpressure import Backpressure
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.checkpoint import Checkpointer
-from rnnwatch.consumer.contract import StepSignature, load_signature
+from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import BrokerError, DeliveryError, RebalancedError
 from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.health import HealthState, OpsServer
@@ -62,7 +63,10 @@ class RunSummary:
 
 
 class Service:
-    """Build with settings, then :meth:`start` (raises on any start-up problem) and :meth:`run`.
+    """Build with settings (raises on any start-up problem; the object is complete or not made), then :meth:`run`.
+
+    The Kafka clients come from ``transport`` (default: the one ``settings.transport`` names, see
+    ``rnnwatch.consumer.kafka``); tests pass ``rnnwatch.consumer.testing.MemoryTransport``.
 
     ``on_anomaly`` is called on the poll thread for each event, after it was handed to the producer, and is
     part of its batch: if it raises, nothing after the last checkpoint is snapshotted or committed, ``run``
@@ -93,10 +97,19 @@ class Service:
         # of the session timeout keeps the member alive; past it the new owner replays from the last commit.
         self._revoke_budget_s = settings.session_timeout_ms / 3000
         self.ops: OpsServer | None = None
-        self.signature: StepSignature | None = None
+        try:
+            self._assemble()
+        except BaseException:
+            self._close_clients(leave=True)
+            raise
 
     # -- start-up ---------------------------------------------------------------------------------------
     def start(self) -> Service:
+        """The service is complete once constructed; kept so ``Service(settings).start().run()`` reads as before."""
+        return self
+
+    def _assemble(self) -> None:
+        """Build every part, in the order that fails fastest: model, ops server, Kafka clients, pipeline."""
         s = self.settings
         self.signature = signature = load_signature(s.model)  # ModelError: refuse before touching Kafka
         self.metrics.set_model(signature.name, signature.version, signature.architecture, signature.sha256)
@@ -107,7 +120,7 @@ class Service:
         log.info("model %s %s (%s, %d state bytes/key); metrics on http://%s:%d/metrics", signature.name,
                  signature.version, signature.architecture, signature.state_bytes_per_key, s.metrics_host,
                  self.ops.port)
-        self.source, self.sink, self._reader = self._connect()
+        self._connect()
         runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
                              halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
@@ -132,24 +145,26 @@ class Service:
                                          on_pause=self.metrics.backpressure_pauses.inc)
         self.metrics.producer_pending_bytes.set_function(lambda: self.sink.pending_bytes)
         self.metrics.consumption_paused.set_function(lambda: 1.0 if self.backpressure.paused else 0.0)
-        return self
 
-    def _connect(self) -> tuple[GroupSource, Sink, PartitionReader]:
-        """The Kafka clients: group consumer (topics checked), producer sink, changelog reader."""
+    def _connect(self) -> None:
+        """The Kafka clients: group consumer (topics checked), producer sink, changelog reader.
+
+        Each is kept as soon as it exists, so a failure after it still closes it (``_close_clients``).
+        """
         s = self.settings
-        source = self._transport.source(s.input_topic)
+        self.source: GroupSource = self._transport.source(s.input_topic)
         admin = self._transport.admin()
         try:
             partitions = ensure_topics(s, admin)
         finally:
             admin.close()
         log.info("input %s has %d partitions (%s transport)", s.input_topic, partitions, self._transport.name)
-        sink = KafkaSink(
+        self.sink: Sink = KafkaSink(
             producer=self._transport.producer(), output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic,
             changelog_topic=s.changelog_topic, on_event_delivered=self.metrics.events_produced.inc,
             on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc(),
         )
-        return source, sink, self._transport.reader()
+        self._reader: PartitionReader = self._transport.reader()
 
     @property
     def metrics_port(self) -> int:
@@ -358,7 +373,7 @@ class Service:
 
     def _shutdown(self) -> DeliveryError | None:
         lost: DeliveryError | None = None
-        if getattr(self, "checkpointer", None) is not None:
+        if self.ops is not None or not self._closing:
             try:
                 self.checkpointer.run()
             except DeliveryError as exc:
@@ -366,16 +381,24 @@ class Service:
                 log.error("no final checkpoint: %s; the next start replays from the last commit", exc)
             except Exception:
                 log.exception("final checkpoint failed; the next start replays from the last commit")
-            leave = self._finish_join()
-            self._closing = True
-            closers: list[Callable[[], None]] = [lambda: self.source.close(leave=leave), self._reader.close,
-                                                 lambda: self.sink.close(timeout_s=5.0)]
-            for close in closers:
-                try:  # a broker that is gone must not turn a clean stop into a crash
-                    close()
-                except Exception as exc:  # noqa: BLE001 - kafka-python raises assorted errors on close
-                    log.warning("closing a Kafka client failed: %s", exc)
+            self._close_clients(leave=self._finish_join())
+        return lost
+
+    def _close_clients(self, *, leave: bool) -> None:
+        """Close whatever Kafka clients and the ops server exist (also after a failed construction)."""
+        self._closing = True
+        closers: list[Callable[[], None]] = []
+        if (source := getattr(self, "source", None)) is not None:
+            closers.append(lambda: source.close(leave=leave))
+        if (reader := getattr(self, "_reader", None)) is not None:
+            closers.append(reader.close)
+        if (sink := getattr(self, "sink", None)) is not None:
+            closers.append(lambda: sink.close(timeout_s=5.0))
+        for close in closers:
+            try:  # a broker that is gone must not turn a clean stop into a crash
+                close()
+            except Exception as exc:  # noqa: BLE001 - clients raise assorted errors on close
+                log.warning("closing a Kafka client failed: %s", exc)
         if self.ops is not None:
             self.ops.stop()
             self.ops = None
-        return lost

@@ -81,17 +81,18 @@ class ConfluentTransport:
             {**self.config.rdkafka_admin(), "allow.auto.create.topics": False}, logger=log)))
 
 
-def _records(msgs: Sequence[Message], where: str) -> list[Record]:
-    out = []
-    for m in msgs:
-        err = m.error()
-        if err is None:
-            out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(),  # type: ignore[arg-type]
-                              m.timestamp()[1], m.headers() or ()))  # type: ignore[arg-type]
-        elif err.fatal():
-            msg = f"{where}: fatal client error {err}"
-            raise BrokerError(msg)
-        else:
+def _records(msgs: Sequence[Message], topic: str, where: str) -> list[Record]:
+    """Messages of ``topic`` as Records (the hot path: one comprehension); error events logged or raised."""
+    out = [Record(topic, m.partition(), m.offset(), m.key(), m.value(),  # type: ignore[arg-type]
+                  m.timestamp()[1], m.headers() or ())  # type: ignore[arg-type]
+           for m in msgs if m.error() is None]
+    if len(out) < len(msgs):
+        for m in msgs:
+            if (err := m.error()) is None:
+                continue
+            if err.fatal():
+                msg = f"{where}: fatal client error {err}"
+                raise BrokerError(msg)
             log.warning("%s: %s", where, err)
     return out
 
@@ -142,7 +143,7 @@ class ConfluentSource:
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
         try:
-            return _records(_batch(self.consumer, timeout_ms, max_records), f"poll of {self.topic}")
+            return _records(_batch(self.consumer, timeout_ms, max_records), self.topic, "poll")
         except KafkaException as exc:
             raise _translate(exc, "poll") from exc
 
@@ -263,10 +264,11 @@ class ConfluentReader:
         self._ends: dict[TopicPartition, int] = {}
 
     def assign(self, tps: list[TopicPartition]) -> None:
+        """Take ``tps`` (fetching starts at the next :meth:`seek`; nothing of the old assignment is read)."""
+        if set(tps) != self._tps:
+            self._consumer.unassign()
         self._tps = set(tps)
         self._pos = {tp: p for tp, p in self._pos.items() if tp in self._tps}
-        if not tps:
-            self._consumer.unassign()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._tps)
@@ -296,13 +298,15 @@ class ConfluentReader:
         return self._ends[tp]
 
     def read(self, timeout_ms: int, max_records: int) -> list[Record]:
+        if len(self._tps) != 1:
+            return []
+        (tp,) = self._tps
         try:
-            records = _records(_batch(self._consumer, timeout_ms, max_records), "changelog read")
+            records = _records(_batch(self._consumer, timeout_ms, max_records), tp.topic, "changelog read")
         except KafkaException as exc:
             raise _translate(exc, "changelog read") from exc
-        for rec in records:
-            tp = TopicPartition(rec.topic, rec.partition)
-            self._pos[tp] = max(self._pos.get(tp, 0), rec.offset + 1)
+        if records:
+            self._pos[tp] = max(self._pos.get(tp, 0), records[-1].offset + 1)
         return records
 
     def close(self) -> None:
