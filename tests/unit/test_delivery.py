@@ -248,3 +248,30 @@ def test_a_join_that_does_not_complete_in_time_is_not_left(ewma_path: Path) -> N
     service.source.script = lambda source, n: service.request_stop() if n == 1 else None
     service.run()
     assert service.source.events[-1] == "closed without leaving", service.source.events
+
+
+def test_a_commit_refused_by_a_rebalance_is_survived_and_the_next_checkpoint_commits(
+        ewma_path: Path, reference: dict[str, Any]) -> None:
+    """A RebalancedError from the commit (whichever client said it) is logged, not fatal: the snapshots are in
+    the changelog, and the next checkpoint commits the positions."""
+    from rnnwatch.consumer.errors import RebalancedError
+
+    refused: list[dict[int, int]] = []
+
+    def refuse_the_first_commit(source: FakeSource, n: int) -> None:
+        if n == 1:
+            real = source.commit
+
+            def commit(positions: dict[int, int], *, blocking: bool = True) -> None:
+                if positions and not refused:
+                    refused.append(dict(positions))
+                    raise RebalancedError("offset commit refused, the group is rebalancing")
+                real(positions, blocking=blocking)
+            source.commit = commit  # type: ignore[method-assign]
+
+    c = cluster()
+    run(c, ewma_path, script=refuse_the_first_commit,
+        overrides={"max_poll_records": "60", "checkpoint_records": "60"})
+    assert refused
+    assert committed(c) == reference["committed"]
+    assert_same_as_reference(c, ewma_path, reference)
