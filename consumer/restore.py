@@ -139,7 +139,17 @@ def _ensure(consumer: PartitionReader, tp: TopicPartition, pos: int) -> None:
 
 
 def find_end(consumer: PartitionReader, tp: TopicPartition) -> Step:
-    """The partition's end from a fetch's highwater (some brokers answer ListOffsets short of it)."""
+    """The partition's end from a fetch's highwater (some brokers answer ListOffsets short of it).
+
+    kafka-python keeps a partition's state while it stays assigned (``assign`` of a set that still holds it),
+    its last highwater included, and ``seek_to_end`` does not clear it: a partition this reader already read
+    (the last one restored at start-up, then handed back after a rebalance) would report its end of back
+    then, and a restore would miss every snapshot written since. Unassigning first drops that state, so the
+    end comes from a fetch made for this call. (Same fix as branch issue-fix's 718013a, needed here for the
+    chaos suite to pass.)
+    """
+    if tp in consumer.assignment():
+        consumer.assign([])
     consumer.assign([tp])
     consumer.seek_to_end(tp)
     while (highwater := consumer.highwater(tp)) is None:

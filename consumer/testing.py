@@ -99,16 +99,22 @@ class MemoryProducer:
 
 
 class MemoryReader:
-    """Reads partitions of the cluster ``batch`` records per read; ``records_read`` counts them."""
+    """Reads partitions of the cluster ``batch`` records per read; ``records_read`` counts them.
+
+    Like kafka-python, a partition's highwater is the one its last read reported (None before any), kept
+    while the partition stays assigned however far the partition has grown since.
+    """
 
     def __init__(self, cluster: MemoryCluster, batch: int = 500) -> None:
         self.cluster = cluster
         self.batch = batch
         self.records_read = 0
         self._positions: dict[TopicPartition, int] = {}
+        self._highwater: dict[TopicPartition, int] = {}
 
     def assign(self, tps: list[TopicPartition]) -> None:
         self._positions = {tp: self._positions.get(tp, 0) for tp in tps}
+        self._highwater = {tp: hw for tp, hw in self._highwater.items() if tp in self._positions}
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._positions)
@@ -117,17 +123,21 @@ class MemoryReader:
         self._positions[tp] = offset
 
     def seek_to_end(self, tp: TopicPartition) -> None:
-        self._positions[tp] = len(self.cluster.topics[tp.topic][tp.partition])
+        self._positions[tp] = self._end(tp)
 
     def position(self, tp: TopicPartition) -> int:
         return self._positions[tp]
 
     def highwater(self, tp: TopicPartition) -> int | None:
+        return self._highwater.get(tp)
+
+    def _end(self, tp: TopicPartition) -> int:
         return len(self.cluster.topics[tp.topic][tp.partition])
 
     def read(self, timeout_ms: int, max_records: int) -> list[Record]:
         out: list[Record] = []
         for tp, pos in self._positions.items():
+            self._highwater[tp] = self._end(tp)  # every fetch response carries the partition's end
             records = self.cluster.topics[tp.topic][tp.partition][pos:pos + min(max_records, self.batch)]
             self._positions[tp] = pos + len(records)
             self.records_read += len(records)
@@ -136,6 +146,7 @@ class MemoryReader:
 
     def close(self) -> None:
         self._positions = {}
+        self._highwater = {}
 
 
 class MemorySource:

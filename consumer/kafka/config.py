@@ -16,7 +16,7 @@ from typing import Any
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.settings import Secret, Settings
 
-__all__ = ["MAX_REQUEST_BYTES", "KafkaConfig", "parse_kafka_config"]
+__all__ = ["MAX_REQUEST_BYTES", "KafkaConfig", "parse_kafka_config", "parse_servers"]
 
 # The producers' request limit: no single record rnnwatch writes may be larger (checked at start-up by
 # ``limits.check_record_sizes``); brokers have their own limit (message.max.bytes, 1 MiB by default).
@@ -39,6 +39,11 @@ _PY_ALIASES = {
 _OWNED = {"bootstrap.servers": "--bootstrap-servers", "group.id": "--group-id", "client.id": "--client-id",
           "enable.auto.commit": "(rnnwatch commits itself)", "enable.auto.offset.store": "(rnnwatch commits itself)",
           "isolation.level": "(always read_committed)"}
+
+
+def parse_servers(text: str) -> tuple[str, ...]:
+    """``host:port[,host:port]`` as a tuple, blanks dropped (the one place the list is parsed)."""
+    return tuple(filter(None, (h.strip() for h in text.split(","))))
 
 
 def parse_kafka_config(text: str) -> tuple[tuple[str, str], ...]:
@@ -87,7 +92,7 @@ class KafkaConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> KafkaConfig:
-        servers = tuple(filter(None, (h.strip() for h in s.bootstrap_servers.split(","))))
+        servers = parse_servers(s.bootstrap_servers)
         if not servers:
             msg = "no bootstrap servers: pass --bootstrap-servers or set RNNWATCH_BOOTSTRAP_SERVERS"
             raise ConfigError(msg)
