@@ -122,7 +122,9 @@ def produce_ticks(bootstrap_servers: str, topic: str, ticks: Iterable[Tick], *, 
     """Send ticks keyed by symbol; ``rate`` ticks/s (0 = as fast as the producer goes). Returns the count."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks=1, linger_ms=20,
+    from rnnwatch.consumer.kafka.config import parse_servers
+
+    producer = KafkaProducer(bootstrap_servers=list(parse_servers(bootstrap_servers)), acks=1, linger_ms=20,
                              batch_size=512 * 1024, max_request_size=8 * 1024 * 1024, **(extra_config or {}))
     sent = 0
     start = time.monotonic()

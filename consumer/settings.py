@@ -43,6 +43,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     flag_only: bool = False
     secret: bool = False  # no flag (ps shows it); env, TOML or <name>_file only
+    repeatable: bool = False  # the flag may be given several times; the values are joined with ","
 
     @property
     def flag(self) -> str:
@@ -119,6 +120,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("auto_offset_reset", str, "earliest", "Where a new group starts.", choices=("earliest", "latest")),
     Option("broker_wait_ms", int, 30000, "How long start-up waits for the broker before failing."),
     Option("create_topics", _bool, True, "Create missing output/dead-letter/changelog topics at start-up."),
+    Option("transport", str, "kafka-python", "Kafka client library: kafka-python, or confluent (librdkafka, "
+           "faster; pip install 'rnnwatch[fast]').", choices=("kafka-python", "confluent")),
+    Option("kafka_config", str, "", "Extra client settings, librdkafka names, 'key=value' (repeatable, or "
+           "comma-separated); passed to either transport (kafka-python: dots become underscores).",
+           repeatable=True),
     # Model and messages
     Option("model", str, "", "Step model (.onnx) [default: the bundled price model]."),
     Option("key_field", str, "symbol", "JSON field holding the series key when the Kafka key is empty."),
@@ -200,6 +206,8 @@ class Settings:
     max_partition_fetch_bytes: int
     auto_offset_reset: str
     broker_wait_ms: int
+    transport: str
+    kafka_config: str
     create_topics: bool
     model: str
     key_field: str
@@ -243,16 +251,6 @@ class Settings:
         mapping = parse_field_map(self.field_map)
         return tuple(mapping.get(name, name) for name in model_features)
 
-    def kafka_security(self) -> dict[str, Any]:
-        """Security-related kafka-python config, only the keys that are set."""
-        config: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password.reveal())
-        if self.ssl_cafile:
-            config["ssl_cafile"] = self.ssl_cafile
-        return config
-
 
 def _validate_durability(s: Settings) -> None:
     if s.state_retention_ms and s.key_ttl_ms and s.state_retention_ms < s.key_ttl_ms:
@@ -293,6 +291,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(opt.flag, action="store_true", default=None, help=opt.help)
             continue
         metavar = None if opt.choices else "BOOL" if opt.kind is _bool else opt.name.split("_")[-1].upper()
+        if opt.repeatable:
+            parser.add_argument(opt.flag, dest=opt.name, default=None, action="append", metavar="KEY=VALUE",
+                                help=f"{opt.help}{env}")
+            continue
         parser.add_argument(opt.flag, dest=opt.name, default=None, choices=opt.choices, metavar=metavar,
                             help=f"{opt.help}{default}{env}")
 
@@ -329,7 +331,10 @@ def load_settings(
 
 def _resolve(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str], toml_values: Mapping[str, Any]) -> Any:
     if flags.get(opt.name) is not None:
-        return _convert(opt, flags[opt.name], f"flag {opt.flag}")
+        raw = flags[opt.name]
+        if opt.repeatable and isinstance(raw, list):
+            raw = ",".join(raw)
+        return _convert(opt, raw, f"flag {opt.flag}")
     if not opt.flag_only and opt.env in env:
         return _convert(opt, env[opt.env], f"environment variable {opt.env}")
     if opt.name in toml_values:
@@ -444,6 +449,9 @@ def _validate(s: Settings) -> None:
         raise ConfigError(msg)
     parse_field_map(s.field_map)
     _validate_limits(s)
+    from rnnwatch.consumer.kafka.config import parse_kafka_config
+
+    parse_kafka_config(s.kafka_config)
 
 
 def _validate_limits(s: Settings) -> None:

@@ -38,6 +38,12 @@ def bundled_model() -> Path:
     return Path(bundled_model_path())
 
 
+@pytest.fixture(params=["kafka-python", "confluent"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each Kafka transport in turn, for the tests that exercise client behaviour (both ship with make install-dev)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[EmbeddedBroker]:
     """One embedded Tansu broker for the whole session (tests use uuid-named topics)."""

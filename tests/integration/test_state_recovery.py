@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import price_feed, produce, read_all
-from kafka import KafkaConsumer, KafkaProducer
+from helpers import changelog_reader, price_feed, produce, read_all
+from kafka import KafkaProducer
 from onnx_builders import ewma_model
 
 from rnnwatch.consumer.broker import EmbeddedBroker
@@ -68,7 +68,7 @@ def test_snapshots_of_another_model_are_discarded_and_counted(broker: EmbeddedBr
     assert _value(second, "rnnwatch_state_resets_total", reason="model_changed") == 4
     assert _value(second, "rnnwatch_state_keys_restored_total") == 0
     assert summary.processed == 40  # only the new records: the old ones stay skipped, none re-applied
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     latest, _ = read_snapshots(consumer, f"{group}.state", [0, 1])
     consumer.close()
     table = second.store.table
@@ -81,7 +81,7 @@ def _events(broker: EmbeddedBroker, topic: str) -> list[dict[str, Any]]:
 
 
 def _state(broker: EmbeddedBroker, group: str, service: Service) -> dict[bytes, tuple[int, int]]:
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     latest, _ = read_snapshots(consumer, f"{group}.state", [0])
     consumer.close()
     table = service.store.table
@@ -95,7 +95,7 @@ def test_the_snapshot_with_the_highest_input_offset_wins_over_a_later_written_on
     feed = price_feed(3, 25, seed=6)
     produce(broker.bootstrap_servers, topic, feed[:30])
     _service(broker, topic, group, ewma_path).start().run()
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     older = next(r for r in read_all(broker.bootstrap_servers, f"{group}.state") if r.key == b"S001")
     consumer.close()
     produce(broker.bootstrap_servers, topic, feed[30:60])
@@ -149,7 +149,7 @@ def test_a_partition_read_again_by_the_same_reader_is_read_to_its_current_end(
     stop at the end it saw then.
     """
     topic = topic_factory(partitions=1)
-    reader = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=50)
+    reader = changelog_reader(broker.bootstrap_servers)
     try:
         first = run_to_end(scan_partition(reader, topic, 0, None))
         assert (first.end, first.best.records) == (0, 0)

@@ -134,7 +134,7 @@ def test_a_delivery_failure_seen_on_revoke_stops_the_service(ewma_path: Path, re
     revoked_at: list[int] = []
 
     def rebalance_once_an_event_is_pending(source: FakeSource, n: int) -> None:
-        if not revoked_at and any(topic.endswith(".anomalies") for topic, *_ in producer._pending):
+        if not revoked_at and any(topic.endswith(".anomalies") for topic, *_ in producer.pending):
             revoked_at.append(n)
             revoke_and_reassign_at(n)(source, n)  # its checkpoint flushes the doomed event
 
@@ -265,5 +265,32 @@ def test_a_partition_that_comes_back_to_a_member_brings_its_state(ewma_path: Pat
 
     c = cluster()
     run(c, ewma_path, script=rebalance, overrides={"max_poll_records": "30"})
+    assert committed(c) == reference["committed"]
+    assert_same_as_reference(c, ewma_path, reference)
+
+
+def test_a_commit_refused_by_a_rebalance_is_survived_and_the_next_checkpoint_commits(
+        ewma_path: Path, reference: dict[str, Any]) -> None:
+    """A RebalancedError from the commit (whichever client said it) is logged, not fatal: the snapshots are in
+    the changelog, and the next checkpoint commits the positions."""
+    from rnnwatch.consumer.errors import RebalancedError
+
+    refused: list[dict[int, int]] = []
+
+    def refuse_the_first_commit(source: FakeSource, n: int) -> None:
+        if n == 1:
+            real = source.commit
+
+            def commit(positions: dict[int, int], *, blocking: bool = True) -> None:
+                if positions and not refused:
+                    refused.append(dict(positions))
+                    raise RebalancedError("offset commit refused, the group is rebalancing")
+                real(positions, blocking=blocking)
+            source.commit = commit  # type: ignore[method-assign]
+
+    c = cluster()
+    run(c, ewma_path, script=refuse_the_first_commit,
+        overrides={"max_poll_records": "60", "checkpoint_records": "60"})
+    assert refused
     assert committed(c) == reference["committed"]
     assert_same_as_reference(c, ewma_path, reference)

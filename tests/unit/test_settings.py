@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.settings import add_arguments, load_settings
+from rnnwatch.consumer.settings import Settings, add_arguments, load_settings
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -76,7 +77,10 @@ def test_field_map_and_help_shows_env() -> None:
 
 
 def test_group_liveness_reaches_the_consumer_and_is_checked() -> None:
-    from rnnwatch.consumer.source import consumer_config
+    from rnnwatch.consumer.kafka import KafkaConfig
+
+    def consumer_config(s: Settings) -> dict[str, Any]:
+        return KafkaConfig.from_settings(s).python_consumer(group=True)
 
     s = load_settings(_args("--input-topic", "t", "--max-poll-interval-ms", "60000"), env={})
     config = consumer_config(s)
