@@ -1,19 +1,26 @@
 """The offline path: score a CSV (or an array) through the same StepRunner and scorer as the service.
 
 ``rnnwatch score --model M --input in.csv --output out.csv`` writes one row per input row, in input order:
-``timestamp,value,anomaly_score,is_anomaly`` (with the key column first when ``--key-column`` is given, and
-one value column per feature for multi-feature models). Rows the runtime would skip (duplicate or
-out-of-order event time for their key) keep their place with an empty score.
+``timestamp,value,anomaly_score,surprise,is_anomaly,incident`` (with the key column first when ``--key-column``
+is given, and one value column per feature for multi-feature models). ``anomaly_score`` is in [0, 1],
+``surprise`` is ``-log10`` of the tail probability (both at full precision, so they rank where a rounded
+score would print 1.000000); ``is_anomaly`` is 1 where an incident opens (one per incident, as `run` emits
+one event), ``incident`` the row (0-based) of the opening point of the incident a flagged row belongs to.
+Rows the runtime would skip (duplicate or out-of-order event time for their key) keep their place with an
+empty score. The scorer flags are those of `run` (``--scorer``, ``--scorer-options`` ...), resolved the same
+way (``rnnwatch.consumer.scoring_config``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +28,7 @@ from rnnwatch.consumer.contract import StepSignature, load_signature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.records import parse_event_time
 from rnnwatch.consumer.runner import PROCESSED, StepResults, StepRunner, TickBatch, make_runner
+from rnnwatch.consumer.scoring_config import ScoringOverrides, add_scoring_arguments, overrides_from_args
 
 __all__ = ["SeriesScores", "register", "score_array", "score_records"]
 
@@ -30,23 +38,36 @@ _CHUNK = 50_000  # records per micro-batch: bounds memory, same results as any o
 @dataclass(frozen=True)
 class SeriesScores:
     scores: np.ndarray  # float64 [T]; NaN where a row was skipped
-    is_anomaly: np.ndarray  # bool [T]
+    is_anomaly: np.ndarray  # bool [T]: an incident opens here
+    surprise: np.ndarray  # float64 [T]: -log10(tail); NaN where a row was skipped
+    alarm: np.ndarray  # bool [T]: over the threshold (any point of an incident)
     forecasts: np.ndarray  # float32 [T, F]: the forecast made at step t for t+1
     expected: np.ndarray  # float32 [T, F]: the forecast x_t was compared with (made at t-1)
 
 
 def score_array(model: str | Path | StepSignature, values: np.ndarray, *, threshold: float | None = None,
-                warmup_steps: int | None = None, halflife_steps: float | None = None) -> SeriesScores:
-    """Score one key's series ``values`` ([T] or [T, F], message units) from a fresh state."""
+                warmup_steps: int | None = None, halflife_steps: float | None = None, scorer: str | None = None,
+                scorer_options: Mapping[str, Any] | str | None = None, threshold_surprise: float | None = None,
+                incident_gap_steps: int | None = None, incident_updates: int | None = None) -> SeriesScores:
+    """Score one key's series ``values`` ([T] or [T, F], message units) from a fresh state.
+
+    ``scorer`` / ``scorer_options`` (a mapping or its JSON text) / ``threshold_surprise`` / incident options
+    override the model's defaults exactly as the flags of `run` and `score` do.
+    """
     signature = model if isinstance(model, StepSignature) else load_signature(model)
     x = np.asarray(values, dtype=np.float32).reshape(len(values), -1)
-    runner = make_runner(signature, threshold=threshold, warmup_steps=warmup_steps, halflife_steps=halflife_steps)
+    options = json.loads(scorer_options) if isinstance(scorer_options, str) and scorer_options else scorer_options
+    overrides = ScoringOverrides(scorer=scorer, scorer_options=options or {}, threshold=threshold,
+                                 threshold_surprise=threshold_surprise, warmup_steps=warmup_steps,
+                                 halflife_steps=halflife_steps, incident_gap_steps=incident_gap_steps,
+                                 incident_updates=incident_updates)
+    runner = make_runner(signature, scoring=overrides)
     keys = [b"series"] * len(x)
     res = score_records(runner, keys, np.arange(len(x), dtype=np.int64), x)
     forecasts = np.empty_like(x)
     forecasts[:-1] = res.expected[1:]
     forecasts[-1] = runner.table.arrays["s.forecast"][0] if len(x) else 0
-    return SeriesScores(res.score, res.is_anomaly, forecasts, res.expected)
+    return SeriesScores(res.score, res.is_anomaly, res.surprise, res.alarm, forecasts, res.expected)
 
 
 def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarray, x: np.ndarray) -> StepResults:
@@ -63,7 +84,8 @@ def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarra
             x=x[start:stop],
         )
         part = runner.process(batch)
-        for name in ("status", "score", "tail", "is_anomaly", "expected", "residual", "model_score", "gap"):
+        for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected",
+                     "residual", "model_score", "gap"):
             getattr(merged, name)[start:stop] = getattr(part, name)
     return merged
 
@@ -81,6 +103,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key-column", default="", help="Column that separates several series (default: one series).")
     p.add_argument("--threshold", type=float, default=None, help="Override the model's calibrated threshold.")
     p.add_argument("--warmup-steps", type=int, default=None, help="Override the model's warm-up.")
+    add_scoring_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -100,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
         msg = f"{args.input}: {exc}"
         raise ConfigError(msg) from exc
     keys = [r[col[args.key_column]].encode() for r in table] if args.key_column else [b"series"] * len(table)
-    runner = make_runner(signature, threshold=args.threshold, warmup_steps=args.warmup_steps)
+    runner = make_runner(signature, scoring=overrides_from_args(args, threshold=args.threshold,
+                                                                warmup_steps=args.warmup_steps))
     res = score_records(runner, keys, event_ms, x)
     _write(args, table, col, columns, res)
     skipped = int((res.status != PROCESSED).sum())
@@ -153,12 +177,13 @@ def _write(args: argparse.Namespace, table: list[list[str]], col: dict[str, int]
         writer = csv.writer(out)
         value_names = ["value"] if len(columns) == 1 else columns
         writer.writerow([*([args.key_column] if args.key_column else []), "timestamp", *value_names,
-                         "anomaly_score", "is_anomaly"])
+                         "anomaly_score", "surprise", "is_anomaly", "incident"])
         for i, r in enumerate(table):
-            score = res.score[i]
+            score, surprise, incident = res.score[i], res.surprise[i], int(res.incident[i])
             writer.writerow([*([r[col[args.key_column]]] if args.key_column else []), r[col[args.time_column]],
-                             *(r[col[c]] for c in columns), "" if np.isnan(score) else f"{score:.6f}",
-                             int(res.is_anomaly[i])])
+                             *(r[col[c]] for c in columns), "" if np.isnan(score) else repr(float(score)),
+                             "" if np.isnan(surprise) else repr(float(surprise)), int(res.is_anomaly[i]),
+                             "" if incident < 0 else incident])
     finally:
         if out is not sys.stdout:
             out.close()
