@@ -12,6 +12,9 @@ The detectors (``consumer.detectors``: gaussian, likelihood, novelty, volatility
 *spec*, ``"a+b"``; a combination alarms when any member is surprised enough, i.e. on the max of their
 surprises (the threshold is calibrated on that max, so the multiple testing is priced in). Alarms are
 grouped into incidents (``consumer.incidents``): only the opening point of an incident is an anomaly.
+Each detector's raw surprise is first calibrated to the key's own tail (``consumer.tailcal``, streaming
+peaks-over-threshold), and the max of k calibrated surprises is reduced by log10(k) (Bonferroni: the max of
+k p-values is k times likelier to be small).
 Every detector keeps learning from every point, so regime changes end (see each detector's docstring).
 
 Scoring is kept apart from deciding (:meth:`ResidualScorer.classify`). Per-key scorer state lives in the
@@ -35,6 +38,7 @@ import numpy as np
 from rnnwatch.consumer.detectors import DETECTORS, Detector, Wave
 from rnnwatch.consumer.incidents import Incidents
 from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.tailcal import TailCalibrator
 from rnnwatch.consumer.tails import chi2_tail, gaussian_tail, score_of, tail_of
 
 __all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "ResidualScorer", "ScoreBatch", "ScorerConfig", "chi2_tail",
@@ -42,6 +46,7 @@ __all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "ResidualScorer", "ScoreB
 
 SEVERITIES = ("minor", "major", "critical")
 DEFAULT_INCIDENT_GAP_STEPS = 5
+TAIL_OPTIONS = "tail"  # options of the per-key tail calibration (consumer.tailcal): level, halflife, eta; {} = off
 
 
 def surprise_of_threshold(threshold: float) -> float:
@@ -67,7 +72,7 @@ def parse_options(text: str | Mapping[str, Any] | None, names: tuple[str, ...]) 
         raise ValueError(msg)
     if len(names) == 1 and raw and not all(isinstance(v, Mapping) for v in raw.values()):
         raw = {names[0]: raw}
-    stray = sorted(set(raw) - set(names))
+    stray = sorted(set(raw) - set(names) - {TAIL_OPTIONS})
     if stray or not all(isinstance(v, Mapping) for v in raw.values()):
         msg = f"scorer options {dict(raw)!r}: expected {{scorer: {{option: value}}}} for scorers {list(names)}"
         raise ValueError(msg)
@@ -125,6 +130,10 @@ class ResidualScorer:
         defaults = {"gaussian": {"halflife": config.halflife_steps}}
         self.detectors: list[Detector] = [
             DETECTORS[n]({**defaults.get(n, {}), **options.get(n, {})}, n_features, config.domain) for n in names]
+        tail = options.get(TAIL_OPTIONS, {})
+        self.calibrators = None if tail.get("off") else [
+            TailCalibrator(f"s.{n}.tail", **{k: float(v) for k, v in tail.items() if k != "off"}) for n in names]
+        self.bonferroni = math.log10(len(names))
         self.incidents = Incidents(config.incident_gap_steps, config.incident_updates)
         self.threshold_surprise = config.surprise_threshold
 
@@ -133,6 +142,8 @@ class ResidualScorer:
         cols = [Column.filled("s.forecast", f, np.float32, np.nan), Column.filled("s.scale", f, np.float32, np.nan)]
         for d in self.detectors:
             cols.extend(d.columns())
+        for c in self.calibrators or []:
+            cols.extend(c.columns())
         return [*cols, *Incidents.columns()]
 
     def score(self, table: StateTable, rows: np.ndarray, x: np.ndarray, steps: np.ndarray,
@@ -148,9 +159,12 @@ class ResidualScorer:
         valid = np.isfinite(z).all(axis=1)
         wave = Wave(np.asarray(x, dtype=np.float64), np.where(valid[:, None], z, 0.0), valid, self.n_features)
         surprise = np.zeros(len(rows))
-        for d in self.detectors:
-            surprise = np.maximum(surprise, d.surprise(table, rows, wave))
-        surprise = np.where(valid, surprise, 0.0)
+        for i, d in enumerate(self.detectors):
+            raw = d.surprise(table, rows, wave)
+            if self.calibrators is not None:
+                raw = self.calibrators[i].calibrate(table, rows, raw, valid)
+            surprise = np.maximum(surprise, raw)
+        surprise = np.where(valid, np.maximum(surprise - self.bonferroni, 0.0), 0.0)
         alarm = self.classify_surprise(surprise) & valid & (steps >= self.config.warmup_steps)
         offs = steps if offsets is None else offsets  # any per-key increasing number identifies an incident
         marks = self.incidents.mark(table, rows, alarm, steps, offs, surprise)

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["HOLDOUT", "PROVISIONAL_THRESHOLD", "TARGET_FALSE_ALARM_RATE", "calibrate", "calibrate_threshold",
-           "fit_tail_threshold"]
+from rnnwatch.export.signature import Scoring
+
+__all__ = ["HOLDOUT", "PROVISIONAL_THRESHOLD", "TARGET_FALSE_ALARM_RATE", "calibrate", "calibrate_scoring",
+           "calibrate_threshold", "default_scorer", "fit_tail_threshold"]
 
 HOLDOUT = 0.2
 TARGET_FALSE_ALARM_RATE = 10 ** -2.5  # alarm rows per row on data the model was not fitted on
@@ -53,6 +55,31 @@ def fit_tail_threshold(surprise: np.ndarray, target_rate: float = TARGET_FALSE_A
     u = float(s[k])
     beta = max(float(np.mean(s[:k] - u)), BETA_FLOOR)
     return float(np.clip(u + beta * math.log((k / n) / target_rate), *SURPRISE_RANGE))
+
+
+# The default scorer, chosen from what the training data is (label-free): positive features the trainer
+# models as log-returns (prices, volumes: multiplicative series) get the volatility scorer, which judges a
+# return against its own recent volatility; other series (levels, counts, temperatures ...) the residual
+# scorers. Every default also carries the anomaly likelihood for sustained changes of behaviour.
+DEFAULT_SCORERS = {"positive": "gaussian+likelihood+volatility", "real": "gaussian+likelihood"}
+
+
+def default_scorer(domain: str) -> str:
+    """The default scorer spec for features of ``domain`` ("positive" = log-return series, else levels)."""
+    return DEFAULT_SCORERS["positive" if domain == "positive" else "real"]
+
+
+def calibrate_scoring(model_path: Path, series: list[np.ndarray], scoring: Scoring, scorer: str,
+                      target_rate: float = TARGET_FALSE_ALARM_RATE) -> Scoring:
+    """``scoring`` with ``scorer`` as the model's default and its surprise threshold calibrated on held-out rows.
+
+    The [0, 1] ``threshold`` is written too (1 - 10**-threshold_surprise, clipped to what older readers accept).
+    """
+    from dataclasses import replace
+
+    surprise = calibrate(model_path, series, scoring.warmup_steps, scorer, target_rate)
+    threshold = float(np.clip(round(1 - 10 ** -surprise, 9), THRESHOLD_RANGE[0], 1 - 1e-9))
+    return replace(scoring, scorer=scorer, threshold_surprise=round(surprise, 4), threshold=threshold)
 
 
 def calibrate(model_path: Path, series: list[np.ndarray], warmup: int, scorer: str,
