@@ -46,7 +46,7 @@ __all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "ResidualScorer", "ScoreB
 
 SEVERITIES = ("minor", "major", "critical")
 DEFAULT_INCIDENT_GAP_STEPS = 5
-TAIL_OPTIONS = "tail"  # options of the per-key tail calibration (consumer.tailcal): level, halflife, eta; {} = off
+TAIL_OPTIONS = "tail"  # options of the tail calibration (consumer.tailcal): level, halflife, eta, prior; off=1
 
 
 def surprise_of_threshold(threshold: float) -> float:

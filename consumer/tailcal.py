@@ -20,7 +20,8 @@ its own tail as it learns. Why it matters:
 a forecaster's residuals are rarely Gaussian (periodic misfits at a square wave's edges, heavy tails of
 returns), and a parametric tail then says 1e-60 every day for the same harmless pattern. Calibrated per key,
 "1e-4" means "once in 10,000 of this key's points", comparable across keys and series, and one threshold
-fits all. It learns from every point: a lasting change raises ``u`` and ``beta`` within about
+fits all. The prior counts as ``prior`` exceedances (a running mean until the ``halflife`` EWMA takes over),
+so a young key is not thrown by its first few exceedances. It learns from every point: a lasting change raises ``u`` and ``beta`` within about
 ``halflife`` exceedances (``halflife / level`` points), so the alarm of a regime change ends.
 """
 
@@ -38,25 +39,28 @@ _LN10 = math.log(10.0)
 
 
 class TailCalibrator:
-    def __init__(self, prefix: str, level: float = 0.05, halflife: float = 50.0, eta: float = 0.05) -> None:
+    def __init__(self, prefix: str, level: float = 0.05, halflife: float = 100.0, eta: float = 0.05,
+                 prior: float = 10.0) -> None:
         if not 0.0 < level < 0.5 or halflife <= 0 or eta <= 0:
             msg = f"tail calibration needs 0 < level < 0.5, halflife > 0, eta > 0; got {level}, {halflife}, {eta}"
             raise ValueError(msg)
         self.prefix, self.level, self.eta = prefix, level, eta
         self.u0 = -math.log10(level)
         self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        self.prior = prior  # the prior tail counts as this many exceedances (running mean until halflife takes over)
 
     def columns(self) -> list[Column]:
         m1 = 1.0 / _LN10
         return [Column.filled(f"{self.prefix}.u", (), np.float64, self.u0),
                 Column.filled(f"{self.prefix}.m1", (), np.float64, m1),
-                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1)]
+                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1),
+                Column.filled(f"{self.prefix}.k", (), np.float64, 0.0)]
 
     def calibrate(self, table: StateTable, rows: np.ndarray, raw: np.ndarray, learn: np.ndarray) -> np.ndarray:
         """Calibrated surprise of ``raw`` per key; the keys where ``learn`` is set update their tail."""
         a = table.arrays
-        pu, p1, p2 = f"{self.prefix}.u", f"{self.prefix}.m1", f"{self.prefix}.m2"
-        u, m1, m2 = a[pu][rows], a[p1][rows], a[p2][rows]
+        pu, p1, p2, pk = f"{self.prefix}.u", f"{self.prefix}.m1", f"{self.prefix}.m2", f"{self.prefix}.k"
+        u, m1, m2, k = a[pu][rows], a[p1][rows], a[p2][rows], a[pk][rows]
         excess = raw - u
         above = excess > 0
         r = m1 * m1 / np.maximum(m2 - m1 * m1, 1e-12)
@@ -66,10 +70,11 @@ class TailCalibrator:
         safe_xi = np.maximum(xi, 1e-6)
         tail = np.where(xi > 1e-6, np.log10(1.0 + safe_xi * x / sigma) / safe_xi, x / (sigma * _LN10))
         out = np.where(above, self.u0 + tail, raw * (self.u0 / np.maximum(u, 1e-9)))
-        step = self.alpha * above
+        step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior)) * above
         new_m1, new_m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
         new_u = np.maximum(u + self.eta * m1 * (above - self.level), 1e-6)
         a[pu][rows] = np.where(learn, new_u, u)
         a[p1][rows] = np.where(learn, np.maximum(new_m1, 1e-9), m1)
         a[p2][rows] = np.where(learn, np.maximum(new_m2, 2e-18), m2)
+        a[pk][rows] = np.where(learn, k + above, k)
         return np.asarray(np.maximum(out, 0.0))

@@ -12,8 +12,10 @@ from rnnwatch.consumer.state import StateTable
 
 
 def _scorer(threshold: float = 0.999, warmup: int = 0) -> tuple[ResidualScorer, StateTable, np.ndarray]:
+    """The Gaussian residual scorer alone (per-key tail calibration off: these tests pin the normaliser)."""
     cfg = ScorerConfig(threshold=threshold, warmup_steps=warmup, halflife_steps=20.0,
-                       residual_std=np.array([1.0], dtype=np.float32), uses_model_scale=False)
+                       residual_std=np.array([1.0], dtype=np.float32), uses_model_scale=False,
+                       options={"tail": {"off": 1}})
     scorer = ResidualScorer(cfg, 1)
     table = StateTable(scorer.columns(), identity="t")
     rows, _ = table.rows_for(0, [b"a", b"b", b"c"])
