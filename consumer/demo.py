@@ -66,7 +66,7 @@ class _Progress:
                 name = event.features[0]
                 self.out.write(
                     f"\r\033[K  {body['event_time'][:10]}  {body['key']:<6} {name} {body['actual'][name]:>10.2f}  "
-                    f"expected {body['expected'][name]:>10.2f}  score {event.score:.7f}  {event.severity}\n")
+                    f"expected {body['expected'][name]:>10.2f}  surprise {event.surprise:5.1f}  {event.severity}\n")
                 self._bar()
 
     def _bar(self) -> None:

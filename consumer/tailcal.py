@@ -11,7 +11,7 @@ law's parameters are tracked in O(1) state per key:
   (``u += eta * beta * (1{raw > u} - level)``);
 - ``m1``, ``m2``: EWMAs of the exceedances ``raw - u`` and of their squares, giving the Pareto shape and
   scale by the method of moments: ``xi = (1 - m1^2 / v) / 2``, ``sigma = m1 (1 + m1^2 / v) / 2`` with
-  ``v = m2 - m1^2``; xi is kept in [0, 0.9] (0: exponential, exact for a calibrated surprise).
+  ``v = m2 - m1^2``; xi is kept in [0, max_shape] (0: exponential, exact for a calibrated surprise).
 
 The calibrated surprise above ``u`` is ``-log10(level) + log10(1 + xi x / sigma) / xi`` (``x / (sigma ln 10)``
 at xi = 0), and ``raw * (-log10(level)) / u`` below it. The prior (``u = -log10(level)``, exponential
@@ -21,8 +21,9 @@ a forecaster's residuals are rarely Gaussian (periodic misfits at a square wave'
 returns), and a parametric tail then says 1e-60 every day for the same harmless pattern. Calibrated per key,
 "1e-4" means "once in 10,000 of this key's points", comparable across keys and series, and one threshold
 fits all. The prior counts as ``prior`` exceedances (a running mean until the ``halflife`` EWMA takes over),
-so a young key is not thrown by its first few exceedances. It learns from every point: a lasting change raises ``u`` and ``beta`` within about
-``halflife`` exceedances (``halflife / level`` points), so the alarm of a regime change ends.
+so a young key is not thrown by its first few exceedances. It learns from every point: a lasting change
+raises ``u`` and the tail's scale within about ``halflife`` exceedances (``halflife / level`` points), so
+the alarm of a regime change ends.
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ _LN10 = math.log(10.0)
 
 class TailCalibrator:
     def __init__(self, prefix: str, level: float = 0.05, halflife: float = 100.0, eta: float = 0.05,
-                 prior: float = 10.0) -> None:
+                 prior: float = 10.0, max_shape: float = 0.5) -> None:
         if not 0.0 < level < 0.5 or halflife <= 0 or eta <= 0:
             msg = f"tail calibration needs 0 < level < 0.5, halflife > 0, eta > 0; got {level}, {halflife}, {eta}"
             raise ValueError(msg)
         self.prefix, self.level, self.eta = prefix, level, eta
         self.u0 = -math.log10(level)
         self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
+        self.max_shape = max_shape  # heavier fitted tails are capped: a few early exceedances must not mute a key
         self.prior = prior  # the prior tail counts as this many exceedances (running mean until halflife takes over)
 
     def columns(self) -> list[Column]:
@@ -64,7 +66,7 @@ class TailCalibrator:
         excess = raw - u
         above = excess > 0
         r = m1 * m1 / np.maximum(m2 - m1 * m1, 1e-12)
-        xi = np.clip(0.5 * (1.0 - r), 0.0, 0.9)
+        xi = np.clip(0.5 * (1.0 - r), 0.0, self.max_shape)
         sigma = np.maximum(0.5 * m1 * (1.0 + r), 1e-9)
         x = np.maximum(excess, 0.0)
         safe_xi = np.maximum(xi, 1e-6)

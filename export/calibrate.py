@@ -11,7 +11,10 @@ directly, so the tail is *fitted*: a calibrated surprise is exactly exponential 
 exceedances of any scorer's surprise over a high threshold u are close to exponential (the
 peaks-over-threshold / generalised Pareto limit with shape 0), so with the top ``TAIL_FRACTION`` of the
 held-out surprises, P(S > s) ~ (k/N) exp(-(s - u) / beta), beta the mean exceedance, solved for the target
-rate. That extrapolation is what holds out of sample (``tests/export/test_calibration.py``).
+rate. The runtime calibrates every detector to the key's own tail (``consumer.tailcal``), so a surprise of
+-log10(rate) is what a calibrated scorer needs: the fit may raise the threshold above that floor (a
+held-out tail heavier than calibrated) but never lower it (a thinner one, from a few hundred rows, is read
+as sampling noise). That extrapolation is what holds out of sample (``tests/export/test_calibration.py``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ __all__ = ["HOLDOUT", "PROVISIONAL_THRESHOLD", "TARGET_FALSE_ALARM_RATE", "calib
            "calibrate_threshold", "default_scorer", "fit_tail_threshold"]
 
 HOLDOUT = 0.2
-TARGET_FALSE_ALARM_RATE = 10 ** -2.5  # alarm rows per row on data the model was not fitted on
+TARGET_FALSE_ALARM_RATE = 1e-3  # alarm rows per row on data the model was not fitted on
 THRESHOLD_RANGE = (0.99, 0.999999)
-SURPRISE_RANGE = (2.0, 12.0)
+SURPRISE_CEILING = 12.0
 PROVISIONAL_THRESHOLD = 0.9999
 TAIL_FRACTION = 0.05
 MIN_TAIL = 10
@@ -42,26 +45,31 @@ def fit_tail_threshold(surprise: np.ndarray, target_rate: float = TARGET_FALSE_A
     >>> rng = np.random.default_rng(0)
     >>> s = -np.log10(rng.uniform(size=400))   # a perfectly calibrated scorer: P(S > s) = 10^-s
     >>> round(fit_tail_threshold(s, 1e-3), 1)  # 1e-3 asks for about 3 from 400 rows
-    3.0
+    3.3
+    >>> round(fit_tail_threshold(3 * s, 1e-3), 1)  # a tail three times too heavy: the threshold follows it
+    9.8
     """
     s = np.sort(np.asarray(surprise, dtype=np.float64)[np.isfinite(surprise)])[::-1]
     n = s.size
+    floor = -math.log10(target_rate)
     if n == 0:
-        return -math.log10(target_rate)
+        return floor
     k = max(MIN_TAIL, math.ceil(TAIL_FRACTION * n))
     if k / n <= target_rate or k >= n:  # enough rows to read the quantile itself (or too few to fit)
-        q = float(np.quantile(s, 1 - target_rate))
-        return float(np.clip(q, *SURPRISE_RANGE))
-    u = float(s[k])
-    beta = max(float(np.mean(s[:k] - u)), BETA_FLOOR)
-    return float(np.clip(u + beta * math.log((k / n) / target_rate), *SURPRISE_RANGE))
+        fitted = float(np.quantile(s, 1 - target_rate))
+    else:
+        u = float(s[k])
+        beta = max(float(np.mean(s[:k] - u)), BETA_FLOOR)
+        fitted = u + beta * math.log((k / n) / target_rate)
+    return float(np.clip(fitted, floor, SURPRISE_CEILING))
 
 
 # The default scorer, chosen from what the training data is (label-free): positive features the trainer
-# models as log-returns (prices, volumes: multiplicative series) get the volatility scorer, which judges a
-# return against its own recent volatility; other series (levels, counts, temperatures ...) the residual
-# scorers. Every default also carries the anomaly likelihood for sustained changes of behaviour.
-DEFAULT_SCORERS = {"positive": "gaussian+likelihood+volatility", "real": "gaussian+likelihood"}
+# models as log-returns (prices, volumes: multiplicative series) get the model's residual and the return
+# against its own recent volatility (RiskMetrics), events of one step; other series (levels, counts,
+# temperatures ...) also get the anomaly likelihood, for sustained changes of behaviour that no single
+# residual shows. Fewer members cost less multiple-testing (Bonferroni log10 k) sensitivity.
+DEFAULT_SCORERS = {"positive": "gaussian+volatility", "real": "gaussian+likelihood+volatility"}
 
 
 def default_scorer(domain: str) -> str:
