@@ -25,14 +25,18 @@ from typing import Any
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature, load_signature
+from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.records import parse_event_time
 from rnnwatch.consumer.runner import PROCESSED, StepResults, StepRunner, TickBatch, make_runner
-from rnnwatch.consumer.scoring_config import ScoringOverrides, add_scoring_arguments, overrides_from_args
+from rnnwatch.consumer.scoring import TAIL_OPTIONS
+from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, add_scoring_arguments
 
-__all__ = ["SeriesScores", "register", "score_array", "score_records"]
+__all__ = ["DEFAULT_SCORER", "ScoreInput", "SeriesScores", "check_scorer", "event_ms_of", "read_input", "register",
+           "score_array", "score_records", "score_rows"]
 
 _CHUNK = 50_000  # records per micro-batch: bounds memory, same results as any other split
+DEFAULT_SCORER = "model"  # the scorer and calibrated parameters named in the model's metadata
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,90 @@ def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarra
     return merged
 
 
+@dataclass(frozen=True)
+class ScoreInput:
+    """A CSV read for scoring: its rows (as text, for writing back) and what the runner needs from them."""
+
+    header: list[str]
+    table: list[list[str]]
+    columns: list[str]  # value column per model feature
+    keys: list[bytes]
+    event_ms: np.ndarray  # int64 [n]
+    x: np.ndarray  # float32 [n, n_features]
+
+
+def read_input(signature: StepSignature, path: Path, *, time_column: str = "timestamp",
+               columns: list[str] | None = None, key_column: str = "") -> ScoreInput:
+    """Read and validate a CSV for ``signature`` exactly as `rnnwatch score` does (ConfigError naming the file)."""
+    header, table = _read_csv(path)
+    value_columns = _value_columns(signature, header, columns)
+    for needed in [time_column, *value_columns, *([key_column] if key_column else [])]:
+        if needed not in header:
+            msg = f"{path}: no column {needed!r} (columns: {', '.join(header)})"
+            raise ConfigError(msg)
+    col = {name: i for i, name in enumerate(header)}
+    try:
+        x = np.array([[float(r[col[c]]) for c in value_columns] for r in table], dtype=np.float32)
+        event_ms = np.array([event_ms_of(r[col[time_column]]) for r in table], dtype=np.int64)
+    except ValueError as exc:
+        msg = f"{path}: {exc}"
+        raise ConfigError(msg) from exc
+    keys = [r[col[key_column]].encode() for r in table] if key_column else [b"series"] * len(table)
+    return ScoreInput(header, table, value_columns, keys, event_ms, x.reshape(-1, len(value_columns)))
+
+
+def check_scorer(scorer: str | None, scorer_options: Mapping[str, object] | str | None) -> ScoringOverrides:
+    """The scorer choice as the runner takes it; refuses an unknown scorer or option by name (ConfigError).
+
+    ``scorer``: a spec such as ``"gaussian+likelihood"``, or None / ``"model"`` for the model's default.
+    ``scorer_options`` (a mapping or its JSON text): the override fields (``threshold``,
+    ``threshold_surprise``, ``warmup_steps``, ``halflife_steps``, ``incident_gap_steps``,
+    ``incident_updates``) and per-scorer options (``{"likelihood": {"long_halflife": 500}}``).
+    """
+    raw: Any
+    try:
+        raw = json.loads(scorer_options) if isinstance(scorer_options, str) and scorer_options.strip() else (
+            scorer_options if isinstance(scorer_options, Mapping) else {})
+    except json.JSONDecodeError as exc:
+        msg = f"scorer options are not valid JSON: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(raw, Mapping):
+        msg = f"scorer options must be a JSON object, got {raw!r}"
+        raise ConfigError(msg)
+    detector = {k: v for k, v in raw.items() if k not in OVERRIDE_FIELDS}
+    unknown = sorted(k for k in detector if k not in DETECTORS and k != TAIL_OPTIONS)
+    if unknown:
+        msg = (f"unknown scorer option(s) {', '.join(unknown)}: give {', '.join(OVERRIDE_FIELDS)}, or "
+               f"per-scorer options under a scorer's name ({', '.join(sorted(DETECTORS))}, {TAIL_OPTIONS})")
+        raise ConfigError(msg)
+    spec = None if scorer in (None, "", DEFAULT_SCORER) else scorer
+    try:
+        def num(name: str, kind: type[float] | type[int]) -> Any:
+            value = raw.get(name)
+            return None if value is None else kind(value)
+
+        return ScoringOverrides(scorer=spec, scorer_options=detector, threshold=num("threshold", float),
+                                threshold_surprise=num("threshold_surprise", float),
+                                warmup_steps=num("warmup_steps", int), halflife_steps=num("halflife_steps", float),
+                                incident_gap_steps=num("incident_gap_steps", int),
+                                incident_updates=num("incident_updates", int))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        msg = f"bad scorer option value: {exc}"
+        raise ConfigError(msg) from exc
+
+
+def score_rows(signature: StepSignature, keys: Sequence[bytes], event_ms: np.ndarray, x: np.ndarray, *,
+               scorer: str | None = None, scorer_options: Mapping[str, object] | str | None = None) -> StepResults:
+    """The one offline scoring path (`score`, `evaluate`): a fresh runner over the rows, in order.
+
+    ``scorer`` and ``scorer_options`` are validated here (:func:`check_scorer`) and resolved against the
+    model's metadata exactly as `run` resolves its settings (``consumer.scoring_config``).
+    """
+    return score_records(make_runner(signature, scoring=check_scorer(scorer, scorer_options)), keys, event_ms, x)
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("score", help="Score a CSV offline through the same runner and scorer as `run`.",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,37 +191,67 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--key-column", default="", help="Column that separates several series (default: one series).")
     p.add_argument("--threshold", type=float, default=None, help="Override the model's calibrated threshold.")
     p.add_argument("--warmup-steps", type=int, default=None, help="Override the model's warm-up.")
+    p.add_argument("--report", default="", help="Also write a self-contained HTML report (a plot per key) here.")
     add_scoring_arguments(p)
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     signature = load_signature(args.model)
-    header, table = _read_csv(Path(args.input))
-    columns = _value_columns(signature, header, args.column)
-    for needed in [args.time_column, *columns, *([args.key_column] if args.key_column else [])]:
-        if needed not in header:
-            msg = f"{args.input}: no column {needed!r} (columns: {', '.join(header)})"
-            raise ConfigError(msg)
-    col = {name: i for i, name in enumerate(header)}
-    try:
-        x = np.array([[float(r[col[c]]) for c in columns] for r in table], dtype=np.float32).reshape(-1, len(columns))
-        event_ms = np.array([_event_ms(r[col[args.time_column]]) for r in table], dtype=np.int64)
-    except ValueError as exc:
-        msg = f"{args.input}: {exc}"
-        raise ConfigError(msg) from exc
-    keys = [r[col[args.key_column]].encode() for r in table] if args.key_column else [b"series"] * len(table)
-    runner = make_runner(signature, scoring=overrides_from_args(args, threshold=args.threshold,
-                                                                warmup_steps=args.warmup_steps))
-    res = score_records(runner, keys, event_ms, x)
-    _write(args, table, col, columns, res)
+    inp = read_input(signature, Path(args.input), time_column=args.time_column, columns=args.column,
+                     key_column=args.key_column)
+    options = _json_object(args.scorer_options)
+    options.update({"threshold": args.threshold, "warmup_steps": args.warmup_steps,
+                    "threshold_surprise": args.threshold_surprise, "incident_gap_steps": args.incident_gap_steps,
+                    "incident_updates": args.incident_updates})
+    res = score_rows(signature, inp.keys, inp.event_ms, inp.x, scorer=args.scorer, scorer_options=options)
+    col = {name: i for i, name in enumerate(inp.header)}
+    _write(args, inp.table, col, inp.columns, res)
+    if args.report:
+        _write_report(Path(args.report), f"rnnwatch score: {Path(args.input).name} with {signature.name} "
+                      f"{signature.version}", inp, res)
     skipped = int((res.status != PROCESSED).sum())
-    print(f"scored {len(table)} rows, {int(res.is_anomaly.sum())} anomalies, {skipped} skipped "
+    print(f"scored {len(inp.table)} rows, {int(res.is_anomaly.sum())} anomalies, {skipped} skipped "
           f"(duplicate/out-of-order time) with {signature.name} {signature.version}", file=sys.stderr)
     return 0
 
 
-def _event_ms(text: str) -> int:
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        msg = f"--scorer-options is not valid JSON: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(value, dict):
+        msg = f"--scorer-options must be a JSON object, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def _write_report(path: Path, title: str, inp: ScoreInput, res: StepResults) -> None:
+    """One plot per key and feature: values, the forecast each row was compared with, flagged rows."""
+    from rnnwatch.consumer.report import SeriesPlot, render_report
+
+    order: dict[bytes, list[int]] = {}
+    for i, k in enumerate(inp.keys):
+        order.setdefault(k, []).append(i)
+    plots = []
+    for key, rows in order.items():
+        idx = np.array(rows, dtype=np.int64)
+        for f, column in enumerate(inp.columns):
+            name = key.decode(errors="replace") if len(order) > 1 else ""
+            label = " / ".join(x for x in (name, column if len(inp.columns) > 1 else "") if x) or "series"
+            flags = res.is_anomaly[idx]
+            plots.append(SeriesPlot(label, inp.event_ms[idx], inp.x[idx, f], expected=res.expected[idx, f],
+                                    flags=[("is_anomaly", flags)],
+                                    notes=[f"{len(idx)} rows, {int(flags.sum())} flagged"]))
+    summary = [("rows", str(len(inp.keys))), ("keys", str(len(order))),
+               ("flagged", str(int(res.is_anomaly.sum())))]
+    path.write_text(render_report(title, plots, summary=summary), encoding="utf-8")
+
+
+def event_ms_of(text: str) -> int:
+    """Event time (ms) of a CSV cell: an epoch number or an ISO 8601 string."""
     try:
         return parse_event_time(float(text))
     except ValueError:

@@ -41,8 +41,8 @@ from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.tailcal import TailCalibrator
 from rnnwatch.consumer.tails import chi2_tail, gaussian_tail, score_of, tail_of
 
-__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "ResidualScorer", "ScoreBatch", "ScorerConfig", "chi2_tail",
-           "gaussian_tail", "parse_options", "parse_spec", "severity_of", "surprise_of_threshold"]
+__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "TAIL_OPTIONS", "ResidualScorer", "ScoreBatch", "ScorerConfig",
+           "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of", "surprise_of_threshold"]
 
 SEVERITIES = ("minor", "major", "critical")
 DEFAULT_INCIDENT_GAP_STEPS = 3
@@ -59,7 +59,8 @@ def parse_spec(spec: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in spec.split("+") if p.strip())
     unknown = [n for n in names if n not in DETECTORS]
     if not names or unknown or len(set(names)) != len(names):
-        msg = f"scorer spec {spec!r}: use one or more of {sorted(DETECTORS)} joined by '+', each at most once"
+        what = f"unknown scorer {unknown[0]!r}" if unknown else f"scorer spec {spec!r}"
+        msg = f"{what}: use one or more of {sorted(DETECTORS)} joined by '+', each at most once"
         raise ValueError(msg)
     return names
 

@@ -25,7 +25,7 @@ from rnnwatch.consumer.contract import StepSignature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.scoring import DEFAULT_INCIDENT_GAP_STEPS, ScorerConfig, parse_options, parse_spec
 
-__all__ = ["ScoringOverrides", "add_scoring_arguments", "overrides_from_args", "scorer_config"]
+__all__ = ["OVERRIDE_FIELDS", "ScoringOverrides", "add_scoring_arguments", "overrides_from_args", "scorer_config"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +118,8 @@ def overrides_from_args(args: argparse.Namespace, **extra: Any) -> ScoringOverri
     return ScoringOverrides(scorer=args.scorer or None, scorer_options=options,
                             threshold_surprise=args.threshold_surprise, incident_gap_steps=args.incident_gap_steps,
                             incident_updates=args.incident_updates, **extra)
+
+
+# The ScoringOverrides fields a flat options mapping (`evaluate --scorer-options`) may carry beside per-scorer options.
+OVERRIDE_FIELDS = ("threshold", "threshold_surprise", "warmup_steps", "halflife_steps", "incident_gap_steps",
+                   "incident_updates")

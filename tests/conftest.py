@@ -26,6 +26,14 @@ def ewma_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-series labeled corpus in NAB's layout (tests/export/tiny_corpus.py)."""
+    from tiny_corpus import write_tiny_corpus
+
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
 def bundled_model() -> Path:
     return Path(bundled_model_path())
 
