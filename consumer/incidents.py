@@ -47,6 +47,9 @@ class Incidents:
 
     def mark(self, table: StateTable, rows: np.ndarray, alarm: np.ndarray, steps: np.ndarray,
              offsets: np.ndarray, surprise: np.ndarray) -> IncidentMarks:
+        if not alarm.any():  # the common case: no state changes, nothing marked
+            none = np.zeros(len(rows), dtype=bool)
+            return IncidentMarks(none, none, np.full(len(rows), NONE, dtype=np.int64))
         a = table.arrays
         open_, last = a["s.incident.open"][rows], a["s.incident.last"][rows]
         peak, updates = a["s.incident.peak"][rows], a["s.incident.updates"][rows]

@@ -75,8 +75,11 @@ class TailCalibrator:
         step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior)) * above
         new_m1, new_m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
         new_u = np.maximum(u + self.eta * m1 * (above - self.level), 1e-6)
-        a[pu][rows] = np.where(learn, new_u, u)
-        a[p1][rows] = np.where(learn, np.maximum(new_m1, 1e-9), m1)
-        a[p2][rows] = np.where(learn, np.maximum(new_m2, 2e-18), m2)
-        a[pk][rows] = np.where(learn, k + above, k)
+        if learn.all():  # the common case: no masking needed
+            a[pu][rows], a[p1][rows], a[p2][rows], a[pk][rows] = new_u, new_m1, new_m2, k + above
+        else:
+            a[pu][rows] = np.where(learn, new_u, u)
+            a[p1][rows] = np.where(learn, new_m1, m1)
+            a[p2][rows] = np.where(learn, new_m2, m2)
+            a[pk][rows] = np.where(learn, k + above, k)
         return np.asarray(np.maximum(out, 0.0))
