@@ -203,7 +203,7 @@ class Novelty:
         eff = np.maximum(rate, 1.0 / np.maximum(n, 1))
         ready = record & (n >= self.min_steps)
         out = np.where(ready, -np.log10(eff) + beyond / self.decade, 0.0)
-        shrink = np.where(np.isfinite(width), self.contract * width, 0.0)[:, None] * 0.5
+        shrink = np.where(np.isfinite(width), self.contract * width, 0.0) * 0.5  # [n, F]
         new_lo = np.where(finite[:, None], np.minimum(lo + shrink, x), lo)
         new_hi = np.where(finite[:, None], np.maximum(hi - shrink, x), hi)
         a["s.novelty.lo"][rows], a["s.novelty.hi"][rows] = new_lo, new_hi
