@@ -45,3 +45,12 @@ def test_the_tail_fit_extrapolates_beyond_the_rows_it_has() -> None:
     assert 3.5 < float(np.median(fits)) < 4.6
     heavy = [fit_tail_threshold(-2 * np.log10(rng.uniform(size=400)), 1e-4) for _ in range(50)]
     assert 7.0 < float(np.median(heavy)) < 9.2  # twice the surprise for the same rarity: twice the threshold
+
+
+def test_held_out_rows_raise_the_threshold_only_when_they_prove_a_heavier_tail() -> None:
+    from rnnwatch.export.calibrate import held_out_threshold
+
+    rng = np.random.default_rng(5)
+    calibrated = -np.log10(rng.uniform(size=3000))
+    assert held_out_threshold(calibrated, TARGET) == pytest.approx(3.0)
+    assert held_out_threshold(4 * calibrated, TARGET) > 8.0  # 4x the surprise for the same rarity
