@@ -1,7 +1,8 @@
 """Incident grouping (DESIGN §4): consecutive alarms of one key form one incident, opened by one event.
 
-A key's alarm at step s continues its open incident when the previous alarm was at most ``gap_steps``
-steps earlier; otherwise it opens a new one. So a shock and its reversal (the next point back to normal,
+A key's alarm at step s continues its open incident when the key's previous alarm was at most
+``gap_steps`` steps earlier; otherwise it opens a new one (``gap_steps`` 0: no grouping, every alarm is an
+incident). So a shock and its reversal (the next point back to normal,
 which the forecaster — having followed the shock — now misses) are one incident, and a volatility burst
 is one incident, not a flood. Only the opening point is an anomaly (``is_anomaly``, ``anomalies_total``);
 up to ``updates`` later points that beat the incident's peak surprise emit an update event.
@@ -53,7 +54,7 @@ class Incidents:
         a = table.arrays
         open_, last = a["s.incident.open"][rows], a["s.incident.last"][rows]
         peak, updates = a["s.incident.peak"][rows], a["s.incident.updates"][rows]
-        cont = alarm & (open_ != NONE) & (last != NONE) & (steps - last <= self.gap_steps + 1)
+        cont = alarm & (open_ != NONE) & (last != NONE) & (steps - last <= self.gap_steps)
         opens = alarm & ~cont
         upd = cont & (surprise > peak) & (updates < self.updates)
         new_open = np.where(opens, offsets, open_)

@@ -45,7 +45,7 @@ __all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "TAIL_OPTIONS", "Residual
            "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of", "surprise_of_threshold"]
 
 SEVERITIES = ("minor", "major", "critical")
-DEFAULT_INCIDENT_GAP_STEPS = 3
+DEFAULT_INCIDENT_GAP_STEPS = 4  # alarms up to 3 quiet steps apart are one incident
 TAIL_OPTIONS = "tail"  # options of the tail calibration (consumer.tailcal): level, halflife, eta, prior; off=1
 
 

@@ -103,7 +103,8 @@ def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold-surprise", type=float, default=None,
                    help="Alarm when -log10(tail) >= this (6 = 1e-6) [default: the model's calibrated one].")
     p.add_argument("--incident-gap-steps", type=int, default=None,
-                   help="Alarms of a key at most this many quiet steps apart are one incident "
+                   help="An alarm at most this many steps after the key's previous one continues its incident (0: no "
+                        "grouping) "
                         f"(default {DEFAULT_INCIDENT_GAP_STEPS}).")
     p.add_argument("--incident-updates", type=int, default=None,
                    help="Update events an incident may emit for a new peak (default 0).")

@@ -139,8 +139,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("scorer_options", str, "", 'Scorer options as JSON, e.g. {"likelihood": {"long_halflife": 500}}.'),
     Option("threshold_surprise", _opt_float, None,
            "Alarm when -log10(tail) >= this (6 = 1e-6) [default: the model's calibrated one]."),
-    Option("incident_gap_steps", _opt_int, None, "Alarms of a key at most this many quiet steps apart are one "
-           "incident (one event) [default: 5]."),
+    Option("incident_gap_steps", _opt_int, None, "An alarm at most this many steps after the key's previous "
+           "one continues its incident (one event per incident; 0: no grouping) [default: 4]."),
     Option("incident_updates", _opt_int, None, "Update events an incident may emit for a new peak [default: 0]."),
     Option("gap_ms", int, 0, "Event-time gap that counts as a break in a key's series (0 = off)."),
     Option("gap_policy", str, "continue", "What a gap does to the key's state.", choices=("continue", "reset")),
