@@ -274,6 +274,10 @@ class Volatility:
         return out
 
 
-DETECTORS: dict[str, type[Gaussian] | type[Likelihood] | type[Novelty] | type[Volatility]] = {
-    d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility)
-}
+def _registry() -> dict[str, Any]:
+    from rnnwatch.consumer.telemanom import Telemanom
+
+    return {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom)}
+
+
+DETECTORS: dict[str, Any] = _registry()  # name -> class(options, n_features, domain)

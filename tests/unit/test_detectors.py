@@ -14,8 +14,8 @@ from rnnwatch.consumer.scoring_config import ScoringOverrides
 from rnnwatch.consumer.state import StateTable
 from rnnwatch.consumer.tails import chi2_surprise, gaussian_surprise, gaussian_tail, score_of
 
-SPECS = ["gaussian", "likelihood", "novelty", "volatility", "gaussian+likelihood", "gaussian+likelihood+volatility",
-         "novelty+likelihood"]
+SPECS = ["gaussian", "likelihood", "novelty", "volatility", "telemanom", "gaussian+likelihood",
+         "gaussian+likelihood+volatility", "novelty+likelihood"]
 # Documented bound (README, "Regime changes end"): a key stops alarming within this many steps of a lasting
 # level shift or a lasting tripling of its volatility.
 REGIME_END_STEPS = 300
@@ -124,3 +124,12 @@ def test_bad_specs_and_options_are_refused_by_name(spec: str, options: dict[str,
 def test_threshold_surprise_overrides_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="threshold_surprise"):
         ScoringOverrides(threshold_surprise=0.0)
+
+
+def test_telemanom_flags_a_burst_once_and_prunes_the_ordinary_top() -> None:
+    rng = np.random.default_rng(6)
+    returns = rng.normal(0, 0.01, 1500)
+    returns[1000:1020] *= 6.0  # a burst of large errors
+    run = _run("telemanom", 100 * np.exp(np.cumsum(returns)), threshold_surprise=3.0)
+    assert run.opens[1000:1030].sum() == 1
+    assert run.alarm[200:1000].mean() < 0.005  # the window's ordinary top is pruned, not flagged
