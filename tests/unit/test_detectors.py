@@ -133,3 +133,13 @@ def test_telemanom_flags_a_burst_once_and_prunes_the_ordinary_top() -> None:
     run = _run("telemanom", 100 * np.exp(np.cumsum(returns)), threshold_surprise=3.0)
     assert run.opens[1000:1030].sum() == 1
     assert run.alarm[200:1000].mean() < 0.005  # the window's ordinary top is pruned, not flagged
+
+
+@pytest.mark.parametrize("spec", ["gaussian", "gaussian+volatility", "gaussian+likelihood+volatility"])
+def test_one_huge_shock_does_not_mute_a_young_key(spec: str) -> None:
+    """The tail calibration learns a clipped amount from each point: a second shock is still flagged."""
+    values = _walk(8, 300)
+    values[30:] *= 1.4  # a huge shock (a lasting jump) early in the key's life
+    values[120] *= 1.25  # a second, smaller one
+    run = _run(spec, values, threshold_surprise=3.0)
+    assert run.opens[120]
