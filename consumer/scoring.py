@@ -160,10 +160,11 @@ class ResidualScorer:
         valid = np.isfinite(z).all(axis=1)
         wave = Wave(np.asarray(x, dtype=np.float64), np.where(valid[:, None], z, 0.0), valid, self.n_features)
         surprise = np.zeros(len(rows))
+        warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only
         for i, d in enumerate(self.detectors):
             raw = d.surprise(table, rows, wave)
             if self.calibrators is not None:
-                raw = self.calibrators[i].calibrate(table, rows, raw, valid)
+                raw = self.calibrators[i].calibrate(table, rows, raw, warm)
             surprise = np.maximum(surprise, raw)
         surprise = np.where(valid, np.maximum(surprise - self.bonferroni, 0.0), 0.0)
         alarm = self.classify_surprise(surprise) & valid & (steps >= self.config.warmup_steps)

@@ -21,8 +21,9 @@ a forecaster's residuals are rarely Gaussian (periodic misfits at a square wave'
 returns), and a parametric tail then says 1e-60 every day for the same harmless pattern. Calibrated per key,
 "1e-4" means "once in 10,000 of this key's points", comparable across keys and series, and one threshold
 fits all. The prior counts as ``prior`` exceedances (a running mean until the ``halflife`` EWMA takes over),
-so a young key is not thrown by its first few exceedances, and an exceedance teaches the tail at most what one
-of 10 times the current mean would (a single huge shock must not mute the key: it still alarms on the next). It learns from every point: a lasting change
+so a young key is not thrown by its first few exceedances, and an exceedance teaches the tail at most what
+one of 10 times the current mean would (a single huge shock must not mute the key: it still alarms on the
+next). It learns from every point: a lasting change
 raises ``u`` and the tail's scale within about ``halflife`` exceedances (``halflife / level`` points), so
 the alarm of a regime change ends.
 """
