@@ -23,7 +23,7 @@ returns), and a parametric tail then says 1e-60 every day for the same harmless 
 fits all. The prior counts as ``prior`` exceedances (a running mean until the ``halflife`` EWMA takes over),
 so a young key is not thrown by its first few exceedances, and an exceedance teaches the tail at most what
 one of 10 times the current mean would (a single huge shock must not mute the key: it still alarms on the
-next). It learns from every point: a lasting change
+next). It learns from every point scored after the key's warm-up: a lasting change
 raises ``u`` and the tail's scale within about ``halflife`` exceedances (``halflife / level`` points), so
 the alarm of a regime change ends.
 """
