@@ -48,8 +48,13 @@ class ScoringOverrides:
     def __post_init__(self) -> None:
         try:
             names = parse_spec(self.scorer) if self.scorer else None
-            if names is not None:
-                parse_options(dict(self.scorer_options), names)
+            if names is not None:  # option names and values of the named scorers, checked without a model
+                options = parse_options(dict(self.scorer_options), names)
+                from rnnwatch.consumer.scoring import ResidualScorer
+
+                ResidualScorer(ScorerConfig(threshold=0.999, warmup_steps=0, halflife_steps=1.0,
+                                            residual_std=np.ones(1), uses_model_scale=False, spec="+".join(names),
+                                            options=options), 1)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
