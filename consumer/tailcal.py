@@ -21,9 +21,10 @@ a forecaster's residuals are rarely Gaussian (periodic misfits at a square wave'
 returns), and a parametric tail then says 1e-60 every day for the same harmless pattern. Calibrated per key,
 "1e-4" means "once in 10,000 of this key's points", comparable across keys and series, and one threshold
 fits all. The prior counts as ``prior`` exceedances (a running mean until the ``halflife`` EWMA takes over),
-so a young key is not thrown by its first few exceedances, and an exceedance teaches the tail at most what
-one of 10 times the current mean would (a single huge shock must not mute the key: it still alarms on the
-next). It learns from every point scored after the key's warm-up: a lasting change
+so a young key is not thrown by its first few exceedances. It learns from every point scored after the key's
+warm-up (a shock during warm-up does not teach it), unclipped: heavy tails (a forecaster's periodic misfits)
+must be learnt fast. The price: one huge shock makes the key's tail heavier, so a second shock soon after
+scores lower, for about ``halflife`` exceedances. A lasting change
 raises ``u`` and the tail's scale within about ``halflife`` exceedances (``halflife / level`` points), so
 the alarm of a regime change ends.
 """
@@ -39,7 +40,6 @@ from rnnwatch.consumer.state import Column, StateTable
 __all__ = ["TailCalibrator"]
 
 _LN10 = math.log(10.0)
-_LEARN_CLIP = 10.0
 
 
 class TailCalibrator:
@@ -76,8 +76,7 @@ class TailCalibrator:
         tail = np.where(xi > 1e-6, np.log10(1.0 + safe_xi * x / sigma) / safe_xi, x / (sigma * _LN10))
         out = np.where(above, self.u0 + tail, raw * (self.u0 / np.maximum(u, 1e-9)))
         step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior)) * above
-        xl = np.minimum(x, _LEARN_CLIP * m1)  # one point teaches at most what a 10-mean exceedance would
-        new_m1, new_m2 = m1 + step * (xl - m1), m2 + step * (xl * xl - m2)
+        new_m1, new_m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
         new_u = np.maximum(u + self.eta * m1 * (above - self.level), 1e-6)
         if learn.all():  # the common case: no masking needed
             a[pu][rows], a[p1][rows], a[p2][rows], a[pk][rows] = new_u, new_m1, new_m2, k + above
