@@ -1,58 +1,77 @@
 """The offline path: score a CSV (or an array) through the same StepRunner and scorer as the service.
 
 ``rnnwatch score --model M --input in.csv --output out.csv`` writes one row per input row, in input order:
-``timestamp,value,anomaly_score,is_anomaly`` (with the key column first when ``--key-column`` is given, and
-one value column per feature for multi-feature models). Rows the runtime would skip (duplicate or
-out-of-order event time for their key) keep their place with an empty score.
+``timestamp,value,anomaly_score,surprise,is_anomaly,incident`` (with the key column first when ``--key-column``
+is given, and one value column per feature for multi-feature models). ``anomaly_score`` is in [0, 1],
+``surprise`` is ``-log10`` of the tail probability (both at full precision, so they rank where a rounded
+score would print 1.000000); ``is_anomaly`` is 1 where an incident opens (one per incident, as `run` emits
+one event), ``incident`` the row (0-based) of the opening point of the incident a flagged row belongs to.
+Rows the runtime would skip (duplicate or out-of-order event time for their key) keep their place with an
+empty score. The scorer flags are those of `run` (``--scorer``, ``--scorer-options`` ...), resolved the same
+way (``rnnwatch.consumer.scoring_config``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature, load_signature
+from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.records import parse_event_time
 from rnnwatch.consumer.runner import PROCESSED, StepResults, StepRunner, TickBatch, make_runner
+from rnnwatch.consumer.scoring import TAIL_OPTIONS
+from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, add_scoring_arguments
 
 __all__ = ["DEFAULT_SCORER", "ScoreInput", "SeriesScores", "check_scorer", "event_ms_of", "read_input", "register",
            "score_array", "score_records", "score_rows"]
 
 _CHUNK = 50_000  # records per micro-batch: bounds memory, same results as any other split
-_T = TypeVar("_T")
 DEFAULT_SCORER = "model"  # the scorer and calibrated parameters named in the model's metadata
-# Scorer options `score_rows` takes today (forwarded to make_runner); anything else is refused by name.
-_SCORER_OPTIONS = ("threshold", "warmup_steps", "halflife_steps")
 
 
 @dataclass(frozen=True)
 class SeriesScores:
     scores: np.ndarray  # float64 [T]; NaN where a row was skipped
-    is_anomaly: np.ndarray  # bool [T]
+    is_anomaly: np.ndarray  # bool [T]: an incident opens here
+    surprise: np.ndarray  # float64 [T]: -log10(tail); NaN where a row was skipped
+    alarm: np.ndarray  # bool [T]: over the threshold (any point of an incident)
     forecasts: np.ndarray  # float32 [T, F]: the forecast made at step t for t+1
     expected: np.ndarray  # float32 [T, F]: the forecast x_t was compared with (made at t-1)
 
 
 def score_array(model: str | Path | StepSignature, values: np.ndarray, *, threshold: float | None = None,
-                warmup_steps: int | None = None, halflife_steps: float | None = None) -> SeriesScores:
-    """Score one key's series ``values`` ([T] or [T, F], message units) from a fresh state."""
+                warmup_steps: int | None = None, halflife_steps: float | None = None, scorer: str | None = None,
+                scorer_options: Mapping[str, Any] | str | None = None, threshold_surprise: float | None = None,
+                incident_gap_steps: int | None = None, incident_updates: int | None = None) -> SeriesScores:
+    """Score one key's series ``values`` ([T] or [T, F], message units) from a fresh state.
+
+    ``scorer`` / ``scorer_options`` (a mapping or its JSON text) / ``threshold_surprise`` / incident options
+    override the model's defaults exactly as the flags of `run` and `score` do.
+    """
     signature = model if isinstance(model, StepSignature) else load_signature(model)
     x = np.asarray(values, dtype=np.float32).reshape(len(values), -1)
-    runner = make_runner(signature, threshold=threshold, warmup_steps=warmup_steps, halflife_steps=halflife_steps)
+    options = json.loads(scorer_options) if isinstance(scorer_options, str) and scorer_options else scorer_options
+    overrides = ScoringOverrides(scorer=scorer, scorer_options=options or {}, threshold=threshold,
+                                 threshold_surprise=threshold_surprise, warmup_steps=warmup_steps,
+                                 halflife_steps=halflife_steps, incident_gap_steps=incident_gap_steps,
+                                 incident_updates=incident_updates)
+    runner = make_runner(signature, scoring=overrides)
     keys = [b"series"] * len(x)
     res = score_records(runner, keys, np.arange(len(x), dtype=np.int64), x)
     forecasts = np.empty_like(x)
     forecasts[:-1] = res.expected[1:]
     forecasts[-1] = runner.table.arrays["s.forecast"][0] if len(x) else 0
-    return SeriesScores(res.score, res.is_anomaly, forecasts, res.expected)
+    return SeriesScores(res.score, res.is_anomaly, res.surprise, res.alarm, forecasts, res.expected)
 
 
 def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarray, x: np.ndarray) -> StepResults:
@@ -69,7 +88,8 @@ def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarra
             x=x[start:stop],
         )
         part = runner.process(batch)
-        for name in ("status", "score", "tail", "is_anomaly", "expected", "residual", "model_score", "gap"):
+        for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected",
+                     "residual", "model_score", "gap"):
             getattr(merged, name)[start:stop] = getattr(part, name)
     return merged
 
@@ -106,41 +126,56 @@ def read_input(signature: StepSignature, path: Path, *, time_column: str = "time
     return ScoreInput(header, table, value_columns, keys, event_ms, x.reshape(-1, len(value_columns)))
 
 
-def check_scorer(scorer: str | None, scorer_options: Mapping[str, object] | None) -> dict[str, object]:
-    """Refuse an unknown scorer or option by name (callers check before any expensive work); the options."""
-    if scorer not in (None, DEFAULT_SCORER):
-        msg = f"unknown scorer {scorer!r} (known: {DEFAULT_SCORER})"
+def check_scorer(scorer: str | None, scorer_options: Mapping[str, object] | str | None) -> ScoringOverrides:
+    """The scorer choice as the runner takes it; refuses an unknown scorer or option by name (ConfigError).
+
+    ``scorer``: a spec such as ``"gaussian+likelihood"``, or None / ``"model"`` for the model's default.
+    ``scorer_options`` (a mapping or its JSON text): the override fields (``threshold``,
+    ``threshold_surprise``, ``warmup_steps``, ``halflife_steps``, ``incident_gap_steps``,
+    ``incident_updates``) and per-scorer options (``{"likelihood": {"long_halflife": 500}}``).
+    """
+    raw: Any
+    try:
+        raw = json.loads(scorer_options) if isinstance(scorer_options, str) and scorer_options.strip() else (
+            scorer_options if isinstance(scorer_options, Mapping) else {})
+    except json.JSONDecodeError as exc:
+        msg = f"scorer options are not valid JSON: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(raw, Mapping):
+        msg = f"scorer options must be a JSON object, got {raw!r}"
         raise ConfigError(msg)
-    options = dict(scorer_options or {})
-    unknown = sorted(set(options) - set(_SCORER_OPTIONS))
+    detector = {k: v for k, v in raw.items() if k not in OVERRIDE_FIELDS}
+    unknown = sorted(k for k in detector if k not in DETECTORS and k != TAIL_OPTIONS)
     if unknown:
-        msg = f"unknown scorer option(s) {', '.join(unknown)} (known: {', '.join(_SCORER_OPTIONS)})"
+        msg = (f"unknown scorer option(s) {', '.join(unknown)}: give {', '.join(OVERRIDE_FIELDS)}, or "
+               f"per-scorer options under a scorer's name ({', '.join(sorted(DETECTORS))}, {TAIL_OPTIONS})")
         raise ConfigError(msg)
-    return options
+    spec = None if scorer in (None, "", DEFAULT_SCORER) else scorer
+    try:
+        def num(name: str, kind: type[float] | type[int]) -> Any:
+            value = raw.get(name)
+            return None if value is None else kind(value)
+
+        return ScoringOverrides(scorer=spec, scorer_options=detector, threshold=num("threshold", float),
+                                threshold_surprise=num("threshold_surprise", float),
+                                warmup_steps=num("warmup_steps", int), halflife_steps=num("halflife_steps", float),
+                                incident_gap_steps=num("incident_gap_steps", int),
+                                incident_updates=num("incident_updates", int))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        msg = f"bad scorer option value: {exc}"
+        raise ConfigError(msg) from exc
 
 
 def score_rows(signature: StepSignature, keys: Sequence[bytes], event_ms: np.ndarray, x: np.ndarray, *,
-               scorer: str | None = None, scorer_options: Mapping[str, object] | None = None) -> StepResults:
+               scorer: str | None = None, scorer_options: Mapping[str, object] | str | None = None) -> StepResults:
     """The one offline scoring path (`score`, `evaluate`): a fresh runner over the rows, in order.
 
-    ``scorer`` names the scorer (None or ``"model"``: the model's own defaults) and ``scorer_options``
-    overrides its parameters; both are validated here (:func:`check_scorer`), so every caller refuses the
-    same things.
+    ``scorer`` and ``scorer_options`` are validated here (:func:`check_scorer`) and resolved against the
+    model's metadata exactly as `run` resolves its settings (``consumer.scoring_config``).
     """
-    options = check_scorer(scorer, scorer_options)
-    try:
-        runner = make_runner(signature, threshold=_option(options, "threshold", float),
-                             warmup_steps=_option(options, "warmup_steps", int),
-                             halflife_steps=_option(options, "halflife_steps", float))
-    except (TypeError, ValueError) as exc:
-        msg = f"bad scorer option value: {exc}"
-        raise ConfigError(msg) from exc
-    return score_records(runner, keys, event_ms, x)
-
-
-def _option(options: Mapping[str, Any], name: str, kind: Callable[[Any], _T]) -> _T | None:
-    value = options.get(name)
-    return None if value is None else kind(value)
+    return score_records(make_runner(signature, scoring=check_scorer(scorer, scorer_options)), keys, event_ms, x)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -157,6 +192,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--threshold", type=float, default=None, help="Override the model's calibrated threshold.")
     p.add_argument("--warmup-steps", type=int, default=None, help="Override the model's warm-up.")
     p.add_argument("--report", default="", help="Also write a self-contained HTML report (a plot per key) here.")
+    add_scoring_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -164,8 +200,11 @@ def _run(args: argparse.Namespace) -> int:
     signature = load_signature(args.model)
     inp = read_input(signature, Path(args.input), time_column=args.time_column, columns=args.column,
                      key_column=args.key_column)
-    res = score_rows(signature, inp.keys, inp.event_ms, inp.x,
-                     scorer_options={"threshold": args.threshold, "warmup_steps": args.warmup_steps})
+    options = _json_object(args.scorer_options)
+    options.update({"threshold": args.threshold, "warmup_steps": args.warmup_steps,
+                    "threshold_surprise": args.threshold_surprise, "incident_gap_steps": args.incident_gap_steps,
+                    "incident_updates": args.incident_updates})
+    res = score_rows(signature, inp.keys, inp.event_ms, inp.x, scorer=args.scorer, scorer_options=options)
     col = {name: i for i, name in enumerate(inp.header)}
     _write(args, inp.table, col, inp.columns, res)
     if args.report:
@@ -175,6 +214,18 @@ def _run(args: argparse.Namespace) -> int:
     print(f"scored {len(inp.table)} rows, {int(res.is_anomaly.sum())} anomalies, {skipped} skipped "
           f"(duplicate/out-of-order time) with {signature.name} {signature.version}", file=sys.stderr)
     return 0
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        msg = f"--scorer-options is not valid JSON: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(value, dict):
+        msg = f"--scorer-options must be a JSON object, got {value!r}"
+        raise ConfigError(msg)
+    return value
 
 
 def _write_report(path: Path, title: str, inp: ScoreInput, res: StepResults) -> None:
@@ -244,12 +295,13 @@ def _write(args: argparse.Namespace, table: list[list[str]], col: dict[str, int]
         writer = csv.writer(out)
         value_names = ["value"] if len(columns) == 1 else columns
         writer.writerow([*([args.key_column] if args.key_column else []), "timestamp", *value_names,
-                         "anomaly_score", "is_anomaly"])
+                         "anomaly_score", "surprise", "is_anomaly", "incident"])
         for i, r in enumerate(table):
-            score = res.score[i]
+            score, surprise, incident = res.score[i], res.surprise[i], int(res.incident[i])
             writer.writerow([*([r[col[args.key_column]]] if args.key_column else []), r[col[args.time_column]],
-                             *(r[col[c]] for c in columns), "" if np.isnan(score) else f"{score:.6f}",
-                             int(res.is_anomaly[i])])
+                             *(r[col[c]] for c in columns), "" if np.isnan(score) else repr(float(score)),
+                             "" if np.isnan(surprise) else repr(float(surprise)), int(res.is_anomaly[i]),
+                             "" if incident < 0 else incident])
     finally:
         if out is not sys.stdout:
             out.close()

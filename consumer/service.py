@@ -121,8 +121,7 @@ class Service:
                  signature.version, signature.architecture, signature.state_bytes_per_key, s.metrics_host,
                  self.ops.port)
         self._connect()
-        runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
-                             halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
+        runner = make_runner(signature, scoring=s.scoring_overrides(), threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
         check_record_sizes(signature, runner.table, s)
         self.store = StateStore(runner.table, s.changelog_topic, self._reader, key_ttl_ms=s.key_ttl_ms,

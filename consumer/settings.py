@@ -20,9 +20,12 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rnnwatch.consumer.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rnnwatch.consumer.scoring_config import ScoringOverrides
 
 __all__ = ["OPTIONS", "Option", "Secret", "Settings", "add_arguments", "bundled_model_path", "load_settings"]
 
@@ -138,6 +141,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("threshold", _opt_float, None, "Anomaly score threshold in (0,1) [default: the model's calibrated one]."),
     Option("warmup_steps", _opt_int, None, "Steps a key must see before it can raise events [default: model]."),
     Option("halflife_steps", _opt_float, None, "Half-life of the per-key residual normaliser [default: model]."),
+    Option("scorer", str, "", "Scorer spec, e.g. 'novelty+likelihood' (see README) [default: the model's]."),
+    Option("scorer_options", str, "", 'Scorer options as JSON, e.g. {"likelihood": {"long_halflife": 500}}.'),
+    Option("threshold_surprise", _opt_float, None,
+           "Alarm when -log10(tail) >= this (6 = 1e-6) [default: the model's calibrated one]."),
+    Option("incident_gap_steps", _opt_int, None, "An alarm at most this many steps after the key's previous "
+           "one continues its incident (one event per incident; 0: no grouping) [default: 4]."),
+    Option("incident_updates", _opt_int, None, "Update events an incident may emit for a new peak [default: 0]."),
     Option("gap_ms", int, 0, "Event-time gap that counts as a break in a key's series (0 = off)."),
     Option("gap_policy", str, "continue", "What a gap does to the key's state.", choices=("continue", "reset")),
     # State and delivery
@@ -220,6 +230,11 @@ class Settings:
     threshold: float | None
     warmup_steps: int | None
     halflife_steps: float | None
+    scorer: str
+    scorer_options: str
+    threshold_surprise: float | None
+    incident_gap_steps: int | None
+    incident_updates: int | None
     gap_ms: int
     gap_policy: str
     key_ttl_ms: int
@@ -245,6 +260,22 @@ class Settings:
     metrics_request_timeout_ms: int
     metrics_max_connections: int
     sasl_password_file: str
+
+    def scoring_overrides(self) -> ScoringOverrides:
+        """The scorer choice of these settings, in the form `score` and `evaluate` build from their flags."""
+        import json
+
+        from rnnwatch.consumer.scoring_config import ScoringOverrides
+
+        try:
+            options = json.loads(self.scorer_options) if self.scorer_options.strip() else {}
+        except json.JSONDecodeError as exc:
+            msg = f"scorer_options is not valid JSON: {exc}"
+            raise ConfigError(msg) from exc
+        return ScoringOverrides(scorer=self.scorer or None, scorer_options=options, threshold=self.threshold,
+                                threshold_surprise=self.threshold_surprise, warmup_steps=self.warmup_steps,
+                                halflife_steps=self.halflife_steps, incident_gap_steps=self.incident_gap_steps,
+                                incident_updates=self.incident_updates)
 
     def fields_for(self, model_features: tuple[str, ...]) -> tuple[str, ...]:
         """Message field read for each model feature, in model order."""
@@ -444,6 +475,7 @@ def _validate(s: Settings) -> None:
     if s.halflife_steps is not None and s.halflife_steps <= 0:
         msg = f"halflife_steps must be > 0, got {s.halflife_steps}"
         raise ConfigError(msg)
+    s.scoring_overrides()  # ConfigError naming a bad scorer, option or threshold, before anything starts
     if not s.bootstrap_servers.strip():
         msg = f"no bootstrap servers: pass --bootstrap-servers or set {ENV_PREFIX}BOOTSTRAP_SERVERS"
         raise ConfigError(msg)

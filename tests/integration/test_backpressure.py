@@ -119,6 +119,7 @@ def test_a_stalled_output_pauses_consumption_and_memory_stays_flat(
         "bootstrap_servers": broker.bootstrap_servers, "input_topic": topic, "group_id": f"{topic}-g",
         "model": str(ewma_path), "metrics_port": "0", "session_timeout_ms": "6000", "until_caught_up": True,
         "threshold": "0.0001", "warmup_steps": "0",  # every scored tick is an anomaly: one event per record
+        "incident_gap_steps": "0",  # (no incident grouping)
         "max_poll_records": str(POLL_RECORDS), "max_in_flight_bytes": str(MAX_IN_FLIGHT),
         "checkpoint_interval_ms": "600000", "checkpoint_records": "1000000", "shutdown_grace_ms": "10000",
         "transport": transport,

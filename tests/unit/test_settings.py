@@ -100,3 +100,23 @@ def test_state_retention_must_outlast_the_ttl() -> None:
     with pytest.raises(ConfigError, match="state_retention_ms"):
         load_settings(_args("--input-topic", "t", "--state-retention-ms", "3600000"), env={})
     assert load_settings(_args("--input-topic", "t", "--state-retention-ms", "0"), env={}).state_retention_ms == 0
+
+
+def test_scorer_flags_and_env_resolve_like_score_does() -> None:
+    s = load_settings(_args("--input-topic", "t", "--scorer", "gaussian+likelihood", "--scorer-options",
+                            '{"likelihood": {"long_halflife": 500}}', "--incident-gap-steps", "0"),
+                      env={"RNNWATCH_THRESHOLD_SURPRISE": "6"})
+    o = s.scoring_overrides()
+    assert (o.scorer, dict(o.scorer_options), o.threshold_surprise, o.incident_gap_steps) == (
+        "gaussian+likelihood", {"likelihood": {"long_halflife": 500}}, 6.0, 0)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--scorer", "gaussian+nope"], "unknown scorer 'nope'"),
+    (["--scorer", "likelihood", "--scorer-options", '{"likelihood": {"colour": 1}}'], "colour"),
+    (["--scorer-options", "{oops"], "not valid JSON"),
+    (["--threshold-surprise", "0"], "threshold_surprise"),
+])
+def test_bad_scorer_settings_are_refused_at_start_up(argv: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(_args("--input-topic", "t", *argv), env={})
