@@ -9,6 +9,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY consumer ./consumer
 COPY export ./export
+COPY evaluate ./evaluate
 RUN python -m venv /opt/rnnwatch \
  && /opt/rnnwatch/bin/pip install --upgrade pip \
  && /opt/rnnwatch/bin/pip install .

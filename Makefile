@@ -5,6 +5,8 @@
 #   make bench   how cost grows: throughput vs raw clients, key counts, latency, memory, restore; one JSON report
 #   make bench-readme   the README's performance tables, rendered from tests/bench/results/*.json
 #   make bench-decode   records/s of the input decoder alone, prints JSON
+#   make evaluate  NAB v1.1 scores of train + score on a labeled corpus (EVAL_CORPUS, default ../shared/data/nab)
+#   make price-corpus  the labeled price-shock corpus (real prices + injected shocks) into build/price-corpus
 #   make model   regenerate the bundled model (consumer/data/model.onnx) reproducibly
 
 PYTHON ?= python3
@@ -13,7 +15,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
+.PHONY: evaluate price-corpus demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +39,9 @@ install-dev: $(VENV)/.dev
 demo: $(VENV)/.runtime
 	$(BIN)/rnnwatch demo
 
-# promtool and prometheus come from the Debian package; kubectl (tests/deploy: `kubectl kustomize`) from the
-# official binary that npm delivers (tests/tools/install_kubectl.py says why not Debian's kubernetes-client).
+# promtool and prometheus (the rules tests), chromium (renders the HTML report headless in its test) come from the
+# Debian packages; kubectl (tests/deploy: `kubectl kustomize`) from the official binary that npm delivers
+# (tests/tools/install_kubectl.py says why not Debian's kubernetes-client).
 # Each is installed only when missing; a failure stops `make test` with the reason.
 KUBECTL_DIR ?= /usr/local/bin
 system-deps:
@@ -46,21 +49,26 @@ system-deps:
 	  echo "installing prometheus + promtool (Debian package)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) \
 	    >/dev/null || { echo "could not install the 'prometheus' Debian package (needs root and apt)"; exit 1; }; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) \
+	    >/dev/null || { echo "could not install the 'chromium' Debian package (needs root and apt)"; exit 1; }; }
 	@command -v kubectl >/dev/null || { \
 	  echo "installing kubectl into $(KUBECTL_DIR) (npm: the official binary)"; \
 	  $(PYTHON) tests/tools/install_kubectl.py $(KUBECTL_DIR) >/dev/null || { \
 	    echo "could not install kubectl (needs npm and a writable $(KUBECTL_DIR)); the deploy tests need it"; exit 1; }; }
 
-build/typecheck/rnnwatch:
+build/typecheck/rnnwatch: Makefile
 	mkdir -p $@
 	ln -sfn ../../../consumer $@/consumer
 	ln -sfn ../../../export $@/export
+	ln -sfn ../../../evaluate $@/evaluate
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check consumer export tests
+	$(BIN)/ruff check consumer export evaluate tests
 
 typecheck: $(VENV)/.dev build/typecheck/rnnwatch
-	MYPYPATH=build/typecheck $(BIN)/mypy -p rnnwatch.consumer -p rnnwatch.export
+	MYPYPATH=build/typecheck $(BIN)/mypy -p rnnwatch.consumer -p rnnwatch.export -p rnnwatch.evaluate
 
 test: $(VENV)/.dev system-deps lint typecheck
 	$(BIN)/pytest
@@ -102,6 +110,22 @@ MODEL_ARGS := --arch gru --hidden 32 --input consumer/data/prices.csv --key-colu
 model: $(VENV)/.dev
 	$(BIN)/rnnwatch train $(MODEL_ARGS) --output consumer/data/model.onnx
 	$(BIN)/rnnwatch check consumer/data/model.onnx
+
+# Detection quality (README "Detection quality"): JSON to EVAL_JSON, per-category table on the terminal.
+EVAL_CORPUS ?= ../shared/data/nab
+EVAL_ARGS ?=
+EVAL_JSON ?= .eval/latest.json
+evaluate: $(VENV)/.dev
+	@mkdir -p $(dir $(EVAL_JSON))
+	$(BIN)/rnnwatch evaluate --corpus $(EVAL_CORPUS) --output $(EVAL_JSON) $(EVAL_ARGS)
+
+# The price-shock corpus (NAB layout) from real daily prices the [dev] extra's packages ship, with labeled injected
+# shocks; seeded, so every machine builds the same files. Evaluate it: make evaluate EVAL_CORPUS=$(PRICE_CORPUS)
+PRICE_CORPUS ?= build/price-corpus
+PRICE_SEED ?= 0
+price-corpus: $(VENV)/.dev
+	rm -rf $(PRICE_CORPUS)
+	$(BIN)/python -m rnnwatch.evaluate.price_shocks --output $(PRICE_CORPUS) --seed $(PRICE_SEED)
 
 prices: $(VENV)/.dev
 	$(BIN)/python tests/tools/make_prices.py consumer/data/prices.csv

@@ -48,11 +48,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from kafka import TopicPartition
 
 from rnnwatch.consumer.errors import StateError
+from rnnwatch.consumer.kafka.types import PartitionReader, TopicPartition
 from rnnwatch.consumer.restore import (
     HEADER_MARKER,
     HEADER_MODEL,
@@ -109,11 +107,11 @@ class Evicted:
 class StateStore:
     """Restores partitions into the table, writes snapshots and markers, evicts, revives and expires keys."""
 
-    def __init__(self, table: StateTable, topic: str, restore_consumer: Any, *, key_ttl_ms: int = 0,
+    def __init__(self, table: StateTable, topic: str, reader: PartitionReader, *, key_ttl_ms: int = 0,
                  retention_ms: int = 0, on_reset: Callable[[str, int], None] = lambda reason, n: None,
                  on_expired: Callable[[int], None] = lambda n: None,
                  wall_ms: Callable[[], int] | None = None, monotonic: Callable[[], float] | None = None) -> None:
-        self.table, self.topic, self.restore_consumer = table, topic, restore_consumer
+        self.table, self.topic, self.reader = table, topic, reader
         self.key_ttl_ms, self.retention_ms = key_ttl_ms, retention_ms
         self.on_reset, self.on_expired = on_reset, on_expired
         self.wall_ms: Callable[[], int] = wall_ms or (lambda: int(time.time() * 1000))
@@ -130,7 +128,7 @@ class StateStore:
     # -- restore ----------------------------------------------------------------------------------------
     def restore_job(self, warn_s: float) -> RestoreJob:
         """A job that restores assigned partitions in slices (see ``restore.RestoreJob``)."""
-        return RestoreJob(self.restore_consumer, self.topic, self._finish, warn_s)
+        return RestoreJob(self.reader, self.topic, self._finish, warn_s)
 
     def _finish(self, partition: int, result: ScanResult, seconds: float) -> RestoreStats:
         stats = RestoreStats(partition, records=result.best.records, seconds=seconds, start=result.start,
@@ -163,7 +161,7 @@ class StateStore:
         best = Best(set(wanted))
         lo = min(e.changelog_offset for e in wanted.values())
         hi = max(e.changelog_offset for e in wanted.values()) + 1
-        run_to_end(read_range(self.restore_consumer, TopicPartition(self.topic, partition), lo, hi, best.add))
+        run_to_end(read_range(self.reader, TopicPartition(self.topic, partition), lo, hi, best.add))
         stats, now_s, revived = RestoreStats(partition), self.monotonic(), 0
         for key, entry in wanted.items():
             snap = best.by_key.get(key)
@@ -311,7 +309,7 @@ class StateStore:
             return 0
         best = Best(set(old))
         lo, hi = min(e.changelog_offset for e in old.values()), max(e.changelog_offset for e in old.values()) + 1
-        run_to_end(read_range(self.restore_consumer, TopicPartition(self.topic, partition), lo, hi, best.add))
+        run_to_end(read_range(self.reader, TopicPartition(self.topic, partition), lo, hi, best.add))
         for key, entry in old.items():
             snap = best.by_key.get(key)
             if snap is None or snap.value is None:

@@ -64,6 +64,9 @@ def summarize(s: StepSignature) -> str:
         "outputs       " + ", ".join(d["outputs"]),  # type: ignore[arg-type]
         f"scoring       threshold {s.scoring.threshold:g}, warm-up {s.scoring.warmup_steps} steps, "
         f"half-life {s.scoring.halflife_steps:g} steps, residual std {list(s.scoring.residual_std)}",
+        f"scorer        {s.scoring.scorer}, threshold_surprise "
+        f"{s.scoring.threshold_surprise if s.scoring.threshold_surprise is not None else 'from threshold'}"
+        + (f", options {json.dumps(dict(s.scoring.scorer_options))}" if s.scoring.scorer_options else ""),
     ]
     for key, value in sorted(s.provenance.items()):
         lines.append(f"provenance    {key}: {value if not isinstance(value, dict | list) else json.dumps(value)}")

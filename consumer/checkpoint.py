@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.faults import maybe_crash
+from rnnwatch.consumer.kafka import GroupSource
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.sink import Sink
-from rnnwatch.consumer.source import KafkaSource
 
 __all__ = ["Checkpointer"]
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class Checkpointer:
     sink: Sink
     store: StateStore
-    source: KafkaSource
+    source: GroupSource
     metrics: Metrics
     flush_timeout_s: float = 30.0
     positions: dict[int, int] = field(default_factory=dict)  # partition -> next offset to process

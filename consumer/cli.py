@@ -1,8 +1,9 @@
 """The single `rnnwatch` entry point: one subcommand per job, each registered by the module that owns it.
 
 Subcommands that need the training side hand their arguments to it so the runtime never imports torch:
-`train` and `export` to ``rnnwatch.export.cli`` (the ``[export]`` extra: torch, onnx), `adopt` to
-``rnnwatch.export.adopt.cli`` (the ``[adopt]`` extra: onnx only).
+`train` and `export` to ``rnnwatch.export.cli`` (the ``[export]`` extra: torch, onnx), `evaluate` to
+``rnnwatch.evaluate.cli`` (it trains too: the same extra), `adopt` to ``rnnwatch.export.adopt.cli``
+(the ``[adopt]`` extra: onnx only).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _EXPORT_COMMANDS: tuple[tuple[str, str, str, str], ...] = (
     ("export", "Export your own PyTorch step module to an ONNX step model.", "rnnwatch.export.cli", "export"),
     ("adopt", "Wrap an existing recurrent ONNX model as a step model (needs onnx, not torch).",
      "rnnwatch.export.adopt.cli", "adopt"),
+    ("evaluate", "NAB scores of train + score on a labeled corpus in NAB's layout.", "rnnwatch.evaluate.cli",
+     "export"),
 )
 
 

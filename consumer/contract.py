@@ -22,7 +22,9 @@ key                       value
 ``rnnwatch.state``        ``[{"name": "h", "shape": [32], "init": 0.0}]``; ``init`` is a number
                           (fill value) or a nested list of exactly ``shape``
 ``rnnwatch.scoring``      ``{"warmup_steps": int >= 0, "threshold": float in (0, 1),
-                          "halflife_steps": float > 0, "residual_std": [float > 0 per feature]}``
+                          "halflife_steps": float > 0, "residual_std": [float > 0 per feature],
+                          optional "scorer": spec ("novelty+likelihood"), "scorer_options": {...},
+                          "threshold_surprise": float > 0 (calibrated -log10 tail)}``
 ``rnnwatch.provenance``   free-form object: data, rows, train_rows, trained_at, seed, tool versions,
                           parity tolerance achieved ...
 ========================  =====================================================================
@@ -107,6 +109,12 @@ class ScoringDefaults:
     threshold: float
     halflife_steps: float
     residual_std: tuple[float, ...]
+    # The default scorer spec and its calibrated surprise threshold (-log10 tail). A model without them (made
+    # before scorers were pluggable) gets "gaussian" with the surprise of its [0, 1] threshold: the scorer its
+    # threshold was calibrated for.
+    scorer: str = "gaussian"
+    scorer_options: Mapping[str, Any] = field(default_factory=dict)
+    threshold_surprise: float | None = None
 
 
 @dataclass(frozen=True)
@@ -279,6 +287,9 @@ def _parse_scoring(raw: Mapping[str, Any], n_features: int, path: str) -> Scorin
             threshold=float(raw["threshold"]),
             halflife_steps=float(raw["halflife_steps"]),
             residual_std=tuple(float(v) for v in raw["residual_std"]),
+            scorer=str(raw.get("scorer", "gaussian")),
+            scorer_options=dict(raw.get("scorer_options", {})),
+            threshold_surprise=None if raw.get("threshold_surprise") is None else float(raw["threshold_surprise"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         msg = (
@@ -289,10 +300,24 @@ def _parse_scoring(raw: Mapping[str, Any], n_features: int, path: str) -> Scorin
     if defaults.warmup_steps < 0 or not 0.0 < defaults.threshold < 1.0 or defaults.halflife_steps <= 0:
         msg = f"{path}: {META_SCORING} out of range: {dict(raw)} (threshold in (0,1), warmup >= 0, halflife > 0)"
         raise ModelError(msg)
+    _check_scorer(defaults, path)
     if len(defaults.residual_std) != n_features or min(defaults.residual_std) <= 0:
         msg = f"{path}: {META_SCORING}.residual_std needs {n_features} positive value(s), got {defaults.residual_std}"
         raise ModelError(msg)
     return defaults
+
+
+def _check_scorer(defaults: ScoringDefaults, path: str) -> None:
+    from rnnwatch.consumer.scoring import parse_options, parse_spec
+
+    try:
+        parse_options(dict(defaults.scorer_options), parse_spec(defaults.scorer))
+    except ValueError as exc:
+        msg = f"{path}: {META_SCORING}: {exc}"
+        raise ModelError(msg) from exc
+    if defaults.threshold_surprise is not None and not defaults.threshold_surprise > 0:
+        msg = f"{path}: {META_SCORING}.threshold_surprise must be > 0, got {defaults.threshold_surprise}"
+        raise ModelError(msg)
 
 
 def _check_io(

@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--metrics-port", type=int, default=9108, help="Port for /metrics (0 = any free port).")
     p.add_argument("--follow", action="store_true", help="Keep consuming after the replay (Ctrl-C to stop).")
     p.add_argument("--quiet", action="store_true", help="Only print the summary.")
+    p.add_argument("--scorer", default="", help="Scorer spec, as for `run` [default: the model's].")
+    p.add_argument("--scorer-options", default="", help="Scorer options as JSON, as for `run`.")
     p.set_defaults(func=_run)
 
 
@@ -71,7 +73,7 @@ class _Progress:
                 name = event.features[0]
                 self.out.write(
                     f"{self._clear}  {body['event_time'][:10]}  {body['key']:<6} {name} {body['actual'][name]:>10.2f}  "
-                    f"expected {body['expected'][name]:>10.2f}  score {event.score:.7f}  {event.severity}\n")
+                    f"expected {body['expected'][name]:>10.2f}  surprise {event.surprise:5.1f}  {event.severity}\n")
                 self._bar()
 
     @property
@@ -107,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
             "bootstrap_servers": broker.bootstrap_servers, "input_topic": INPUT_TOPIC, "group_id": "rnnwatch-demo",
             "model": args.model, "metrics_port": str(args.metrics_port), "metrics_host": "127.0.0.1",
             "session_timeout_ms": "6000", "checkpoint_interval_ms": "1000",
+            "scorer": args.scorer, "scorer_options": args.scorer_options,
         }, env={})
         progress = _Progress(total=len(ticks), out=out, quiet=args.quiet)
         service = Service(settings, on_anomaly=progress.anomaly, on_batch=progress.batch).start()

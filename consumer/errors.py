@@ -6,7 +6,8 @@
     ├── RecordError(ValueError)          one input record cannot be used: becomes a dead-letter record
     ├── StateError(RuntimeError)         a changelog snapshot cannot be used: the key is reset, not crashed
     └── BrokerError(ConnectionError)     the broker cannot be reached within the configured wait
-        └── DeliveryError                the producer gave up on a record: the process must replay
+        ├── DeliveryError                the producer gave up on a record: the process must replay
+        └── RebalancedError              a commit was refused because the group rebalanced meanwhile
 
 Start-up problems raise; per-record problems are values (a ``reason`` string) on the hot path and only
 become ``RecordError`` where a single record is handled on its own.
@@ -19,6 +20,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "ModelError",
+    "RebalancedError",
     "RecordError",
     "RnnwatchError",
     "StateError",
@@ -56,3 +58,7 @@ class BrokerError(RnnwatchError, ConnectionError):
 
 class DeliveryError(BrokerError):
     """A record was not delivered after all retries: its offset must never be committed (restart and replay)."""
+
+
+class RebalancedError(BrokerError):
+    """The group rebalanced under a commit: the partitions may have a new owner (who restores from the changelog)."""

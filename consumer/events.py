@@ -57,6 +57,10 @@ class AnomalyEvent:
     partition: int
     offset: int
     timestamp_ms: int
+    surprise: float = 0.0  # -log10(tail): keeps its resolution where score rounds to 1.0
+    threshold_surprise: float = 0.0
+    incident: str = ""  # id of the opening event of the incident this point belongs to ("" = its own id)
+    incident_update: bool = False  # a new peak of an already open incident, not a new anomaly
 
     @property
     def id(self) -> str:
@@ -68,7 +72,10 @@ class AnomalyEvent:
             "event_time": format_time(self.event_ms),
             "score": self.score,
             "threshold": self.threshold,
+            "surprise": self.surprise,
+            "threshold_surprise": self.threshold_surprise,
             "severity": self.severity,
+            "incident": {"id": self.incident or self.id, "update": self.incident_update},
             "actual": dict(zip(self.features, self.actual, strict=True)),
             "expected": dict(zip(self.features, self.expected, strict=True)),
             "residual": dict(zip(self.features, self.residual, strict=True)),

@@ -119,8 +119,10 @@ def produce_ticks(bootstrap_servers: str, topic: str, ticks: Iterable[Tick], *, 
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    from rnnwatch.consumer.kafka.config import parse_servers
+
     try:
-        producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks=1, linger_ms=20,
+        producer = KafkaProducer(bootstrap_servers=list(parse_servers(bootstrap_servers)), acks=1, linger_ms=20,
                                  batch_size=512 * 1024, max_request_size=8 * 1024 * 1024, **(extra_config or {}))
     except KafkaError as exc:
         msg = f"cannot reach the Kafka brokers at {bootstrap_servers} ({type(exc).__name__}): is the broker up?"

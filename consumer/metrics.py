@@ -22,6 +22,7 @@ __all__ = ["LATENCY_BUCKETS_S", "AGE_BUCKETS_S", "BulkHistogram", "Metrics"]
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 AGE_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 KEYS_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+SURPRISE_BUCKETS = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 50.0)  # -log10(tail)
 
 
 class BulkHistogram(Collector):
@@ -98,8 +99,17 @@ class Metrics:
             "rnnwatch_gaps", "Event-time gaps longer than the configured gap, per key step.", registry=r
         )
         self.anomalies = Counter(
-            "rnnwatch_anomalies", "Anomalies detected, by severity and model (labelled like rnnwatch_model_info).",
+            "rnnwatch_anomalies", "Incidents opened (one per incident, update events not counted), by severity and model "
+            "(labelled like rnnwatch_model_info).",
             ["severity", "name", "version"], registry=r
+        )
+        self.surprise = BulkHistogram(
+            "rnnwatch_score_surprise", "Surprise of every scored record, -log10 of its tail probability (6 = 1e-6): "
+            "the rate above the threshold is the alarm rate.", SURPRISE_BUCKETS, r,
+        )
+        self.alarms = Counter(
+            "rnnwatch_alarms", "Records over the threshold (every point of an incident; anomalies count incidents).",
+            registry=r,
         )
         self.events_produced = Counter(
             "rnnwatch_events_produced", "Anomaly events acknowledged by the broker.", registry=r

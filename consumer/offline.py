@@ -3,14 +3,19 @@
 ``rnnwatch score --model M --input in.csv`` writes one CSV row per input row, in input order, to stdout (or
 ``--output FILE``), ``\\n`` line endings::
 
-    [key,]timestamp,value,expected,residual,anomaly_score,is_anomaly,severity,status
+    [key,]timestamp,value,expected,residual,anomaly_score,surprise,is_anomaly,incident,severity,status
 
 (one value / expected / residual column per feature for multi-feature models, named ``<feature>``,
-``expected_<feature>``, ``residual_<feature>``). ``status`` is ``processed`` for a scored row; otherwise it
-names why the row was not scored, with the very reason `run` would dead-letter its record (``non_finite``,
-``out_of_domain``, ``non_numeric``, ``missing_field``, ``bad_timestamp`` ...) or skip it (``duplicate``,
-``out_of_order`` event time for its key); such rows keep their place with empty scores. A refused row never
-reaches the model, so it cannot poison the rows after it.
+``expected_<feature>``, ``residual_<feature>``). ``anomaly_score`` is in [0, 1], ``surprise`` is ``-log10`` of
+the tail probability (both at full precision, so they rank where a rounded score would print 1.000000);
+``is_anomaly`` is 1 where an incident opens (one per incident, as `run` emits one event), ``incident`` the row
+(0-based) of the opening point of the incident a flagged row belongs to, ``severity`` that of an opening row.
+``status`` is ``processed`` for a scored row; otherwise it names why the row was not scored, with the very
+reason `run` would dead-letter its record (``non_finite``, ``out_of_domain``, ``non_numeric``,
+``missing_field``, ``bad_timestamp`` ...) or skip it (``duplicate``, ``out_of_order`` event time for its key);
+such rows keep their place with empty scores. A refused row never reaches the model, so it cannot poison the
+rows after it. The scorer flags are those of `run` (``--scorer``, ``--scorer-options`` ...), resolved the same
+way (``rnnwatch.consumer.scoring_config``); scoring goes through :func:`score_rows`, as `evaluate` does.
 
 Column defaults agree with `rnnwatch produce` and `rnnwatch run` and come from the model where it knows:
 features = the model's feature names, event time = the column the model was trained with (else ``ts``), key =
@@ -22,10 +27,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,38 +39,52 @@ from typing import Any
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature, load_signature
+from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.files import open_output, read_csv
-from rnnwatch.consumer.records import Rejected, TickDecoder
+from rnnwatch.consumer.records import Rejected, TickDecoder, parse_event_time
 from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch, make_runner
-from rnnwatch.consumer.settings import validate_scoring
+from rnnwatch.consumer.scoring import TAIL_OPTIONS, severity_of
+from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, add_scoring_arguments, scorer_config
 
-__all__ = ["SeriesScores", "register", "score_array", "score_records"]
+__all__ = ["DEFAULT_SCORER", "ScoreInput", "SeriesScores", "check_scorer", "event_ms_of", "read_input", "register",
+           "score_array", "score_records", "score_rows"]
 
 _CHUNK = 50_000  # records per micro-batch: bounds memory, same results as any other split
 _MOSTLY = 0.5  # warn when more than this fraction of rows is not scored
+DEFAULT_SCORER = "model"  # the scorer and calibrated parameters named in the model's metadata
 
 
 @dataclass(frozen=True)
 class SeriesScores:
     scores: np.ndarray  # float64 [T]; NaN where a row was not scored
-    is_anomaly: np.ndarray  # bool [T]
+    is_anomaly: np.ndarray  # bool [T]: an incident opens here
+    surprise: np.ndarray  # float64 [T]: -log10(tail); NaN where a row was not scored
+    alarm: np.ndarray  # bool [T]: over the threshold (any point of an incident)
     forecasts: np.ndarray  # float32 [T, F]: the forecast made at step t for t+1 (carried over refused rows)
     expected: np.ndarray  # float32 [T, F]: the forecast x_t was compared with (made at t-1)
     status: np.ndarray  # str [T]: "processed", or why the row was not scored (run's dead-letter reason)
 
 
 def score_array(model: str | Path | StepSignature, values: np.ndarray, *, threshold: float | None = None,
-                warmup_steps: int | None = None, halflife_steps: float | None = None) -> SeriesScores:
+                warmup_steps: int | None = None, halflife_steps: float | None = None, scorer: str | None = None,
+                scorer_options: Mapping[str, Any] | str | None = None, threshold_surprise: float | None = None,
+                incident_gap_steps: int | None = None, incident_updates: int | None = None) -> SeriesScores:
     """Score one key's series ``values`` ([T] or [T, F], message units) from a fresh state.
 
-    Rows `run` would refuse (NaN or infinite values, values outside the model's domain) are not scored:
-    their score is NaN and ``status`` names the reason.
+    ``scorer`` / ``scorer_options`` (a mapping or its JSON text) / ``threshold_surprise`` / incident options
+    override the model's defaults exactly as the flags of `run` and `score` do. Rows `run` would refuse (NaN
+    or infinite values, values outside the model's domain) are not scored: their score is NaN and ``status``
+    names the reason.
     """
-    validate_scoring(threshold, warmup_steps, halflife_steps)
+    options = json.loads(scorer_options) if isinstance(scorer_options, str) and scorer_options else scorer_options
+    overrides = ScoringOverrides(scorer=scorer, scorer_options=options or {}, threshold=threshold,
+                                 threshold_surprise=threshold_surprise, warmup_steps=warmup_steps,
+                                 halflife_steps=halflife_steps, incident_gap_steps=incident_gap_steps,
+                                 incident_updates=incident_updates)
     signature = model if isinstance(model, StepSignature) else load_signature(model)
     x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    runner = make_runner(signature, threshold=threshold, warmup_steps=warmup_steps, halflife_steps=halflife_steps)
+    runner = make_runner(signature, scoring=overrides)
     decoder = _decoder(signature, list(signature.feature_names), "", "")
     event_ms = np.arange(len(x), dtype=np.int64)
     ok, rejected = decoder.check_values(x, event_ms, int(time.time() * 1000))
@@ -75,7 +95,8 @@ def score_array(model: str | Path | StepSignature, values: np.ndarray, *, thresh
     following = np.searchsorted(kept, np.arange(len(x)), side="right")  # the next scored row after each row
     ahead = np.vstack([part.expected, last[None, :]]).astype(np.float32)
     forecasts = ahead[following]
-    return SeriesScores(res.score, res.is_anomaly, forecasts, res.expected, _status_names(res, rejected, len(x)))
+    return SeriesScores(scores=res.score, is_anomaly=res.is_anomaly, surprise=res.surprise, alarm=res.alarm,
+                        forecasts=forecasts, expected=res.expected, status=_status_names(res, rejected, len(x)))
 
 
 def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarray, x: np.ndarray) -> StepResults:
@@ -92,16 +113,22 @@ def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarra
             x=x[start:stop],
         )
         part = runner.process(batch)
-        for name in ("status", "score", "tail", "is_anomaly", "expected", "residual", "model_score", "gap"):
+        for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected",
+                     "residual", "model_score", "gap"):
             getattr(merged, name)[start:stop] = getattr(part, name)
     return merged
 
 
 def _spread(part: StepResults, kept: np.ndarray, n: int, n_features: int, rejected: list[Rejected]) -> StepResults:
-    """Results of the kept rows placed at their input positions; refused rows stay NaN / not anomalous."""
+    """Results of the kept rows placed at their input positions; refused rows stay NaN / not anomalous.
+
+    ``incident`` (the opening record's offset among the kept rows) becomes the opening row's input position.
+    """
     full = StepResults.empty(n, n_features)
-    for name in ("status", "score", "tail", "is_anomaly", "expected", "residual", "model_score", "gap"):
+    for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "expected", "residual",
+                 "model_score", "gap"):
         getattr(full, name)[kept] = getattr(part, name)
+    full.incident[kept] = np.where(part.incident >= 0, kept[np.clip(part.incident, 0, None)], -1)
     full.status[[r.index for r in rejected]] = -1
     return full
 
@@ -116,6 +143,104 @@ def _status_names(res: StepResults, rejected: list[Rejected], n: int) -> np.ndar
 def _decoder(signature: StepSignature, fields: list[str], key_field: str, time_field: str) -> TickDecoder:
     """The decoder `run` builds for this model, with run's defaults for the limits."""
     return TickDecoder(signature.features, fields, key_field=key_field or "key", time_field=time_field)
+
+
+@dataclass(frozen=True)
+class ScoreInput:
+    """A CSV read for scoring: its rows (as text, for writing back) and what the runner needs from them."""
+
+    header: list[str]
+    table: list[list[str]]
+    columns: list[str]  # value column per model feature
+    keys: list[bytes]
+    event_ms: np.ndarray  # int64 [n]
+    x: np.ndarray  # float32 [n, n_features]
+
+
+def read_input(signature: StepSignature, path: Path, *, time_column: str = "timestamp",
+               columns: list[str] | None = None, key_column: str = "") -> ScoreInput:
+    """Read and validate a CSV for ``signature`` as `evaluate` needs it (ConfigError naming the file).
+
+    Every row must parse (a labeled corpus is clean by construction); `rnnwatch score` instead refuses bad
+    rows one by one, as `run` does.
+    """
+    header, table = read_csv(path, "input")
+    value_columns = _value_columns(signature, header, columns)
+    for needed in [time_column, *value_columns, *([key_column] if key_column else [])]:
+        if needed not in header:
+            msg = f"{path}: no column {needed!r} (columns: {', '.join(header)})"
+            raise ConfigError(msg)
+    col = {name: i for i, name in enumerate(header)}
+    try:
+        x = np.array([[float(r[col[c]]) for c in value_columns] for r in table], dtype=np.float32)
+        event_ms = np.array([event_ms_of(r[col[time_column]]) for r in table], dtype=np.int64)
+    except (ValueError, IndexError) as exc:
+        msg = f"{path}: {exc}"
+        raise ConfigError(msg) from exc
+    keys = [r[col[key_column]].encode() for r in table] if key_column else [b"series"] * len(table)
+    return ScoreInput(header, table, value_columns, keys, event_ms, x.reshape(-1, len(value_columns)))
+
+
+def check_scorer(scorer: str | None, scorer_options: Mapping[str, object] | str | None) -> ScoringOverrides:
+    """The scorer choice as the runner takes it; refuses an unknown scorer or option by name (ConfigError).
+
+    ``scorer``: a spec such as ``"gaussian+likelihood"``, or None / ``"model"`` for the model's default.
+    ``scorer_options`` (a mapping or its JSON text): the override fields (``threshold``,
+    ``threshold_surprise``, ``warmup_steps``, ``halflife_steps``, ``incident_gap_steps``,
+    ``incident_updates``) and per-scorer options (``{"likelihood": {"long_halflife": 500}}``). The values
+    are checked by :class:`ScoringOverrides`, the one validation `run` applies to its settings too.
+    """
+    raw: Any
+    try:
+        raw = json.loads(scorer_options) if isinstance(scorer_options, str) and scorer_options.strip() else (
+            scorer_options if isinstance(scorer_options, Mapping) else {})
+    except json.JSONDecodeError as exc:
+        msg = f"scorer options are not valid JSON: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(raw, Mapping):
+        msg = f"scorer options must be a JSON object, got {raw!r}"
+        raise ConfigError(msg)
+    detector = {k: v for k, v in raw.items() if k not in OVERRIDE_FIELDS}
+    unknown = sorted(k for k in detector if k not in DETECTORS and k != TAIL_OPTIONS)
+    if unknown:
+        msg = (f"unknown scorer option(s) {', '.join(unknown)}: give {', '.join(OVERRIDE_FIELDS)}, or "
+               f"per-scorer options under a scorer's name ({', '.join(sorted(DETECTORS))}, {TAIL_OPTIONS})")
+        raise ConfigError(msg)
+    spec = None if scorer in (None, "", DEFAULT_SCORER) else scorer
+    try:
+        def num(name: str, kind: type[float] | type[int]) -> Any:
+            value = raw.get(name)
+            return None if value is None else kind(value)
+
+        return ScoringOverrides(scorer=spec, scorer_options=detector, threshold=num("threshold", float),
+                                threshold_surprise=num("threshold_surprise", float),
+                                warmup_steps=num("warmup_steps", int), halflife_steps=num("halflife_steps", float),
+                                incident_gap_steps=num("incident_gap_steps", int),
+                                incident_updates=num("incident_updates", int))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        msg = f"bad scorer option value: {exc}"
+        raise ConfigError(msg) from exc
+
+
+def score_rows(signature: StepSignature, keys: Sequence[bytes], event_ms: np.ndarray, x: np.ndarray, *,
+               scorer: str | None = None, scorer_options: Mapping[str, object] | str | None = None) -> StepResults:
+    """The one offline scoring path (`score`, `evaluate`): a fresh runner over the rows, in order.
+
+    ``scorer`` and ``scorer_options`` are validated here (:func:`check_scorer`) and resolved against the
+    model's metadata exactly as `run` resolves its settings (``consumer.scoring_config``).
+    """
+    return score_records(make_runner(signature, scoring=check_scorer(scorer, scorer_options)), keys, event_ms, x)
+
+
+def row_severity(signature: StepSignature, res: StepResults, overrides: ScoringOverrides) -> np.ndarray:
+    """Severity of each incident-opening row ('' elsewhere), graded as `run` grades its events."""
+    tail_at_threshold = 10.0 ** -scorer_config(signature, overrides).surprise_threshold
+    severity = np.full(len(res.score), "", dtype=object)
+    for i in np.flatnonzero(res.is_anomaly).tolist():
+        severity[i] = severity_of(float(res.tail[i]), tail_at_threshold)
+    return severity
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,6 +259,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "if the file has it; '' = the whole file is one series).")
     p.add_argument("--threshold", type=float, default=None, help="Override the model's calibrated threshold, (0, 1).")
     p.add_argument("--warmup-steps", type=int, default=None, help="Override the model's warm-up.")
+    p.add_argument("--report", default="", help="Also write a self-contained HTML report (a plot per key) here.")
+    add_scoring_arguments(p)
     p.set_defaults(func=_run)
 
 
@@ -145,7 +272,11 @@ class _Columns:
 
 
 def _run(args: argparse.Namespace) -> int:
-    validate_scoring(args.threshold, args.warmup_steps, None)
+    options = _json_object(args.scorer_options)
+    options.update({"threshold": args.threshold, "warmup_steps": args.warmup_steps,
+                    "threshold_surprise": args.threshold_surprise, "incident_gap_steps": args.incident_gap_steps,
+                    "incident_updates": args.incident_updates})
+    overrides = check_scorer(args.scorer, options)  # a bad flag is refused before the model is read
     signature = load_signature(args.model)
     header, table = read_csv(args.input, "--input")
     cols = _columns(signature, header, args)
@@ -160,17 +291,62 @@ def _run(args: argparse.Namespace) -> int:
     decoder = _decoder(signature, cols.values, cols.key, cols.time)
     kafka_keys: list[bytes | None] = [None if cols.key else b"series"] * len(docs)
     batch, kept, rejected = decoder.decode_docs(docs, kafka_keys, int(time.time() * 1000))
-    runner = make_runner(signature, threshold=args.threshold, warmup_steps=args.warmup_steps)
-    part = score_records(runner, batch.keys, batch.event_ms, batch.x)
+    part = score_rows(signature, batch.keys, batch.event_ms, batch.x, scorer=args.scorer, scorer_options=options)
     res = _spread(part, kept, len(table), signature.n_features, rejected)
     status = _status_names(res, rejected, len(table))
-    severity = np.full(len(table), "", dtype=object)
-    hits = np.flatnonzero(res.is_anomaly)
-    if hits.size:
-        severity[hits] = runner.scorer.severity(res.tail[hits])
-    _write(args.output, table, col, cols, res, severity, status)
+    _write(args.output, table, col, cols, res, row_severity(signature, res, overrides), status)
+    if args.report:
+        _write_report(Path(args.report), f"rnnwatch score: {Path(args.input).name} with {signature.name} "
+                      f"{signature.version}", cols.values, batch.keys, batch.event_ms, batch.x, part)
     _report(signature, cols, header, table, col, res, status, rejected)
     return 0
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        msg = f"--scorer-options is not valid JSON: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(value, dict):
+        msg = f"--scorer-options must be a JSON object, got {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+def _write_report(path: Path, title: str, columns: list[str], keys: Sequence[bytes], event_ms: np.ndarray,
+                  x: np.ndarray, res: StepResults) -> None:
+    """One plot per key and feature of the scored rows: values, the forecast each was compared with, flags."""
+    from rnnwatch.consumer.report import SeriesPlot, render_report
+
+    order: dict[bytes, list[int]] = {}
+    for i, k in enumerate(keys):
+        order.setdefault(k, []).append(i)
+    plots = []
+    for key, rows in order.items():
+        idx = np.array(rows, dtype=np.int64)
+        for f, column in enumerate(columns):
+            name = key.decode(errors="replace") if len(order) > 1 else ""
+            label = " / ".join(x for x in (name, column if len(columns) > 1 else "") if x) or "series"
+            flags = res.is_anomaly[idx]
+            plots.append(SeriesPlot(label, event_ms[idx], x[idx, f], expected=res.expected[idx, f],
+                                    flags=[("is_anomaly", flags)],
+                                    notes=[f"{len(idx)} rows, {int(flags.sum())} flagged"]))
+    summary = [("rows", str(len(keys))), ("keys", str(len(order))), ("flagged", str(int(res.is_anomaly.sum())))]
+    out = open_output(str(path))
+    try:
+        out.write(render_report(title, plots, summary=summary))
+    finally:
+        if out is not sys.stdout:
+            out.close()
+
+
+def event_ms_of(text: str) -> int:
+    """Event time (ms) of a CSV cell: an epoch number or an ISO 8601 string."""
+    try:
+        return parse_event_time(float(text))
+    except ValueError:
+        return parse_event_time(text)
 
 
 def _cell(row: list[str], i: int) -> str:
@@ -229,7 +405,7 @@ def output_header(cols: _Columns) -> list[str]:
     expected = ["expected"] if one else [f"expected_{c}" for c in cols.values]
     residual = ["residual"] if one else [f"residual_{c}" for c in cols.values]
     return [*([cols.key] if cols.key else []), "timestamp", *values, *expected, *residual,
-            "anomaly_score", "is_anomaly", "severity", "status"]
+            "anomaly_score", "surprise", "is_anomaly", "incident", "severity", "status"]
 
 
 def _write(path: str, table: list[list[str]], col: dict[str, int], cols: _Columns, res: StepResults,
@@ -239,13 +415,13 @@ def _write(path: str, table: list[list[str]], col: dict[str, int], cols: _Column
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(output_header(cols))
         for i, r in enumerate(table):
-            score = res.score[i]
-            scored = not np.isnan(score)
+            score, surprise, incident = res.score[i], res.surprise[i], int(res.incident[i])
             writer.writerow([
                 *([_cell(r, col[cols.key])] if cols.key else []), _cell(r, col[cols.time]),
                 *(_cell(r, col[c]) for c in cols.values),
                 *(_fmt(v) for v in res.expected[i].tolist()), *(_fmt(v) for v in res.residual[i].tolist()),
-                f"{score:.6f}" if scored else "", int(res.is_anomaly[i]), severity[i], status[i],
+                "" if np.isnan(score) else repr(float(score)), "" if np.isnan(surprise) else repr(float(surprise)),
+                int(res.is_anomaly[i]), "" if incident < 0 else incident, severity[i], status[i],
             ])
         out.flush()
     finally:

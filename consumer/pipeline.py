@@ -17,7 +17,7 @@ import numpy as np
 
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.contract import StepSignature
-from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
+from rnnwatch.consumer.events import AnomalyEvent, DeadLetter, event_id
 from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.metrics import Metrics
@@ -97,24 +97,30 @@ class Pipeline:
 
     def _anomalies(self, records: Sequence[SourceRecord], kept: np.ndarray, batch: TickBatch,
                    results: StepResults) -> list[AnomalyEvent]:
-        hits = np.flatnonzero(results.is_anomaly)
+        """One event per incident opening (an anomaly) and per incident update; none for the rest of it."""
+        hits = np.flatnonzero(results.is_anomaly | results.is_update)
         if hits.size == 0:
             return []
         scorer = self.runner.scorer
         severities = scorer.severity(results.tail[hits])
         features = self.signature.feature_names
+        threshold, threshold_surprise = scorer.config.score_threshold, scorer.threshold_surprise
         events = []
         for j, severity in zip(hits.tolist(), severities, strict=True):
             rec = records[int(kept[j])]
+            update = bool(results.is_update[j])
             event = AnomalyEvent(
                 source=self.source_uri, key=batch.keys[j], event_ms=int(batch.event_ms[j]),
-                score=round(float(results.score[j]), 9), threshold=scorer.config.threshold, severity=severity,
+                score=round(float(results.score[j]), 9), threshold=threshold, severity=severity,
                 features=features, actual=_floats(batch.x[j]), expected=_floats(results.expected[j]),
                 residual=_floats(results.residual[j]), model=self._model, topic=self.topic,
                 partition=rec.partition, offset=rec.offset, timestamp_ms=rec.timestamp,
+                surprise=round(float(results.surprise[j]), 6), threshold_surprise=round(threshold_surprise, 6),
+                incident=event_id(self.topic, rec.partition, int(results.incident[j])), incident_update=update,
             )
             self.sink.send_event(event)
-            self.metrics.anomalies.labels(severity, *self._model_labels).inc()
+            if not update:  # an incident counts once, not once per update event
+                self.metrics.anomalies.labels(severity, *self._model_labels).inc()
             if self.on_anomaly is not None:
                 self.on_anomaly(event)
             events.append(event)
@@ -131,6 +137,11 @@ class Pipeline:
                 count = int((status == code).sum())
                 if count:
                     m.records_skipped.labels(name).inc(count)
+        scored = results.surprise[status == PROCESSED]
+        m.surprise.observe_many(scored[np.isfinite(scored)])
+        alarms = int(results.alarm.sum())
+        if alarms:
+            m.alarms.inc(alarms)
         gaps = int(results.gap.sum())
         if gaps:
             m.gaps.inc(gaps)

@@ -1,7 +1,7 @@
 """Reading the changelog back: restore on assignment, bounded by the newest marker; revive; full reads.
 
-Everything here reads one changelog partition with the restore consumer (manually assigned, never in the
-group) and is written as generators that yield after each fetch, so the service can interleave a long
+Everything here reads one changelog partition with a :class:`PartitionReader` (manually assigned, never in
+the group, any transport) and is written as generators that yield after each fetch, so the service can interleave a long
 restore with its own poll loop (group membership stays alive, other partitions keep flowing) instead of
 blocking. ``run_to_end`` drives a generator to completion for the short, synchronous reads (revive).
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from kafka import TopicPartition
 
 from rnnwatch.consumer.errors import BrokerError
+from rnnwatch.consumer.kafka.types import PartitionReader, TopicPartition
 
 __all__ = ["HEADER_MARKER", "HEADER_MODEL", "HEADER_OFFSET", "HEADER_SEEN", "MARKER_KEY", "Best", "Marker",
            "RestoreJob", "ScanResult", "Snap", "header_int", "partition_end", "read_range", "read_snapshots",
@@ -130,7 +130,7 @@ class Best:
                 self.merge(key, snap)
 
 
-def _ensure(consumer: Any, tp: TopicPartition, pos: int) -> None:
+def _ensure(consumer: PartitionReader, tp: TopicPartition, pos: int) -> None:
     if consumer.assignment() != {tp}:
         consumer.assign([tp])
         consumer.seek(tp, pos)
@@ -138,17 +138,26 @@ def _ensure(consumer: Any, tp: TopicPartition, pos: int) -> None:
         consumer.seek(tp, pos)
 
 
-def find_end(consumer: Any, tp: TopicPartition) -> Step:
-    """The partition's end from a fetch's highwater (some brokers answer ListOffsets short of it)."""
+def find_end(consumer: PartitionReader, tp: TopicPartition) -> Step:
+    """The partition's end from a fetch's highwater (some brokers answer ListOffsets short of it).
+
+    kafka-python keeps a partition's state while it stays assigned (``assign`` of a set that still holds it),
+    its last highwater included, and ``seek_to_end`` does not clear it: a partition this reader already read
+    (the last one restored at start-up, then handed back after a rebalance) would report its end of back
+    then, and a restore would miss every snapshot written since. Unassigning first drops that state, so the
+    end comes from a fetch made for this call.
+    """
+    if tp in consumer.assignment():
+        consumer.assign([])
     consumer.assign([tp])
     consumer.seek_to_end(tp)
     while (highwater := consumer.highwater(tp)) is None:
-        consumer.poll(timeout_ms=100, max_records=1)
+        consumer.read(100, 1)
         yield
     return int(highwater)
 
 
-def read_range(consumer: Any, tp: TopicPartition, start: int, stop: int | None,
+def read_range(consumer: PartitionReader, tp: TopicPartition, start: int, stop: int | None,
                out: Callable[[Any], None]) -> Step:
     """Feed records of [start, stop) to ``out`` (``stop`` None: up to the highwater as it moves)."""
     pos = start
@@ -159,7 +168,7 @@ def read_range(consumer: Any, tp: TopicPartition, start: int, stop: int | None,
             return
         _ensure(consumer, tp, pos)
         room = _MAX_POLL if end is None else max(1, min(_MAX_POLL, end - pos))
-        for rec in consumer.poll(timeout_ms=100, max_records=room).get(tp, ()):
+        for rec in consumer.read(100, room):
             if stop is not None and rec.offset >= stop:
                 break
             out(rec)
@@ -194,7 +203,7 @@ class ScanResult:
     committed: int | None  # the group's committed input offset the scan was checked against
 
 
-def scan_partition(consumer: Any, topic: str, partition: int, committed: int | None) -> Step:
+def scan_partition(consumer: PartitionReader, topic: str, partition: int, committed: int | None) -> Step:
     """Read a partition's snapshots from the newest trustworthy marker (or from the start) to its end.
 
     Backward search: windows [end - w, end), w growing 4x, until one holds a marker; the newest marker is
@@ -250,7 +259,7 @@ class RestoreJob:
     restore slower than ``warn_s`` is logged as an error once (with progress every 10 s) and goes on.
     """
 
-    def __init__(self, consumer: Any, topic: str, finish: Callable[[int, ScanResult, float], Any],
+    def __init__(self, consumer: PartitionReader, topic: str, finish: Callable[[int, ScanResult, float], Any],
                  warn_s: float) -> None:
         self.consumer, self.topic, self.finish, self.warn_s = consumer, topic, finish, warn_s
         self._queue: dict[int, int | None] = {}  # partition -> committed input offset
@@ -313,12 +322,13 @@ class RestoreJob:
                      position, self.consumer.highwater(tp) if position != "?" else "?", now - running.started)
 
 
-def partition_end(consumer: Any, topic: str, partition: int) -> int:
+def partition_end(consumer: PartitionReader, topic: str, partition: int) -> int:
     """The end (highwater) of any partition, read with a plain consumer (synchronous)."""
     return int(run_to_end(find_end(consumer, TopicPartition(topic, partition))))
 
 
-def read_snapshots(consumer: Any, topic: str, partitions: Sequence[int]) -> tuple[dict[int, dict[bytes, Snap]], int]:
+def read_snapshots(consumer: PartitionReader, topic: str,
+                   partitions: Sequence[int]) -> tuple[dict[int, dict[bytes, Snap]], int]:
     """Every partition read from its first record to its end; per key the best snapshot (tombstones dropped).
 
     For tools and tests that want the changelog's full verdict (the service restores from markers).

@@ -19,7 +19,7 @@ flagged in :attr:`StepResults.reset`, which the pipeline counts and logs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -33,7 +33,8 @@ from rnnwatch.consumer.contract import (
     StepSignature,
 )
 from rnnwatch.consumer.errors import ModelError
-from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
+from rnnwatch.consumer.scoring import ResidualScorer
+from rnnwatch.consumer.scoring_config import ScoringOverrides, scorer_config
 from rnnwatch.consumer.state import NO_TIME, Column, StateTable
 
 __all__ = ["STATUS", "StepModel", "StepResults", "StepRunner", "TickBatch", "make_runner"]
@@ -65,7 +66,11 @@ class StepResults:
     status: np.ndarray
     score: np.ndarray
     tail: np.ndarray
-    is_anomaly: np.ndarray
+    surprise: np.ndarray  # -log10(tail)
+    alarm: np.ndarray  # bool [n]: over the threshold (any point of an incident)
+    is_anomaly: np.ndarray  # bool [n]: opens an incident (one event per incident)
+    is_update: np.ndarray  # bool [n]: a new peak of an open incident (an update event)
+    incident: np.ndarray  # int64 [n]: input offset of the incident's opening record, -1 where no alarm
     expected: np.ndarray
     residual: np.ndarray
     model_score: np.ndarray
@@ -78,8 +83,9 @@ class StepResults:
     def empty(cls, n: int, n_features: int) -> StepResults:
         nan = np.full(n, np.nan)
         return cls(
-            status=np.full(n, PROCESSED, dtype=np.int8), score=nan.copy(), tail=nan.copy(),
-            is_anomaly=np.zeros(n, dtype=bool), expected=np.full((n, n_features), np.nan, dtype=np.float32),
+            status=np.full(n, PROCESSED, dtype=np.int8), score=nan.copy(), tail=nan.copy(), surprise=nan.copy(),
+            alarm=np.zeros(n, dtype=bool), is_anomaly=np.zeros(n, dtype=bool), is_update=np.zeros(n, dtype=bool),
+            incident=np.full(n, -1, dtype=np.int64), expected=np.full((n, n_features), np.nan, dtype=np.float32),
             residual=np.full((n, n_features), np.nan, dtype=np.float32), model_score=nan.copy(),
             gap=np.zeros(n, dtype=bool), reset=np.zeros(n, dtype=bool),
         )
@@ -173,7 +179,7 @@ class StepRunner:
             if self.reset_on_gap:
                 table.reset(r[gap])
         x = batch.x[idx]
-        scored = self.scorer.score(table, r, x, table.steps[r])
+        scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx])
         states = {name: table.arrays[col][r] for name, col in self._state_cols}
         t0 = time.perf_counter()
         forecast, scale, model_score, new_states = self.model.run(x, states)
@@ -191,7 +197,11 @@ class StepRunner:
             results.reset[idx[broken]] = True
         results.score[idx] = scored.score
         results.tail[idx] = scored.tail
+        results.surprise[idx] = scored.surprise
+        results.alarm[idx] = scored.alarm
         results.is_anomaly[idx] = scored.is_anomaly
+        results.is_update[idx] = scored.is_update
+        results.incident[idx] = scored.incident
         results.expected[idx] = scored.expected
         results.residual[idx] = scored.residual
         if model_score is not None:
@@ -224,21 +234,22 @@ def _waves(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[n
 
 def make_runner(signature: StepSignature, *, threshold: float | None = None, warmup_steps: int | None = None,
                 halflife_steps: float | None = None, threads: int = 1, gap_ms: int = 0,
-                reset_on_gap: bool = False, input_topic: str = "") -> StepRunner:
+                reset_on_gap: bool = False, input_topic: str = "",
+                scoring: ScoringOverrides | None = None) -> StepRunner:
     """A StepRunner with the model's calibrated scoring defaults, overridden where arguments are given.
+
+    ``scoring`` carries the scorer choice (`--scorer`, `--scorer-options`, `--threshold-surprise`, incident
+    options) that `run`, `demo`, `score` and `evaluate` all accept; :func:`scorer_config` resolves it against
+    the model's metadata in one place.
 
     ``input_topic`` is part of the state identity: snapshots tag the input offset they reflect, and an
     offset means nothing for another topic (a group re-pointed at a new topic must not skip its records).
     """
-    d = signature.scoring
-    config = ScorerConfig(
-        threshold=d.threshold if threshold is None else threshold,
-        warmup_steps=d.warmup_steps if warmup_steps is None else warmup_steps,
-        halflife_steps=d.halflife_steps if halflife_steps is None else halflife_steps,
-        residual_std=np.asarray(d.residual_std, dtype=np.float32),
-        uses_model_scale=signature.has_forecast_scale,
-    )
-    scorer = ResidualScorer(config, signature.n_features)
+    o = scoring or ScoringOverrides()
+    o = replace(o, threshold=o.threshold if threshold is None else threshold,
+                warmup_steps=o.warmup_steps if warmup_steps is None else warmup_steps,
+                halflife_steps=o.halflife_steps if halflife_steps is None else halflife_steps)
+    scorer = ResidualScorer(scorer_config(signature, o), signature.n_features)
     model_cols = [Column(f"m.{s.name}", s.shape, np.dtype(np.float32), s.init) for s in signature.states]
     table = StateTable([*model_cols, *scorer.columns()], identity=f"{signature.identity}@{input_topic}")
     return StepRunner(StepModel(signature, threads), scorer, table, gap_ms=gap_ms, reset_on_gap=reset_on_gap)

@@ -1,19 +1,24 @@
-"""Residual scoring (DESIGN §4): forecast residual -> calibrated anomaly score in [0, 1] -> decision.
+"""Residual scoring (DESIGN §4): forecast residual -> surprise -> [0, 1] score -> decision -> incident.
 
 For a key at step t with input x_t and the forecast f_{t-1} (and scale s_{t-1}) made one step earlier::
 
     r_t  = x_t - f_{t-1}                       residual, message units
     z_t  = r_t / s_{t-1}                       s = the model's forecast_scale, else its residual_std
-    v    = EWMA of mean(z^2) per key           half-life `halflife_steps`; starts as a running mean
-    zn_t = z_t / sqrt(v)                       adapts the model's scale to each key's own volatility
-    p_t  = P(|N(0,1)| >= |zn_t|)               two-sided Gaussian tail (chi-square for several features)
-    score_t = 1 - p_t                          in [0, 1]; high means anomalous (river's convention)
+    S_t  = max over the configured detectors   surprise = -log10(tail probability), >= 0
+    score_t = 1 - 10**-S_t                     in [0, 1]; high means anomalous (river's convention)
+    alarm_t = S_t >= threshold_surprise        once the key has seen ``warmup_steps`` steps
 
-Scoring is kept apart from deciding (:meth:`ResidualScorer.classify`): an anomaly is ``score >=
-threshold`` once the key has seen ``warmup_steps`` steps. After warm-up the normaliser does not learn from
-points it flags (a shock must not teach the detector that shocks are normal).
+The detectors (``consumer.detectors``: gaussian, likelihood, novelty, volatility, telemanom) are chosen by a
+*spec*, ``"a+b"``; a combination alarms when any member is surprised enough, i.e. on the max of their
+surprises (the threshold is calibrated on that max, so the multiple testing is priced in). Alarms are
+grouped into incidents (``consumer.incidents``): only the opening point of an incident is an anomaly.
+Each detector's raw surprise is first calibrated to the key's own tail (``consumer.tailcal``, streaming
+peaks-over-threshold), and the max of k calibrated surprises is reduced by log10(k) (Bonferroni: the max of
+k p-values is k times likelier to be small).
+Every detector keeps learning from every point, so regime changes end (see each detector's docstring).
 
-Per-key scorer state lives in the state table (columns ``s.*``) and is checkpointed with the model state.
+Scoring is kept apart from deciding (:meth:`ResidualScorer.classify`). Per-key scorer state lives in the
+state table (columns ``s.*``) and is checkpointed with the model state.
 
 >>> import numpy as np
 >>> round(float(gaussian_tail(np.array([1.959964]))[0]), 4)
@@ -22,57 +27,129 @@ Per-key scorer state lives in the state table (columns ``s.*``) and is checkpoin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from rnnwatch.consumer.detectors import DETECTORS, Detector, Wave
+from rnnwatch.consumer.incidents import Incidents
 from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.tailcal import TailCalibrator
+from rnnwatch.consumer.tails import chi2_tail, gaussian_tail, score_of, tail_of
 
-__all__ = ["SEVERITIES", "ResidualScorer", "ScoreBatch", "ScorerConfig", "gaussian_tail", "severity_of"]
+__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "TAIL_OPTIONS", "ResidualScorer", "ScoreBatch", "ScorerConfig",
+           "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of", "surprise_of_threshold"]
 
 SEVERITIES = ("minor", "major", "critical")
-_Z2_CLIP = 25.0  # one point moves the normaliser at most as much as a 5-sigma residual (of its own scale) would
+DEFAULT_INCIDENT_GAP_STEPS = 4  # alarms up to 3 quiet steps apart are one incident
+TAIL_OPTIONS = "tail"  # options of the tail calibration (consumer.tailcal): level, halflife, eta, prior; off=1
+
+
+def surprise_of_threshold(threshold: float) -> float:
+    """The surprise a [0, 1] score threshold stands for: -log10(1 - threshold)."""
+    return -math.log10(1.0 - threshold)
+
+
+def parse_spec(spec: str) -> tuple[str, ...]:
+    """``"novelty+likelihood"`` -> ("novelty", "likelihood"); raises ValueError naming the known scorers."""
+    names = tuple(p.strip() for p in spec.split("+") if p.strip())
+    unknown = [n for n in names if n not in DETECTORS]
+    if not names or unknown or len(set(names)) != len(names):
+        what = f"unknown scorer {unknown[0]!r}" if unknown else f"scorer spec {spec!r}"
+        msg = f"{what}: use one or more of {sorted(DETECTORS)} joined by '+', each at most once"
+        raise ValueError(msg)
+    return names
+
+
+def parse_options(text: str | Mapping[str, Any] | None, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Scorer options as JSON: ``{"<scorer>": {"<option>": value}}`` (flat ``{option: value}`` for one scorer)."""
+    raw: Any = json.loads(text) if isinstance(text, str) and text.strip() else (text or {})
+    if not isinstance(raw, Mapping):
+        msg = f"scorer options must be a JSON object, got {raw!r}"
+        raise ValueError(msg)
+    if len(names) == 1 and raw and not all(isinstance(v, Mapping) for v in raw.values()):
+        raw = {names[0]: raw}
+    stray = sorted(set(raw) - set(names) - {TAIL_OPTIONS})
+    if stray or not all(isinstance(v, Mapping) for v in raw.values()):
+        msg = f"scorer options {dict(raw)!r}: expected {{scorer: {{option: value}}}} for scorers {list(names)}"
+        raise ValueError(msg)
+    return {k: dict(v) for k, v in raw.items()}
 
 
 @dataclass(frozen=True)
 class ScorerConfig:
-    threshold: float
+    threshold: float  # the [0, 1] score threshold (used when threshold_surprise is None)
     warmup_steps: int
     halflife_steps: float
     residual_std: np.ndarray  # [n_features], used when the model has no forecast_scale output
     uses_model_scale: bool
+    spec: str = "gaussian"
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    threshold_surprise: float | None = None
+    incident_gap_steps: int = DEFAULT_INCIDENT_GAP_STEPS
+    incident_updates: int = 0
+    domain: str = "real"  # the model's feature domain: "positive" features get log-returns in `volatility`
+
+    @property
+    def surprise_threshold(self) -> float:
+        if self.threshold_surprise is not None:
+            return self.threshold_surprise
+        return surprise_of_threshold(self.threshold)
+
+    @property
+    def score_threshold(self) -> float:
+        return float(score_of(np.array(self.surprise_threshold)))
 
 
 @dataclass(frozen=True)
 class ScoreBatch:
     """Scores for one wave (one record per key), aligned with the rows passed in."""
 
-    score: np.ndarray  # float64 [n]
-    tail: np.ndarray  # float64 [n], 1 - score (kept for severity without cancellation)
-    is_anomaly: np.ndarray  # bool [n]
+    score: np.ndarray  # float64 [n], 1 - 10**-surprise
+    tail: np.ndarray  # float64 [n], 10**-surprise (kept for severity without cancellation)
+    surprise: np.ndarray  # float64 [n], -log10(tail) >= 0
+    alarm: np.ndarray  # bool [n]: surprise over the threshold after warm-up (any point of an incident)
+    is_anomaly: np.ndarray  # bool [n]: the point opens an incident
+    is_update: np.ndarray  # bool [n]: the point updates its open incident (an update event)
+    incident: np.ndarray  # int64 [n]: input offset of the incident's opening record, -1 where no alarm
     expected: np.ndarray  # float32 [n, F], NaN at a key's first step
     residual: np.ndarray  # float32 [n, F]
 
 
 class ResidualScorer:
-    """Vectorised residual scorer over state-table rows."""
+    """Vectorised scorer over state-table rows: the configured detectors, the decision and the incidents."""
 
     def __init__(self, config: ScorerConfig, n_features: int) -> None:
         self.config = config
         self.n_features = n_features
-        self._alpha = 1.0 - 0.5 ** (1.0 / config.halflife_steps)
+        names = parse_spec(config.spec)
+        options = parse_options(dict(config.options), names)
+        defaults = {"gaussian": {"halflife": config.halflife_steps}}
+        self.detectors: list[Detector] = [
+            DETECTORS[n]({**defaults.get(n, {}), **options.get(n, {})}, n_features, config.domain) for n in names]
+        tail = options.get(TAIL_OPTIONS, {})
+        self.calibrators = None if tail.get("off") else [
+            TailCalibrator(f"s.{n}.tail", **{k: float(v) for k, v in tail.items() if k != "off"}) for n in names]
+        self.bonferroni = math.log10(len(names))
+        self.incidents = Incidents(config.incident_gap_steps, config.incident_updates)
+        self.threshold_surprise = config.surprise_threshold
 
     def columns(self) -> list[Column]:
         f = (self.n_features,)
-        return [
-            Column.filled("s.forecast", f, np.float32, np.nan),
-            Column.filled("s.scale", f, np.float32, np.nan),
-            Column.filled("s.var", (), np.float64, 1.0),
-            Column.filled("s.n", (), np.int64, 0),
-        ]
+        cols = [Column.filled("s.forecast", f, np.float32, np.nan), Column.filled("s.scale", f, np.float32, np.nan)]
+        for d in self.detectors:
+            cols.extend(d.columns())
+        for c in self.calibrators or []:
+            cols.extend(c.columns())
+        return [*cols, *Incidents.columns()]
 
-    def score(self, table: StateTable, rows: np.ndarray, x: np.ndarray, steps: np.ndarray) -> ScoreBatch:
-        """Score x (one row per key) against the forecasts remembered for ``rows``; update normalisers."""
+    def score(self, table: StateTable, rows: np.ndarray, x: np.ndarray, steps: np.ndarray,
+              offsets: np.ndarray | None = None) -> ScoreBatch:
+        """Score x (one row per key) against the forecasts remembered for ``rows``; every detector learns."""
         a = table.arrays
         expected = a["s.forecast"][rows]
         residual = x - expected
@@ -81,18 +158,27 @@ class ResidualScorer:
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, self.config.residual_std)
         z = (residual / scale).astype(np.float64)
         valid = np.isfinite(z).all(axis=1)
-        z = np.where(valid[:, None], z, 0.0)
-        var = a["s.var"][rows]
-        zn2 = (z * z) / var[:, None]
-        # the erfc approximation gives 1 + 3e-8 at z = 0: clipped, so a score is never below 0
-        tail = np.clip(np.where(valid, chi2_tail(zn2.sum(axis=1), self.n_features), 1.0), 0.0, 1.0)
-        score = 1.0 - tail
-        is_anomaly = self.classify(score) & valid & (steps >= self.config.warmup_steps)
-        self._learn(table, rows, z, valid & ~is_anomaly)
-        return ScoreBatch(score, tail, is_anomaly, expected, residual.astype(np.float32))
+        wave = Wave(np.asarray(x, dtype=np.float64), np.where(valid[:, None], z, 0.0), valid, self.n_features)
+        surprise = np.zeros(len(rows))
+        warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only
+        for i, d in enumerate(self.detectors):
+            raw = d.surprise(table, rows, wave)
+            if self.calibrators is not None:
+                raw = self.calibrators[i].calibrate(table, rows, raw, warm)
+            surprise = np.maximum(surprise, raw)
+        surprise = np.where(valid, np.maximum(surprise - self.bonferroni, 0.0), 0.0)
+        alarm = self.classify_surprise(surprise) & valid & (steps >= self.config.warmup_steps)
+        offs = steps if offsets is None else offsets  # any per-key increasing number identifies an incident
+        marks = self.incidents.mark(table, rows, alarm, steps, offs, surprise)
+        return ScoreBatch(score_of(surprise), tail_of(surprise), surprise, alarm, marks.opens, marks.updates,
+                          marks.incident, expected, residual.astype(np.float32))
 
     def classify(self, score: np.ndarray) -> np.ndarray:
-        return score >= self.config.threshold
+        """Decision on [0, 1] scores (the threshold's score equivalent)."""
+        return np.asarray(score >= self.config.score_threshold)
+
+    def classify_surprise(self, surprise: np.ndarray) -> np.ndarray:
+        return np.asarray(surprise >= self.threshold_surprise)
 
     def remember(self, table: StateTable, rows: np.ndarray, forecast: np.ndarray, scale: np.ndarray | None) -> None:
         """Store this step's forecast (and scale) to score the key's next point against."""
@@ -100,19 +186,8 @@ class ResidualScorer:
         if scale is not None:
             table.arrays["s.scale"][rows] = scale
 
-    def _learn(self, table: StateTable, rows: np.ndarray, z: np.ndarray, learn: np.ndarray) -> None:
-        rows, z = rows[learn], z[learn]
-        if rows.size == 0:
-            return
-        n = table.arrays["s.n"][rows] + 1
-        alpha = np.maximum(self._alpha, 1.0 / n)  # running mean first, EWMA once n > 1/alpha
-        var = table.arrays["s.var"][rows]
-        z2 = np.minimum((z * z).mean(axis=1), _Z2_CLIP * var)
-        table.arrays["s.var"][rows] = np.maximum(var + alpha * (z2 - var), 1e-6)
-        table.arrays["s.n"][rows] = n
-
     def severity(self, tail: np.ndarray) -> list[str]:
-        return [severity_of(t, 1.0 - self.config.threshold) for t in tail.tolist()]
+        return [severity_of(t, 10.0 ** -self.threshold_surprise) for t in tail.tolist()]
 
 
 def severity_of(tail: float, tail_at_threshold: float) -> str:
@@ -122,29 +197,3 @@ def severity_of(tail: float, tail_at_threshold: float) -> str:
     if tail <= tail_at_threshold * 1e-2:
         return "major"
     return "minor"
-
-
-def gaussian_tail(z: np.ndarray) -> np.ndarray:
-    """P(|N(0,1)| >= |z|) = erfc(|z|/sqrt 2), to ~1e-7 relative error, vectorised (no scipy at run time)."""
-    return _erfc(np.abs(np.asarray(z, dtype=np.float64)) / np.sqrt(2.0))
-
-
-def chi2_tail(d2: np.ndarray, k: int) -> np.ndarray:
-    """P(chi2_k >= d2): exact for k=1, Wilson-Hilferty normal approximation for k > 1."""
-    if k == 1:
-        return gaussian_tail(np.sqrt(d2))
-    c = 2.0 / (9.0 * k)
-    wh = (np.cbrt(d2 / k) - (1.0 - c)) / np.sqrt(c)
-    return 0.5 * _erfc(wh / np.sqrt(2.0))
-
-
-def _erfc(x: np.ndarray) -> np.ndarray:
-    """Complementary error function (Numerical Recipes erfcc, fractional error < 1.2e-7 everywhere)."""
-    ax = np.abs(x)
-    t = 1.0 / (1.0 + 0.5 * ax)
-    poly = -ax * ax - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
-    with np.errstate(under="ignore"):
-        ans = t * np.exp(poly)
-    return np.asarray(np.where(x >= 0, ans, 2.0 - ans))

@@ -4,7 +4,8 @@ start-up (fail fast) -> loop { restore newly assigned partitions, poll, handle b
 evict idle keys, update lag } -> shutdown (finish the batch, checkpoint, leave the group).
 
 Threading: kafka-python runs rebalance callbacks on its IO thread while this loop is blocked in ``poll()``,
-so the loop and the callbacks never touch the state table at the same time.
+librdkafka runs them inside ``poll()`` on this thread; either way the loop and the callbacks never touch
+the state table at the same time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,11 @@ from prometheus_client import CollectorRegistry
 from rnnwatch.consumer.backpressure import Backpressure
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.checkpoint import Checkpointer
-from rnnwatch.consumer.contract import StepSignature, load_signature
-from rnnwatch.consumer.errors import BrokerError, DeliveryError
+from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.errors import BrokerError, DeliveryError, RebalancedError
 from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.health import HealthState, OpsServer
+from rnnwatch.consumer.kafka import GroupSource, KafkaConfig, PartitionReader, Transport, open_transport
 from rnnwatch.consumer.limits import check_record_sizes
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
@@ -34,7 +36,6 @@ from rnnwatch.consumer.restore import partition_end
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import Settings
 from rnnwatch.consumer.sink import KafkaSink, Sink
-from rnnwatch.consumer.source import KafkaSource, consumer_config
 from rnnwatch.consumer.topics import ensure_topics
 
 __all__ = ["RunSummary", "Service"]
@@ -62,7 +63,10 @@ class RunSummary:
 
 
 class Service:
-    """Build with settings, then :meth:`start` (raises on any start-up problem) and :meth:`run`.
+    """Build with settings (raises on any start-up problem; the object is complete or not made), then :meth:`run`.
+
+    The Kafka clients come from ``transport`` (default: the one ``settings.transport`` names, see
+    ``rnnwatch.consumer.kafka``); tests pass ``rnnwatch.consumer.testing.MemoryTransport``.
 
     ``on_anomaly`` is called on the poll thread for each event, after it was handed to the producer, and is
     part of its batch: if it raises, nothing after the last checkpoint is snapshotted or committed, ``run``
@@ -72,8 +76,11 @@ class Service:
 
     def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
                  on_anomaly: Callable[[AnomalyEvent], None] | None = None,
-                 on_batch: Callable[[BatchOutcome], None] | None = None) -> None:
+                 on_batch: Callable[[BatchOutcome], None] | None = None,
+                 transport: Transport | None = None) -> None:
         self.settings = settings
+        # the Kafka clients' maker: the settings' transport, or one given (``testing.MemoryTransport``)
+        self._transport = transport or open_transport(KafkaConfig.from_settings(settings))
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.health = HealthState(settings.liveness_timeout_ms / 1000)
@@ -90,10 +97,19 @@ class Service:
         # of the session timeout keeps the member alive; past it the new owner replays from the last commit.
         self._revoke_budget_s = settings.session_timeout_ms / 3000
         self.ops: OpsServer | None = None
-        self.signature: StepSignature | None = None
+        try:
+            self._assemble()
+        except BaseException:
+            self._close_clients(leave=True)
+            raise
 
     # -- start-up ---------------------------------------------------------------------------------------
     def start(self) -> Service:
+        """The service is complete once constructed; kept so ``Service(settings).start().run()`` reads as before."""
+        return self
+
+    def _assemble(self) -> None:
+        """Build every part, in the order that fails fastest: model, ops server, Kafka clients, pipeline."""
         s = self.settings
         self.signature = signature = load_signature(s.model)  # ModelError: refuse before touching Kafka
         self.metrics.set_model(signature.name, signature.version, signature.architecture, signature.sha256)
@@ -104,12 +120,11 @@ class Service:
         log.info("model %s %s (%s, %d state bytes/key); metrics on http://%s:%d/metrics", signature.name,
                  signature.version, signature.architecture, signature.state_bytes_per_key, s.metrics_host,
                  self.ops.port)
-        self.source, self.sink, restore_consumer = self._connect()
-        runner = make_runner(signature, threshold=s.threshold, warmup_steps=s.warmup_steps,
-                             halflife_steps=s.halflife_steps, threads=s.inference_threads, gap_ms=s.gap_ms,
+        self._connect()
+        runner = make_runner(signature, scoring=s.scoring_overrides(), threads=s.inference_threads, gap_ms=s.gap_ms,
                              reset_on_gap=s.gap_policy == "reset", input_topic=s.input_topic)
         check_record_sizes(signature, runner.table, s)
-        self.store = StateStore(runner.table, s.changelog_topic, restore_consumer, key_ttl_ms=s.key_ttl_ms,
+        self.store = StateStore(runner.table, s.changelog_topic, self._reader, key_ttl_ms=s.key_ttl_ms,
                                 retention_ms=s.state_retention_ms, on_expired=self.metrics.keys_expired.inc,
                                 on_reset=lambda reason, n: self.metrics.state_resets.labels(reason).inc(n))
         self._restorer = self.store.restore_job(s.restore_warn_ms / 1000)
@@ -129,24 +144,26 @@ class Service:
                                          on_pause=self.metrics.backpressure_pauses.inc)
         self.metrics.producer_pending_bytes.set_function(lambda: self.sink.pending_bytes)
         self.metrics.consumption_paused.set_function(lambda: 1.0 if self.backpressure.paused else 0.0)
-        return self
 
-    def _connect(self) -> tuple[KafkaSource, Sink, Any]:
-        """The Kafka clients: group consumer (topics checked), producer sink, changelog reader."""
-        from kafka import KafkaConsumer
+    def _connect(self) -> None:
+        """The Kafka clients: group consumer (topics checked), producer sink, changelog reader.
 
+        Each is kept as soon as it exists, so a failure after it still closes it (``_close_clients``).
+        """
         s = self.settings
-        source = KafkaSource.connect(s)
-        partitions = ensure_topics(s, source.consumer)
-        log.info("input %s has %d partitions", s.input_topic, partitions)
-        sink = KafkaSink.connect(
-            {"bootstrap_servers": s.bootstrap_servers.split(","), "client_id": s.client_id, **s.kafka_security()},
-            output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic, changelog_topic=s.changelog_topic,
-            on_event_delivered=self.metrics.events_produced.inc,
+        self.source: GroupSource = self._transport.source(s.input_topic)
+        admin = self._transport.admin()
+        try:
+            partitions = ensure_topics(s, admin)
+        finally:
+            admin.close()
+        log.info("input %s has %d partitions (%s transport)", s.input_topic, partitions, self._transport.name)
+        self.sink: Sink = KafkaSink(
+            producer=self._transport.producer(), output_topic=s.output_topic, dead_letter_topic=s.dead_letter_topic,
+            changelog_topic=s.changelog_topic, on_event_delivered=self.metrics.events_produced.inc,
             on_error=lambda kind: self.metrics.produce_errors.labels(kind).inc(),
         )
-        restore_consumer = KafkaConsumer(**consumer_config(s, group=False), fetch_max_wait_ms=50)
-        return source, sink, restore_consumer
+        self._reader: PartitionReader = self._transport.reader()
 
     @property
     def metrics_port(self) -> int:
@@ -193,7 +210,7 @@ class Service:
         """Finish the current batch, then checkpoint and leave (safe from a signal handler)."""
         self._stop.set()
 
-    def _handle(self, records: list[Any]) -> None:
+    def _handle(self, records: Sequence[Any]) -> None:
         now = time.monotonic()
         if not self.summary.records:
             self.summary.first_record_s = now
@@ -218,18 +235,11 @@ class Service:
         * delivery failed for good (DeliveryError, a BrokerError): raised, so offsets are never committed
           past a record whose event was lost.
         """
-        from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
-
         try:
             self.checkpointer.run(rewrite=True)
-        except (CommitFailedError, RebalanceInProgressError) as exc:
+        except RebalancedError as exc:
             log.warning("offset commit failed (%s); snapshots are in the changelog, so the next owner of these "
                         "partitions skips what they already reflect", exc)
-            return
-        except KafkaError as exc:  # connection trouble on the commit: same as an unreachable broker
-            self.health.broker_ok = False
-            log.error("offset commit failed, broker unreachable: %s (retrying at the next checkpoint)", exc)
-            self.checkpointer.last_run_s = time.monotonic()
             return
         except DeliveryError:
             raise
@@ -289,14 +299,12 @@ class Service:
         if now < self._next_group_check:
             return False
         self._next_group_check = now + _HOUSEKEEPING_S
-        from kafka.errors import KafkaError
-
         try:
             for partition in sorted(self.source.partitions() - assigned):
-                end = partition_end(self.store.restore_consumer, self.settings.input_topic, partition)
+                end = partition_end(self._reader, self.settings.input_topic, partition)
                 if (self.source.committed(partition) or 0) < end:
                     return False
-        except (BrokerError, KafkaError) as exc:
+        except BrokerError as exc:
             log.warning("cannot tell whether the group caught up yet: %s", exc)
             return False
         return True
@@ -364,7 +372,7 @@ class Service:
 
     def _shutdown(self) -> DeliveryError | None:
         lost: DeliveryError | None = None
-        if getattr(self, "checkpointer", None) is not None:
+        if self.ops is not None or not self._closing:
             try:
                 self.checkpointer.run()
             except DeliveryError as exc:
@@ -372,15 +380,24 @@ class Service:
                 log.error("no final checkpoint: %s; the next start replays from the last commit", exc)
             except Exception:
                 log.exception("final checkpoint failed; the next start replays from the last commit")
-            leave = self._finish_join()
-            self._closing = True
-            for close in (lambda: self.source.close(leave=leave), self.store.restore_consumer.close,
-                          lambda: self.sink.close(timeout_s=5.0)):
-                try:  # a broker that is gone must not turn a clean stop into a crash
-                    close()
-                except Exception as exc:  # noqa: BLE001 - kafka-python raises assorted errors on close
-                    log.warning("closing a Kafka client failed: %s", exc)
+            self._close_clients(leave=self._finish_join())
+        return lost
+
+    def _close_clients(self, *, leave: bool) -> None:
+        """Close whatever Kafka clients and the ops server exist (also after a failed construction)."""
+        self._closing = True
+        closers: list[Callable[[], None]] = []
+        if (source := getattr(self, "source", None)) is not None:
+            closers.append(lambda: source.close(leave=leave))
+        if (reader := getattr(self, "_reader", None)) is not None:
+            closers.append(reader.close)
+        if (sink := getattr(self, "sink", None)) is not None:
+            closers.append(lambda: sink.close(timeout_s=5.0))
+        for close in closers:
+            try:  # a broker that is gone must not turn a clean stop into a crash
+                close()
+            except Exception as exc:  # noqa: BLE001 - clients raise assorted errors on close
+                log.warning("closing a Kafka client failed: %s", exc)
         if self.ops is not None:
             self.ops.stop()
             self.ops = None
-        return lost

@@ -20,12 +20,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rnnwatch.consumer.errors import ConfigError
 
-__all__ = ["OPTIONS", "Option", "Secret", "Settings", "add_arguments", "bundled_model_path", "load_settings",
-           "validate_scoring"]
+if TYPE_CHECKING:
+    from rnnwatch.consumer.scoring_config import ScoringOverrides
+
+__all__ = ["OPTIONS", "Option", "Secret", "Settings", "add_arguments", "bundled_model_path", "load_settings"]
 
 ENV_PREFIX = "RNNWATCH_"
 
@@ -44,6 +46,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     flag_only: bool = False
     secret: bool = False  # no flag (ps shows it); env, TOML or <name>_file only
+    repeatable: bool = False  # the flag may be given several times; the values are joined with ","
 
     @property
     def flag(self) -> str:
@@ -120,6 +123,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("auto_offset_reset", str, "earliest", "Where a new group starts.", choices=("earliest", "latest")),
     Option("broker_wait_ms", int, 30000, "How long start-up waits for the broker before failing."),
     Option("create_topics", _bool, True, "Create missing output/dead-letter/changelog topics at start-up."),
+    Option("transport", str, "kafka-python", "Kafka client library: kafka-python, or confluent (librdkafka, "
+           "faster; pip install 'rnnwatch[fast]').", choices=("kafka-python", "confluent")),
+    Option("kafka_config", str, "", "Extra client settings, librdkafka names, 'key=value' (repeatable, or "
+           "comma-separated); passed to either transport (kafka-python: dots become underscores).",
+           repeatable=True),
     # Model and messages
     Option("model", str, "", "Step model (.onnx) [default: the bundled price model]."),
     Option("key_field", str, "symbol", "JSON field holding the series key when the Kafka key is empty."),
@@ -133,6 +141,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("threshold", _opt_float, None, "Anomaly score threshold in (0,1) [default: the model's calibrated one]."),
     Option("warmup_steps", _opt_int, None, "Steps a key must see before it can raise events [default: model]."),
     Option("halflife_steps", _opt_float, None, "Half-life of the per-key residual normaliser [default: model]."),
+    Option("scorer", str, "", "Scorer spec, e.g. 'novelty+likelihood' (see README) [default: the model's]."),
+    Option("scorer_options", str, "", 'Scorer options as JSON, e.g. {"likelihood": {"long_halflife": 500}}.'),
+    Option("threshold_surprise", _opt_float, None,
+           "Alarm when -log10(tail) >= this (6 = 1e-6) [default: the model's calibrated one]."),
+    Option("incident_gap_steps", _opt_int, None, "An alarm at most this many steps after the key's previous "
+           "one continues its incident (one event per incident; 0: no grouping) [default: 4]."),
+    Option("incident_updates", _opt_int, None, "Update events an incident may emit for a new peak [default: 0]."),
     Option("gap_ms", int, 0, "Event-time gap that counts as a break in a key's series (0 = off)."),
     Option("gap_policy", str, "continue", "What a gap does to the key's state.", choices=("continue", "reset")),
     # State and delivery
@@ -201,6 +216,8 @@ class Settings:
     max_partition_fetch_bytes: int
     auto_offset_reset: str
     broker_wait_ms: int
+    transport: str
+    kafka_config: str
     create_topics: bool
     model: str
     key_field: str
@@ -213,6 +230,11 @@ class Settings:
     threshold: float | None
     warmup_steps: int | None
     halflife_steps: float | None
+    scorer: str
+    scorer_options: str
+    threshold_surprise: float | None
+    incident_gap_steps: int | None
+    incident_updates: int | None
     gap_ms: int
     gap_policy: str
     key_ttl_ms: int
@@ -239,20 +261,26 @@ class Settings:
     metrics_max_connections: int
     sasl_password_file: str
 
+    def scoring_overrides(self) -> ScoringOverrides:
+        """The scorer choice of these settings, in the form `score` and `evaluate` build from their flags."""
+        import json
+
+        from rnnwatch.consumer.scoring_config import ScoringOverrides
+
+        try:
+            options = json.loads(self.scorer_options) if self.scorer_options.strip() else {}
+        except json.JSONDecodeError as exc:
+            msg = f"scorer_options is not valid JSON: {exc}"
+            raise ConfigError(msg) from exc
+        return ScoringOverrides(scorer=self.scorer or None, scorer_options=options, threshold=self.threshold,
+                                threshold_surprise=self.threshold_surprise, warmup_steps=self.warmup_steps,
+                                halflife_steps=self.halflife_steps, incident_gap_steps=self.incident_gap_steps,
+                                incident_updates=self.incident_updates)
+
     def fields_for(self, model_features: tuple[str, ...]) -> tuple[str, ...]:
         """Message field read for each model feature, in model order."""
         mapping = parse_field_map(self.field_map)
         return tuple(mapping.get(name, name) for name in model_features)
-
-    def kafka_security(self) -> dict[str, Any]:
-        """Security-related kafka-python config, only the keys that are set."""
-        config: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if self.sasl_mechanism:
-            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password.reveal())
-        if self.ssl_cafile:
-            config["ssl_cafile"] = self.ssl_cafile
-        return config
 
 
 def _validate_durability(s: Settings) -> None:
@@ -294,6 +322,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(opt.flag, action="store_true", default=None, help=opt.help)
             continue
         metavar = None if opt.choices else "BOOL" if opt.kind is _bool else opt.name.split("_")[-1].upper()
+        if opt.repeatable:
+            parser.add_argument(opt.flag, dest=opt.name, default=None, action="append", metavar="KEY=VALUE",
+                                help=f"{opt.help}{env}")
+            continue
         parser.add_argument(opt.flag, dest=opt.name, default=None, choices=opt.choices, metavar=metavar,
                             help=f"{opt.help}{default}{env}")
 
@@ -330,7 +362,10 @@ def load_settings(
 
 def _resolve(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str], toml_values: Mapping[str, Any]) -> Any:
     if flags.get(opt.name) is not None:
-        return _convert(opt, flags[opt.name], f"flag {opt.flag}")
+        raw = flags[opt.name]
+        if opt.repeatable and isinstance(raw, list):
+            raw = ",".join(raw)
+        return _convert(opt, raw, f"flag {opt.flag}")
     if not opt.flag_only and opt.env in env:
         return _convert(opt, env[opt.env], f"environment variable {opt.env}")
     if opt.name in toml_values:
@@ -431,28 +466,18 @@ def _validate(s: Settings) -> None:
             msg = f"{name} must be >= 0, got {getattr(s, name)}"
             raise ConfigError(msg)
     _validate_durability(s)
-    validate_scoring(s.threshold, s.warmup_steps, s.halflife_steps)
     if s.metrics_port > 65535:
         msg = f"metrics_port must be a TCP port (0-65535; 0 picks a free one), got {s.metrics_port}"
         raise ConfigError(msg)
+    s.scoring_overrides()  # ConfigError naming a bad scorer, option or threshold, before anything starts
     if not s.bootstrap_servers.strip():
         msg = f"no bootstrap servers: pass --bootstrap-servers or set {ENV_PREFIX}BOOTSTRAP_SERVERS"
         raise ConfigError(msg)
     parse_field_map(s.field_map)
     _validate_limits(s)
+    from rnnwatch.consumer.kafka.config import parse_kafka_config
 
-
-def validate_scoring(threshold: float | None, warmup_steps: int | None, halflife_steps: float | None) -> None:
-    """The scoring overrides, checked the same way for `run` and for `score` (offline equals online)."""
-    if threshold is not None and not 0.0 < threshold < 1.0:
-        msg = f"threshold must be in (0, 1), got {threshold}"
-        raise ConfigError(msg)
-    if warmup_steps is not None and warmup_steps < 0:
-        msg = f"warmup_steps must be >= 0, got {warmup_steps}"
-        raise ConfigError(msg)
-    if halflife_steps is not None and halflife_steps <= 0:
-        msg = f"halflife_steps must be > 0, got {halflife_steps}"
-        raise ConfigError(msg)
+    parse_kafka_config(s.kafka_config)
 
 
 def _validate_limits(s: Settings) -> None:

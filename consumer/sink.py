@@ -1,4 +1,4 @@
-"""The producer side: anomaly events, dead letters and state snapshots through one KafkaProducer.
+"""The producer side: anomaly events, dead letters and state snapshots through one producer.
 
 Sends are asynchronous; delivery failures are remembered and surface at :meth:`Sink.flush`, which the
 checkpoint calls before it commits offsets. A failed delivery is never forgotten: every later flush raises
@@ -6,7 +6,8 @@ it again, so no later checkpoint can commit past the lost record (the process en
 the records again) even if the producer's next records go through.
 
 :attr:`KafkaSink.pending_bytes` counts what was sent but not yet acknowledged (or failed): kafka-python 3
-has no ``buffer_memory`` bound, so the service pauses consumption on it (see ``backpressure``).
+has no ``buffer_memory`` bound, so the service pauses consumption on it (see ``backpressure``). The
+producer is any transport's (``rnnwatch.consumer.kafka``): this module knows no Kafka client.
 """
 
 from __future__ import annotations
@@ -14,18 +15,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-from rnnwatch.consumer.errors import BrokerError, DeliveryError
+from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
+from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES
+from rnnwatch.consumer.kafka.types import Delivered, Headers, Producer
 
 __all__ = ["MAX_REQUEST_BYTES", "KafkaSink", "Sink"]
 
 log = logging.getLogger(__name__)
 
-# The producer's max_request_size: no single record rnnwatch writes may be larger (checked at start-up by
-# ``limits.check_record_sizes``); brokers have their own limit (message.max.bytes, 1 MiB by default).
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
 _RECORD_OVERHEAD = 64  # per-record bytes the producer keeps besides key, value and headers, roughly
 
 
@@ -44,9 +44,9 @@ class Sink(Protocol):
 
 
 class KafkaSink:
-    """kafka-python producer with acks=all; remembers the first delivery error until flush()."""
+    """Writes through a :class:`Producer` (acks=all); remembers the first delivery error until flush()."""
 
-    def __init__(self, *, producer: Any, output_topic: str, dead_letter_topic: str, changelog_topic: str,
+    def __init__(self, *, producer: Producer, output_topic: str, dead_letter_topic: str, changelog_topic: str,
                  on_event_delivered: Callable[[], None] = lambda: None,
                  on_error: Callable[[str], None] = lambda kind: None) -> None:
         self._producer = producer
@@ -61,45 +61,25 @@ class KafkaSink:
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes of records sent and not yet acknowledged or failed."""
+        """Bytes of records sent and not yet acknowledged or failed (serves due delivery callbacks first)."""
+        self._producer.serve()
         return self._pending_bytes
-
-    @classmethod
-    def connect(cls, config: dict[str, Any], **kwargs: Any) -> KafkaSink:
-        from kafka import KafkaProducer
-
-        producer = KafkaProducer(acks="all", linger_ms=5, batch_size=256 * 1024, retries=2**31 - 1,
-                                 delivery_timeout_ms=120_000, max_request_size=MAX_REQUEST_BYTES, **config)
-        return cls(producer=producer, **kwargs)
 
     def send_event(self, event: AnomalyEvent) -> None:
         key, value, headers = event.to_kafka()
-        future = self._producer.send(self.output_topic, key=key, value=value, headers=headers)
-        self._track(future, key, value, headers)
-        future.add_callback(lambda _md: self._on_event_delivered())
-        future.add_errback(self._failed("event"))
+        self._send(self.output_topic, key, value, headers, None, "event", lambda _offset: self._on_event_delivered())
 
     def send_dead_letter(self, letter: DeadLetter) -> None:
         key, value, headers = letter.to_kafka()
-        future = self._producer.send(self.dead_letter_topic, key=key, value=value, headers=headers)
-        self._track(future, key, value, headers)
-        future.add_errback(self._failed("dead_letter"))
+        self._send(self.dead_letter_topic, key, value, headers, None, "dead_letter", lambda _offset: None)
 
     def send_snapshot(self, partition: int, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]],
                       on_offset: Callable[[int], None]) -> None:
-        future = self._producer.send(self.changelog_topic, key=key, value=value, headers=headers,
-                                     partition=partition)
-        self._track(future, key, value, headers)
-        future.add_callback(lambda md: on_offset(md.offset))
-        future.add_errback(self._failed("snapshot"))
+        self._send(self.changelog_topic, key, value, headers, partition, "snapshot", on_offset)
 
     def flush(self, timeout_s: float) -> None:
         """Wait for every send so far; raise BrokerError on a timeout, DeliveryError if any send ever failed."""
-        try:
-            self._producer.flush(timeout=timeout_s)
-        except Exception as exc:  # kafka-python raises KafkaTimeoutError and friends
-            msg = f"producer flush did not complete within {timeout_s:.0f}s: {exc}"
-            raise BrokerError(msg) from exc
+        self._producer.flush(timeout_s)
         with self._lock:
             error = self._error
         if error is not None:
@@ -107,24 +87,30 @@ class KafkaSink:
             raise DeliveryError(msg) from error
 
     def close(self, timeout_s: float) -> None:
-        self._producer.close(timeout=timeout_s)
+        self._producer.close(timeout_s)
 
-    def _track(self, future: Any, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, partition: int | None,
+              kind: str, on_offset: Callable[[int], None]) -> None:
         size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers) + _RECORD_OVERHEAD
         with self._lock:
             self._pending_bytes += size
-
-        def done(_result: object) -> None:
+        try:
+            self._producer.send(topic, key, value, headers, partition, self._delivered(size, kind, on_offset))
+        except BaseException:
             with self._lock:
                 self._pending_bytes -= size
-        future.add_callback(done)
-        future.add_errback(done)
+            raise
 
-    def _failed(self, kind: str) -> Callable[[BaseException], None]:
-        def errback(exc: BaseException) -> None:
-            log.error("delivery of a %s record failed: %s", kind, exc)
+    def _delivered(self, size: int, kind: str, on_offset: Callable[[int], None]) -> Delivered:
+        def done(offset: int | None, error: BaseException | None) -> None:
+            with self._lock:
+                self._pending_bytes -= size
+            if error is None and offset is not None:
+                on_offset(offset)
+                return
+            log.error("delivery of a %s record failed: %s", kind, error)
             self._on_error(kind)
             with self._lock:
                 if self._error is None:
-                    self._error = exc
-        return errback
+                    self._error = error
+        return done

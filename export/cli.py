@@ -11,6 +11,7 @@ from typing import Any
 
 from rnnwatch.consumer.cli import run_command
 from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.export.calibrate import TARGET_FALSE_ALARM_RATE
 from rnnwatch.export.registry import ARCHITECTURES, add_arch_options, check_arch_options
 from rnnwatch.export.transform import TRANSFORMS
 
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--warmup-steps", type=int, default=20, help="Steps a key must see before it can alert.")
     t.add_argument("--halflife-steps", type=float, default=250.0, help="Half-life of the per-key normaliser.")
+    t.add_argument("--scorer", default="auto",
+                   help="Default scorer written into the model (e.g. 'gaussian+likelihood'); 'auto' picks it from "
+                        "the data: volatility for positive (log-return) series (default auto).")
+    t.add_argument("--target-rate", type=float, default=TARGET_FALSE_ALARM_RATE,
+                   help="False alarms per row the calibrated threshold aims at on held-out rows (default 10^-2.5).")
     t.add_argument("--name", default="", help="Model name (default: <csv stem>-<arch>).")
     t.add_argument("--model-version", default="1")
     t.add_argument("--trained-at", default="", help="Pin the trained_at metadata (reproducible builds).")
@@ -68,9 +74,13 @@ def _train(args: argparse.Namespace) -> int:
     from rnnwatch.export.train import train
 
     check_arch_options(args)
+    if not 0.0 < args.target_rate < 0.5:
+        msg = f"--target-rate must be in (0, 0.5), got {args.target_rate}"
+        raise ConfigError(msg)
     result = train(args)
     s = result.spec
-    print(f"wrote {result.path}: {s.name} {s.version} ({s.architecture}), threshold {s.scoring.threshold}, "
+    print(f"wrote {result.path}: {s.name} {s.version} ({s.architecture}), scorer {s.scoring.scorer}, "
+          f"threshold_surprise {s.scoring.threshold_surprise} (score {s.scoring.threshold}), "
           f"parity max abs err {result.parity['max_abs_error']:.2e}")
     return 0
 

@@ -40,10 +40,19 @@ class Scoring:
     threshold: float = 0.9999
     halflife_steps: float = 500.0
     residual_std: tuple[float, ...] = (1.0,)
+    scorer: str = ""  # "" = not written: the runtime then uses "gaussian" with the [0, 1] threshold
+    scorer_options: Mapping[str, Any] = field(default_factory=dict)
+    threshold_surprise: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"warmup_steps": self.warmup_steps, "threshold": self.threshold,
-                "halflife_steps": self.halflife_steps, "residual_std": list(self.residual_std)}
+        out: dict[str, Any] = {"warmup_steps": self.warmup_steps, "threshold": self.threshold,
+                               "halflife_steps": self.halflife_steps, "residual_std": list(self.residual_std)}
+        if self.scorer:
+            out["scorer"] = self.scorer
+            out["scorer_options"] = {k: dict(v) for k, v in self.scorer_options.items()}
+        if self.threshold_surprise is not None:
+            out["threshold_surprise"] = self.threshold_surprise
+        return out
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,13 @@ import torch
 
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.files import publish
-from rnnwatch.export.calibrate import HOLDOUT, PROVISIONAL_THRESHOLD, calibrate_threshold
+from rnnwatch.export.calibrate import (
+    HOLDOUT,
+    PROVISIONAL_THRESHOLD,
+    calibrate_scoring,
+    calibrate_threshold,
+    default_scorer,
+)
 from rnnwatch.export.convert import StepGraph, export_step_model, write_metadata
 from rnnwatch.export.data import Series, default_columns, load_series
 from rnnwatch.export.models.base import StepModule
@@ -70,9 +76,10 @@ def train(args: argparse.Namespace) -> TrainResult:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         draft = Path(tmp) / "draft.onnx"
         export_step_model(graph, draft, spec, validate=False)
-        threshold = calibrate_threshold(draft, [s.values for s in series], spec.scoring.warmup_steps)
+        scorer = args.scorer if args.scorer and args.scorer != "auto" else default_scorer(graph.transform.domain)
+        scoring = calibrate_scoring(draft, [s.values for s in series], spec.scoring, scorer, args.target_rate)
         parity = check_parity(draft, graph)
-        final = _with_provenance(_with_scoring(spec, threshold),
+        final = _with_provenance(replace(spec, scoring=scoring), target_false_alarm_rate=args.target_rate,
                                  parity={k: float(f"{v:.3g}") for k, v in parity.items()})
         write_metadata(draft, final)
         load_signature(draft)  # the runtime's own contract check, before the file appears
@@ -231,14 +238,6 @@ def _trained_at(args: argparse.Namespace) -> str:
     return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _with_scoring(spec: StepSignatureSpec, threshold: float) -> StepSignatureSpec:
-    from dataclasses import replace
-
-    return replace(spec, scoring=replace(spec.scoring, threshold=threshold))
-
-
 def _with_provenance(spec: StepSignatureSpec, **extra: Any) -> StepSignatureSpec:
-    from dataclasses import replace
-
     return replace(spec, provenance={**spec.provenance, **extra})
 

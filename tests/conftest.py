@@ -26,8 +26,22 @@ def ewma_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-series labeled corpus in NAB's layout (tests/export/tiny_corpus.py)."""
+    from tiny_corpus import write_tiny_corpus
+
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="session")
 def bundled_model() -> Path:
     return Path(bundled_model_path())
+
+
+@pytest.fixture(params=["kafka-python", "confluent"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Each Kafka transport in turn, for the tests that exercise client behaviour (both ship with make install-dev)."""
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ from rnnwatch.export.adopt.reference import Reference
 from rnnwatch.export.adopt.source import RECURRENT_OPS, Source, load_source
 from rnnwatch.export.adopt.transform import TransformSpec
 from rnnwatch.export.adopt.wrap import build_step_model, state_specs
-from rnnwatch.export.calibrate import HOLDOUT, PROVISIONAL_THRESHOLD, calibrate_threshold
+from rnnwatch.export.calibrate import HOLDOUT, PROVISIONAL_THRESHOLD, calibrate_scoring, default_scorer
 from rnnwatch.export.data import Series, load_series
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
 from rnnwatch.export.validate import _sequences as synthetic_sequences
@@ -111,9 +111,10 @@ def adopt_model(options: AdoptOptions, report: Callable[[str], None] = lambda _l
         onnx.save(model, draft)
         shape = StepShape(state_specs(mapping, reference.transform), spec.has_forecast_scale)
         parity = prove_parity(draft, reference, shape, _sequences(held, mapping.n_features, positive), positive)
-        threshold = (calibrate_threshold(draft, [s.values for s in held.series], options.warmup_steps)
-                     if held else PROVISIONAL_THRESHOLD)
-        spec = replace(spec, scoring=replace(spec.scoring, threshold=threshold),
+        scorer = default_scorer("positive" if positive else "real")
+        scoring = (calibrate_scoring(draft, [s.values for s in held.series], spec.scoring, scorer)
+                   if held else replace(spec.scoring, scorer=scorer))
+        spec = replace(spec, scoring=scoring,
                        provenance={**spec.provenance, "parity": {k: float(f"{v:.3g}") for k, v in parity.items()}})
         _replace_metadata(model, spec.metadata())
         onnx.save(model, draft)

@@ -26,25 +26,26 @@ import numpy as np
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import RestoreStats, StateStore
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.kafka import KafkaConfig, Transport, open_transport
 from rnnwatch.consumer.runner import make_runner
-from rnnwatch.consumer.settings import bundled_model_path
+from rnnwatch.consumer.settings import bundled_model_path, load_settings
 from rnnwatch.consumer.sink import KafkaSink
 
 
-def _consumer(bootstrap: str) -> Any:
-    from kafka import KafkaConsumer
-
-    return KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50,
-                         fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
-                         max_poll_records=20000)
+def _transport(bootstrap: str) -> Transport:
+    """The service's kafka-python clients (its default fetch sizes: 64 MiB fetches, 20,000 records per read)."""
+    settings = load_settings({"bootstrap_servers": bootstrap, "input_topic": "bench"}, env={})
+    return open_transport(KafkaConfig.from_settings(settings))
 
 
 def write_changelog(bootstrap: str, topic: str, keys: int, rounds: int, partitions: int) -> dict[str, Any]:
     """``rounds`` checkpoints of every key, each followed by a marker per partition; returns positions."""
     table = make_runner(load_signature(bundled_model_path()), input_topic="bench").table
-    store = StateStore(table, topic, _consumer(bootstrap))
-    sink = KafkaSink.connect({"bootstrap_servers": [bootstrap]}, output_topic="bench.anomalies",
-                             dead_letter_topic="bench.dlq", changelog_topic=topic)
+    transport = _transport(bootstrap)
+    reader = transport.reader()
+    store = StateStore(table, topic, reader)
+    sink = KafkaSink(producer=transport.producer(), output_topic="bench.anomalies", dead_letter_topic="bench.dlq",
+                     changelog_topic=topic)
     rng = np.random.default_rng(0)
     per_partition = keys // partitions
     rows = {p: table.rows_for(p, [f"K{p}-{i:06d}".encode() for i in range(per_partition)])[0]
@@ -66,7 +67,7 @@ def write_changelog(bootstrap: str, topic: str, keys: int, rounds: int, partitio
         sink.flush(120)
         store.apply_acks()
     sink.close(30)
-    store.restore_consumer.close()
+    reader.close()
     return {"seconds": round(time.monotonic() - start, 1), "position": rounds * per_partition,
             "records": sum(store.ends.values())}
 
@@ -74,7 +75,7 @@ def write_changelog(bootstrap: str, topic: str, keys: int, rounds: int, partitio
 def restore(bootstrap: str, topic: str, partitions: int, committed: int | None) -> dict[str, Any]:
     """One new owner restoring every partition; ``committed`` None makes it read whole partitions."""
     table = make_runner(load_signature(bundled_model_path()), input_topic="bench").table
-    consumer = _consumer(bootstrap)
+    consumer = _transport(bootstrap).reader()
     store = StateStore(table, topic, consumer)
     job = store.restore_job(warn_s=3600)
     for p in range(partitions):

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from helpers import price_feed, produce, read_all
-from kafka import KafkaConsumer
+from helpers import changelog_reader, price_feed, produce, read_all
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
@@ -46,9 +45,9 @@ def member_args(broker: EmbeddedBroker, topic: str, name: str, model: Path, *ext
 
 
 def _run(broker: EmbeddedBroker, topic: str, name: str, model: Path, env: dict[str, str] | None = None,
-         timeout: float = 180) -> subprocess.CompletedProcess[str]:
+         timeout: float = 180, transport: str = "kafka-python") -> subprocess.CompletedProcess[str]:
     args = member_args(broker, topic, name, model, "--max-poll-records", "700", "--checkpoint-records", "1500",
-                       "--until-caught-up")
+                       "--until-caught-up", "--transport", transport)
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False,
                           env={**os.environ, **(env or {})})
 
@@ -75,8 +74,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _final_state(broker: EmbeddedBroker, changelog: str, model: Path, topic: str) -> dict[tuple[int, bytes], Any]:
     table = make_runner(load_signature(model), input_topic=topic).table
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False,
-                             fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     try:
         latest, _ = read_snapshots(consumer, changelog, list(range(PARTITIONS)))
     finally:
@@ -107,24 +105,27 @@ def scenario(broker: EmbeddedBroker, ewma_path: Path) -> dict[str, Any]:
     summary = json.loads(ref.stdout.strip().splitlines()[-1])
     assert summary["records"] == len(feed) + 2 and summary["dead_lettered"] == 2
     events, dups = _events(broker, f"{topic}.ref")
-    assert dups == 0 and len(events) > 50
+    assert dups == 0 and len(events) > 10  # one event per incident (a shock and its reversal are one)
     state = _final_state(broker, f"{topic}-ref.state", ewma_path, topic)
     assert len(state) == 30 and all(s.steps == 250 for s in state.values())
     return {"topic": topic, "events": events, "state": state, "records": len(feed) + 2}
 
 
-@pytest.mark.parametrize(("point", "after"), [
-    ("batch.before_events", 3), ("batch.after_events", 5), ("checkpoint.before_snapshots", 2),
-    ("checkpoint.before_commit", 2), ("checkpoint.before_commit", 4),
+# every crash point with kafka-python; with librdkafka the ones where its commit and rebalance rules matter
+@pytest.mark.parametrize(("point", "after", "transport"), [
+    ("batch.before_events", 3, "kafka-python"), ("batch.after_events", 5, "kafka-python"),
+    ("checkpoint.before_snapshots", 2, "kafka-python"), ("checkpoint.before_commit", 2, "kafka-python"),
+    ("checkpoint.before_commit", 4, "kafka-python"), ("batch.after_events", 5, "confluent"),
+    ("checkpoint.before_commit", 4, "confluent"),
 ])
 def test_kill_minus_9_then_restart(broker: EmbeddedBroker, ewma_path: Path, scenario: dict[str, Any],
-                                   point: str, after: int) -> None:
-    topic, name = scenario["topic"], f"{point.replace('.', '-').replace('_', '-')}-{after}"
+                                   point: str, after: int, transport: str) -> None:
+    topic, name = scenario["topic"], f"{point.replace('.', '-').replace('_', '-')}-{after}-{transport}"
     crashed = _run(broker, topic, name, ewma_path, env={"RNNWATCH_CRASH_POINT": point,
-                                                        "RNNWATCH_CRASH_AFTER": str(after)})
+                                                        "RNNWATCH_CRASH_AFTER": str(after)}, transport=transport)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
     start = time.monotonic()
-    again = _run(broker, topic, name, ewma_path)
+    again = _run(broker, topic, name, ewma_path, transport=transport)
     recovery_s = time.monotonic() - start
     assert again.returncode == 0, again.stderr[-2000:]
     events, duplicates = _events(broker, f"{topic}.{name}")

@@ -76,8 +76,10 @@ def _input_free(event_id: str) -> str:
 
 
 def _strip(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in body.items() if k != "input"} | {"input": {k: v for k, v in body["input"].items()
-                                                                        if k not in ("topic", "timestamp")}}
+    """The body without what names the run's own topic copy (input topic, the topic in the incident id)."""
+    return ({k: v for k, v in body.items() if k not in ("input", "incident")}
+            | {"input": {k: v for k, v in body["input"].items() if k not in ("topic", "timestamp")}}
+            | {"incident": body["incident"] | {"id": _input_free(body["incident"]["id"])}})
 
 
 def _parts(text: str) -> set[int]:

@@ -85,13 +85,13 @@ class Member:
 
 
 @pytest.fixture
-def spawn(broker: EmbeddedBroker, ewma_path: Path) -> Iterator[Callable[[str, str], Member]]:
-    """Start group members; any left running by a failed test are killed at teardown."""
+def spawn(broker: EmbeddedBroker, ewma_path: Path) -> Iterator[Callable[..., Member]]:
+    """Start group members (``transport=`` names the client library); any left running are killed at teardown."""
     started: list[Member] = []
 
-    def start(topic: str, name: str) -> Member:
+    def start(topic: str, name: str, transport: str = "kafka-python") -> Member:
         args = member_args(broker, topic, name, ewma_path, "--max-poll-records", "300",
-                           "--checkpoint-interval-ms", "500")
+                           "--checkpoint-interval-ms", "500", "--transport", transport)
         started.append(Member(args))
         return started[-1]
 
@@ -171,15 +171,15 @@ def _matches_reference(broker: EmbeddedBroker, topic: str, name: str, model: Pat
 
 
 def test_scale_one_three_one_while_the_feed_flows(broker: EmbeddedBroker, ewma_path: Path,
-                                                  spawn: Callable[[str, str], Member]) -> None:
-    topic = f"scale-{int(time.time() * 1000)}"
+                                                  spawn: Callable[..., Member], transport: str) -> None:
+    topic = f"scale-{transport}-{int(time.time() * 1000)}"
     broker.create_topics([topic], partitions=PARTITIONS)
     feed = PhasedFeed(broker, topic, price_feed(24, 200, shock=(2, 150), seed=21), phases=3)
     start = time.monotonic()
-    first = spawn(topic, "scaled")
+    first = spawn(topic, "scaled", transport)
     _wait_until(lambda: first.current() == ALL_PARTITIONS, "the first member to own every partition", [first])
 
-    extra = [spawn(topic, "scaled") for _ in range(2)]
+    extra = [spawn(topic, "scaled", transport) for _ in range(2)]
     feed.release(1)  # records keep flowing while partitions move to the new members
     members = [first, *extra]
     _wait_until(lambda: _settled(members), "three members to share the partitions", members)
@@ -206,7 +206,7 @@ def test_scale_one_three_one_while_the_feed_flows(broker: EmbeddedBroker, ewma_p
 
 
 def test_zombie_frozen_past_its_session_timeout(broker: EmbeddedBroker, ewma_path: Path,
-                                                spawn: Callable[[str, str], Member]) -> None:
+                                                spawn: Callable[..., Member]) -> None:
     topic = f"zombie-{int(time.time() * 1000)}"
     group = f"{topic}-zombie"
     broker.create_topics([topic], partitions=PARTITIONS)

@@ -212,7 +212,9 @@ def test_the_transform_equals_the_one_train_bakes_in(kind: str, tmp_path: Path) 
     adopt_model(AdoptOptions(source=source, output=adopted, transform=kind, mean=(mean,), std=(std,),
                              features=("price",)))
     values = _walk(300, shock_at=200)
-    trained, ours = score_array(tmp_path / "trained.onnx", values), score_array(adopted, values)
+    # the same scorer for both (adopt writes its default scorer into the model, this spec writes none)
+    trained = score_array(tmp_path / "trained.onnx", values, scorer="gaussian")
+    ours = score_array(adopted, values, scorer="gaussian")
     np.testing.assert_allclose(ours.forecasts, trained.forecasts, rtol=1e-5)
     np.testing.assert_allclose(ours.scores, trained.scores, rtol=1e-4, atol=1e-5)  # float32 rounding, amplified
 

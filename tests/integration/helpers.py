@@ -15,6 +15,13 @@ import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 
+def changelog_reader(bootstrap: str) -> Any:
+    """A partition reader (the changelog restore's client) for ``read_snapshots``; close it after use."""
+    from rnnwatch.consumer.kafka.python import PythonReader
+
+    return PythonReader(KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50))
+
+
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     for key, value in records:

@@ -16,13 +16,21 @@ from typing import Any
 
 import pytest
 from helpers import price_feed, produce, read_all
-from kafka.errors import KafkaTimeoutError
-from kafka.future import Future
 
-from rnnwatch.consumer import sink as sink_module
 from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.errors import BrokerError
+from rnnwatch.consumer.kafka import (
+    Admin,
+    Delivered,
+    GroupSource,
+    Headers,
+    KafkaConfig,
+    PartitionReader,
+    Producer,
+    open_transport,
+)
 from rnnwatch.consumer.service import Service
-from rnnwatch.consumer.settings import load_settings
+from rnnwatch.consumer.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -32,48 +40,67 @@ POLL_RECORDS = 50
 
 
 class GatedProducer:
-    """A real KafkaProducer behind a gate: while shut, sends are held and their bytes counted."""
+    """A transport's real producer behind a gate: while shut, sends are held and their bytes counted."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: Producer) -> None:
         self.real = real
         self.open = threading.Event()
         self.lock = threading.Lock()
-        self.held: list[tuple[tuple[Any, ...], dict[str, Any], Future]] = []
+        self.held: list[tuple[Any, ...]] = []
         self.held_bytes = 0
         self.max_held_bytes = 0
 
-    def send(self, *args: Any, **kwargs: Any) -> Future:
-        future = Future()
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, partition: int | None,
+             on_delivery: Delivered) -> None:
         with self.lock:
             if not self.open.is_set():
-                self.held.append((args, kwargs, future))
-                self.held_bytes += len(kwargs.get("value") or b"") + len(kwargs.get("key") or b"")
+                self.held.append((topic, key, value, headers, partition, on_delivery))
+                self.held_bytes += len(value or b"") + len(key or b"")
                 self.max_held_bytes = max(self.max_held_bytes, self.held_bytes)
-                return future
-        self._forward(args, kwargs, future)
-        return future
+                return
+        self.real.send(topic, key, value, headers, partition, on_delivery)
 
-    def _forward(self, args: tuple[Any, ...], kwargs: dict[str, Any], future: Future) -> None:
-        real = self.real.send(*args, **kwargs)
-        real.add_callback(future.success)
-        real.add_errback(future.failure)
+    def serve(self) -> None:
+        self.real.serve()
 
     def release(self) -> None:
         with self.lock:
             self.open.set()
             held, self.held = self.held, []
-        for args, kwargs, future in held:
-            self._forward(args, kwargs, future)
+        for args in held:
+            self.real.send(*args)
 
-    def flush(self, timeout: float | None = None) -> None:
-        if not self.open.wait(timeout):
+    def flush(self, timeout_s: float) -> None:
+        if not self.open.wait(timeout_s):
             msg = "gate shut: nothing acknowledged"
-            raise KafkaTimeoutError(msg)
-        self.real.flush(timeout=timeout)
+            raise BrokerError(msg)
+        self.real.flush(timeout_s)
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout_s: float) -> None:
         self.release()
-        self.real.close(timeout=timeout)
+        self.real.close(timeout_s)
+
+
+class GatedTransport:
+    """The settings' transport, its producer gated."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.real = open_transport(KafkaConfig.from_settings(settings))
+        self.name = self.real.name
+        self.gates: list[GatedProducer] = []
+
+    def source(self, topic: str) -> GroupSource:
+        return self.real.source(topic)
+
+    def producer(self) -> GatedProducer:
+        self.gates.append(GatedProducer(self.real.producer()))
+        return self.gates[-1]
+
+    def reader(self) -> PartitionReader:
+        return self.real.reader()
+
+    def admin(self) -> Admin:
+        return self.real.admin()
 
 
 def _wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -84,29 +111,22 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
 
 
 def test_a_stalled_output_pauses_consumption_and_memory_stays_flat(
-        broker: EmbeddedBroker, topic_factory: Callable[..., str], ewma_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        broker: EmbeddedBroker, topic_factory: Callable[..., str], ewma_path: Path, transport: str) -> None:
     topic = topic_factory(partitions=2)
     feed = price_feed(4, 300, seed=11)
     produce(broker.bootstrap_servers, topic, feed)
-    gates: list[GatedProducer] = []
-    real_connect = sink_module.KafkaSink.connect.__func__  # type: ignore[attr-defined]
-
-    def gated_connect(cls: type, config: dict[str, Any], **kwargs: Any) -> Any:
-        sink = real_connect(cls, config, **kwargs)
-        gates.append(GatedProducer(sink._producer))
-        sink._producer = gates[-1]
-        return sink
-
-    monkeypatch.setattr(sink_module.KafkaSink, "connect", classmethod(gated_connect))
     settings = load_settings({
         "bootstrap_servers": broker.bootstrap_servers, "input_topic": topic, "group_id": f"{topic}-g",
         "model": str(ewma_path), "metrics_port": "0", "session_timeout_ms": "6000", "until_caught_up": True,
         "threshold": "0.0001", "warmup_steps": "0",  # every scored tick is an anomaly: one event per record
+        "incident_gap_steps": "0",  # (no incident grouping)
         "max_poll_records": str(POLL_RECORDS), "max_in_flight_bytes": str(MAX_IN_FLIGHT),
         "checkpoint_interval_ms": "600000", "checkpoint_records": "1000000", "shutdown_grace_ms": "10000",
+        "transport": transport,
     }, env={})
-    service = Service(settings).start()
+    gated = GatedTransport(settings)
+    gates = gated.gates
+    service = Service(settings, transport=gated).start()
     polls_while_paused = [0]
     real_poll = service.source.poll
 

@@ -12,16 +12,23 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from helpers import committed, price_feed, produce, read_all
-from kafka.errors import KafkaTimeoutError
-from kafka.future import Future
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.errors import DeliveryError
+from rnnwatch.consumer.kafka import (
+    Admin,
+    Delivered,
+    GroupSource,
+    Headers,
+    KafkaConfig,
+    PartitionReader,
+    Producer,
+    open_transport,
+)
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import Settings, load_settings
 
@@ -70,32 +77,48 @@ def test_broker_lost_mid_run_makes_the_detector_unready_not_dead(ewma_path: Path
 class _FailingEvents:
     """The real producer, except that every anomaly event fails as an expired batch does."""
 
-    def __init__(self, producer: Any, output_topic: str) -> None:
+    def __init__(self, producer: Producer, output_topic: str) -> None:
         self.producer, self.output_topic = producer, output_topic
 
-    def send(self, topic: str, **kwargs: Any) -> Any:
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, partition: int | None,
+             on_delivery: Delivered) -> None:
         if topic != self.output_topic:
-            return self.producer.send(topic, **kwargs)
-        future = Future()
-        future.failure(KafkaTimeoutError(f"Expiring 1 record(s) for {topic}: 120000 ms has passed"))
-        return future
+            self.producer.send(topic, key, value, headers, partition, on_delivery)
+            return
+        on_delivery(None, TimeoutError(f"Expiring 1 record(s) for {topic}: 120000 ms has passed"))
 
-    def flush(self, timeout: float | None = None) -> None:
-        self.producer.flush(timeout=timeout)
+    def serve(self) -> None:
+        self.producer.serve()
 
-    def close(self, timeout: float | None = None) -> None:
-        self.producer.close(timeout=timeout)
+    def flush(self, timeout_s: float) -> None:
+        self.producer.flush(timeout_s)
+
+    def close(self, timeout_s: float) -> None:
+        self.producer.close(timeout_s)
 
 
-class _LossyService(Service):
-    def _connect(self) -> tuple[Any, Any, Any]:
-        source, sink, reader = super()._connect()
-        sink._producer = _FailingEvents(sink._producer, self.settings.output_topic)  # type: ignore[attr-defined]
-        return source, sink, reader
+class _LossyTransport:
+    """The settings' transport, with a producer that loses every anomaly event."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.real = open_transport(KafkaConfig.from_settings(settings))
+        self.name, self.output_topic = self.real.name, settings.output_topic
+
+    def source(self, topic: str) -> GroupSource:
+        return self.real.source(topic)
+
+    def producer(self) -> Producer:
+        return _FailingEvents(self.real.producer(), self.output_topic)
+
+    def reader(self) -> PartitionReader:
+        return self.real.reader()
+
+    def admin(self) -> Admin:
+        return self.real.admin()
 
 
 def test_a_delivery_failure_stops_the_commit(broker: EmbeddedBroker, topic_factory: Callable[..., str],
-                                             ewma_path: Path) -> None:
+                                             ewma_path: Path, transport: str) -> None:
     """Events the producer gives up on: the run ends with DeliveryError, nothing is committed or snapshotted
     (not even by the shutdown), and a restart produces every event an uninterrupted run produces."""
     topic, ref_topic = topic_factory(partitions=2), topic_factory(partitions=2)
@@ -106,10 +129,11 @@ def test_a_delivery_failure_stops_the_commit(broker: EmbeddedBroker, topic_facto
     def settings(t: str) -> Settings:
         return load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": t, "group_id": f"{t}-g",
                               "model": str(ewma_path), "metrics_port": "0", "metrics_host": "127.0.0.1",
-                              "session_timeout_ms": "6000", "until_caught_up": True}, env={})
+                              "session_timeout_ms": "6000", "until_caught_up": True, "transport": transport},
+                             env={})
 
     with pytest.raises(DeliveryError):
-        _LossyService(settings(topic)).start().run()
+        Service(settings(topic), transport=_LossyTransport(settings(topic))).start().run()
     assert sum(v or 0 for v in committed(broker.bootstrap_servers, f"{topic}-g", topic).values()) == 0
     assert read_all(broker.bootstrap_servers, f"{topic}-g.state") == []
     Service(settings(topic)).start().run()

@@ -37,11 +37,12 @@ def _run_args(broker: EmbeddedBroker, topic: str, group: str, model: Path, *extr
 
 
 def test_until_caught_up_events_dead_letters_and_restart(broker: EmbeddedBroker, topic_factory: Callable[..., str],
-                                                         bundled_model: Path) -> None:
+                                                         bundled_model: Path, transport: str) -> None:
     topic = topic_factory(partitions=3)
     feed = price_feed(20, 120, shock=(7, 90))
     produce(broker.bootstrap_servers, topic, feed[:1200] + MALFORMED + feed[1200:])
-    out = subprocess.run(_run_args(broker, topic, "g1", bundled_model, "--until-caught-up"),
+    group = f"{topic}-g1"  # its own changelog: runs of this test (one per transport) must not share state
+    out = subprocess.run(_run_args(broker, topic, group, bundled_model, "--until-caught-up", "--transport", transport),
                          capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -67,10 +68,11 @@ def test_until_caught_up_events_dead_letters_and_restart(broker: EmbeddedBroker,
     assert reasons[b"invalid_json"].value == b"{not json"
     assert dict(reasons[b"invalid_json"].headers)["rnnwatch-original-topic"] == topic.encode()
 
-    offsets = committed(broker.bootstrap_servers, "g1", topic)
+    offsets = committed(broker.bootstrap_servers, group, topic)
     assert sum(v or 0 for v in offsets.values()) == len(feed) + 3
 
-    again = subprocess.run(_run_args(broker, topic, "g1", bundled_model, "--until-caught-up"),
+    again = subprocess.run(_run_args(broker, topic, group, bundled_model, "--until-caught-up", "--transport",
+                                     transport),
                            capture_output=True, text=True, timeout=120, check=False)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1])["records"] == 0

@@ -8,12 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import price_feed, produce, read_all
-from kafka import KafkaConsumer, KafkaProducer
+from helpers import changelog_reader, price_feed, produce, read_all
+from kafka import KafkaProducer
 from onnx_builders import ewma_model
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
+from rnnwatch.consumer.restore import run_to_end, scan_partition
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
 
@@ -67,7 +68,7 @@ def test_snapshots_of_another_model_are_discarded_and_counted(broker: EmbeddedBr
     assert _value(second, "rnnwatch_state_resets_total", reason="model_changed") == 4
     assert _value(second, "rnnwatch_state_keys_restored_total") == 0
     assert summary.processed == 40  # only the new records: the old ones stay skipped, none re-applied
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     latest, _ = read_snapshots(consumer, f"{group}.state", [0, 1])
     consumer.close()
     table = second.store.table
@@ -80,7 +81,7 @@ def _events(broker: EmbeddedBroker, topic: str) -> list[dict[str, Any]]:
 
 
 def _state(broker: EmbeddedBroker, group: str, service: Service) -> dict[bytes, tuple[int, int]]:
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     latest, _ = read_snapshots(consumer, f"{group}.state", [0])
     consumer.close()
     table = service.store.table
@@ -94,7 +95,7 @@ def test_the_snapshot_with_the_highest_input_offset_wins_over_a_later_written_on
     feed = price_feed(3, 25, seed=6)
     produce(broker.bootstrap_servers, topic, feed[:30])
     _service(broker, topic, group, ewma_path).start().run()
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     older = next(r for r in read_all(broker.bootstrap_servers, f"{group}.state") if r.key == b"S001")
     consumer.close()
     produce(broker.bootstrap_servers, topic, feed[30:60])
@@ -137,3 +138,23 @@ def test_no_events_during_warm_up_after_a_model_change(broker: EmbeddedBroker, t
     warm_up = {120 + 4 * step + 1 for step in range(3)}
     assert not warm_up & set(steps_of_s001)  # no event while the key re-warms under the new model ...
     assert 120 + 4 * 7 + 1 in steps_of_s001  # ... and the jump after it is flagged
+
+
+def test_a_partition_read_again_by_the_same_reader_is_read_to_its_current_end(
+        broker: EmbeddedBroker, topic_factory: Callable[..., str]) -> None:
+    """kafka-python keeps a partition's last highwater while the partition stays assigned to a consumer.
+
+    The restore consumer last read this partition when it was empty (a member's start-up restore); a restore
+    of the same partition after it grew (handed back by a rebalance) must read what was written since, not
+    stop at the end it saw then.
+    """
+    topic = topic_factory(partitions=1)
+    reader = changelog_reader(broker.bootstrap_servers)
+    try:
+        first = run_to_end(scan_partition(reader, topic, 0, None))
+        assert (first.end, first.best.records) == (0, 0)
+        produce(broker.bootstrap_servers, topic, price_feed(3, 5))
+        again = run_to_end(scan_partition(reader, topic, 0, None))
+        assert (again.end, again.best.records, len(again.best.by_key)) == (15, 15, 3)
+    finally:
+        reader.close()

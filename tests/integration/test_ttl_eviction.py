@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import price_feed, produce
-from kafka import KafkaConsumer
+from helpers import changelog_reader, price_feed, produce
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
@@ -43,7 +42,7 @@ def test_evicted_key_returns_with_its_state(broker: EmbeddedBroker, topic_factor
     runner.join(timeout=30)
     assert sample("rnnwatch_records_processed_total", {}) == len(feed)
     assert (sample("rnnwatch_state_resets_total", {"reason": "corrupt_snapshot"}) or 0) == 0
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, fetch_max_wait_ms=50)
+    consumer = changelog_reader(broker.bootstrap_servers)
     latest, _ = read_snapshots(consumer, f"{topic}-g.state", [0])
     consumer.close()
     steps = sorted(service.store.table.decode(s.value).steps for s in latest[0].values())

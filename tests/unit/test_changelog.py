@@ -240,3 +240,25 @@ def test_a_late_write_just_before_the_marker_start_never_hides_the_owners_snapsh
     stats = again.restore()
     assert stats.start > 0
     assert in_memory(again) == in_memory(owner)  # the owner's states, none hidden by the stale write
+
+
+def test_a_partition_restored_again_by_the_same_member_is_read_to_its_current_end() -> None:
+    """The restore consumer keeps a partition's last highwater while the partition stays assigned to it.
+
+    A member restores partition 0 at start-up (the changelog still empty: its reader's last fetch saw end 0),
+    the partition moves to another member, which steps every key and checkpoints, and comes back. The second
+    restore must read those snapshots: one that took the stale end of 0 read nothing and every key restarted
+    cold (the scale 1 -> 3 -> 1 chaos test's extra events).
+    """
+    c, clock = new_cluster(), Clock()
+    member = Owner(c, clock)
+    member.restore()
+    other = Owner(c, clock)
+    other.restore()
+    other.step(keys(10))
+    other.checkpoint()
+    member.store.forget_partition(0)  # the member's revocation ...
+    member.checkpointer.forget({0})
+    stats = member.restore()  # ... and its assignment of the partition again
+    assert stats.keys == 10
+    assert in_memory(member) == in_memory(other) == full_read(c)

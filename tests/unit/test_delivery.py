@@ -134,7 +134,7 @@ def test_a_delivery_failure_seen_on_revoke_stops_the_service(ewma_path: Path, re
     revoked_at: list[int] = []
 
     def rebalance_once_an_event_is_pending(source: FakeSource, n: int) -> None:
-        if not revoked_at and any(topic.endswith(".anomalies") for topic, *_ in producer._pending):
+        if not revoked_at and any(topic.endswith(".anomalies") for topic, *_ in producer.pending):
             revoked_at.append(n)
             revoke_and_reassign_at(n)(source, n)  # its checkpoint flushes the doomed event
 
@@ -248,3 +248,49 @@ def test_a_join_that_does_not_complete_in_time_is_not_left(ewma_path: Path) -> N
     service.source.script = lambda source, n: service.request_stop() if n == 1 else None
     service.run()
     assert service.source.events[-1] == "closed without leaving", service.source.events
+
+
+def test_a_partition_that_comes_back_to_a_member_brings_its_state(ewma_path: Path,
+                                                                  reference: dict[str, Any]) -> None:
+    """Partition 1 is the last one the member restored at start-up; a rebalance gives it back alone (after the
+    revoke's checkpoint wrote its keys' snapshots), partition 0 follows later. Both must continue from their
+    snapshots: a restore that read nothing left partition 1's keys cold, with events and state unlike an
+    uninterrupted run's."""
+    def rebalance(source: FakeSource, n: int) -> None:
+        if n == 8:  # partition 0 is done, partition 1 half way (30 records a poll, 0 first)
+            source.revoke({0, 1})
+            source.assign({1})
+        if n == 10:
+            source.assign({0})
+
+    c = cluster()
+    run(c, ewma_path, script=rebalance, overrides={"max_poll_records": "30"})
+    assert committed(c) == reference["committed"]
+    assert_same_as_reference(c, ewma_path, reference)
+
+
+def test_a_commit_refused_by_a_rebalance_is_survived_and_the_next_checkpoint_commits(
+        ewma_path: Path, reference: dict[str, Any]) -> None:
+    """A RebalancedError from the commit (whichever client said it) is logged, not fatal: the snapshots are in
+    the changelog, and the next checkpoint commits the positions."""
+    from rnnwatch.consumer.errors import RebalancedError
+
+    refused: list[dict[int, int]] = []
+
+    def refuse_the_first_commit(source: FakeSource, n: int) -> None:
+        if n == 1:
+            real = source.commit
+
+            def commit(positions: dict[int, int], *, blocking: bool = True) -> None:
+                if positions and not refused:
+                    refused.append(dict(positions))
+                    raise RebalancedError("offset commit refused, the group is rebalancing")
+                real(positions, blocking=blocking)
+            source.commit = commit  # type: ignore[method-assign]
+
+    c = cluster()
+    run(c, ewma_path, script=refuse_the_first_commit,
+        overrides={"max_poll_records": "60", "checkpoint_records": "60"})
+    assert refused
+    assert committed(c) == reference["committed"]
+    assert_same_as_reference(c, ewma_path, reference)

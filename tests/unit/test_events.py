@@ -13,7 +13,8 @@ def _event() -> AnomalyEvent:
     return AnomalyEvent(source="rnnwatch://g/prices-gru", key=b"AAPL", event_ms=1_551_657_600_000, score=0.9999991,
                         threshold=0.9993, severity="major", features=["price"], actual=[160.21], expected=[172.5],
                         residual=[-12.29], model={"name": "prices-gru", "version": "1", "sha256": "ab" * 32},
-                        topic="prices", partition=2, offset=18231, timestamp_ms=1_551_657_600_123)
+                        topic="prices", partition=2, offset=18231, timestamp_ms=1_551_657_600_123,
+                        surprise=6.045757, threshold_surprise=3.154902, incident="prices-2-18229")
 
 
 def test_cloudevents_headers_and_key() -> None:
@@ -38,6 +39,7 @@ def test_body_fields() -> None:
     body = orjson.loads(_event().to_kafka()[1])
     assert body == {
         "key": "AAPL", "event_time": "2019-03-04T00:00:00.000Z", "score": 0.9999991, "threshold": 0.9993,
+        "surprise": 6.045757, "threshold_surprise": 3.154902, "incident": {"id": "prices-2-18229", "update": False},
         "severity": "major", "actual": {"price": 160.21}, "expected": {"price": 172.5},
         "residual": {"price": -12.29}, "model": {"name": "prices-gru", "version": "1", "sha256": "ab" * 32},
         "input": {"topic": "prices", "partition": 2, "offset": 18231, "timestamp": 1_551_657_600_123},

@@ -94,8 +94,8 @@ def test_several_series_without_a_key_get_a_hint(bundled_model: Path, capsys: py
 def test_bundled_prices_score_with_default_flags(bundled_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, rows, err = _score(capsys, "--model", str(bundled_model), "--input", str(bundled_prices_path()))
     assert code == 0, err
-    assert list(rows[0]) == ["symbol", "timestamp", "value", "expected", "residual", "anomaly_score", "is_anomaly",
-                             "severity", "status"]
+    assert list(rows[0]) == ["symbol", "timestamp", "value", "expected", "residual", "anomaly_score", "surprise",
+                             "is_anomaly", "incident", "severity", "status"]
     assert {r["status"] for r in rows} == {"processed"}
     assert "warning" not in err
     hits = [r for r in rows if r["is_anomaly"] == "1"]

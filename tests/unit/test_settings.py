@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.settings import add_arguments, load_settings
+from rnnwatch.consumer.settings import Settings, add_arguments, load_settings
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -76,7 +77,10 @@ def test_field_map_and_help_shows_env() -> None:
 
 
 def test_group_liveness_reaches_the_consumer_and_is_checked() -> None:
-    from rnnwatch.consumer.source import consumer_config
+    from rnnwatch.consumer.kafka import KafkaConfig
+
+    def consumer_config(s: Settings) -> dict[str, Any]:
+        return KafkaConfig.from_settings(s).python_consumer(group=True)
 
     s = load_settings(_args("--input-topic", "t", "--max-poll-interval-ms", "60000"), env={})
     config = consumer_config(s)
@@ -96,3 +100,23 @@ def test_state_retention_must_outlast_the_ttl() -> None:
     with pytest.raises(ConfigError, match="state_retention_ms"):
         load_settings(_args("--input-topic", "t", "--state-retention-ms", "3600000"), env={})
     assert load_settings(_args("--input-topic", "t", "--state-retention-ms", "0"), env={}).state_retention_ms == 0
+
+
+def test_scorer_flags_and_env_resolve_like_score_does() -> None:
+    s = load_settings(_args("--input-topic", "t", "--scorer", "gaussian+likelihood", "--scorer-options",
+                            '{"likelihood": {"long_halflife": 500}}', "--incident-gap-steps", "0"),
+                      env={"RNNWATCH_THRESHOLD_SURPRISE": "6"})
+    o = s.scoring_overrides()
+    assert (o.scorer, dict(o.scorer_options), o.threshold_surprise, o.incident_gap_steps) == (
+        "gaussian+likelihood", {"likelihood": {"long_halflife": 500}}, 6.0, 0)
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--scorer", "gaussian+nope"], "unknown scorer 'nope'"),
+    (["--scorer", "likelihood", "--scorer-options", '{"likelihood": {"colour": 1}}'], "colour"),
+    (["--scorer-options", "{oops"], "not valid JSON"),
+    (["--threshold-surprise", "0"], "threshold_surprise"),
+])
+def test_bad_scorer_settings_are_refused_at_start_up(argv: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(_args("--input-topic", "t", *argv), env={})

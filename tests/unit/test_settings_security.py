@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.kafka import KafkaConfig
 from rnnwatch.consumer.settings import add_arguments, load_settings
 
 SECRET = "hunter2-Zq9"  # noqa: S105 - a test value that must never be echoed
@@ -41,7 +42,9 @@ def test_the_password_comes_from_a_file_or_the_environment(tmp_path: Path) -> No
     from_flag_file = load_settings(_args("--input-topic", "t", "--sasl-password-file", str(secret_file)), env=base)
     from_env = load_settings(_args("--input-topic", "t"), env={**base, "RNNWATCH_SASL_PASSWORD": SECRET})
     for s in (from_file, from_flag_file, from_env):
-        assert s.kafka_security()["sasl_plain_password"] == SECRET
+        config = KafkaConfig.from_settings(s)
+        assert config.python_common("consumer")["sasl_plain_password"] == SECRET
+        assert config.rdkafka_common()["sasl.password"] == SECRET
 
 
 def test_the_password_never_shows_in_repr_or_errors(tmp_path: Path) -> None:

@@ -110,3 +110,19 @@ def test_a_restart_reads_a_bounded_part_of_a_long_changelog(ewma_path: Path) -> 
     again.run()
     assert again.summary.processed == 200
     assert again.reader.records_read <= 4096 + 3 * 200 < history  # one search window, not the history
+
+
+def test_a_service_that_cannot_be_built_closes_the_clients_it_made(ewma_path: Path) -> None:
+    """Construction is all or nothing: an input topic that does not exist is refused, and the group member
+    already made for it is closed (not left in the group)."""
+    from rnnwatch.consumer.errors import ConfigError
+    from rnnwatch.consumer.service import Service
+    from rnnwatch.consumer.testing import MemoryTransport
+
+    c = FakeCluster()
+    c.create("other", 1)
+    transport = MemoryTransport(c, group="g", owned={0})
+    c.topics["ticks"] = []  # the member can be made (no partitions), the topic check then refuses it
+    with pytest.raises(ConfigError, match="does not exist"):
+        Service(settings(ewma_path, input_topic="ticks", broker_wait_ms="200"), transport=transport)
+    assert [s.events[-1] for s in transport.sources] == ["closed"]

@@ -8,7 +8,9 @@ import pytest
 from kafka.errors import IncompatibleBrokerVersion
 
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.settings import load_settings
+from rnnwatch.consumer.kafka import KafkaConfig
+from rnnwatch.consumer.kafka.python import PythonAdmin
+from rnnwatch.consumer.settings import Settings, load_settings
 from rnnwatch.consumer.topics import ensure_topics
 
 
@@ -38,11 +40,16 @@ class _Cluster:
         pass
 
 
+def _admin(settings: Settings, cluster: _Cluster) -> PythonAdmin:
+    return PythonAdmin(KafkaConfig.from_settings(settings), metadata=cluster, client=cluster)
+
+
 @pytest.mark.parametrize(("setting", "sent"), [(None, -1), ("3", 3)])
 def test_created_topics_carry_the_configured_replication_factor(setting: str | None, sent: int) -> None:
     cluster = _Cluster({"ticks": 4})
     values = {"input_topic": "ticks"} | ({"replication_factor": setting} if setting else {})
-    ensure_topics(load_settings(values, env={}), cluster, admin_factory=lambda: cluster)
+    s = load_settings(values, env={})
+    ensure_topics(s, _admin(s, cluster))
     assert {name for spec in cluster.requests for name in spec} == {"ticks.anomalies", "ticks.dlq", "rnnwatch.state"}
     for spec in cluster.requests:
         (topic,) = spec.values()
@@ -53,4 +60,5 @@ def test_created_topics_carry_the_configured_replication_factor(setting: str | N
 def test_a_broker_older_than_2_4_needs_an_explicit_factor_and_says_so() -> None:
     cluster = _Cluster({"ticks": 1}, old_broker=True)
     with pytest.raises(ConfigError, match="--replication-factor"):
-        ensure_topics(load_settings({"input_topic": "ticks"}, env={}), cluster, admin_factory=lambda: cluster)
+        s = load_settings({"input_topic": "ticks"}, env={})
+        ensure_topics(s, _admin(s, cluster))

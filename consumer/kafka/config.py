@@ -1,0 +1,216 @@
+"""Client configuration, built once from the settings, for every client of either transport.
+
+The bootstrap list is parsed here and only here; security settings are mapped to each client's own names
+(kafka-python: ``sasl_plain_username``, librdkafka: ``sasl.username``); ``--kafka-config key=value``
+entries use librdkafka's names and pass through to both transports: to librdkafka as they are (it rejects
+unknown names when the client is built), to kafka-python with dots turned into underscores (plus a few
+aliases where the two differ), checked against the clients' known keys — an unknown key is refused at
+start-up, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.settings import Secret, Settings
+
+__all__ = ["MAX_REQUEST_BYTES", "KafkaConfig", "parse_kafka_config", "parse_servers"]
+
+# The producers' request limit: no single record rnnwatch writes may be larger (checked at start-up by
+# ``limits.check_record_sizes``); brokers have their own limit (message.max.bytes, 1 MiB by default).
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+# librdkafka name -> kafka-python name, where the plain dots-to-underscores rule does not give it
+_PY_ALIASES = {
+    "sasl.mechanisms": "sasl_mechanism",
+    "sasl.username": "sasl_plain_username",
+    "sasl.password": "sasl_plain_password",
+    "ssl.ca.location": "ssl_cafile",
+    "ssl.certificate.location": "ssl_certfile",
+    "ssl.key.location": "ssl_keyfile",
+    "ssl.key.password": "ssl_password",
+    "ssl.endpoint.identification.algorithm": "ssl_check_hostname",
+    "fetch.wait.max.ms": "fetch_max_wait_ms",
+    "queue.buffering.max.ms": "linger_ms",
+}
+# Settings of their own: set them with their flags, not through the pass-through.
+_OWNED = {"bootstrap.servers": "--bootstrap-servers", "group.id": "--group-id", "client.id": "--client-id",
+          "enable.auto.commit": "(rnnwatch commits itself)", "enable.auto.offset.store": "(rnnwatch commits itself)",
+          "isolation.level": "(always read_committed)"}
+
+
+def parse_servers(text: str) -> tuple[str, ...]:
+    """``host:port[,host:port]`` as a tuple, blanks dropped (the one place the list is parsed)."""
+    return tuple(filter(None, (h.strip() for h in text.split(","))))
+
+
+def parse_kafka_config(text: str) -> tuple[tuple[str, str], ...]:
+    """``key=value,key=value``; an entry without ``=`` continues the previous value (``debug=broker,topic``)."""
+    pairs: list[list[str]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            pairs.append([key.strip(), value.strip()])
+        elif pairs:
+            pairs[-1][1] += "," + part
+        else:
+            msg = f"kafka_config entry {part!r} must look like key=value (librdkafka names, e.g. fetch.wait.max.ms=10)"
+            raise ConfigError(msg)
+    for key, _ in pairs:
+        if key in _OWNED:
+            msg = f"kafka_config {key!r} is set by rnnwatch: use {_OWNED[key]}"
+            raise ConfigError(msg)
+    return tuple((k, v) for k, v in pairs)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Everything the clients need to know, in rnnwatch's names; ``python_*``/``rdkafka_*`` give client configs."""
+
+    transport: str
+    servers: tuple[str, ...]
+    client_id: str
+    group_id: str
+    security_protocol: str
+    sasl_mechanism: str
+    sasl_username: str
+    sasl_password: Secret
+    ssl_cafile: str
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    max_poll_interval_ms: int
+    auto_offset_reset: str
+    fetch_max_bytes: int
+    max_partition_fetch_bytes: int
+    max_poll_records: int
+    broker_wait_ms: int
+    extra: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> KafkaConfig:
+        servers = parse_servers(s.bootstrap_servers)
+        if not servers:
+            msg = "no bootstrap servers: pass --bootstrap-servers or set RNNWATCH_BOOTSTRAP_SERVERS"
+            raise ConfigError(msg)
+        return cls(transport=s.transport, servers=servers, client_id=s.client_id, group_id=s.group_id,
+                   security_protocol=s.security_protocol, sasl_mechanism=s.sasl_mechanism,
+                   sasl_username=s.sasl_username, sasl_password=s.sasl_password, ssl_cafile=s.ssl_cafile,
+                   session_timeout_ms=s.session_timeout_ms,
+                   heartbeat_interval_ms=s.heartbeat_interval_ms or max(100, s.session_timeout_ms // 4),
+                   max_poll_interval_ms=s.max_poll_interval_ms, auto_offset_reset=s.auto_offset_reset,
+                   fetch_max_bytes=s.fetch_max_bytes, max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+                   max_poll_records=s.max_poll_records, broker_wait_ms=s.broker_wait_ms,
+                   extra=parse_kafka_config(s.kafka_config))
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(self.servers)
+
+    # -- kafka-python ----------------------------------------------------------------------------------
+    def python_common(self, kind: str) -> dict[str, Any]:
+        """Config shared by kafka-python clients of ``kind`` (consumer, producer, admin).
+
+        ``bootstrap_timeout_ms`` is the broker wait: a client built against a broker that is down gives up
+        after it (kafka-python's own default is 30 s whatever ``broker_wait_ms`` says).
+        """
+        config: dict[str, Any] = {"bootstrap_servers": list(self.servers), "client_id": self.client_id,
+                                  "security_protocol": self.security_protocol,
+                                  "bootstrap_timeout_ms": self.broker_wait_ms}
+        if self.sasl_mechanism:
+            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
+                          sasl_plain_password=self.sasl_password.reveal())
+        if self.ssl_cafile:
+            config["ssl_cafile"] = self.ssl_cafile
+        config.update(_python_extra(self.extra, kind))
+        return config
+
+    def python_consumer(self, *, group: bool) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "enable_auto_commit": False, "auto_offset_reset": self.auto_offset_reset,
+            "fetch_max_bytes": self.fetch_max_bytes, "max_partition_fetch_bytes": self.max_partition_fetch_bytes,
+            "max_poll_records": self.max_poll_records, "isolation_level": "read_committed"}
+        if group:
+            config.update(group_id=self.group_id, session_timeout_ms=self.session_timeout_ms,
+                          heartbeat_interval_ms=self.heartbeat_interval_ms,
+                          max_poll_interval_ms=self.max_poll_interval_ms)
+        else:
+            config["fetch_max_wait_ms"] = 50
+        config.update(self.python_common("consumer"))
+        return config
+
+    # -- librdkafka ------------------------------------------------------------------------------------
+    def rdkafka_common(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "client.id": self.client_id,
+                                  "security.protocol": self.security_protocol.lower()}
+        if self.sasl_mechanism:
+            config.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                           "sasl.password": self.sasl_password.reveal()})
+        if self.ssl_cafile:
+            config["ssl.ca.location"] = self.ssl_cafile
+        return config
+
+    def rdkafka_consumer(self, *, group: bool) -> dict[str, Any]:
+        # fetch.queue.backoff.ms: librdkafka's 1 s default stalls a consumer that drains the local queue fast
+        config: dict[str, Any] = {
+            **self.rdkafka_common(), "enable.auto.commit": False, "enable.auto.offset.store": False,
+            "auto.offset.reset": self.auto_offset_reset, "isolation.level": "read_committed",
+            "fetch.max.bytes": self.fetch_max_bytes, "max.partition.fetch.bytes": self.max_partition_fetch_bytes,
+            "fetch.queue.backoff.ms": 10, "enable.partition.eof": False}
+        if group:
+            config.update({"group.id": self.group_id, "session.timeout.ms": self.session_timeout_ms,
+                           "heartbeat.interval.ms": self.heartbeat_interval_ms,
+                           "max.poll.interval.ms": self.max_poll_interval_ms})
+        else:  # assign() only, never joins or commits; librdkafka still wants a group id
+            config.update({"group.id": f"{self.group_id}.reader", "fetch.wait.max.ms": 50,
+                           "auto.offset.reset": "earliest"})
+        config.update(dict(self.extra))
+        return config
+
+    def rdkafka_producer(self, **defaults: Any) -> dict[str, Any]:
+        return {**self.rdkafka_common(), **defaults, **dict(self.extra)}
+
+    def rdkafka_admin(self) -> dict[str, Any]:
+        return {**self.rdkafka_common(), **dict(self.extra)}
+
+
+def _python_extra(extra: tuple[tuple[str, str], ...], kind: str) -> dict[str, Any]:
+    """The pass-through entries a kafka-python client of ``kind`` knows, converted to its types."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient
+
+    defaults = {"consumer": KafkaConsumer.DEFAULT_CONFIG, "producer": KafkaProducer.DEFAULT_CONFIG,
+                "admin": KafkaAdminClient.DEFAULT_CONFIG}
+    out: dict[str, Any] = {}
+    for key, value in extra:
+        name = _PY_ALIASES.get(key, key.replace(".", "_"))
+        if not any(name in d for d in defaults.values()):
+            msg = (f"kafka_config {key!r}: kafka-python has no setting {name!r} (nor does its producer or admin "
+                   "client); check the name, or use --transport confluent for librdkafka-only settings")
+            raise ConfigError(msg)
+        if name in defaults[kind]:
+            out[name] = _typed(key, value, defaults[kind][name], name)
+    return out
+
+
+def _typed(key: str, value: str, default: Any, name: str) -> Any:
+    if name == "ssl_check_hostname":  # librdkafka: ssl.endpoint.identification.algorithm=https|none
+        return value.lower() not in ("none", "false", "")
+    try:
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        msg = f"kafka_config {key}={value!r}: kafka-python's {name} takes a {type(default).__name__}"
+        raise ConfigError(msg) from None
+    if default is None and value.lstrip("-").isdigit():  # unset by default (e.g. receive_buffer_bytes): a number
+        return int(value)
+    return value

@@ -1,0 +1,89 @@
+"""Tail probabilities on a log scale, vectorised, without scipy (the runtime keeps its dependencies small).
+
+A *surprise* is ``-log10(tail)``: 2 means "1 in 100", 6 "1 in a million". It keeps its resolution where a
+``[0, 1]`` score (``1 - tail``) saturates at 1.0, so thresholds like 1e-9 are representable and rankable.
+The log tails are computed from the logarithm of the erfc approximation itself, so they never underflow
+(a 40-sigma residual has a finite surprise of about 349, not infinity).
+
+>>> import numpy as np
+>>> round(float(gaussian_tail(np.array([1.959964]))[0]), 4)
+0.05
+>>> round(float(gaussian_surprise(np.array([40.0]))[0]), 1)
+349.4
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["chi2_surprise", "chi2_tail", "gaussian_surprise", "gaussian_tail", "score_of", "tail_of",
+           "upper_surprise"]
+
+_LN10 = float(np.log(10.0))
+
+
+def gaussian_tail(z: np.ndarray) -> np.ndarray:
+    """P(|N(0,1)| >= |z|) = erfc(|z|/sqrt 2), to ~1e-7 relative error."""
+    return _erfc(np.abs(np.asarray(z, dtype=np.float64)) / np.sqrt(2.0))
+
+
+def chi2_tail(d2: np.ndarray, k: int) -> np.ndarray:
+    """P(chi2_k >= d2): exact for k=1, Wilson-Hilferty normal approximation for k > 1."""
+    return np.asarray(10.0 ** -chi2_surprise(d2, k))
+
+
+def gaussian_surprise(z: np.ndarray) -> np.ndarray:
+    """-log10 P(|N(0,1)| >= |z|), two-sided, >= 0."""
+    return np.asarray(np.maximum(-_log_erfc(np.abs(np.asarray(z, dtype=np.float64)) / np.sqrt(2.0)) / _LN10, 0.0))
+
+
+def upper_surprise(z: np.ndarray) -> np.ndarray:
+    """-log10 P(N(0,1) >= z), one-sided (a z below 0 gives at most log10(2))."""
+    x = np.asarray(z, dtype=np.float64) / np.sqrt(2.0)
+    return np.asarray(np.maximum(-(np.log(0.5) + _log_erfc(x)) / _LN10, 0.0))
+
+
+def chi2_surprise(d2: np.ndarray, k: int) -> np.ndarray:
+    """-log10 P(chi2_k >= d2)."""
+    d2 = np.maximum(np.asarray(d2, dtype=np.float64), 0.0)
+    if k == 1:
+        return gaussian_surprise(np.sqrt(d2))
+    c = 2.0 / (9.0 * k)
+    return upper_surprise((np.cbrt(d2 / k) - (1.0 - c)) / np.sqrt(c))
+
+
+def tail_of(surprise: np.ndarray) -> np.ndarray:
+    """10 ** -surprise (0 for a surprise beyond float range)."""
+    with np.errstate(under="ignore"):
+        return np.asarray(np.power(10.0, -np.asarray(surprise, dtype=np.float64)))
+
+
+def score_of(surprise: np.ndarray) -> np.ndarray:
+    """The [0, 1] score 1 - 10**-surprise, computed without cancellation near 0."""
+    return np.asarray(-np.expm1(-np.asarray(surprise, dtype=np.float64) * _LN10))
+
+
+def _erfc_parts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Numerical Recipes erfcc for |x|: erfc(|x|) = t * exp(poly) (fractional error < 1.2e-7 everywhere)."""
+    ax = np.abs(x)
+    t = 1.0 / (1.0 + 0.5 * ax)
+    poly = -ax * ax - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277))))))))
+    return t, poly
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    t, poly = _erfc_parts(x)
+    with np.errstate(under="ignore"):
+        ans = t * np.exp(poly)
+    return np.asarray(np.where(x >= 0, ans, 2.0 - ans))
+
+
+def _log_erfc(x: np.ndarray) -> np.ndarray:
+    """ln erfc(x) without underflow for large positive x."""
+    x = np.asarray(x, dtype=np.float64)
+    t, poly = _erfc_parts(x)
+    with np.errstate(under="ignore"):
+        neg = np.log(2.0 - t * np.exp(poly))
+    return np.asarray(np.where(x >= 0, np.log(t) + poly, neg))

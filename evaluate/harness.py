@@ -1,0 +1,159 @@
+"""Per series: train on the probationary rows, score the whole series, as a user would with the CLI.
+
+Training goes through :func:`rnnwatch.export.train.train` with the flags `rnnwatch train` parses (so the model
+is exactly what ``rnnwatch train --train-rows <probation> ...`` writes), scoring through
+:func:`rnnwatch.consumer.offline.score_rows`, the function behind `rnnwatch score` (offline equals online:
+there is no second scoring path). Series run in a process pool (one torch/onnxruntime thread per worker) with
+a fixed seed per run, so results do not depend on ``--jobs`` or on scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.offline import DEFAULT_SCORER, read_input, score_rows
+from rnnwatch.evaluate.corpus import CorpusSeries
+from rnnwatch.evaluate.nab import probation_rows
+
+__all__ = ["ScorerSpec", "SeriesRun", "TrainConfig", "parse_scorer_spec", "run_corpus", "run_series"]
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """A scorer to evaluate: its name (as `score --scorer` takes it) and options (as `--scorer-options`)."""
+
+    name: str = DEFAULT_SCORER
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name + (json.dumps(dict(self.options), sort_keys=True, separators=(",", ":"))
+                            if self.options else "")
+
+
+def parse_scorer_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> ScorerSpec:
+    """``NAME`` or ``NAME:{json options}``; the per-spec options override ``defaults`` (`--scorer-options`)."""
+    name, _, raw = spec.partition(":")
+    options = dict(defaults or {})
+    if raw:
+        try:
+            extra = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            msg = f"--scorer {spec!r}: the options after ':' are not JSON ({exc})"
+            raise ConfigError(msg) from exc
+        if not isinstance(extra, dict):
+            msg = f"--scorer {spec!r}: the options after ':' must be a JSON object"
+            raise ConfigError(msg)
+        options.update(extra)
+    if not name:
+        msg = f"--scorer {spec!r}: no scorer name"
+        raise ConfigError(msg)
+    return ScorerSpec(name, options)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The `rnnwatch train` flags every series is trained with (one configuration for the whole corpus)."""
+
+    arch: str = "gru"
+    hidden: int | None = None  # None: the trainer's default
+    epochs: int | None = None
+    seed: int = 0
+    extra: tuple[str, ...] = ()  # further `rnnwatch train` flags, verbatim
+
+    def argv(self, csv_path: Path, train_rows: int, output: Path) -> list[str]:
+        """The `rnnwatch train` command line (without the program name) for one series."""
+        sized = [*(["--hidden", str(self.hidden)] if self.hidden is not None else []),
+                 *(["--epochs", str(self.epochs)] if self.epochs is not None else [])]
+        return ["train", "--arch", self.arch, *sized, "--seed", str(self.seed), "--input", str(csv_path),
+                "--time-column", "timestamp", "--train-rows", str(train_rows),
+                "--trained-at", "2000-01-01T00:00:00Z", "--output", str(output), *self.extra]
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    """One scorer's output on one series (aligned with the series' rows)."""
+
+    score: np.ndarray  # float64 [T], NaN where the runtime skipped a row
+    is_anomaly: np.ndarray  # bool [T]
+    surprise: np.ndarray  # float64 [T]: -log10 of the tail probability, which keeps its resolution near 1
+
+
+@dataclass(frozen=True)
+class SeriesRun:
+    """A series trained and scored: rows, label windows (event ms) and each scorer's output."""
+
+    series: CorpusSeries
+    event_ms: np.ndarray  # int64 [T]
+    values: np.ndarray  # float32 [T]
+    expected: np.ndarray  # float32 [T]: the forecast each row was compared with (NaN at the first)
+    probation: int
+    threshold: float  # the model's calibrated threshold (what the product alerts at by default)
+    runs: dict[str, ScoredRun]  # by ScorerSpec.label
+    train_seconds: float
+    score_seconds: float
+
+
+def run_series(series: CorpusSeries, config: TrainConfig, scorers: Sequence[ScorerSpec]) -> SeriesRun:
+    """Train on the probationary rows of ``series`` and score every row with each scorer."""
+    from rnnwatch.export.cli import build_parser
+    from rnnwatch.export.train import train
+
+    with tempfile.TemporaryDirectory(prefix="rnnwatch-eval-") as tmp:
+        model = Path(tmp) / "model.onnx"
+        n_rows = _count_rows(series.path)
+        probation = probation_rows(n_rows)
+        t0 = time.perf_counter()
+        train(build_parser().parse_args(config.argv(series.path, probation, model)))
+        t1 = time.perf_counter()
+        signature = load_signature(model)
+    inp = read_input(signature, series.path)
+    runs = {}
+    expected = np.full(len(inp.x), np.nan, dtype=np.float32)
+    for spec in scorers:
+        res = score_rows(signature, inp.keys, inp.event_ms, inp.x, scorer=spec.name, scorer_options=spec.options)
+        with np.errstate(divide="ignore"):
+            surprise = -np.log10(res.tail)  # a tail that underflowed to 0 ranks above everything (inf)
+        runs[spec.label] = ScoredRun(res.score, res.is_anomaly, surprise)
+        expected = res.expected[:, 0]
+    t2 = time.perf_counter()
+    return SeriesRun(series, inp.event_ms, inp.x[:, 0], expected, probation, signature.scoring.threshold, runs,
+                     t1 - t0, t2 - t1)
+
+
+def _count_rows(path: Path) -> int:
+    with path.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip()) - 1
+
+
+def run_corpus(series: Sequence[CorpusSeries], config: TrainConfig, scorers: Sequence[ScorerSpec], *,
+               jobs: int = 2, progress: Callable[[SeriesRun], None] | None = None) -> list[SeriesRun]:
+    """Every series through :func:`run_series`, ``jobs`` at a time (1: in this process), in input order."""
+    if jobs <= 1:
+        out = []
+        for s in series:
+            out.append(run_series(s, config, scorers))
+            if progress:
+                progress(out[-1])
+        return out
+    # spawn, not fork: torch and onnxruntime keep thread pools a forked child must not inherit
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_series, s, config, scorers) for s in series]
+        results = []
+        for f in futures:
+            results.append(f.result())
+            if progress:
+                progress(results[-1])
+    return results

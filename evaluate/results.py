@@ -1,0 +1,91 @@
+"""NAB numbers for a corpus run: per scorer and profile, (a) at the best corpus-wide threshold over the
+anomaly score (NAB's optimiser) and (b) for the decisions as shipped (``is_anomaly``); per category too.
+Also (``swept_surprise``) the best threshold over the surprise ``-log10(tail)``: the same ranking as the
+score wherever the score has not saturated at 1.0, so the gap between the two shows what saturation costs.
+
+Rows the runtime skipped (NaN score) are never detections. The null and perfect detectors that normalise a
+score are those of the (sub)corpus being reported, so a category's score is comparable across detectors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from rnnwatch.evaluate.corpus import label_windows
+from rnnwatch.evaluate.harness import SeriesRun
+from rnnwatch.evaluate.nab import (
+    PROFILES,
+    LabeledSeries,
+    ThresholdScore,
+    normalised,
+    optimise_threshold,
+    score_at_threshold,
+)
+
+__all__ = ["corpus_scores"]
+
+
+def _labeled(runs: Sequence[SeriesRun], label: str, column: str) -> list[LabeledSeries]:
+    out = []
+    for r in runs:
+        scored = r.runs[label]
+        if column == "is_anomaly":
+            values = scored.is_anomaly.astype(np.float64)
+        else:  # a skipped row (NaN) is never a detection
+            values = np.nan_to_num(getattr(scored, column), nan=-1.0, posinf=np.finfo(np.float64).max)
+        times = r.event_ms.tolist()
+        out.append(LabeledSeries(r.series.name, times, values, label_windows(times, r.series.windows_ms)))
+    return out
+
+
+def _entry(row: ThresholdScore, n_windows: int, profile: str) -> dict[str, Any]:
+    return {"score": _round(normalised(row.score, n_windows, PROFILES[profile])), "raw": round(row.score, 4),
+            "threshold": row.threshold if math.isfinite(row.threshold) else None,
+            "tp_rows": row.tp, "fp_rows": row.fp, "fn_rows": row.fn}
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
+
+
+def _scores(columns: dict[str, list[LabeledSeries]], thresholds: dict[str, dict[str, float]] | None) -> dict[str, Any]:
+    n_windows = sum(len(s.windows) for s in columns["score"])
+    out: dict[str, Any] = {"windows": n_windows}
+    for key, column in (("swept", "score"), ("shipped", "is_anomaly"), ("swept_surprise", "surprise")):
+        block = {}
+        for name, cost in PROFILES.items():
+            if column == "is_anomaly":
+                row = score_at_threshold(columns[column], cost, 1.0)
+            elif thresholds is not None:
+                row = score_at_threshold(columns[column], cost, thresholds[key][name])
+            else:
+                row = optimise_threshold(columns[column], cost)
+            block[name] = _entry(row, n_windows, name)
+        out[key] = block
+    return out
+
+
+def corpus_scores(runs: Sequence[SeriesRun], label: str) -> dict[str, Any]:
+    """The JSON block for one scorer: corpus scores, per category (at the corpus thresholds), per series."""
+    columns = {c: _labeled(runs, label, c) for c in ("score", "is_anomaly", "surprise")}
+    total = _scores(columns, None)
+    thresholds = {key: {name: math.inf if (t := total[key][name]["threshold"]) is None else float(t)
+                        for name in PROFILES} for key in ("swept", "swept_surprise")}
+    categories = {}
+    for cat in sorted({r.series.category for r in runs}):
+        idx = [i for i, r in enumerate(runs) if r.series.category == cat]
+        categories[cat] = _scores({c: [v[i] for i in idx] for c, v in columns.items()}, thresholds)
+    series = []
+    for r, lab in zip(runs, columns["score"], strict=True):
+        flags = r.runs[label].is_anomaly
+        series.append({"name": r.series.name, "rows": len(r.event_ms), "probation": r.probation,
+                       "windows": len(lab.windows), "flagged": int(flags.sum()),
+                       "flagged_fraction": round(float(flags[r.probation:].mean()) if len(flags) > r.probation
+                                                 else 0.0, 5),
+                       "model_threshold": r.threshold, "train_seconds": round(r.train_seconds, 2),
+                       "score_seconds": round(r.score_seconds, 2)})
+    return {**total, "categories": categories, "series": series}

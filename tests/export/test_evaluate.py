@@ -1,0 +1,91 @@
+"""`evaluate`'s harness: the same model as `rnnwatch train`, the same scores as `rnnwatch score`, and results
+that do not depend on how many processes ran the series."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.evaluate.corpus import find_series
+from rnnwatch.evaluate.harness import ScorerSpec, TrainConfig, parse_scorer_spec, run_corpus, run_series
+from rnnwatch.evaluate.nab import probation_rows
+from rnnwatch.evaluate.results import corpus_scores
+
+pytestmark = pytest.mark.export
+CLI = [sys.executable, "-m", "rnnwatch.consumer.cli"]
+FAST = TrainConfig(hidden=8, epochs=3)
+
+
+@pytest.fixture
+def in_process() -> Iterator[None]:
+    """`rnnwatch train` pins torch to deterministic kernels and one thread: undo that for the next test."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
+def test_a_series_is_trained_and_scored_as_with_the_cli(tiny_corpus: Path, tmp_path: Path, in_process: None) -> None:
+    """run_series == `rnnwatch train --train-rows <probation>` then `rnnwatch score` (no second scoring path)."""
+    series = find_series(tiny_corpus, series=["sine_spike"])[0]
+    run = run_series(series, FAST, [ScorerSpec()])
+    model, scored = tmp_path / "m.onnx", tmp_path / "scored.csv"
+    train = subprocess.run([*CLI, *FAST.argv(series.path, probation_rows(500), model)], capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert train.returncode == 0, train.stderr
+    score = subprocess.run([*CLI, "score", "--model", str(model), "--input", str(series.path), "--output",
+                            str(scored)], capture_output=True, text=True, timeout=120, check=False)
+    assert score.returncode == 0, score.stderr
+    with scored.open() as fh:
+        rows = list(csv.DictReader(fh))
+    cli_scores = np.array([float(r["anomaly_score"]) if r["anomaly_score"] else np.nan for r in rows])
+    cli_flags = np.array([r["is_anomaly"] == "1" for r in rows])
+    ours = run.runs["model"]
+    assert run.probation == 75
+    np.testing.assert_allclose(ours.score, cli_scores, atol=1e-6)
+    assert (ours.is_anomaly == cli_flags).all()
+    assert ours.is_anomaly[330]  # the injected spike
+
+
+def test_results_do_not_depend_on_the_number_of_jobs(tiny_corpus: Path, in_process: None) -> None:
+    series = find_series(tiny_corpus)
+    one = run_corpus(series, FAST, [ScorerSpec()], jobs=1)
+    two = run_corpus(series, FAST, [ScorerSpec()], jobs=2)
+    assert [r.series.name for r in two] == ["synthetic/sine_spike.csv", "synthetic/walk_shift.csv"]
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a.runs["model"].score, b.runs["model"].score)
+        np.testing.assert_array_equal(a.runs["model"].is_anomaly, b.runs["model"].is_anomaly)
+    report = corpus_scores(two, "model")
+    assert report["windows"] == 2
+    assert set(report["swept"]) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
+    assert report["swept"]["standard"]["score"] >= report["shipped"]["standard"]["score"]
+    assert report["swept"]["standard"]["score"] > 0  # the spike and the shift are found early at some threshold
+    # ranking by -log10(tail) is ranking by the score, plus resolution where the score saturates at 1.0
+    assert report["swept_surprise"]["standard"]["score"] >= report["swept"]["standard"]["score"]
+
+
+def test_several_scorer_specs_are_scored_on_one_trained_model(tiny_corpus: Path, in_process: None) -> None:
+    series = find_series(tiny_corpus, series=["walk_*"])[0]
+    strict = parse_scorer_spec('model:{"threshold": 0.999999999}')
+    run = run_series(series, FAST, [ScorerSpec(), strict])
+    assert set(run.runs) == {"model", 'model{"threshold":0.999999999}'}
+    assert run.runs[strict.label].is_anomaly.sum() <= run.runs["model"].is_anomaly.sum()
+
+
+def test_unknown_scorers_and_options_are_refused_by_the_score_function(tiny_corpus: Path,
+                                                                         in_process: None) -> None:
+    series = find_series(tiny_corpus, series=["walk_shift"])[0]
+    with pytest.raises(ConfigError, match="unknown scorer 'nope'"):
+        run_series(series, FAST, [ScorerSpec("nope")])
+    with pytest.raises(ConfigError, match="unknown scorer option"):
+        run_series(series, FAST, [ScorerSpec(options={"colour": 1})])
+    with pytest.raises(ConfigError, match="not JSON"):
+        parse_scorer_spec("model:{oops")

@@ -1,0 +1,86 @@
+"""Client configuration is built once (KafkaConfig) and reaches both transports the same way."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+import pytest
+
+from rnnwatch.consumer.errors import BrokerError, ConfigError
+from rnnwatch.consumer.kafka import KafkaConfig, open_transport
+from rnnwatch.consumer.kafka.config import parse_kafka_config
+from rnnwatch.consumer.settings import Settings, add_arguments, load_settings
+
+
+def _settings(*flags: str) -> Settings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return load_settings(parser.parse_args(["--input-topic", "t", *flags]), env={})
+
+
+def test_bootstrap_servers_are_parsed_once_for_every_client() -> None:
+    config = KafkaConfig.from_settings(_settings("--bootstrap-servers", " a:9092, b:9093 ,"))
+    assert config.servers == ("a:9092", "b:9093")
+    assert config.python_consumer(group=True)["bootstrap_servers"] == ["a:9092", "b:9093"]
+    assert config.python_common("producer")["bootstrap_servers"] == ["a:9092", "b:9093"]
+    assert config.rdkafka_consumer(group=True)["bootstrap.servers"] == "a:9092,b:9093"
+    assert config.rdkafka_producer()["bootstrap.servers"] == "a:9092,b:9093"
+
+
+def test_kafka_config_passes_through_to_both_transports_in_their_own_names() -> None:
+    s = _settings("--kafka-config", "fetch.min.bytes=1024", "--kafka-config", "linger.ms=20",
+                  "--kafka-config", "ssl.ca.location=/etc/ca.pem,receive.buffer.bytes=65536")
+    config = KafkaConfig.from_settings(s)
+    rd = config.rdkafka_consumer(group=True)
+    assert (rd["fetch.min.bytes"], rd["ssl.ca.location"], rd["receive.buffer.bytes"]) == ("1024", "/etc/ca.pem",
+                                                                                         "65536")
+    assert config.rdkafka_producer()["linger.ms"] == "20"
+    py = config.python_consumer(group=True)
+    assert (py["fetch_min_bytes"], py["ssl_cafile"], py["receive_buffer_bytes"]) == (1024, "/etc/ca.pem", 65536)
+    assert "linger_ms" not in py  # a producer setting goes to the producer only
+    assert config.python_common("producer")["linger_ms"] == 20
+
+
+def test_a_value_with_commas_continues_and_owned_or_unknown_names_are_refused() -> None:
+    assert parse_kafka_config("debug=broker,topic,fetch.min.bytes=1") == (("debug", "broker,topic"),
+                                                                         ("fetch.min.bytes", "1"))
+    with pytest.raises(ConfigError, match="--group-id"):
+        _settings("--kafka-config", "group.id=other")
+    with pytest.raises(ConfigError, match="key=value"):
+        _settings("--kafka-config", "nonsense")
+    config = KafkaConfig.from_settings(_settings("--kafka-config", "fetch.mni.bytes=1"))
+    with pytest.raises(ConfigError, match="fetch_mni_bytes"):
+        config.python_consumer(group=True)
+    typed = KafkaConfig.from_settings(_settings("--kafka-config", "fetch.min.bytes=lots"))
+    with pytest.raises(ConfigError, match="takes a int"):
+        typed.python_consumer(group=True)
+
+
+def test_librdkafka_refuses_an_unknown_name_as_a_config_error() -> None:
+    pytest.importorskip("confluent_kafka", reason="the [fast] extra is installed by make install-dev")
+    transport = open_transport(KafkaConfig.from_settings(_settings("--transport", "confluent",
+                                                                   "--kafka-config", "fetch.mni.bytes=1")))
+    with pytest.raises(ConfigError, match=r"fetch\.mni\.bytes"):
+        transport.producer()
+
+
+def test_the_broker_wait_bounds_each_client_build() -> None:
+    """kafka-python's own bootstrap timeout (30 s) used to apply whatever broker_wait_ms said."""
+    config = KafkaConfig.from_settings(_settings("--broker-wait-ms", "1000"))
+    for kind in ("consumer", "producer", "admin"):
+        assert config.python_common(kind)["bootstrap_timeout_ms"] == 1000
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("transport", ["kafka-python", "confluent"])
+def test_an_unreachable_broker_fails_within_the_wait_and_says_so(transport: str) -> None:
+    s = _settings("--bootstrap-servers", f"127.0.0.1:{_closed_port()}", "--broker-wait-ms", "1000",
+                  "--transport", transport)
+    with pytest.raises(BrokerError, match="after 1000 ms"):
+        open_transport(KafkaConfig.from_settings(s)).source("t")
