@@ -122,3 +122,15 @@ def test_score_array_refuses_non_finite_and_out_of_domain(bundled_model: Path) -
     assert np.isfinite(res.scores[302:]).all() and bool(res.is_anomaly[450])
     with pytest.raises(ValueError, match="threshold"):
         score_array(bundled_model, values, threshold=2.0)
+
+
+def test_incident_names_the_opening_input_row_when_earlier_rows_were_refused(
+        tmp_path: Path, bundled_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    values = [f"{v:.4f}" for v in _walk()]
+    for i in (100, 200, 300):
+        values[i] = "nan"  # three rows that never reach the runner: kept-row offsets lag input rows by 3 at 450
+    code, rows, err = _score(capsys, "--model", str(bundled_model), "--input", str(_series(tmp_path / "i.csv", values)))
+    assert code == 0, err
+    assert rows[450]["is_anomaly"] == "1" and rows[450]["incident"] == "450"
+    assert all(r["incident"] == "" or rows[int(r["incident"])]["is_anomaly"] == "1" for r in rows)
+    assert rows[450]["severity"] in ("minor", "major", "critical")

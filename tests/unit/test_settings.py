@@ -116,6 +116,8 @@ def test_scorer_flags_and_env_resolve_like_score_does() -> None:
     (["--scorer", "likelihood", "--scorer-options", '{"likelihood": {"colour": 1}}'], "colour"),
     (["--scorer-options", "{oops"], "not valid JSON"),
     (["--threshold-surprise", "0"], "threshold_surprise"),
+    (["--halflife-steps", "0"], "halflife_steps must be > 0"),
+    (["--threshold", "1.5"], r"threshold must be in \(0, 1\)"),
 ])
 def test_bad_scorer_settings_are_refused_at_start_up(argv: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
