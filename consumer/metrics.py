@@ -99,8 +99,8 @@ class Metrics:
             "rnnwatch_gaps", "Event-time gaps longer than the configured gap, per key step.", registry=r
         )
         self.anomalies = Counter(
-            "rnnwatch_anomalies", "Incidents opened (one per incident, update events not counted), by severity and model "
-            "(labelled like rnnwatch_model_info).",
+            "rnnwatch_anomalies", "Incidents opened (one per incident, update events not counted), by severity "
+            "and model (labelled like rnnwatch_model_info).",
             ["severity", "name", "version"], registry=r
         )
         self.surprise = BulkHistogram(
