@@ -1,0 +1,91 @@
+"""Per-wave cost of the residual scorer (score + remember), this checkout against a git revision, paired.
+
+    .venv/bin/python tests/bench/bench_scorer.py [--base 6f7a925] [--keys 10 1000] [--rounds 7]
+
+The base revision's ``consumer/`` is extracted to a temporary package (imports renamed) so both run in one
+process on the same waves; rounds alternate base/new so drift and other load hit both alike. Prints JSON:
+microseconds per wave (median over rounds) per spec and key count, and the ratio new / base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _base_package(rev: str, where: Path) -> str:
+    pkg = where / "rnnwatch_base" / "consumer"
+    pkg.mkdir(parents=True)
+    (where / "rnnwatch_base" / "__init__.py").write_text("")
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "consumer"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(where / "rnnwatch_base"), "--strip-components=0"], input=tar, check=True)
+    for f in pkg.rglob("*.py"):
+        f.write_text(f.read_text().replace("rnnwatch.consumer", "rnnwatch_base.consumer"))
+    sys.path.insert(0, str(where))
+    return "rnnwatch_base.consumer"
+
+
+def _setup(pkg: str, spec: str, n_keys: int) -> tuple[Any, Any, np.ndarray]:
+    scoring = importlib.import_module(f"{pkg}.scoring")
+    state = importlib.import_module(f"{pkg}.state")
+    cfg = scoring.ScorerConfig(threshold=0.9999, warmup_steps=10, halflife_steps=250.0,
+                               residual_std=np.ones(1, dtype=np.float32), uses_model_scale=True, spec=spec,
+                               domain="positive")
+    scorer = scoring.ResidualScorer(cfg, 1)
+    table = state.StateTable(scorer.columns(), identity="bench")
+    rows, _ = table.rows_for(0, [f"k{i}".encode() for i in range(n_keys)])
+    return scorer, table, rows
+
+
+def _time(pkg: str, spec: str, n_keys: int, waves: int, data: np.ndarray) -> float:
+    scorer, table, rows = _setup(pkg, spec, n_keys)
+    steps = np.zeros(n_keys, dtype=np.int64)
+    scale = np.full((n_keys, 1), 0.01, dtype=np.float32)
+    t0 = time.perf_counter()
+    for w in range(waves):
+        x = data[w]
+        scorer.score(table, rows, x, steps)
+        scorer.remember(table, rows, x, scale)
+        steps += 1
+    return (time.perf_counter() - t0) / waves * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--base", default="6f7a925")
+    p.add_argument("--keys", type=int, nargs="+", default=[10, 1000])
+    p.add_argument("--specs", nargs="+", default=["gaussian+volatility", "gaussian+likelihood+volatility"])
+    p.add_argument("--rounds", type=int, default=7)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _base_package(args.base, Path(tmp))
+        report: dict[str, Any] = {"base": args.base, "unit": "us/wave", "results": []}
+        rng = np.random.default_rng(0)
+        for spec in args.specs:
+            for n in args.keys:
+                waves = max(50, 20000 // n)
+                data = np.exp(np.cumsum(0.01 * rng.normal(size=(waves, n, 1)), axis=0)).astype(np.float32)
+                times: dict[str, list[float]] = {"base": [], "new": []}
+                for _ in range(args.rounds):
+                    times["base"].append(_time(base, spec, n, waves, data))
+                    times["new"].append(_time("rnnwatch.consumer", spec, n, waves, data))
+                b, new = float(np.median(times["base"])), float(np.median(times["new"]))
+                ratios = np.array(times["new"]) / np.array(times["base"])
+                report["results"].append({"spec": spec, "keys": n, "base_us": round(b, 1), "new_us": round(new, 1),
+                                          "ratio": round(float(np.median(ratios)), 3)})
+        print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""The scorer's outputs and state are bit-identical to those recorded before its fast path (scorer_golden)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scorer_golden import CASES, FIXTURE, case_key, run
+
+
+@pytest.mark.parametrize(("spec", "scaled", "domain"), CASES, ids=[case_key(*c) for c in CASES])
+def test_scorer_outputs_and_state_are_bit_identical_to_the_recorded_ones(spec: str, scaled: bool,
+                                                                        domain: str) -> None:
+    golden = np.load(FIXTURE)
+    prefix = case_key(spec, scaled, domain) + "|"
+    expected = {k[len(prefix):]: golden[k] for k in golden.files if k.startswith(prefix)}
+    got = run(spec, scaled, domain)
+    assert sorted(got) == sorted(expected)
+    continued = expected["alarm"] & ~expected["is_anomaly"]  # alarms that continue an open incident
+    assert expected["is_anomaly"].any() and continued.any() and not np.isfinite(expected["expected"]).all()
+    for name, want in expected.items():
+        assert got[name].dtype == want.dtype, name
+        np.testing.assert_array_equal(got[name].view(np.uint8), want.view(np.uint8), err_msg=name)
