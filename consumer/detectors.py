@@ -49,6 +49,8 @@ class Wave:
     z: np.ndarray  # float64 [n, F], residual / the model's scale; 0 where not valid
     valid: np.ndarray  # bool [n]: the key had a finite forecast to compare with
     n_features: int
+    all_valid: bool = False  # valid.all(): detectors skip their masking (the common case, same numbers)
+    x_finite: bool = False  # every value of x is finite
 
 
 class Detector(Protocol):
@@ -102,10 +104,13 @@ class Gaussian:
         a = table.arrays
         var, n = a["s.var"][rows], a["s.n"][rows] + wave.valid
         z2 = (wave.z * wave.z).sum(axis=1)
-        out = np.where(wave.valid, chi2_surprise(z2 / var, self.k), 0.0)
+        out = chi2_surprise(z2 / var, self.k)
         alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1))  # running mean first, EWMA once n > 1/alpha
         step = np.minimum(z2 / self.k, self.clip * var) - var
-        a["s.var"][rows] = np.where(wave.valid, np.maximum(var + alpha * step, 1e-6), var)
+        new_var = np.maximum(var + alpha * step, 1e-6)
+        if not wave.all_valid:
+            out, new_var = np.where(wave.valid, out, 0.0), np.where(wave.valid, new_var, var)
+        a["s.var"][rows] = new_var
         a["s.n"][rows] = n
         return out
 
@@ -153,9 +158,12 @@ class Likelihood:
         new_mean = mean + alpha * d
         new_var = (1.0 - alpha) * (var + alpha * d * d)
         v = wave.valid
-        a["s.likelihood.mean"][rows] = np.where(v, new_mean, mean)
-        a["s.likelihood.var"][rows] = np.where(v, new_var, var)
-        a["s.likelihood.recent"][rows] = np.where(v, recent, before)
+        if not wave.all_valid:
+            new_mean, new_var, recent = np.where(v, new_mean, mean), np.where(v, new_var, var), np.where(
+                v, recent, before)
+        a["s.likelihood.mean"][rows] = new_mean
+        a["s.likelihood.var"][rows] = new_var
+        a["s.likelihood.recent"][rows] = recent
         a["s.likelihood.n"][rows] = n1
         return out
 
@@ -253,23 +261,29 @@ class Volatility:
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.log(x / prev) if self.log_returns else x - prev
         ok = np.isfinite(r).all(axis=1)
-        r = np.where(ok[:, None], r, 0.0)
+        all_ok = bool(ok.all())
+        if not all_ok:
+            r = np.where(ok[:, None], r, 0.0)
         floor = np.maximum(long * 1e-4, 1e-18)
-        d2 = (r * r / np.maximum(var, floor)).sum(axis=1)
-        out = np.where(ok & (n >= self.min_steps), chi2_surprise(d2, self.f), 0.0)
+        r2 = r * r
+        d2 = (r2 / np.maximum(var, floor)).sum(axis=1)
+        ready = ok & (n >= self.min_steps)
+        out = chi2_surprise(d2, self.f) if ready.all() else np.where(ready, chi2_surprise(d2, self.f), 0.0)
         n1 = n + ok
         first = np.maximum(self.long_alpha, 1.0 / np.maximum(n1, 1))[:, None]
-        new_long = long + first * (r * r - long)
+        new_long = long + first * (r2 - long)
         if self.garch:
             w = (1.0 - self.ga - self.gb) * new_long
             new_var = np.where(n1[:, None] > 1.0 / self.alpha, w + self.ga * r * r + self.gb * var, new_long)
         else:
             alpha = np.maximum(self.alpha, 1.0 / np.maximum(n1, 1))[:, None]
-            new_var = var + alpha * (r * r - var)
-        keep = ok[:, None]
-        a["s.volatility.var"][rows] = np.where(keep, new_var, var)
-        a["s.volatility.long"][rows] = np.where(keep, new_long, long)
-        a["s.volatility.prev"][rows] = np.where(np.isfinite(x), x, prev)
+            new_var = var + alpha * (r2 - var)
+        if not all_ok:
+            keep = ok[:, None]
+            new_var, new_long = np.where(keep, new_var, var), np.where(keep, new_long, long)
+        a["s.volatility.var"][rows] = new_var
+        a["s.volatility.long"][rows] = new_long
+        a["s.volatility.prev"][rows] = x if wave.x_finite else np.where(np.isfinite(x), x, prev)
         a["s.volatility.n"][rows] = n1
         return out
 

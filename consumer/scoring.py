@@ -158,7 +158,10 @@ class ResidualScorer:
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, self.config.residual_std)
         z = (residual / scale).astype(np.float64)
         valid = np.isfinite(z).all(axis=1)
-        wave = Wave(np.asarray(x, dtype=np.float64), np.where(valid[:, None], z, 0.0), valid, self.n_features)
+        all_valid = bool(valid.all())  # the common case: no masking anywhere (same numbers, fewer operations)
+        xf = np.asarray(x, dtype=np.float64)
+        wave = Wave(xf, z if all_valid else np.where(valid[:, None], z, 0.0), valid, self.n_features,
+                    all_valid=all_valid, x_finite=bool(np.isfinite(xf).all()))
         surprise = np.zeros(len(rows))
         warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only
         for i, d in enumerate(self.detectors):
@@ -166,8 +169,10 @@ class ResidualScorer:
             if self.calibrators is not None:
                 raw = self.calibrators[i].calibrate(table, rows, raw, warm)
             surprise = np.maximum(surprise, raw)
-        surprise = np.where(valid, np.maximum(surprise - self.bonferroni, 0.0), 0.0)
-        alarm = self.classify_surprise(surprise) & valid & (steps >= self.config.warmup_steps)
+        surprise = np.maximum(surprise - self.bonferroni, 0.0)
+        if not all_valid:
+            surprise = np.where(valid, surprise, 0.0)
+        alarm = self.classify_surprise(surprise) & warm
         offs = steps if offsets is None else offsets  # any per-key increasing number identifies an incident
         marks = self.incidents.mark(table, rows, alarm, steps, offs, surprise)
         return ScoreBatch(score_of(surprise), tail_of(surprise), surprise, alarm, marks.opens, marks.updates,

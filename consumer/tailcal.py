@@ -68,13 +68,11 @@ class TailCalibrator:
         u, m1, m2, k = a[pu][rows], a[p1][rows], a[p2][rows], a[pk][rows]
         excess = raw - u
         above = excess > 0
-        r = m1 * m1 / np.maximum(m2 - m1 * m1, 1e-12)
-        xi = np.clip(0.5 * (1.0 - r), 0.0, self.max_shape)
-        sigma = np.maximum(0.5 * m1 * (1.0 + r), 1e-9)
         x = np.maximum(excess, 0.0)
-        safe_xi = np.maximum(xi, 1e-6)
-        tail = np.where(xi > 1e-6, np.log10(1.0 + safe_xi * x / sigma) / safe_xi, x / (sigma * _LN10))
-        out = np.where(above, self.u0 + tail, raw * (self.u0 / np.maximum(u, 1e-9)))
+        out = raw * (self.u0 / np.maximum(u, 1e-9))
+        hits = np.flatnonzero(above)  # few: the Pareto tail is evaluated where it is used only (same numbers)
+        if hits.size:
+            out[hits] = self.u0 + self._pareto(m1[hits], m2[hits], x[hits])
         step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior)) * above
         new_m1, new_m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
         new_u = np.maximum(u + self.eta * m1 * (above - self.level), 1e-6)
@@ -86,3 +84,11 @@ class TailCalibrator:
             a[p2][rows] = np.where(learn, new_m2, m2)
             a[pk][rows] = np.where(learn, k + above, k)
         return np.asarray(np.maximum(out, 0.0))
+
+    def _pareto(self, m1: np.ndarray, m2: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """log10 tail of exceedances x under the moment-fitted generalised Pareto law (m1, m2)."""
+        r = m1 * m1 / np.maximum(m2 - m1 * m1, 1e-12)
+        xi = np.clip(0.5 * (1.0 - r), 0.0, self.max_shape)
+        sigma = np.maximum(0.5 * m1 * (1.0 + r), 1e-9)
+        safe_xi = np.maximum(xi, 1e-6)
+        return np.asarray(np.where(xi > 1e-6, np.log10(1.0 + safe_xi * x / sigma) / safe_xi, x / (sigma * _LN10)))
