@@ -20,11 +20,13 @@ __all__ = ["chi2_surprise", "chi2_tail", "gaussian_surprise", "gaussian_tail", "
            "upper_surprise"]
 
 _LN10 = float(np.log(10.0))
+_SQRT2 = float(np.sqrt(2.0))
+_LN_HALF = float(np.log(0.5))
 
 
 def gaussian_tail(z: np.ndarray) -> np.ndarray:
     """P(|N(0,1)| >= |z|) = erfc(|z|/sqrt 2), to ~1e-7 relative error."""
-    return _erfc(np.abs(np.asarray(z, dtype=np.float64)) / np.sqrt(2.0))
+    return _erfc(np.abs(np.asarray(z, dtype=np.float64)) / _SQRT2)
 
 
 def chi2_tail(d2: np.ndarray, k: int) -> np.ndarray:
@@ -34,13 +36,13 @@ def chi2_tail(d2: np.ndarray, k: int) -> np.ndarray:
 
 def gaussian_surprise(z: np.ndarray) -> np.ndarray:
     """-log10 P(|N(0,1)| >= |z|), two-sided, >= 0."""
-    return np.asarray(np.maximum(-_log_erfc(np.abs(np.asarray(z, dtype=np.float64)) / np.sqrt(2.0)) / _LN10, 0.0))
+    return np.asarray(np.maximum(-_log_erfc(np.abs(np.asarray(z, dtype=np.float64)) / _SQRT2) / _LN10, 0.0))
 
 
 def upper_surprise(z: np.ndarray) -> np.ndarray:
     """-log10 P(N(0,1) >= z), one-sided (a z below 0 gives at most log10(2))."""
-    x = np.asarray(z, dtype=np.float64) / np.sqrt(2.0)
-    return np.asarray(np.maximum(-(np.log(0.5) + _log_erfc(x)) / _LN10, 0.0))
+    x = np.asarray(z, dtype=np.float64) / _SQRT2
+    return np.asarray(np.maximum(-(_LN_HALF + _log_erfc(x)) / _LN10, 0.0))
 
 
 def chi2_surprise(d2: np.ndarray, k: int) -> np.ndarray:
@@ -81,9 +83,19 @@ def _erfc(x: np.ndarray) -> np.ndarray:
 
 
 def _log_erfc(x: np.ndarray) -> np.ndarray:
-    """ln erfc(x) without underflow for large positive x."""
+    """ln erfc(x) without underflow for large positive x.
+
+    The branch for x < 0 is evaluated at those points only (elementwise, so the same numbers as evaluating
+    it everywhere and selecting): a chi-square or |z| argument is never negative, and this runs per wave.
+    """
     x = np.asarray(x, dtype=np.float64)
     t, poly = _erfc_parts(x)
-    with np.errstate(under="ignore"):
-        neg = np.log(2.0 - t * np.exp(poly))
-    return np.asarray(np.where(x >= 0, np.log(t) + poly, neg))
+    if x.ndim == 0:
+        with np.errstate(under="ignore"):
+            return np.asarray(np.where(x >= 0, np.log(t) + poly, np.log(2.0 - t * np.exp(poly))))
+    out = np.log(t) + poly
+    neg = np.flatnonzero(~(x >= 0))  # NaN included, as np.where(x >= 0, ...) did
+    if neg.size:
+        with np.errstate(under="ignore"):
+            out[neg] = np.log(2.0 - t[neg] * np.exp(poly[neg]))
+    return np.asarray(out)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from scorer_golden import CASES, FIXTURE, case_key, run
 
+from rnnwatch.consumer.tails import gaussian_surprise, upper_surprise
+
 
 @pytest.mark.parametrize(("spec", "scaled", "domain"), CASES, ids=[case_key(*c) for c in CASES])
 def test_scorer_outputs_and_state_are_bit_identical_to_the_recorded_ones(spec: str, scaled: bool,
@@ -20,3 +22,13 @@ def test_scorer_outputs_and_state_are_bit_identical_to_the_recorded_ones(spec: s
     for name, want in expected.items():
         assert got[name].dtype == want.dtype, name
         np.testing.assert_array_equal(got[name].view(np.uint8), want.view(np.uint8), err_msg=name)
+
+
+def test_tails_of_mixed_signs_nan_and_scalars_match_their_one_point_values() -> None:
+    """The x < 0 branch of ln erfc is evaluated at those points only: same numbers as point by point."""
+    z = np.array([-3.0, np.nan, 0.0, -0.0, 2.5, -40.0, 40.0])
+    whole = upper_surprise(z)
+    one_by_one = np.array([upper_surprise(np.float64(v)) for v in z])
+    np.testing.assert_array_equal(whole, one_by_one)
+    assert np.isnan(whole[1]) and whole[0] < 0.01 and whole[4] > 2
+    np.testing.assert_array_equal(gaussian_surprise(z[:2]), [gaussian_surprise(np.float64(v)) for v in z[:2]])
