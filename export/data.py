@@ -49,14 +49,20 @@ def load_series(path: str | Path, columns: list[str], *, key_column: str = "", t
         if needed not in header:
             msg = f"{p}: no column {needed!r} (columns: {', '.join(header)})"
             raise ConfigError(msg)
-    groups: dict[str, list[tuple[int, int, dict[str, str]]]] = {}
+    groups: dict[str, list[tuple[tuple[int, int], int, dict[str, str]]]] = {}
     for i, row in enumerate(reader):
         order = _order(row[time_column]) if time_column else i
-        groups.setdefault(row[key_column] if key_column else "series", []).append((order, i, row))
+        # a row whose time does not parse sorts last: refused only if the training rows reach it
+        rank = (0, order) if order is not None else (1, i)
+        groups.setdefault(row[key_column] if key_column else "series", []).append((rank, i, row))
     series = []
     for key, group in groups.items():
         group.sort(key=lambda r: r[0])
         used = group[:rows] if rows else group
+        for rank, i, row in used:
+            if rank[0]:
+                msg = f"{p}: row {i + 2}: {time_column} {row[time_column]!r} is not a timestamp: fix or drop the row"
+                raise ConfigError(msg)
         series.append(Series(key, np.array([_values(p, i, row, columns) for _, i, row in used], dtype=np.float64)))
     if not series or all(len(s.values) < 10 for s in series):
         msg = f"{p}: too little data to train on (need at least 10 rows per series)"
@@ -97,8 +103,12 @@ def default_columns(path: str | Path, columns: list[str] | None, key_column: str
     return columns, key, time_col
 
 
-def _order(text: str) -> int:
+def _order(text: str | None) -> int | None:
+    """Event time (ms) of a time cell; None if it is not a timestamp (`run` refuses it as ``bad_timestamp``)."""
     try:
-        return parse_event_time(float(text))
-    except ValueError:
-        return parse_event_time(text)
+        try:
+            return parse_event_time(float(text or ""))
+        except ValueError:
+            return parse_event_time(text or "")
+    except (ValueError, TypeError, OverflowError):
+        return None

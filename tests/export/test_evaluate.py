@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_corpus import DIRTY, write_dirty_corpus
+from tiny_corpus import DIRTY, DIRTY_TIME, write_dirty_corpus
 
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.evaluate.corpus import find_series, label_windows
@@ -100,7 +100,7 @@ def test_rows_run_would_refuse_are_refused_per_row_and_scored_as_by_score(tiny_c
     corpus = write_dirty_corpus(tmp_path / "dirty", tiny_corpus)
     series = find_series(corpus)[0]
     run = run_series(series, FAST, [ScorerSpec()])
-    assert run.refused == {"non_finite": 2, "non_numeric": 1}
+    assert run.refused == {"bad_timestamp": 1, "non_finite": 2, "non_numeric": 1}
     clean = run_series(find_series(tiny_corpus, series=["sine_spike"])[0], FAST, [ScorerSpec()])
 
     model, scored = tmp_path / "m.onnx", tmp_path / "scored.csv"
@@ -112,10 +112,10 @@ def test_rows_run_would_refuse_are_refused_per_row_and_scored_as_by_score(tiny_c
     assert score.returncode == 0, score.stderr
     with scored.open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [i for i, r in enumerate(rows) if r["status"] != "processed"] == sorted(DIRTY)
+    assert [i for i, r in enumerate(rows) if r["status"] != "processed"] == sorted([*DIRTY, *DIRTY_TIME])
     kept = [r for r in rows if r["status"] == "processed"]
     ours = run.runs["model"]
-    assert len(run.event_ms) == len(ours.score) == len(kept) == 500 - len(DIRTY)
+    assert len(run.event_ms) == len(ours.score) == len(kept) == 500 - len(DIRTY) - len(DIRTY_TIME)
     np.testing.assert_allclose(ours.score, [float(r["anomaly_score"]) for r in kept], atol=1e-6)
     assert (ours.is_anomaly == np.array([r["is_anomaly"] == "1" for r in kept])).all()
 
@@ -125,5 +125,5 @@ def test_rows_run_would_refuse_are_refused_per_row_and_scored_as_by_score(tiny_c
     spike_ms = int(clean.event_ms[330])
     assert ours.is_anomaly[run.event_ms.tolist().index(spike_ms)]  # the injected spike, found at its own time
     [entry] = corpus_scores([run], "model")["series"]
-    assert entry["rows"] == 500 and entry["scored"] == 500 - len(DIRTY)
-    assert entry["refused"] == {"non_finite": 2, "non_numeric": 1}
+    assert entry["rows"] == 500 and entry["scored"] == len(kept)
+    assert entry["refused"] == {"bad_timestamp": 1, "non_finite": 2, "non_numeric": 1}

@@ -174,3 +174,8 @@ def test_only_the_training_rows_must_be_finite(tmp_path: Path) -> None:
         load_series(path, ["value"], time_column="ts", rows=21)
     with pytest.raises(ConfigError, match="not finite"):
         load_series(path, ["value"], time_column="ts")
+    rows[25] = "someday,11"  # a time that does not parse sorts last: refused once the training rows reach it
+    path.write_text("\n".join(["ts,value", *rows]) + "\n")
+    assert len(load_series(path, ["value"], time_column="ts", rows=20)[0][0].values) == 20
+    with pytest.raises(ConfigError, match="row 27: ts 'someday' is not a timestamp"):
+        load_series(path, ["value"], time_column="ts", rows=30)

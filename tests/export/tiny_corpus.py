@@ -44,10 +44,12 @@ def write_tiny_corpus(root: Path) -> Path:
 
 
 DIRTY = {200: "NaN", 250: "n/a", 325: "inf"}  # row -> value: non_finite, non_numeric, non_finite (in the window)
+DIRTY_TIME = {400: "yesterday"}  # row -> timestamp: bad_timestamp
 
 
 def write_dirty_corpus(root: Path, clean: Path) -> Path:
-    """``clean``'s ``sine_spike`` series with a few rows `run` would dead-letter (``DIRTY``), same labels.
+    """``clean``'s ``sine_spike`` series with a few rows `run` would dead-letter (``DIRTY``, ``DIRTY_TIME``),
+    same labels.
 
     One bad row lies inside the label window, so aligning labels by row position instead of event time
     would shift the window.
@@ -58,6 +60,8 @@ def write_dirty_corpus(root: Path, clean: Path) -> Path:
         rows = list(csv.reader(fh))
     for i, value in DIRTY.items():
         rows[i + 1][1] = value
+    for i, stamp in DIRTY_TIME.items():
+        rows[i + 1][0] = stamp
     with (root / "data" / "synthetic" / "sine_spike.csv").open("w", newline="") as fh:
         csv.writer(fh).writerows(rows)
     labels = json.loads((clean / "labels" / "combined_windows.json").read_text())
