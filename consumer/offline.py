@@ -47,8 +47,8 @@ from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner,
 from rnnwatch.consumer.scoring import TAIL_OPTIONS, severity_of
 from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, add_scoring_arguments, scorer_config
 
-__all__ = ["DEFAULT_SCORER", "ScoreInput", "SeriesScores", "check_scorer", "event_ms_of", "read_input", "register",
-           "score_array", "score_records", "score_rows"]
+__all__ = ["DEFAULT_SCORER", "DecodedInput", "InputColumns", "SeriesScores", "check_scorer", "decode_input",
+           "event_ms_of", "register", "score_array", "score_records", "score_rows"]
 
 _CHUNK = 50_000  # records per micro-batch: bounds memory, same results as any other split
 _MOSTLY = 0.5  # warn when more than this fraction of rows is not scored
@@ -146,39 +146,56 @@ def _decoder(signature: StepSignature, fields: list[str], key_field: str, time_f
 
 
 @dataclass(frozen=True)
-class ScoreInput:
-    """A CSV read for scoring: its rows (as text, for writing back) and what the runner needs from them."""
+class InputColumns:
+    key: str  # "" = one series
+    time: str
+    values: list[str]
+
+
+@dataclass(frozen=True)
+class DecodedInput:
+    """A CSV through run's decoder (`score` and `evaluate`): its rows as text, and the rows the runner gets.
+
+    ``batch`` holds the rows the decoder kept, ``kept`` their input positions, ``rejected`` the others with
+    the reason `run` would dead-letter their records for.
+    """
 
     header: list[str]
     table: list[list[str]]
-    columns: list[str]  # value column per model feature
-    keys: list[bytes]
-    event_ms: np.ndarray  # int64 [n]
-    x: np.ndarray  # float32 [n, n_features]
+    col: dict[str, int]
+    columns: InputColumns
+    batch: TickBatch
+    kept: np.ndarray  # int64 [k]: input row of each batch row
+    rejected: list[Rejected]
+
+    def spread(self, part: StepResults, n_features: int) -> tuple[StepResults, np.ndarray]:
+        """``part`` (the runner's results on ``batch``) at the input rows, and each input row's status name."""
+        res = _spread(part, self.kept, len(self.table), n_features, self.rejected)
+        return res, _status_names(res, self.rejected, len(self.table))
 
 
-def read_input(signature: StepSignature, path: Path, *, time_column: str = "timestamp",
-               columns: list[str] | None = None, key_column: str = "") -> ScoreInput:
-    """Read and validate a CSV for ``signature`` as `evaluate` needs it (ConfigError naming the file).
+def decode_input(signature: StepSignature, path: str | Path, *, key_column: str | None = None,
+                 time_column: str | None = None, columns: list[str] | None = None,
+                 source: str = "--input") -> DecodedInput:
+    """Read a CSV and validate each row with the decoder `run` builds for ``signature``.
 
-    Every row must parse (a labeled corpus is clean by construction); `rnnwatch score` instead refuses bad
-    rows one by one, as `run` does.
+    A bad row (NaN, non-numeric, out of the model's domain, bad timestamp ...) is refused on its own, with
+    `run`'s dead-letter reason; it never fails the file. Column defaults as in the module docstring.
     """
-    header, table = read_csv(path, "input")
-    value_columns = _value_columns(signature, header, columns)
-    for needed in [time_column, *value_columns, *([key_column] if key_column else [])]:
-        if needed not in header:
-            msg = f"{path}: no column {needed!r} (columns: {', '.join(header)})"
-            raise ConfigError(msg)
+    header, table = read_csv(path, source)
+    cols = _columns(signature, header, path, key_column, time_column, columns)
     col = {name: i for i, name in enumerate(header)}
-    try:
-        x = np.array([[float(r[col[c]]) for c in value_columns] for r in table], dtype=np.float32)
-        event_ms = np.array([event_ms_of(r[col[time_column]]) for r in table], dtype=np.int64)
-    except (ValueError, IndexError) as exc:
-        msg = f"{path}: {exc}"
-        raise ConfigError(msg) from exc
-    keys = [r[col[key_column]].encode() for r in table] if key_column else [b"series"] * len(table)
-    return ScoreInput(header, table, value_columns, keys, event_ms, x.reshape(-1, len(value_columns)))
+    docs: list[dict[str, Any]] = []
+    for r in table:
+        doc = {c: _number_or_text(_cell(r, col[c])) for c in cols.values}
+        doc[cols.time] = _number_or_text(_cell(r, col[cols.time]))
+        if cols.key:
+            doc[cols.key] = _cell(r, col[cols.key]) or None
+        docs.append(doc)
+    decoder = _decoder(signature, cols.values, cols.key, cols.time)
+    kafka_keys: list[bytes | None] = [None if cols.key else b"series"] * len(docs)
+    batch, kept, rejected = decoder.decode_docs(docs, kafka_keys, int(time.time() * 1000))
+    return DecodedInput(header, table, col, cols, batch, kept, rejected)
 
 
 def check_scorer(scorer: str | None, scorer_options: Mapping[str, object] | str | None) -> ScoringOverrides:
@@ -264,13 +281,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=_run)
 
 
-@dataclass(frozen=True)
-class _Columns:
-    key: str  # "" = one series
-    time: str
-    values: list[str]
-
-
 def _run(args: argparse.Namespace) -> int:
     options = _json_object(args.scorer_options)
     options.update({"threshold": args.threshold, "warmup_steps": args.warmup_steps,
@@ -278,27 +288,16 @@ def _run(args: argparse.Namespace) -> int:
                     "incident_updates": args.incident_updates})
     overrides = check_scorer(args.scorer, options)  # a bad flag is refused before the model is read
     signature = load_signature(args.model)
-    header, table = read_csv(args.input, "--input")
-    cols = _columns(signature, header, args)
-    col = {name: i for i, name in enumerate(header)}
-    docs: list[dict[str, Any]] = []
-    for r in table:
-        doc = {c: _number_or_text(_cell(r, col[c])) for c in cols.values}
-        doc[cols.time] = _number_or_text(_cell(r, col[cols.time]))
-        if cols.key:
-            doc[cols.key] = _cell(r, col[cols.key]) or None
-        docs.append(doc)
-    decoder = _decoder(signature, cols.values, cols.key, cols.time)
-    kafka_keys: list[bytes | None] = [None if cols.key else b"series"] * len(docs)
-    batch, kept, rejected = decoder.decode_docs(docs, kafka_keys, int(time.time() * 1000))
+    inp = decode_input(signature, args.input, key_column=args.key_column, time_column=args.time_column,
+                       columns=args.column)
+    batch, cols = inp.batch, inp.columns
     part = score_rows(signature, batch.keys, batch.event_ms, batch.x, scorer=args.scorer, scorer_options=options)
-    res = _spread(part, kept, len(table), signature.n_features, rejected)
-    status = _status_names(res, rejected, len(table))
-    _write(args.output, table, col, cols, res, row_severity(signature, res, overrides), status)
+    res, status = inp.spread(part, signature.n_features)
+    _write(args.output, inp.table, inp.col, cols, res, row_severity(signature, res, overrides), status)
     if args.report:
         _write_report(Path(args.report), f"rnnwatch score: {Path(args.input).name} with {signature.name} "
                       f"{signature.version}", cols.values, batch.keys, batch.event_ms, batch.x, part)
-    _report(signature, cols, header, table, col, res, status, rejected)
+    _report(signature, cols, inp.header, inp.table, inp.col, res, status, inp.rejected)
     return 0
 
 
@@ -363,23 +362,24 @@ def _number_or_text(text: str) -> float | str | None:
         return text
 
 
-def _columns(signature: StepSignature, header: list[str], args: argparse.Namespace) -> _Columns:
+def _columns(signature: StepSignature, header: list[str], path: str | Path, key_column: str | None,
+             time_column: str | None, columns: list[str] | None) -> InputColumns:
     trained = signature.provenance.get("columns")
     trained = trained if isinstance(trained, dict) else {}
-    if args.key_column is not None:
-        key = args.key_column
+    if key_column is not None:
+        key = key_column
     else:
         default_key = str(trained.get("key") or "symbol")
         key = default_key if default_key in header else ""
-    time_column = args.time_column or str(trained.get("time") or "ts")
-    if args.time_column is None and time_column not in header and "timestamp" in header:
-        time_column = "timestamp"
-    values = _value_columns(signature, header, args.column)
-    for needed in [time_column, *values, *([key] if key else [])]:
+    time_name = time_column or str(trained.get("time") or "ts")
+    if time_column is None and time_name not in header and "timestamp" in header:
+        time_name = "timestamp"
+    values = _value_columns(signature, header, columns)
+    for needed in [time_name, *values, *([key] if key else [])]:
         if needed not in header:
-            msg = f"{args.input}: no column {needed!r} (columns: {', '.join(header)})"
+            msg = f"{path}: no column {needed!r} (columns: {', '.join(header)})"
             raise ConfigError(msg)
-    return _Columns(key, time_column, values)
+    return InputColumns(key, time_name, values)
 
 
 def _value_columns(signature: StepSignature, header: list[str], given: list[str] | None) -> list[str]:
@@ -398,7 +398,7 @@ def _value_columns(signature: StepSignature, header: list[str], given: list[str]
     raise ConfigError(msg)
 
 
-def output_header(cols: _Columns) -> list[str]:
+def output_header(cols: InputColumns) -> list[str]:
     """The output columns, in order (see the module docstring)."""
     one = len(cols.values) == 1
     values = ["value"] if one else cols.values
@@ -408,7 +408,7 @@ def output_header(cols: _Columns) -> list[str]:
             "anomaly_score", "surprise", "is_anomaly", "incident", "severity", "status"]
 
 
-def _write(path: str, table: list[list[str]], col: dict[str, int], cols: _Columns, res: StepResults,
+def _write(path: str, table: list[list[str]], col: dict[str, int], cols: InputColumns, res: StepResults,
            severity: np.ndarray, status: np.ndarray) -> None:
     out = open_output(path)
     try:
@@ -433,7 +433,7 @@ def _fmt(v: float) -> str:
     return "" if v != v else f"{v:.6g}"  # NaN: not scored (or no forecast yet)
 
 
-def _report(signature: StepSignature, cols: _Columns, header: list[str], table: list[list[str]],
+def _report(signature: StepSignature, cols: InputColumns, header: list[str], table: list[list[str]],
             col: dict[str, int], res: StepResults, status: np.ndarray, rejected: list[Rejected]) -> None:
     n = len(table)
     counts = Counter(s for s in status.tolist() if s != STATUS[PROCESSED])
@@ -449,7 +449,7 @@ def _report(signature: StepSignature, cols: _Columns, header: list[str], table: 
     print(f"warning: {skipped} of {n} rows were not scored (most: {count} {reason}); {hint}", file=sys.stderr)
 
 
-def _hint(reason: str, cols: _Columns, header: list[str], table: list[list[str]], col: dict[str, int],
+def _hint(reason: str, cols: InputColumns, header: list[str], table: list[list[str]], col: dict[str, int],
           example: str) -> str:
     if reason in ("duplicate", "out_of_order"):
         if not cols.key:

@@ -8,7 +8,9 @@ The log tails are computed from the logarithm of the erfc approximation itself, 
 >>> import numpy as np
 >>> round(float(gaussian_tail(np.array([1.959964]))[0]), 4)
 0.05
->>> round(float(gaussian_surprise(np.array([40.0]))[0]), 1)
+>>> round(float(gaussian_surprise(np.array([40.0]))[0]), 1)  # two-sided
+349.1
+>>> round(float(upper_surprise(np.array([40.0]))[0]), 1)  # one-sided: log10(2) more
 349.4
 """
 

@@ -4,7 +4,8 @@
 
 Per series: `rnnwatch train` on the probationary rows (the first 15 %, at most 750), `rnnwatch score` on
 every row. JSON on stdout (per scorer: NAB scores of the three profiles at the best corpus-wide threshold
-and for the shipped decisions, per category, per series); a per-category table on stderr.
+and for the shipped decisions, per category, per series with its rows refused by reason, as `score` refuses
+them); a per-category table on stderr.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Per series: train on the probationary rows, score the whole series, as a user would with the CLI.
 
 Training goes through :func:`rnnwatch.export.train.train` with the flags `rnnwatch train` parses (so the model
-is exactly what ``rnnwatch train --train-rows <probation> ...`` writes), scoring through
-:func:`rnnwatch.consumer.offline.score_rows`, the function behind `rnnwatch score` (offline equals online:
-there is no second scoring path). Series run in a process pool (one torch/onnxruntime thread per worker) with
-a fixed seed per run, so results do not depend on ``--jobs`` or on scheduling.
+is exactly what ``rnnwatch train --train-rows <probation> ...`` writes), reading and
+scoring through :func:`rnnwatch.consumer.offline.decode_input` and :func:`~rnnwatch.consumer.offline.score_rows`,
+the functions behind `rnnwatch score` (offline equals online: there is no second validation or scoring path; a
+row `run` would dead-letter is refused on its own and counted by reason, it does not fail the series). Series
+run in a process pool (one torch/onnxruntime thread per worker) with a fixed seed per run, so results do not
+depend on ``--jobs`` or on scheduling.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import multiprocessing
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +26,8 @@ import numpy as np
 
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.offline import DEFAULT_SCORER, read_input, score_rows
+from rnnwatch.consumer.offline import DEFAULT_SCORER, decode_input, score_rows
+from rnnwatch.consumer.runner import PROCESSED, STATUS
 from rnnwatch.evaluate.corpus import CorpusSeries
 from rnnwatch.evaluate.nab import probation_rows
 
@@ -93,9 +97,15 @@ class ScoredRun:
 
 @dataclass(frozen=True)
 class SeriesRun:
-    """A series trained and scored: rows, label windows (event ms) and each scorer's output."""
+    """A series trained and scored: rows, label windows (event ms) and each scorer's output.
+
+    The arrays hold the rows `run`'s decoder accepted (T of them, in file order); a refused row has no
+    place in them (it may have no event time), so labels are matched to rows by event time, never by position.
+    """
 
     series: CorpusSeries
+    rows: int  # rows in the file
+    refused: dict[str, int]  # rows not scored, by run's reason (dead-letter or skip), as `score` reports them
     event_ms: np.ndarray  # int64 [T]
     values: np.ndarray  # float32 [T]
     expected: np.ndarray  # float32 [T]: the forecast each row was compared with (NaN at the first)
@@ -119,18 +129,23 @@ def run_series(series: CorpusSeries, config: TrainConfig, scorers: Sequence[Scor
         train(build_parser().parse_args(config.argv(series.path, probation, model)))
         t1 = time.perf_counter()
         signature = load_signature(model)
-    inp = read_input(signature, series.path)
+    # `rnnwatch score`'s reading: each row through run's decoder, a bad row refused on its own
+    inp = decode_input(signature, series.path, key_column="", time_column="timestamp", source="corpus series")
+    batch = inp.batch
     runs = {}
-    expected = np.full(len(inp.x), np.nan, dtype=np.float32)
+    expected = np.full(len(batch.x), np.nan, dtype=np.float32)
+    refused: Counter[str] = Counter()
     for spec in scorers:
-        res = score_rows(signature, inp.keys, inp.event_ms, inp.x, scorer=spec.name, scorer_options=spec.options)
+        res = score_rows(signature, batch.keys, batch.event_ms, batch.x, scorer=spec.name,
+                         scorer_options=spec.options)
         with np.errstate(divide="ignore"):
             surprise = -np.log10(res.tail)  # a tail that underflowed to 0 ranks above everything (inf)
         runs[spec.label] = ScoredRun(res.score, res.is_anomaly, surprise)
         expected = res.expected[:, 0]
+        refused = Counter(s for s in inp.spread(res, signature.n_features)[1].tolist() if s != STATUS[PROCESSED])
     t2 = time.perf_counter()
-    return SeriesRun(series, inp.event_ms, inp.x[:, 0], expected, probation, signature.scoring.threshold, runs,
-                     t1 - t0, t2 - t1)
+    return SeriesRun(series, len(inp.table), dict(sorted(refused.items())), batch.event_ms, batch.x[:, 0], expected,
+                     probation, signature.scoring.threshold, runs, t1 - t0, t2 - t1)
 
 
 def _count_rows(path: Path) -> int:

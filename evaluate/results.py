@@ -82,7 +82,8 @@ def corpus_scores(runs: Sequence[SeriesRun], label: str) -> dict[str, Any]:
     series = []
     for r, lab in zip(runs, columns["score"], strict=True):
         flags = r.runs[label].is_anomaly
-        series.append({"name": r.series.name, "rows": len(r.event_ms), "probation": r.probation,
+        series.append({"name": r.series.name, "rows": r.rows, "scored": r.rows - sum(r.refused.values()),
+                       "refused": r.refused, "probation": r.probation,
                        "windows": len(lab.windows), "flagged": int(flags.sum()),
                        "flagged_fraction": round(float(flags[r.probation:].mean()) if len(flags) > r.probation
                                                  else 0.0, 5),

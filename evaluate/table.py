@@ -69,9 +69,15 @@ def render_html(report: dict[str, Any], runs: Sequence[SeriesRun], labels: Seque
         plots.append(SeriesPlot(run.series.name, run.event_ms, run.values, expected=run.expected,
                                 flags=[(lab, r.is_anomaly) for lab, r in per.items()],
                                 windows_ms=run.series.windows_ms, notes=notes,
-                                probation_end_ms=int(run.event_ms[run.probation - 1]) if run.probation else None))
+                                probation_end_ms=_probation_end(run)))
     return render_report(f"rnnwatch evaluate: {report['corpus']}", plots, summary=summary)
 
 
 def _text(entry: dict[str, Any]) -> str:
     return f"{entry['score']:.1f}" if entry["score"] is not None else f"raw {entry['raw']:.2f}"
+
+
+def _probation_end(run: SeriesRun) -> int | None:
+    """Event time of the last probationary row still in the run (refused rows are not in ``event_ms``)."""
+    last = min(run.probation, len(run.event_ms)) - 1
+    return int(run.event_ms[last]) if last >= 0 else None

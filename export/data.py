@@ -22,9 +22,14 @@ class Series:
     values: np.ndarray  # [T, F] float64, time order
 
 
-def load_series(path: str | Path, columns: list[str], *, key_column: str = "",
-                time_column: str = "") -> tuple[list[Series], str]:
-    """Series per key (sorted by time when a time column is given) and the file's sha256."""
+def load_series(path: str | Path, columns: list[str], *, key_column: str = "", time_column: str = "",
+                rows: int = 0) -> tuple[list[Series], str]:
+    """Series per key (sorted by time when a time column is given, then its first ``rows``; 0 = all) and the
+    file's sha256.
+
+    Only the values of rows that are used are parsed and checked: a hole after the training rows (a corpus
+    series `evaluate` trains on its probationary rows only) is for the scoring side to refuse, as `run` does.
+    """
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -44,27 +49,38 @@ def load_series(path: str | Path, columns: list[str], *, key_column: str = "",
         if needed not in header:
             msg = f"{p}: no column {needed!r} (columns: {', '.join(header)})"
             raise ConfigError(msg)
-    groups: dict[str, list[tuple[int, list[float]]]] = {}
+    groups: dict[str, list[tuple[tuple[int, int], int, dict[str, str]]]] = {}
     for i, row in enumerate(reader):
-        try:
-            values = [float(row[c]) for c in columns]
-        except (ValueError, TypeError) as exc:
-            msg = f"{p}: row {i + 2}: {exc}"
-            raise ConfigError(msg) from exc
-        if not all(math.isfinite(v) for v in values):
-            # `run` dead-letters such a record (non_finite); in training data it is a hole to fill or drop
-            msg = f"{p}: row {i + 2}: {dict(zip(columns, values, strict=True))} is not finite: fill or drop the row"
-            raise ConfigError(msg)
         order = _order(row[time_column]) if time_column else i
-        groups.setdefault(row[key_column] if key_column else "series", []).append((order, values))
+        # a row whose time does not parse sorts last: refused only if the training rows reach it
+        rank = (0, order) if order is not None else (1, i)
+        groups.setdefault(row[key_column] if key_column else "series", []).append((rank, i, row))
     series = []
-    for key, rows in groups.items():
-        rows.sort(key=lambda r: r[0])
-        series.append(Series(key, np.array([v for _, v in rows], dtype=np.float64)))
+    for key, group in groups.items():
+        group.sort(key=lambda r: r[0])
+        used = group[:rows] if rows else group
+        for rank, i, row in used:
+            if rank[0]:
+                msg = f"{p}: row {i + 2}: {time_column} {row[time_column]!r} is not a timestamp: fix or drop the row"
+                raise ConfigError(msg)
+        series.append(Series(key, np.array([_values(p, i, row, columns) for _, i, row in used], dtype=np.float64)))
     if not series or all(len(s.values) < 10 for s in series):
         msg = f"{p}: too little data to train on (need at least 10 rows per series)"
         raise ConfigError(msg)
     return series, hashlib.sha256(raw).hexdigest()
+
+
+def _values(p: Path, i: int, row: dict[str, str], columns: list[str]) -> list[float]:
+    try:
+        values = [float(row[c]) for c in columns]
+    except (ValueError, TypeError) as exc:
+        msg = f"{p}: row {i + 2}: {exc}"
+        raise ConfigError(msg) from exc
+    if not all(math.isfinite(v) for v in values):
+        # `run` dead-letters such a record (non_finite); in training data it is a hole to fill or drop
+        msg = f"{p}: row {i + 2}: {dict(zip(columns, values, strict=True))} is not finite: fill or drop the row"
+        raise ConfigError(msg)
+    return values
 
 
 def default_columns(path: str | Path, columns: list[str] | None, key_column: str | None,
@@ -87,8 +103,12 @@ def default_columns(path: str | Path, columns: list[str] | None, key_column: str
     return columns, key, time_col
 
 
-def _order(text: str) -> int:
+def _order(text: str | None) -> int | None:
+    """Event time (ms) of a time cell; None if it is not a timestamp (`run` refuses it as ``bad_timestamp``)."""
     try:
-        return parse_event_time(float(text))
-    except ValueError:
-        return parse_event_time(text)
+        try:
+            return parse_event_time(float(text or ""))
+        except ValueError:
+            return parse_event_time(text or "")
+    except (ValueError, TypeError, OverflowError):
+        return None

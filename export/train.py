@@ -59,8 +59,8 @@ def train(args: argparse.Namespace) -> TrainResult:
     arch = ARCHITECTURES[args.arch]
     _seed_everything(args.seed)
     columns, key_column, time_column = default_columns(args.input, args.column, args.key_column, args.time_column)
-    series, sha = load_series(args.input, columns, key_column=key_column, time_column=time_column)
-    series = [Series(s.key, s.values[: args.train_rows] if args.train_rows else s.values) for s in series]
+    series, sha = load_series(args.input, columns, key_column=key_column, time_column=time_column,
+                              rows=args.train_rows)
     kind = choose_transform(args.transform, np.concatenate([s.values for s in series]))
     fit_parts, hold_parts, mean, std = _normalise(series, kind)
     model = arch.build(len(columns), args)

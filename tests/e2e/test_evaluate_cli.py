@@ -32,6 +32,7 @@ def test_evaluate_prints_nab_scores_as_json_and_a_table(tiny_corpus: Path) -> No
             for entry in block[kind].values():
                 assert -1000 < entry["score"] <= 100
     assert [s["name"] for s in scorer["series"]] == ["synthetic/sine_spike.csv", "synthetic/walk_shift.csv"]
+    assert [(s["rows"], s["scored"], s["refused"]) for s in scorer["series"]] == [(500, 500, {})] * 2
     assert "synthetic" in out.stderr and "swept: std" in out.stderr
     assert out.stderr.splitlines()[-1].startswith("all")
 

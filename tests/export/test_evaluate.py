@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_corpus import DIRTY, DIRTY_TIME, write_dirty_corpus
 
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.evaluate.corpus import find_series
+from rnnwatch.evaluate.corpus import find_series, label_windows
 from rnnwatch.evaluate.harness import ScorerSpec, TrainConfig, parse_scorer_spec, run_corpus, run_series
 from rnnwatch.evaluate.nab import probation_rows
 from rnnwatch.evaluate.results import corpus_scores
@@ -89,3 +90,40 @@ def test_unknown_scorers_and_options_are_refused_by_the_score_function(tiny_corp
         run_series(series, FAST, [ScorerSpec(options={"colour": 1})])
     with pytest.raises(ConfigError, match="not JSON"):
         parse_scorer_spec("model:{oops")
+
+
+def test_rows_run_would_refuse_are_refused_per_row_and_scored_as_by_score(tiny_corpus: Path, tmp_path: Path,
+                                                                           in_process: None) -> None:
+    """A NaN / non-numeric row does not fail its series: it is refused (as `score` and `run` refuse it), counted
+    by reason in the JSON, the other rows score exactly as `rnnwatch score` scores the same file, and labels
+    still land on the rows whose event times they name."""
+    corpus = write_dirty_corpus(tmp_path / "dirty", tiny_corpus)
+    series = find_series(corpus)[0]
+    run = run_series(series, FAST, [ScorerSpec()])
+    assert run.refused == {"bad_timestamp": 1, "non_finite": 2, "non_numeric": 1}
+    clean = run_series(find_series(tiny_corpus, series=["sine_spike"])[0], FAST, [ScorerSpec()])
+
+    model, scored = tmp_path / "m.onnx", tmp_path / "scored.csv"
+    train = subprocess.run([*CLI, *FAST.argv(series.path, probation_rows(500), model)], capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert train.returncode == 0, train.stderr
+    score = subprocess.run([*CLI, "score", "--model", str(model), "--input", str(series.path), "--output",
+                            str(scored)], capture_output=True, text=True, timeout=120, check=False)
+    assert score.returncode == 0, score.stderr
+    with scored.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [i for i, r in enumerate(rows) if r["status"] != "processed"] == sorted([*DIRTY, *DIRTY_TIME])
+    kept = [r for r in rows if r["status"] == "processed"]
+    ours = run.runs["model"]
+    assert len(run.event_ms) == len(ours.score) == len(kept) == 500 - len(DIRTY) - len(DIRTY_TIME)
+    np.testing.assert_allclose(ours.score, [float(r["anomaly_score"]) for r in kept], atol=1e-6)
+    assert (ours.is_anomaly == np.array([r["is_anomaly"] == "1" for r in kept])).all()
+
+    # label windows: the same first / last row times as the clean series (a refused row is never a detection)
+    assert label_windows(run.event_ms.tolist(), series.windows_ms) == label_windows(clean.event_ms.tolist(),
+                                                                                    series.windows_ms)
+    spike_ms = int(clean.event_ms[330])
+    assert ours.is_anomaly[run.event_ms.tolist().index(spike_ms)]  # the injected spike, found at its own time
+    [entry] = corpus_scores([run], "model")["series"]
+    assert entry["rows"] == 500 and entry["scored"] == len(kept)
+    assert entry["refused"] == {"bad_timestamp": 1, "non_finite": 2, "non_numeric": 1}

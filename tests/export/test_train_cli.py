@@ -156,3 +156,26 @@ def test_every_architecture_trains_with_defaults(arch: str, prices_csv: Path, tm
     assert sig.architecture == arch
     assert sig.provenance["parity"]["max_rel_error"] < 1e-4
     assert sig.provenance["hyperparameters"]
+
+
+def test_only_the_training_rows_must_be_finite(tmp_path: Path) -> None:
+    """`--train-rows N` reads the values of the first N rows (by time) only: a hole after them is for the
+    scoring side to refuse row by row (as `run` does); a hole inside them is still refused by name."""
+    from rnnwatch.consumer.errors import ConfigError
+
+    path = tmp_path / "holes.csv"
+    rows = [f"{i},{10 + i % 3}" for i in range(30)]
+    rows[20] = "20,NaN"
+    rows[25] = "25,n/a"
+    path.write_text("\n".join(["ts,value", *reversed(rows)]) + "\n")  # sorted by time before cutting
+    [series], _ = load_series(path, ["value"], time_column="ts", rows=20)
+    assert series.values[:, 0].tolist() == [10 + i % 3 for i in range(20)]
+    with pytest.raises(ConfigError, match=r"row 11: .* is not finite"):  # file row 11 holds ts=20
+        load_series(path, ["value"], time_column="ts", rows=21)
+    with pytest.raises(ConfigError, match="not finite"):
+        load_series(path, ["value"], time_column="ts")
+    rows[25] = "someday,11"  # a time that does not parse sorts last: refused once the training rows reach it
+    path.write_text("\n".join(["ts,value", *rows]) + "\n")
+    assert len(load_series(path, ["value"], time_column="ts", rows=20)[0][0].values) == 20
+    with pytest.raises(ConfigError, match="row 27: ts 'someday' is not a timestamp"):
+        load_series(path, ["value"], time_column="ts", rows=30)

@@ -41,3 +41,30 @@ def write_tiny_corpus(root: Path) -> Path:
         labels[f"synthetic/{name}.csv"] = [[_stamp(at - 10) + ".000000", _stamp(at + 10) + ".000000"]]
     (root / "labels" / "combined_windows.json").write_text(json.dumps(labels, indent=2))
     return root
+
+
+DIRTY = {200: "NaN", 250: "n/a", 325: "inf"}  # row -> value: non_finite, non_numeric, non_finite (in the window)
+DIRTY_TIME = {400: "yesterday"}  # row -> timestamp: bad_timestamp
+
+
+def write_dirty_corpus(root: Path, clean: Path) -> Path:
+    """``clean``'s ``sine_spike`` series with a few rows `run` would dead-letter (``DIRTY``, ``DIRTY_TIME``),
+    same labels.
+
+    One bad row lies inside the label window, so aligning labels by row position instead of event time
+    would shift the window.
+    """
+    (root / "data" / "synthetic").mkdir(parents=True)
+    (root / "labels").mkdir()
+    with (clean / "data" / "synthetic" / "sine_spike.csv").open(newline="") as fh:
+        rows = list(csv.reader(fh))
+    for i, value in DIRTY.items():
+        rows[i + 1][1] = value
+    for i, stamp in DIRTY_TIME.items():
+        rows[i + 1][0] = stamp
+    with (root / "data" / "synthetic" / "sine_spike.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    labels = json.loads((clean / "labels" / "combined_windows.json").read_text())
+    dirty = {"synthetic/sine_spike.csv": labels["synthetic/sine_spike.csv"]}
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(dirty, indent=2))
+    return root

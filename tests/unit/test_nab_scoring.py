@@ -174,15 +174,6 @@ def test_detecting_nothing_scores_the_null_detector() -> None:
         assert normalised(row.score, 2, cost) == 0.0
 
 
-@pytest.mark.parametrize("module", ["rnnwatch.evaluate.nab", "rnnwatch.evaluate.table"])
-def test_docstring_examples(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_unbounded_scores_start_from_a_threshold_that_detects_nothing() -> None:
     """A log-scale surprise runs past NAB's 1.1 start: 'nothing detected' must still mean nothing."""
     corpus = [LabeledSeries(s.name, s.timestamps, 10 * s.scores, s.windows) for s in _corpus()]
