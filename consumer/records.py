@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -160,18 +160,7 @@ class TickDecoder:
             keys, event_ms, x = fast
             kept = list(range(len(records)))
         else:
-            kept, keys, times, rows = [], [], [], []
-            for i, rec in enumerate(records):
-                parsed = self._parse_guarded(rec)
-                if isinstance(parsed, Rejected):
-                    rejected.append(Rejected(i, parsed.reason, parsed.detail))
-                    continue
-                kept.append(i)
-                keys.append(parsed[0])
-                times.append(parsed[1])
-                rows.append(parsed[2])
-            x = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.features))
-            event_ms = np.array(times, dtype=np.int64)
+            kept, keys, event_ms, x = self._collect(map(self._parse_guarded, records), rejected)
         ok = self._range_check(x, event_ms, now_ms, kept, rejected)
         idx = np.asarray(kept, dtype=np.int64)[ok]
         batch = TickBatch(
@@ -193,18 +182,8 @@ class TickDecoder:
         offline for exactly the reason its record would be dead-lettered online.
         """
         rejected: list[Rejected] = []
-        kept, tick_keys, times, rows = [], [], [], []
-        for i, (doc, key) in enumerate(zip(docs, keys, strict=True)):
-            parsed = self._from_doc(doc, key, 0)
-            if isinstance(parsed, Rejected):
-                rejected.append(Rejected(i, parsed.reason, parsed.detail))
-                continue
-            kept.append(i)
-            tick_keys.append(parsed[0])
-            times.append(parsed[1])
-            rows.append(parsed[2])
-        x = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.features))
-        event_ms = np.array(times, dtype=np.int64)
+        parsed = (self._from_doc(doc, key, 0) for doc, key in zip(docs, keys, strict=True))
+        kept, tick_keys, event_ms, x = self._collect(parsed, rejected)
         ok = self._range_check(x, event_ms, now_ms, kept, rejected)
         idx = np.asarray(kept, dtype=np.int64)[ok]
         batch = TickBatch(partition=np.zeros(idx.size, dtype=np.int32), offset=idx.copy(),
@@ -212,6 +191,24 @@ class TickDecoder:
                           x=x[ok].astype(np.float32))
         rejected.sort(key=lambda r: r.index)
         return batch, idx, rejected
+
+    def _collect(self, parsed: Iterable[tuple[bytes, int, list[float]] | Rejected], rejected: list[Rejected],
+                 ) -> tuple[list[int], list[bytes], np.ndarray, np.ndarray]:
+        """(kept indices, keys, event times, values) of per-row parse results; refusals go to ``rejected``."""
+        kept: list[int] = []
+        keys: list[bytes] = []
+        times: list[int] = []
+        rows: list[list[float]] = []
+        for i, one in enumerate(parsed):
+            if isinstance(one, Rejected):
+                rejected.append(Rejected(i, one.reason, one.detail))
+                continue
+            kept.append(i)
+            keys.append(one[0])
+            times.append(one[1])
+            rows.append(one[2])
+        x = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.features))
+        return kept, keys, np.array(times, dtype=np.int64), x
 
     def check_values(self, x: np.ndarray, event_ms: np.ndarray, now_ms: int) -> tuple[np.ndarray, list[Rejected]]:
         """(ok mask, rejections) of already-numeric rows (``score_array``): the range checks of :meth:`decode`."""
