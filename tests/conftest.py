@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "unit"))
-sys.path.insert(0, str(Path(__file__).parent / "integration"))
-sys.path.insert(0, str(Path(__file__).parent / "export"))
-
-from onnx_builders import ewma_model
-
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.settings import bundled_model_path
+from tests.unit.onnx_builders import ewma_model
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +22,7 @@ def ewma_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-series labeled corpus in NAB's layout (tests/export/tiny_corpus.py)."""
-    from tiny_corpus import write_tiny_corpus
+    from tests.export.tiny_corpus import write_tiny_corpus
 
     return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
 
@@ -63,7 +57,7 @@ def topic_factory(broker: EmbeddedBroker) -> Callable[..., str]:
 @pytest.fixture(scope="session")
 def price_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Held-out daily prices of 3 symbols x 400 days (symbol, ts, price), as `adopt --data` reads them."""
-    from helpers import write_prices
+    from tests.integration.helpers import write_prices
 
     return write_prices(tmp_path_factory.mktemp("history") / "history.csv")
 
@@ -73,10 +67,9 @@ def adopted_models(tmp_path_factory: pytest.TempPathFactory, price_history: Path
     """case -> (model as exported elsewhere, its adopted step model): every torch.onnx.export case of
     tests/export/elsewhere.py and the onnx.helper GRU-operator graph, adopted by `rnnwatch adopt` on
     held-out prices (log-returns / 1 %, the feature `price`). Needs torch (to build the sources)."""
-    import elsewhere
-    from onnx_builders import gru_op_model
-
     from rnnwatch.consumer.cli import main
+    from tests.export import elsewhere
+    from tests.unit.onnx_builders import gru_op_model
 
     folder = tmp_path_factory.mktemp("elsewhere")
     adopted = {}

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from helpers import changelog_reader, price_feed, produce, read_all
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.runner import make_runner
+from tests.integration.helpers import changelog_reader, price_feed, produce, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
 PARTITIONS = 4

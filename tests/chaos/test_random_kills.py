@@ -8,7 +8,7 @@ the chaos group equal an uninterrupted run's (ids and content), every key's fina
 reference's, and the final consumer gets every partition within a bounded time.
 
 Run it by hand over many seeds (the numbers the README quotes):
-``python tests/chaos/test_random_kills.py --seeds 20 --symbols 150 --steps 2000``.
+``python -m tests.chaos.test_random_kills --seeds 20 --symbols 150 --steps 2000``.
 """
 
 from __future__ import annotations
@@ -32,15 +32,10 @@ import numpy as np
 import orjson
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
-
-from helpers import committed, produce
-from test_crash_recovery import PARTITIONS, _assert_state_equal, _events, _final_state, _same, member_args
-from test_rebalance import Member
-
 from rnnwatch.consumer.broker import EmbeddedBroker
+from tests.chaos.test_crash_recovery import PARTITIONS, _assert_state_equal, _events, _final_state, _same, member_args
+from tests.chaos.test_rebalance import Member
+from tests.integration.helpers import committed, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
 ASSIGNED = re.compile(r"assigned partitions \[([\d, ]*)\]")

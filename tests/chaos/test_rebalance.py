@@ -18,10 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import committed, price_feed, produce
-from test_crash_recovery import PARTITIONS, _assert_state_equal, _events, _final_state, _run, _same, member_args
 
 from rnnwatch.consumer.broker import EmbeddedBroker
+from tests.chaos.test_crash_recovery import (
+    PARTITIONS,
+    _assert_state_equal,
+    _events,
+    _final_state,
+    _run,
+    _same,
+    member_args,
+)
+from tests.integration.helpers import committed, price_feed, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
 ALL_PARTITIONS = set(range(PARTITIONS))

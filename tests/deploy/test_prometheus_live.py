@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import price_feed, produce
 
 from rnnwatch.consumer.broker import EmbeddedBroker, free_port
+from tests.integration.helpers import price_feed, produce
 
 pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from onnx_builders import gru_op_model
+
+from tests.unit.onnx_builders import gru_op_model
 
 pytestmark = pytest.mark.e2e
 

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from elsewhere import build, export
-from helpers import write_prices
-from onnx_builders import gru_op_model
 
 from rnnwatch.consumer.contract import load_signature
+from tests.export.elsewhere import build, export
+from tests.integration.helpers import write_prices
+from tests.unit.onnx_builders import gru_op_model
 
 pytestmark = [pytest.mark.export, pytest.mark.e2e]
 README = Path(__file__).parents[2] / "README.md"

@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from elsewhere import STD, TORCH_CASES, Forecaster, build, export, plain_export
 from torch import Tensor, nn
 
 from rnnwatch.consumer.cli import main
@@ -29,6 +28,7 @@ from rnnwatch.export.models.gru import GRUForecaster
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
 from rnnwatch.export.transform import Transform
 from rnnwatch.export.validate import AtolError
+from tests.export.elsewhere import STD, TORCH_CASES, Forecaster, build, export, plain_export
 
 pytestmark = pytest.mark.export
 CASES = [*TORCH_CASES, "gru-op"]

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_corpus import DIRTY, DIRTY_TIME, write_dirty_corpus
 
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.evaluate.corpus import find_series, label_windows
 from rnnwatch.evaluate.harness import ScorerSpec, TrainConfig, parse_scorer_spec, run_corpus, run_series
 from rnnwatch.evaluate.nab import probation_rows
 from rnnwatch.evaluate.results import corpus_scores
+from tests.export.tiny_corpus import DIRTY, DIRTY_TIME, write_dirty_corpus
 
 pytestmark = pytest.mark.export
 CLI = [sys.executable, "-m", "rnnwatch.consumer.cli"]

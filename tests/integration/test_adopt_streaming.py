@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import price_feed, produce, read_all, start_run
 
 from rnnwatch.consumer.broker import EmbeddedBroker
+from tests.integration.helpers import price_feed, produce, read_all, start_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.export]
 

@@ -10,7 +10,6 @@ import numpy as np
 import orjson
 import pytest
 import torch
-from helpers import price_feed, produce, read_all, start_run
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.export.cli import build_parser
@@ -18,6 +17,7 @@ from rnnwatch.export.convert import StepGraph, export_step_model
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
 from rnnwatch.export.transform import Transform
+from tests.integration.helpers import price_feed, produce, read_all, start_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.export]
 ARCHS = ("tdnn", "narx", "esn", "clockwork", "birnn", "stacked")

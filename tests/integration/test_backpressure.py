@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import price_feed, produce, read_all
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.errors import BrokerError
@@ -31,6 +30,7 @@ from rnnwatch.consumer.kafka import (
 )
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import Settings, load_settings
+from tests.integration.helpers import price_feed, produce, read_all
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import read_all
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from rnnwatch.consumer.broker import EmbeddedBroker, free_port
 from rnnwatch.consumer.errors import BrokerError
 from rnnwatch.consumer.feed import Tick, load_ticks, produce_ticks, synthetic_ticks
+from tests.integration.helpers import read_all
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "rnnwatch.consumer.cli"]

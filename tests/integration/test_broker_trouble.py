@@ -15,7 +15,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import committed, price_feed, produce, read_all
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.errors import DeliveryError
@@ -31,6 +30,7 @@ from rnnwatch.consumer.kafka import (
 )
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import Settings, load_settings
+from tests.integration.helpers import committed, price_feed, produce, read_all
 
 pytestmark = pytest.mark.integration
 

@@ -8,15 +8,15 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import changelog_reader, price_feed, produce, read_all
 from kafka import KafkaProducer
-from onnx_builders import ewma_model
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
 from rnnwatch.consumer.restore import run_to_end, scan_partition
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
+from tests.integration.helpers import changelog_reader, price_feed, produce, read_all
+from tests.unit.onnx_builders import ewma_model
 
 pytestmark = pytest.mark.integration
 

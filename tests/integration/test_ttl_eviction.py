@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import changelog_reader, price_feed, produce
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
+from tests.integration.helpers import changelog_reader, price_feed, produce
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import write_prices
-from onnx_builders import custom_op_model, ewma_model, gru_op_model, keras_like_gru_model, scan_ewma_model
 
 from rnnwatch.consumer.cli import main
 from rnnwatch.consumer.contract import load_signature
@@ -30,6 +28,8 @@ from rnnwatch.export.adopt import (
 from rnnwatch.export.adopt.guess import stem
 from rnnwatch.export.calibrate import HOLDOUT, PROVISIONAL_THRESHOLD
 from rnnwatch.export.validate import ShapeError
+from tests.integration.helpers import write_prices
+from tests.unit.onnx_builders import custom_op_model, ewma_model, gru_op_model, keras_like_gru_model, scan_ewma_model
 
 
 def _adopt(source: Path, out: Path, transform: str = "level", **options: object) -> Path:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from fakes import FakeCluster, FakeProducer, FakeReader, FakeSource
 from prometheus_client import CollectorRegistry
 
 from rnnwatch.consumer import changelog
@@ -22,6 +21,7 @@ from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.restore import FIRST_WINDOW, read_snapshots
 from rnnwatch.consumer.sink import KafkaSink
 from rnnwatch.consumer.state import Column, StateTable
+from tests.unit.fakes import FakeCluster, FakeProducer, FakeReader, FakeSource
 
 CL = "g.state"
 HOUR_MS = 3600 * 1000

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from onnx import TensorProto
-from onnx_builders import default_metadata, ewma_model
 
 from rnnwatch.consumer import contract as c
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import ModelError
+from tests.unit.onnx_builders import default_metadata, ewma_model
 
 
 def test_good_model_signature(ewma_path: Path) -> None:

@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from fakes import FakeCluster, FakeProducer, FakeReader, FakeService, FakeSource
-from helpers import price_feed
 from kafka.errors import KafkaTimeoutError
 
 from rnnwatch.consumer.changelog import read_snapshots
@@ -24,6 +22,8 @@ from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import Settings, load_settings
 from rnnwatch.consumer.sink import KafkaSink
+from tests.integration.helpers import price_feed
+from tests.unit.fakes import FakeCluster, FakeProducer, FakeReader, FakeService, FakeSource
 
 TOPIC = "ticks"
 FEED = price_feed(6, 40, shock=(2, 30), seed=3)

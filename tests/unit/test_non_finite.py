@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from onnx_builders import exploding_model
 from prometheus_client import CollectorRegistry
 
 from rnnwatch.consumer.contract import FeatureSpec, load_signature
@@ -21,6 +20,7 @@ from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import Pipeline
 from rnnwatch.consumer.records import TickDecoder
 from rnnwatch.consumer.runner import TickBatch, make_runner
+from tests.unit.onnx_builders import exploding_model
 
 BLOW_UP = [1e20, 1e20]  # m = 1e20, then 1e40 = inf in float32
 CALM = [1.0] * 12

@@ -15,10 +15,10 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_records import NOW_MS, Rec
 
 from rnnwatch.consumer.contract import FeatureSpec
 from rnnwatch.consumer.records import MAX_EVENT_MS, MIN_EVENT_MS, REASONS, TickDecoder, parse_event_time
+from tests.unit.test_records import NOW_MS, Rec
 
 
 def _decoder(**kw: Any) -> TickDecoder:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx_builders import ALPHA
 
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.runner import ALREADY_APPLIED, DUPLICATE, OUT_OF_ORDER, PROCESSED, TickBatch, make_runner
+from tests.unit.onnx_builders import ALPHA
 
 # The bundled GRU in float32: batched matmuls may round differently from batch-of-one ones.
 BATCH_RTOL = 1e-5

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scorer_golden import CASES, FIXTURE, case_key, run
 
 from rnnwatch.consumer.tails import gaussian_surprise, upper_surprise
+from tests.unit.scorer_golden import CASES, FIXTURE, case_key, run
 
 
 @pytest.mark.parametrize(("spec", "scaled", "domain"), CASES, ids=[case_key(*c) for c in CASES])

@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
-from fakes import FakeCluster, FakeService
-from test_delivery import TOPIC, cluster, run, settings
 
 from rnnwatch.consumer import changelog, restore
+from tests.unit.fakes import FakeCluster, FakeService
+from tests.unit.test_delivery import TOPIC, cluster, run, settings
 
 
 def _ticks(symbols: list[str], steps: range) -> list[tuple[bytes | None, bytes]]:
