@@ -74,7 +74,7 @@ class EmbeddedBroker:
         deadline = time.monotonic() + self.start_timeout_s
         last: Exception | None = None
         while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
+            if not self.running:  # it exited (start() set _proc)
                 break
             # Bound each probe: a port that accepts but never answers would otherwise block the admin
             # client's bootstrap for its default 30 s, past our own deadline.

@@ -7,7 +7,9 @@ One ONNX graph computes **one time step for a batch of keys**:
   state tensor (hidden/cell vectors, delay lines, step counters, running normalisers ...);
 * output ``forecast``: float32 ``[batch, n_features]``, the expected *next* ``x``;
 * optional outputs ``forecast_scale`` (predicted std of the next ``x``, message units, > 0) and
-  ``score`` (``[batch]`` or ``[batch, 1]``, a model-computed anomaly score in [0, 1] for this step);
+  ``score`` (``[batch]`` or ``[batch, 1]``, a model-computed anomaly score in [0, 1] for this step; reserved for
+  reconstruction-style scorers: this runtime reads it only to reset a key whose output is not finite, no scorer
+  uses its value yet);
 * the batch dimension is dynamic (symbolic), every other dimension is static.
 
 Metadata (``metadata_props``, every value a JSON document unless said otherwise):

@@ -3,14 +3,13 @@
     RnnwatchError
     ├── ConfigError(ValueError)          bad flags / env / TOML: raised at start-up, names the setting
     ├── ModelError(ValueError)           a model file breaks the step contract: names the file and the fix
-    ├── RecordError(ValueError)          one input record cannot be used: becomes a dead-letter record
     ├── StateError(RuntimeError)         a changelog snapshot cannot be used: the key is reset, not crashed
     └── BrokerError(ConnectionError)     the broker cannot be reached within the configured wait
         ├── DeliveryError                the producer gave up on a record: the process must replay
         └── RebalancedError              a commit was refused because the group rebalanced meanwhile
 
-Start-up problems raise; per-record problems are values (a ``reason`` string) on the hot path and only
-become ``RecordError`` where a single record is handled on its own.
+Start-up problems raise. A record that cannot be used is never an exception: it is a value (a ``reason``
+label, ``records.Rejected``) that becomes a dead-letter record and a counted reason.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ __all__ = [
     "DeliveryError",
     "ModelError",
     "RebalancedError",
-    "RecordError",
     "RnnwatchError",
     "StateError",
 ]
@@ -37,15 +35,6 @@ class ConfigError(RnnwatchError, ValueError):
 
 class ModelError(RnnwatchError, ValueError):
     """A model file does not follow the step-model contract (DESIGN §2)."""
-
-
-class RecordError(RnnwatchError, ValueError):
-    """An input record cannot be decoded or validated; ``reason`` is a short, stable label."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 class StateError(RnnwatchError, RuntimeError):

@@ -46,7 +46,6 @@ class HealthState:
         self.assigned = False
         self.restoring = False
         self.broker_ok = True
-        self.detail = "starting"
 
     def tick(self) -> None:
         self.last_loop_s = time.monotonic()
@@ -61,7 +60,7 @@ class HealthState:
         if not self.model_loaded:
             return False, "model not loaded"
         if not self.assigned:
-            return False, f"no partitions assigned ({self.detail})"
+            return False, "no partitions assigned"
         if self.restoring:
             return False, "restoring state"
         if not self.broker_ok:

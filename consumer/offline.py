@@ -114,7 +114,7 @@ def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarra
         )
         part = runner.process(batch)
         for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected",
-                     "residual", "model_score", "gap"):
+                     "residual", "gap"):
             getattr(merged, name)[start:stop] = getattr(part, name)
     return merged
 
@@ -126,7 +126,7 @@ def _spread(part: StepResults, kept: np.ndarray, n: int, n_features: int, reject
     """
     full = StepResults.empty(n, n_features)
     for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "expected", "residual",
-                 "model_score", "gap"):
+                 "gap"):
         getattr(full, name)[kept] = getattr(part, name)
     full.incident[kept] = np.where(part.incident >= 0, kept[np.clip(part.incident, 0, None)], -1)
     full.status[[r.index for r in rejected]] = -1

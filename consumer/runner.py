@@ -73,7 +73,6 @@ class StepResults:
     incident: np.ndarray  # int64 [n]: input offset of the incident's opening record, -1 where no alarm
     expected: np.ndarray
     residual: np.ndarray
-    model_score: np.ndarray
     gap: np.ndarray
     reset: np.ndarray  # bool [n]: the model's output for this record was not finite, the key was reset
     step_seconds: list[float] = field(default_factory=list)
@@ -86,7 +85,7 @@ class StepResults:
             status=np.full(n, PROCESSED, dtype=np.int8), score=nan.copy(), tail=nan.copy(), surprise=nan.copy(),
             alarm=np.zeros(n, dtype=bool), is_anomaly=np.zeros(n, dtype=bool), is_update=np.zeros(n, dtype=bool),
             incident=np.full(n, -1, dtype=np.int64), expected=np.full((n, n_features), np.nan, dtype=np.float32),
-            residual=np.full((n, n_features), np.nan, dtype=np.float32), model_score=nan.copy(),
+            residual=np.full((n, n_features), np.nan, dtype=np.float32),
             gap=np.zeros(n, dtype=bool), reset=np.zeros(n, dtype=bool),
         )
 
@@ -204,8 +203,6 @@ class StepRunner:
         results.incident[idx] = scored.incident
         results.expected[idx] = scored.expected
         results.residual[idx] = scored.residual
-        if model_score is not None:
-            results.model_score[idx] = model_score
 
 
 def _non_finite_rows(n: int, *arrays: np.ndarray | None) -> np.ndarray:

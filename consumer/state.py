@@ -106,9 +106,6 @@ class StateTable:
     def row_of(self, partition: int, key: bytes) -> int | None:
         return self._index.get(partition, {}).get(key)
 
-    def partitions(self) -> list[int]:
-        return sorted(p for p, idx in self._index.items() if idx)
-
     def count(self, partition: int) -> int:
         return len(self._index.get(partition, {}))
 
