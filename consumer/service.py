@@ -26,6 +26,7 @@ from rnnwatch.consumer.checkpoint import Checkpointer
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import BrokerError, DeliveryError, RebalancedError
 from rnnwatch.consumer.events import AnomalyEvent
+from rnnwatch.consumer.faults import arm as arm_crash_point
 from rnnwatch.consumer.health import HealthState, OpsServer
 from rnnwatch.consumer.kafka import GroupSource, KafkaConfig, PartitionReader, Transport, open_transport
 from rnnwatch.consumer.limits import check_record_sizes
@@ -111,6 +112,7 @@ class Service:
     def _assemble(self) -> None:
         """Build every part, in the order that fails fastest: model, ops server, Kafka clients, pipeline."""
         s = self.settings
+        arm_crash_point()  # the chaos suite's RNNWATCH_CRASH_*: a bad value is a ConfigError before anything starts
         self.signature = signature = load_signature(s.model)  # ModelError: refuse before touching Kafka
         self.metrics.set_model(signature.name, signature.version, signature.architecture, signature.sha256)
         self.health.model_loaded = True

@@ -195,13 +195,17 @@ class ConfluentSource:
         out = {}
         for p in self.assignment.assigned:
             _lo, hi = self.consumer.get_watermark_offsets(CTP(self.topic, p), cached=True)
-            if hi is not None and hi >= 0:
-                out[p] = max(0, hi - positions.get(p, self._position(p)))
+            if hi is None or hi < 0:
+                continue
+            position = positions[p] if p in positions else self._position(p)
+            if position is not None:
+                out[p] = max(0, hi - position)
         return out
 
-    def _position(self, partition: int) -> int:
+    def _position(self, partition: int) -> int | None:
+        """The client's fetch position; None while it has none (a negative logical offset such as OFFSET_INVALID)."""
         (tp,) = self.consumer.position([CTP(self.topic, partition)])
-        return max(0, tp.offset)
+        return tp.offset if tp.offset >= 0 else None
 
     def close(self, *, leave: bool = True) -> None:
         """Close (librdkafka always leaves the group on close; ``leave`` is kafka-python's concern)."""

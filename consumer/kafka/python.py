@@ -169,20 +169,17 @@ class PythonSource:
         """Highwater minus our processed position, for partitions whose highwater is known."""
         out = {}
         for p in self.assignment.assigned:
+            tp = KTP(self.topic, p)
             try:
-                hw = self.consumer.highwater(KTP(self.topic, p))
-            except Exception:  # noqa: BLE001 - partition moved between the callback and this call
-                log.debug("no highwater for %s[%d]", self.topic, p)
+                hw = self.consumer.highwater(tp)
+                # Nothing processed yet: the client's fetch position (None until it has one: lag unknown).
+                position = positions[p] if p in positions else self.consumer.position(tp, timeout_ms=1000)
+            except KafkaError as exc:  # IllegalStateError: the partition moved between the callback and this call
+                log.debug("no lag for %s[%d]: %s", self.topic, p, exc)
                 continue
-            if hw is not None:
-                out[p] = max(0, hw - positions.get(p, self._position(p)))
+            if hw is not None and position is not None:
+                out[p] = max(0, hw - int(position))
         return out
-
-    def _position(self, partition: int) -> int:
-        try:
-            return int(self.consumer.position(KTP(self.topic, partition), timeout_ms=1000))
-        except Exception:  # noqa: BLE001
-            return 0
 
     def close(self, *, leave: bool = True) -> None:
         """Close the consumer; ``leave=False`` skips the LeaveGroup (the session then expires on its own).

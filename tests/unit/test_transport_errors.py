@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kafka.errors import CommitFailedError, KafkaConnectionError
+from kafka import TopicPartition
+from kafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
 
 from rnnwatch.consumer.errors import BrokerError, RebalancedError
 from rnnwatch.consumer.kafka.python import PythonSource
@@ -41,6 +42,79 @@ def test_kafka_python_commit_errors_are_translated(error: Exception, expected: t
     with pytest.raises(expected) as info:
         source.commit({0: 5})
     assert type(info.value) is expected
+
+
+class _LagConsumer:
+    """A kafka-python consumer's highwater/position for partition 0 (1 is assigned to us but not to the client)."""
+
+    def __init__(self, position: int | None, error: Exception | None = None) -> None:
+        self._position, self.error, self.position_calls = position, error, 0
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        if tp.partition != 0:
+            raise IllegalStateError("Partition is not assigned")
+        return 100
+
+    def position(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        self.position_calls += 1
+        if self.error is not None:
+            raise self.error
+        return self._position
+
+
+def test_kafka_python_lag_uses_the_processed_position_and_asks_the_client_only_without_one() -> None:
+    consumer = _LagConsumer(position=40)
+    source = PythonSource(consumer, "t")  # type: ignore[arg-type]
+    source.assignment.assigned = {0, 1}  # 1 moved away between the callback and this call: no lag for it
+    assert source.lag({0: 90}) == {0: 10}
+    assert consumer.position_calls == 0
+    assert source.lag({}) == {0: 60}
+
+
+def test_kafka_python_lag_of_a_partition_without_a_position_is_unknown_not_the_whole_topic() -> None:
+    source = PythonSource(_LagConsumer(position=None), "t")  # type: ignore[arg-type]
+    source.assignment.assigned = {0}
+    assert source.lag({}) == {}
+
+
+def test_kafka_python_lag_lets_a_programming_error_through() -> None:
+    source = PythonSource(_LagConsumer(position=0, error=TypeError("partition must be a TopicPartition")), "t")  # type: ignore[arg-type]
+    source.assignment.assigned = {0}
+    with pytest.raises(TypeError):
+        source.lag({})
+
+
+class _RdLagConsumer:
+    """librdkafka's cached watermarks and position for partition 0; ``offset`` < 0 is OFFSET_INVALID."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset, self.position_calls = offset, 0
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def get_watermark_offsets(self, tp: Any, cached: bool = False) -> tuple[int, int]:
+        return 0, 100
+
+    def position(self, tps: list[Any]) -> list[Any]:
+        self.position_calls += 1
+        return [confluent_kafka.TopicPartition(tps[0].topic, tps[0].partition, self.offset)]
+
+
+@pytest.mark.parametrize(("offset", "processed", "expected"), [
+    (40, {0: 90}, {0: 10}),  # what rnnwatch processed wins
+    (40, {}, {0: 60}),  # nothing processed yet: the client's position
+    (confluent_kafka.OFFSET_INVALID, {}, {}),  # no position yet: unknown, not the whole partition
+])
+def test_librdkafka_lag(offset: int, processed: dict[int, int], expected: dict[int, int]) -> None:
+    consumer = _RdLagConsumer(offset)
+    source = ConfluentSource(consumer, "t")  # type: ignore[arg-type]
+    source.assignment.assigned = {0}
+    assert source.lag(processed) == expected
+    assert consumer.position_calls == (0 if processed else 1)
 
 
 @pytest.mark.parametrize(("code", "expected"), [
