@@ -27,7 +27,7 @@ import numpy as np
 from rnnwatch.export.signature import Scoring
 
 __all__ = ["HOLDOUT", "PROVISIONAL_THRESHOLD", "TARGET_FALSE_ALARM_RATE", "calibrate", "calibrate_scoring",
-           "calibrate_threshold", "default_scorer", "fit_tail_threshold", "held_out_threshold"]
+           "calibrate_threshold", "default_scorer", "fit_tail_threshold", "held_out_threshold", "holdout_start"]
 
 HOLDOUT = 0.2
 TARGET_FALSE_ALARM_RATE = 1e-3  # alarm rows per row on data the model was not fitted on
@@ -37,6 +37,19 @@ PROVISIONAL_THRESHOLD = 0.9999
 TAIL_FRACTION = 0.05
 MIN_TAIL = 10
 BETA_FLOOR = 0.1  # a surprise's tail is never thinner than this (a calibrated one has beta = 1/ln 10 = 0.43)
+
+
+def holdout_start(n: int) -> int:
+    """Index of the first held-out row of a series of ``n`` rows (or residuals): the last ``HOLDOUT`` of it.
+
+    The one train / held-out split of `train` and `adopt`: fitting, the residual scale, the calibrated threshold
+    and the provenance's row counts all cut here (callers add their own floor: fitting keeps at least 2 rows,
+    calibration skips the warm-up).
+
+    >>> holdout_start(100), holdout_start(99), holdout_start(1)
+    (80, 79, 0)
+    """
+    return int(n * (1 - HOLDOUT))
 
 
 def fit_tail_threshold(surprise: np.ndarray, target_rate: float = TARGET_FALSE_ALARM_RATE) -> float:
@@ -149,5 +162,5 @@ def _holdout_surprise(model_path: Path, series: list[np.ndarray], warmup: int, s
     held = []
     for values in series:
         surprise = score_array(model_path, values, scorer=scorer).surprise
-        held.append(surprise[max(warmup + 1, int(len(values) * (1 - HOLDOUT))):])
+        held.append(surprise[max(warmup + 1, holdout_start(len(values))):])
     return np.concatenate(held) if held else np.zeros(0)

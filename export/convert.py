@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,12 +19,12 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from rnnwatch.consumer.files import publish
 from rnnwatch.export.models.base import StateSpec, StepModule
+from rnnwatch.export.proven import proven_model
 from rnnwatch.export.signature import PREV, SEEN, StepSignatureSpec
 from rnnwatch.export.transform import Transform
 
-__all__ = ["OPSET", "StepGraph", "export_step_model", "write_metadata"]
+__all__ = ["OPSET", "StepGraph", "export_step_model", "write_metadata", "write_step_graph"]
 
 OPSET = 18
 
@@ -76,24 +74,18 @@ class StepGraph(nn.Module):
 def export_step_model(graph: StepGraph, path: str | Path, spec: StepSignatureSpec, *,
                       validate: bool = True) -> dict[str, float]:
     """Export, write metadata, prove parity; the file appears at ``path`` only if everything passed."""
-    from rnnwatch.consumer.contract import load_signature
     from rnnwatch.export.validate import check_parity
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    graph = graph.eval()
-    fd, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        tmp.write_bytes(_export_bytes(graph, spec))
-        write_metadata(tmp, spec)
-        report = check_parity(tmp, graph) if validate else {}
-        load_signature(tmp)  # the runtime's own contract check
-        publish(tmp, path)  # mkstemp makes 0600; the container's non-root user must read the model
-    finally:
-        tmp.unlink(missing_ok=True)
-    return report
+    with proven_model(path) as draft:
+        write_step_graph(graph, draft, spec)
+        return check_parity(draft, graph.eval()) if validate else {}
+
+
+def write_step_graph(graph: StepGraph, path: Path, spec: StepSignatureSpec) -> None:
+    """The ONNX step graph and its metadata at ``path``, unchecked (inside :func:`proven_model`, which checks)."""
+    graph.eval()
+    path.write_bytes(_export_bytes(graph, spec))
+    write_metadata(path, spec)
 
 
 def _export_bytes(graph: StepGraph, spec: StepSignatureSpec) -> bytes:

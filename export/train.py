@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,18 +23,18 @@ import numpy as np
 import onnx
 import torch
 
-from rnnwatch.consumer.contract import load_signature
-from rnnwatch.consumer.files import publish
 from rnnwatch.export.calibrate import (
     HOLDOUT,
     PROVISIONAL_THRESHOLD,
     calibrate_scoring,
     calibrate_threshold,
     default_scorer,
+    holdout_start,
 )
-from rnnwatch.export.convert import StepGraph, export_step_model, write_metadata
+from rnnwatch.export.convert import StepGraph, write_metadata, write_step_graph
 from rnnwatch.export.data import Series, default_columns, load_series
 from rnnwatch.export.models.base import StepModule
+from rnnwatch.export.proven import proven_model
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
 from rnnwatch.export.transform import Transform, choose_transform, transform_series
@@ -72,18 +71,14 @@ def train(args: argparse.Namespace) -> TrainResult:
     graph = StepGraph(model, Transform(kind, mean, std, resid))
     spec = _spec(args, arch.name, columns, graph, kind, series, sha, epochs, best, model)
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        draft = Path(tmp) / "draft.onnx"
-        export_step_model(graph, draft, spec, validate=False)
+    with proven_model(out) as draft:
+        write_step_graph(graph, draft, spec)
         scorer = args.scorer if args.scorer and args.scorer != "auto" else default_scorer(graph.transform.domain)
         scoring = calibrate_scoring(draft, [s.values for s in series], spec.scoring, scorer, args.target_rate)
         parity = check_parity(draft, graph)
         final = _with_provenance(replace(spec, scoring=scoring), target_false_alarm_rate=args.target_rate,
                                  parity={k: float(f"{v:.3g}") for k, v in parity.items()})
         write_metadata(draft, final)
-        load_signature(draft)  # the runtime's own contract check, before the file appears
-        publish(draft, out)  # 0644: readable by the container's non-root user
     return TrainResult(out, final, parity)
 
 
@@ -98,12 +93,17 @@ def _normalise(series: list[Series], kind: str) -> tuple[list[np.ndarray], list[
     """Normalised inputs per series, split into fit / held-out parts; mean and std from fit rows only."""
     transformed = [transform_series(kind, s.values) for s in series]
     skip = 0 if kind == "level" else 1  # the first step of a stateful transform is a fixed 0
-    cut = [max(2, int(len(z) * (1 - HOLDOUT))) for z in transformed]
+    cut = [_fit_rows(len(z)) for z in transformed]
     fit_rows = np.concatenate([z[skip:c] for z, c in zip(transformed, cut, strict=True)])
     mean, std = fit_rows.mean(axis=0), np.maximum(fit_rows.std(axis=0), 1e-12)
     normed = [((z - mean) / std).astype(np.float32) for z in transformed]
     return ([u[:c] for u, c in zip(normed, cut, strict=True)], [u[c - 1:] for u, c in zip(normed, cut, strict=True)],
             mean, std)
+
+
+def _fit_rows(n: int) -> int:
+    """Rows of a series of ``n`` that are fitted (never fewer than 2: a window needs an input and a target)."""
+    return max(2, holdout_start(n))
 
 
 def _windows(parts: list[np.ndarray], length: int) -> torch.Tensor:
@@ -199,7 +199,7 @@ def _spec(args: argparse.Namespace, arch: str, columns: list[str], graph: StepGr
           series: list[Series], sha: str, epochs: int, best: float, model: StepModule) -> StepSignatureSpec:
     assert graph.transform is not None  # noqa: S101 - train always builds a transform
     rows = sum(len(s.values) for s in series)
-    fit_rows = sum(max(2, int(len(s.values) * (1 - HOLDOUT))) for s in series)  # the split _normalise makes
+    fit_rows = sum(_fit_rows(len(s.values)) for s in series)
     provenance: dict[str, Any] = {
         "data": Path(args.input).name, "data_sha256": sha, "series": len(series), "rows": rows,
         "fit_rows": fit_rows, "holdout_rows": rows - fit_rows, "holdout_fraction": HOLDOUT,
@@ -226,7 +226,7 @@ def _message_residual_std(graph: StepGraph, series: list[Series]) -> np.ndarray:
             xs = torch.from_numpy(s.values.astype(np.float32))[None]
             forecast = graph.forward_sequence(xs)[0, :-1].numpy()
             res = s.values[1:] - forecast
-            out.append(res[int(len(res) * (1 - HOLDOUT)):])
+            out.append(res[holdout_start(len(res)):])
     return np.maximum(np.concatenate(out).std(axis=0), 1e-9)
 
 

@@ -19,7 +19,6 @@ adapts from there), and ``residual_std`` is ``--residual-std``, else the transfo
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,17 +28,23 @@ from typing import Any
 import numpy as np
 import onnx
 
-from rnnwatch.consumer.contract import FEATURE_DOMAINS, load_signature
+from rnnwatch.consumer.contract import FEATURE_DOMAINS
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.files import publish
 from rnnwatch.export.adopt.mapping import Mapping, MappingRequest, resolve_mapping
 from rnnwatch.export.adopt.parity import StepShape, explain_failures, prove_parity
 from rnnwatch.export.adopt.reference import Reference
 from rnnwatch.export.adopt.source import RECURRENT_OPS, Source, load_source
 from rnnwatch.export.adopt.transform import TransformSpec
 from rnnwatch.export.adopt.wrap import build_step_model, state_specs
-from rnnwatch.export.calibrate import HOLDOUT, PROVISIONAL_THRESHOLD, calibrate_scoring, default_scorer
+from rnnwatch.export.calibrate import (
+    HOLDOUT,
+    PROVISIONAL_THRESHOLD,
+    calibrate_scoring,
+    default_scorer,
+    holdout_start,
+)
 from rnnwatch.export.data import Series, load_series
+from rnnwatch.export.proven import proven_model
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
 from rnnwatch.export.validate import _sequences as synthetic_sequences
 
@@ -104,9 +109,7 @@ def adopt_model(options: AdoptOptions, report: Callable[[str], None] = lambda _l
     spec = _spec(options, source, mapping, tuple(guessed), reference.transform, features, held)
     positive = all(d == "positive" for _, d in features)
     out = Path(options.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        draft = Path(tmp) / "draft.onnx"
+    with proven_model(out) as draft:
         model = build_step_model(source, mapping, reference.transform, spec.metadata())
         onnx.save(model, draft)
         shape = StepShape(state_specs(mapping, reference.transform), spec.has_forecast_scale)
@@ -118,8 +121,6 @@ def adopt_model(options: AdoptOptions, report: Callable[[str], None] = lambda _l
                        provenance={**spec.provenance, "parity": {k: float(f"{v:.3g}") for k, v in parity.items()}})
         _replace_metadata(model, spec.metadata())
         onnx.save(model, draft)
-        load_signature(draft)  # the runtime's own contract check, before the file appears
-        publish(draft, out)  # 0644: readable by the container's non-root user
     return AdoptResult(out, mapping, tuple(guessed), spec, parity, held.rows if held else 0)
 
 
@@ -155,7 +156,7 @@ def _holdout(options: AdoptOptions, reference: Reference, names: list[str]) -> _
     with explain_failures(reference.source.path, reference.mapping):
         for s in series:
             run = reference.run(s.values[None].astype(np.float32), stepwise=not reference.mapping.forecast_per_step)
-            cut = int((len(s.values) - 1) * (1 - HOLDOUT))
+            cut = holdout_start(len(s.values) - 1)  # residuals: one fewer than rows
             normalised.append((run.u[0, 1:] - run.u_hat[0, :-1])[cut:])
             message.append((s.values[1:] - run.forecast[0, :-1])[cut:])
     rows = sum(len(m) for m in message)
