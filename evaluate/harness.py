@@ -118,7 +118,7 @@ class SeriesRun:
 
 def run_series(series: CorpusSeries, config: TrainConfig, scorers: Sequence[ScorerSpec]) -> SeriesRun:
     """Train on the probationary rows of ``series`` and score every row with each scorer."""
-    from rnnwatch.export.cli import build_parser
+    from rnnwatch.export.cli import build_parser, training_config
     from rnnwatch.export.train import train
 
     with tempfile.TemporaryDirectory(prefix="rnnwatch-eval-") as tmp:
@@ -126,7 +126,7 @@ def run_series(series: CorpusSeries, config: TrainConfig, scorers: Sequence[Scor
         n_rows = _count_rows(series.path)
         probation = probation_rows(n_rows)
         t0 = time.perf_counter()
-        train(build_parser().parse_args(config.argv(series.path, probation, model)))
+        train(training_config(build_parser().parse_args(config.argv(series.path, probation, model))))
         t1 = time.perf_counter()
         signature = load_signature(model)
     # `rnnwatch score`'s reading: each row through run's decoder, a bad row refused on its own

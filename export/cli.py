@@ -1,4 +1,8 @@
-"""`rnnwatch train` and `rnnwatch export` (the runtime's CLI delegates here, so it never imports torch)."""
+"""`rnnwatch train` and `rnnwatch export` (the runtime's CLI delegates here, so it never imports torch).
+
+The only place the training side parses flags: `train`'s become a :class:`~rnnwatch.export.config.TrainingConfig`
+(:func:`training_config`), whose classes also give the flags their defaults.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,19 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rnnwatch.consumer.cli import run_command
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.export.calibrate import TARGET_FALSE_ALARM_RATE
-from rnnwatch.export.registry import ARCHITECTURES, add_arch_options, check_arch_options
+from rnnwatch.export.config import ArchOptions, TrainingConfig, defaults, parse_periods
+from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.transform import TRANSFORMS
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "training_config"]
+
+_TRAIN = defaults(TrainingConfig)
+_ARCH = defaults(ArchOptions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,26 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "'' = one series).")
     t.add_argument("--time-column", default=None,
                    help="Column to sort each series by (default: 'ts' if the file has it; '' = file order).")
-    t.add_argument("--train-rows", type=int, default=0, help="Use the first N rows of each series (0 = all).")
-    t.add_argument("--transform", default="auto", choices=["auto", *TRANSFORMS],
+    t.add_argument("--train-rows", type=int, default=_TRAIN["train_rows"],
+                   help="Use the first N rows of each series (0 = all).")
+    t.add_argument("--transform", default=_TRAIN["transform"], choices=["auto", *TRANSFORMS],
                    help="Input transform baked into the graph (auto: log-return if all values > 0, else level).")
-    t.add_argument("--epochs", type=int, default=40, help="Most epochs (early stop on held-out loss).")
-    t.add_argument("--window", type=int, default=64, help="Truncated-BPTT window length.")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=5e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--warmup-steps", type=int, default=20, help="Steps a key must see before it can alert.")
-    t.add_argument("--halflife-steps", type=float, default=250.0, help="Half-life of the per-key normaliser.")
-    t.add_argument("--scorer", default="auto",
+    t.add_argument("--epochs", type=int, default=_TRAIN["epochs"], help="Most epochs (early stop on held-out loss).")
+    t.add_argument("--window", type=int, default=_TRAIN["window"], help="Truncated-BPTT window length.")
+    t.add_argument("--batch-size", type=int, default=_TRAIN["batch_size"])
+    t.add_argument("--lr", type=float, default=_TRAIN["lr"])
+    t.add_argument("--seed", type=int, default=_TRAIN["seed"])
+    t.add_argument("--warmup-steps", type=int, default=_TRAIN["warmup_steps"],
+                   help="Steps a key must see before it can alert.")
+    t.add_argument("--halflife-steps", type=float, default=_TRAIN["halflife_steps"],
+                   help="Half-life of the per-key normaliser.")
+    t.add_argument("--scorer", default=_TRAIN["scorer"],
                    help="Default scorer written into the model (e.g. 'gaussian+likelihood'); 'auto' picks it from "
                         "the data: volatility for positive (log-return) series (default auto).")
-    t.add_argument("--target-rate", type=float, default=TARGET_FALSE_ALARM_RATE,
+    t.add_argument("--target-rate", type=float, default=_TRAIN["target_rate"],
                    help="False alarms per row the calibrated threshold aims at on held-out rows (default 10^-2.5).")
-    t.add_argument("--name", default="", help="Model name (default: <csv stem>-<arch>).")
-    t.add_argument("--model-version", default="1")
-    t.add_argument("--trained-at", default="", help="Pin the trained_at metadata (reproducible builds).")
+    t.add_argument("--name", default=_TRAIN["name"], help="Model name (default: <csv stem>-<arch>).")
+    t.add_argument("--model-version", default=_TRAIN["model_version"])
+    t.add_argument("--trained-at", default=_TRAIN["trained_at"],
+                   help="Pin the trained_at metadata (reproducible builds).")
     t.add_argument("--output", required=True, help="Where to write the .onnx step model.")
-    add_arch_options(t)
+    _add_arch_options(t)
     t.set_defaults(func=_train)
     e = sub.add_parser("export", help="Export your own StepModule to an ONNX step model.")
     e.add_argument("--module", required=True, help="package.module:factory returning a StepModule.")
@@ -70,14 +82,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_arch_options(parser: argparse.ArgumentParser) -> None:
+    """Architecture options (:class:`ArchOptions`); each names the architectures it applies to."""
+    d = _ARCH
+    a = parser.add_argument_group("architecture options")
+    a.add_argument("--hidden", type=int, default=d["hidden"], help="Hidden units (all but esn; default 32).")
+    a.add_argument("--layers", type=int, default=d["layers"], help="stacked: recurrent layers (default 2).")
+    a.add_argument("--cell", default=d["cell"], choices=["elman", "lstm", "gru"], help="stacked/birnn: cell type.")
+    a.add_argument("--jordan-decay", type=float, default=d["jordan_decay"],
+                   help="jordan: decay mu of the output average.")
+    a.add_argument("--delays", type=int, default=d["delays"], help="tdnn: window of past inputs (default 8).")
+    a.add_argument("--input-delays", type=int, default=d["input_delays"],
+                   help="narx: input delay line length (default 4).")
+    a.add_argument("--output-delays", type=int, default=d["output_delays"],
+                   help="narx: output delay line length (default 2).")
+    a.add_argument("--reservoir", type=int, default=d["reservoir"], help="esn: reservoir size (default 200).")
+    a.add_argument("--spectral-radius", type=float, default=d["spectral_radius"], help="esn: spectral radius (< 1).")
+    a.add_argument("--density", type=float, default=d["density"],
+                   help="esn: fraction of non-zero reservoir weights.")
+    a.add_argument("--input-scaling", type=float, default=d["input_scaling"], help="esn: input weight scale.")
+    a.add_argument("--leak", type=float, default=d["leak"], help="esn: leak rate (1 = no leak).")
+    a.add_argument("--ridge", type=float, default=d["ridge"], help="esn: ridge regularisation.")
+    a.add_argument("--periods", default=",".join(map(str, d["periods"])),
+                   help="clockwork: module periods (default 1,2,4,8).")
+    a.add_argument("--bi-window", type=int, default=d["bi_window"], help="birnn: trailing window length (default 16).")
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The parsed `rnnwatch train` flags as a validated config (a ConfigError names the flag to fix)."""
+    options = ArchOptions(
+        hidden=args.hidden, layers=args.layers, cell=args.cell, jordan_decay=args.jordan_decay, delays=args.delays,
+        input_delays=args.input_delays, output_delays=args.output_delays, reservoir=args.reservoir,
+        spectral_radius=args.spectral_radius, density=args.density, input_scaling=args.input_scaling,
+        leak=args.leak, ridge=args.ridge, periods=parse_periods(args.periods), bi_window=args.bi_window,
+    )
+    return TrainingConfig(
+        arch=args.arch, input=Path(args.input), output=Path(args.output), columns=tuple(args.column or ()),
+        key_column=args.key_column, time_column=args.time_column, train_rows=args.train_rows,
+        transform=args.transform, epochs=args.epochs, window=args.window, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, warmup_steps=args.warmup_steps, halflife_steps=args.halflife_steps, scorer=args.scorer,
+        target_rate=args.target_rate, name=args.name, model_version=args.model_version, trained_at=args.trained_at,
+        options=options,
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from rnnwatch.export.train import train
 
-    check_arch_options(args)
-    if not 0.0 < args.target_rate < 0.5:
-        msg = f"--target-rate must be in (0, 0.5), got {args.target_rate}"
-        raise ConfigError(msg)
-    result = train(args)
+    result = train(training_config(args))
     s = result.spec
     print(f"wrote {result.path}: {s.name} {s.version} ({s.architecture}), scorer {s.scoring.scorer}, "
           f"threshold_surprise {s.scoring.threshold_surprise} (score {s.scoring.threshold}), "

@@ -10,7 +10,6 @@ Reproducible: a fixed seed, deterministic torch kernels, one thread; ``--trained
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import numpy as np
 import onnx
 import torch
 
+from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.calibrate import (
     HOLDOUT,
     PROVISIONAL_THRESHOLD,
@@ -31,6 +31,7 @@ from rnnwatch.export.calibrate import (
     default_scorer,
     holdout_start,
 )
+from rnnwatch.export.config import TrainingConfig
 from rnnwatch.export.convert import StepGraph, write_metadata, write_step_graph
 from rnnwatch.export.data import Series, default_columns, load_series
 from rnnwatch.export.models.base import StepModule
@@ -40,7 +41,7 @@ from rnnwatch.export.signature import Scoring, StepSignatureSpec
 from rnnwatch.export.transform import Transform, choose_transform, transform_series
 from rnnwatch.export.validate import check_parity
 
-__all__ = ["TrainResult", "calibrate_threshold", "train"]
+__all__ = ["TrainResult", "TrainingConfig", "calibrate_threshold", "train"]
 
 # (epoch, epochs, train loss, held-out loss, best held-out loss so far, early stop now)
 EpochCallback = Callable[[int, int, float, float, float, bool], None]
@@ -53,30 +54,34 @@ class TrainResult:
     parity: dict[str, float]
 
 
-def train(args: argparse.Namespace) -> TrainResult:
-    """Train per ``args`` (the parsed `rnnwatch train` flags) and write the step model."""
-    arch = ARCHITECTURES[args.arch]
-    _seed_everything(args.seed)
-    columns, key_column, time_column = default_columns(args.input, args.column, args.key_column, args.time_column)
-    series, sha = load_series(args.input, columns, key_column=key_column, time_column=time_column,
-                              rows=args.train_rows)
-    kind = choose_transform(args.transform, np.concatenate([s.values for s in series]))
+def train(config: TrainingConfig) -> TrainResult:
+    """Train per ``config`` (`rnnwatch train` parses its flags into one) and write the step model."""
+    arch = ARCHITECTURES.get(config.arch)
+    if arch is None:
+        msg = f"--arch {config.arch!r} is not one of {', '.join(ARCHITECTURES)}"
+        raise ConfigError(msg)
+    _seed_everything(config.seed)
+    columns, key_column, time_column = default_columns(config.input, list(config.columns) or None, config.key_column,
+                                                       config.time_column)
+    series, sha = load_series(config.input, columns, key_column=key_column, time_column=time_column,
+                              rows=config.train_rows)
+    kind = choose_transform(config.transform, np.concatenate([s.values for s in series]))
     fit_parts, hold_parts, mean, std = _normalise(series, kind)
-    model = arch.build(len(columns), args)
+    model = arch.build(len(columns), config.options, config.seed)
     if arch.fit == "ridge":
-        epochs, best = _fit_ridge(model, fit_parts, args), 0.0
+        epochs, best = _fit_ridge(model, fit_parts), 0.0
     else:
-        epochs, best = _fit_backprop(model, fit_parts, hold_parts, args, on_epoch=_progress_printer())
+        epochs, best = _fit_backprop(model, fit_parts, hold_parts, config, on_epoch=_progress_printer())
     resid = _holdout_residual_std(model, fit_parts, hold_parts)
     graph = StepGraph(model, Transform(kind, mean, std, resid))
-    spec = _spec(args, arch.name, columns, graph, kind, series, sha, epochs, best, model)
-    out = Path(args.output)
+    spec = _spec(config, arch.name, columns, graph, kind, series, sha, epochs, best, model)
+    out = Path(config.output)
     with proven_model(out) as draft:
         write_step_graph(graph, draft, spec)
-        scorer = args.scorer if args.scorer and args.scorer != "auto" else default_scorer(graph.transform.domain)
-        scoring = calibrate_scoring(draft, [s.values for s in series], spec.scoring, scorer, args.target_rate)
+        scorer = config.scorer if config.scorer and config.scorer != "auto" else default_scorer(graph.transform.domain)
+        scoring = calibrate_scoring(draft, [s.values for s in series], spec.scoring, scorer, config.target_rate)
         parity = check_parity(draft, graph)
-        final = _with_provenance(replace(spec, scoring=scoring), target_false_alarm_rate=args.target_rate,
+        final = _with_provenance(replace(spec, scoring=scoring), target_false_alarm_rate=config.target_rate,
                                  parity={k: float(f"{v:.3g}") for k, v in parity.items()})
         write_metadata(draft, final)
     return TrainResult(out, final, parity)
@@ -133,20 +138,20 @@ def _progress_printer() -> EpochCallback | None:
 
 
 def _fit_backprop(model: StepModule, fit: list[np.ndarray], hold: list[np.ndarray],
-                  args: argparse.Namespace, on_epoch: EpochCallback | None = None) -> tuple[int, float]:
+                  config: TrainingConfig, on_epoch: EpochCallback | None = None) -> tuple[int, float]:
     """Adam on windows (truncated BPTT), best epoch by held-out loss, early stop after 5 bad epochs.
 
     ``on_epoch(epoch, epochs, train_loss, held_out_loss, best_held_out, stopping)`` after each epoch.
     """
-    train_w, hold_w = _windows(fit, args.window), _windows(hold, args.window)
+    train_w, hold_w = _windows(fit, config.window), _windows(hold, config.window)
     burn = min(8, train_w.shape[1] // 4)  # windows start from a zero state: don't score the warm-up
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    gen = torch.Generator().manual_seed(args.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    gen = torch.Generator().manual_seed(config.seed)
     best, best_state, bad, epoch = float("inf"), None, 0, 0
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(1, config.epochs + 1):
         model.train()
         total, batches = 0.0, 0
-        for idx in torch.randperm(len(train_w), generator=gen).split(args.batch_size):
+        for idx in torch.randperm(len(train_w), generator=gen).split(config.batch_size):
             w = train_w[idx]
             loss = torch.mean((model.forward_sequence(w[:, :-1])[:, burn:] - w[:, 1 + burn:]) ** 2)
             total, batches = total + float(loss.detach()), batches + 1
@@ -163,7 +168,7 @@ def _fit_backprop(model: StepModule, fit: list[np.ndarray], hold: list[np.ndarra
         else:
             bad += 1
         if on_epoch is not None:
-            on_epoch(epoch, args.epochs, total / max(batches, 1), val, best, bad >= 5)
+            on_epoch(epoch, config.epochs, total / max(batches, 1), val, best, bad >= 5)
         if bad >= 5:
             break
     if best_state is not None:
@@ -171,13 +176,13 @@ def _fit_backprop(model: StepModule, fit: list[np.ndarray], hold: list[np.ndarra
     return epoch, best
 
 
-def _fit_ridge(model: StepModule, fit: list[np.ndarray], args: argparse.Namespace) -> int:
+def _fit_ridge(model: StepModule, fit: list[np.ndarray]) -> int:
     """Closed-form readout (echo state networks): the module fits itself on the normalised fit rows."""
     fit_readout = getattr(model, "fit_readout", None)
     if fit_readout is None:
         msg = f"{type(model).__name__} has no fit_readout() for ridge fitting"
         raise TypeError(msg)
-    fit_readout(fit, args)
+    fit_readout(fit)
     return 1
 
 
@@ -195,25 +200,25 @@ def _holdout_residual_std(model: StepModule, fit: list[np.ndarray], hold: list[n
     return np.maximum(r.std(axis=0), 1e-6).astype(np.float32)
 
 
-def _spec(args: argparse.Namespace, arch: str, columns: list[str], graph: StepGraph, kind: str,
+def _spec(config: TrainingConfig, arch: str, columns: list[str], graph: StepGraph, kind: str,
           series: list[Series], sha: str, epochs: int, best: float, model: StepModule) -> StepSignatureSpec:
     assert graph.transform is not None  # noqa: S101 - train always builds a transform
     rows = sum(len(s.values) for s in series)
     fit_rows = sum(_fit_rows(len(s.values)) for s in series)
     provenance: dict[str, Any] = {
-        "data": Path(args.input).name, "data_sha256": sha, "series": len(series), "rows": rows,
+        "data": Path(config.input).name, "data_sha256": sha, "series": len(series), "rows": rows,
         "fit_rows": fit_rows, "holdout_rows": rows - fit_rows, "holdout_fraction": HOLDOUT,
-        "trained_at": _trained_at(args), "seed": args.seed, "transform": kind,
-        "epochs": epochs, "best_holdout_mse": round(best, 6), "window": args.window, "lr": args.lr,
+        "trained_at": _trained_at(config), "seed": config.seed, "transform": kind,
+        "epochs": epochs, "best_holdout_mse": round(best, 6), "window": config.window, "lr": config.lr,
         "hyperparameters": model.hyperparameters(), "torch": torch.__version__.split("+")[0],
         "onnx": onnx.__version__, "trainer": "rnnwatch train",
     }
     residual_std = tuple(float(v) for v in _message_residual_std(graph, series))
     return StepSignatureSpec(
-        name=args.name or f"{Path(args.input).stem}-{arch}", version=args.model_version, architecture=arch,
+        name=config.name or f"{Path(config.input).stem}-{arch}", version=config.model_version, architecture=arch,
         features=[(c, graph.transform.domain) for c in columns], states=graph.state_spec(),
-        scoring=Scoring(warmup_steps=args.warmup_steps, threshold=PROVISIONAL_THRESHOLD,
-                        halflife_steps=args.halflife_steps, residual_std=residual_std),
+        scoring=Scoring(warmup_steps=config.warmup_steps, threshold=PROVISIONAL_THRESHOLD,
+                        halflife_steps=config.halflife_steps, residual_std=residual_std),
         provenance=provenance,
     )
 
@@ -230,9 +235,9 @@ def _message_residual_std(graph: StepGraph, series: list[Series]) -> np.ndarray:
     return np.maximum(np.concatenate(out).std(axis=0), 1e-9)
 
 
-def _trained_at(args: argparse.Namespace) -> str:
-    if args.trained_at:
-        return str(args.trained_at)
+def _trained_at(config: TrainingConfig) -> str:
+    if config.trained_at:
+        return config.trained_at
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     moment = datetime.fromtimestamp(int(epoch), tz=UTC) if epoch else datetime.now(tz=UTC)
     return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")

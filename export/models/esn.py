@@ -10,8 +10,6 @@ leak a = 1, ridge 1e-4.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -54,7 +52,7 @@ class EchoStateForecaster(StepModule):
         r = self._advance(x, state["r"])
         return self.readout(torch.cat([r, x], dim=-1)), {"r": r}
 
-    def fit_readout(self, parts: list[np.ndarray], args: argparse.Namespace) -> None:
+    def fit_readout(self, parts: list[np.ndarray]) -> None:
         """Ridge regression of the next normalised input on [reservoir state, input]."""
         feats, targets = [], []
         with torch.no_grad():

@@ -19,7 +19,7 @@ import torch
 
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.runner import StepModel
-from rnnwatch.export.cli import build_parser
+from rnnwatch.export.config import ArchOptions
 from rnnwatch.export.convert import StepGraph, export_step_model
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
@@ -28,8 +28,7 @@ from rnnwatch.export.transform import Transform
 
 def _export(arch: str, path: Path) -> None:
     torch.manual_seed(0)
-    options = build_parser().parse_args(["train", "--arch", arch, "--input", "-", "--output", "-"])
-    graph = StepGraph(ARCHITECTURES[arch].build(1, options), Transform("log-return", np.zeros(1), np.ones(1),
+    graph = StepGraph(ARCHITECTURES[arch].build(1, ArchOptions(), 0), Transform("log-return", np.zeros(1), np.ones(1),
                                                                          np.ones(1)))
     spec = StepSignatureSpec(name=arch, version="bench", architecture=arch, features=[("price", "positive")],
                              states=graph.state_spec(), scoring=Scoring())

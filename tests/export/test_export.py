@@ -12,6 +12,7 @@ from torch import Tensor
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.offline import score_array
 from rnnwatch.export import AtolError, Scoring, StepGraph, StepModule, StepSignatureSpec, Transform, export_step_model
+from rnnwatch.export.config import ArchOptions
 from rnnwatch.export.models.base import StateSpec
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.transform import DOMAIN
@@ -20,13 +21,9 @@ pytestmark = pytest.mark.export
 
 
 def _graph(arch: str, transform: str, n_features: int = 1) -> StepGraph:
-    from rnnwatch.export.cli import build_parser
-
     torch.manual_seed(1)
-    options = build_parser().parse_args(["train", "--arch", arch, "--input", "-", "--output", "-", "--hidden", "12",
-                                         "--delays", "5", "--periods", "1,3,4", "--reservoir", "30",
-                                         "--bi-window", "6"])
-    model = ARCHITECTURES[arch].build(n_features, options)
+    options = ArchOptions(hidden=12, delays=5, periods=(1, 3, 4), reservoir=30, bi_window=6)
+    model = ARCHITECTURES[arch].build(n_features, options, 0)
     for p in model.parameters():  # larger weights than the default init make the proof harder
         p.data.mul_(2.0)
     t = Transform(transform, np.full(n_features, 0.001), np.full(n_features, 0.02), np.full(n_features, 0.9))

@@ -179,3 +179,43 @@ def test_only_the_training_rows_must_be_finite(tmp_path: Path) -> None:
     assert len(load_series(path, ["value"], time_column="ts", rows=20)[0][0].values) == 20
     with pytest.raises(ConfigError, match="row 27: ts 'someday' is not a timestamp"):
         load_series(path, ["value"], time_column="ts", rows=30)
+
+
+def test_a_typed_config_trains_the_same_model_as_the_flags(prices_csv: Path, trained: Path, tmp_path: Path,
+                                                           in_process: None) -> None:
+    """The library path (no argparse): a TrainingConfig with the flags' values gives the CLI's bytes."""
+    from rnnwatch.export.config import ArchOptions, TrainingConfig
+    from rnnwatch.export.train import train
+
+    out = tmp_path / "typed.onnx"
+    result = train(TrainingConfig(arch="gru", input=prices_csv, output=out, columns=("price",), key_column="symbol",
+                                  time_column="ts", epochs=3, trained_at="2026-01-01T00:00:00Z",
+                                  options=ArchOptions(hidden=8)))
+    assert result.path == out
+    assert out.read_bytes() == trained.read_bytes()
+
+
+def test_the_flags_defaults_are_the_configs() -> None:
+    from rnnwatch.export.cli import build_parser, training_config
+    from rnnwatch.export.config import TrainingConfig
+
+    args = build_parser().parse_args(["train", "--arch", "gru", "--input", "p.csv", "--output", "m.onnx"])
+    assert training_config(args) == TrainingConfig(arch="gru", input=Path("p.csv"), output=Path("m.onnx"))
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"epochs": 0}, "--epochs must be >= 1, got 0"),
+    ({"target_rate": 0.5}, r"--target-rate must be in \(0, 0.5\)"),
+    ({"arch": "clockwork", "options": {"hidden": 30}}, r"--hidden \(30\) must be a multiple of the number"),
+    ({"options": {"reservoir": 0}}, "--reservoir must be >= 1, got 0"),
+    ({"options": {"periods": ()}}, "--periods must be whole numbers >= 1"),
+])
+def test_a_config_is_refused_on_construction_naming_the_flag(changes: dict[str, object], message: str) -> None:
+    from rnnwatch.consumer.errors import ConfigError
+    from rnnwatch.export.config import ArchOptions, TrainingConfig
+
+    top = {k: v for k, v in changes.items() if k != "options"}
+    arch = changes.get("options", {})
+    with pytest.raises(ConfigError, match=message):
+        TrainingConfig(**{"arch": "gru", "input": Path("p.csv"), "output": Path("m.onnx"),  # type: ignore[arg-type]
+                          **top, "options": ArchOptions(**arch)})  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rnnwatch.consumer.broker import EmbeddedBroker
-from rnnwatch.export.cli import build_parser
+from rnnwatch.export.config import ArchOptions
 from rnnwatch.export.convert import StepGraph, export_step_model
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
@@ -26,9 +26,7 @@ ARCHS = ("tdnn", "narx", "esn", "clockwork", "birnn", "stacked")
 def _model(arch: str, path: Path) -> Path:
     """A real exported step model; untrained weights, a price transform with a 1 % daily scale."""
     torch.manual_seed(0)
-    options = build_parser().parse_args(["train", "--arch", arch, "--input", "-", "--output", "-", "--hidden", "8",
-                                         "--reservoir", "30"])
-    graph = StepGraph(ARCHITECTURES[arch].build(1, options),
+    graph = StepGraph(ARCHITECTURES[arch].build(1, ArchOptions(hidden=8, reservoir=30), 0),
                       Transform("log-return", np.zeros(1), np.full(1, 0.01), np.ones(1)))
     spec = StepSignatureSpec(name=f"it-{arch}", version="1", architecture=arch, features=[("price", "positive")],
                              states=graph.state_spec(),
