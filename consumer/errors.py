@@ -1,7 +1,7 @@
 """The exception hierarchy of rnnwatch.
 
     RnnwatchError
-    ├── ConfigError(ValueError)          bad flags / env / TOML: raised at start-up, names the setting
+    ├── ConfigError(ValueError)          bad flags / env / TOML, or a missing extra: raised at start-up, names the fix
     ├── ModelError(ValueError)           a model file breaks the step contract: names the file and the fix
     ├── StateError(RuntimeError)         a changelog snapshot cannot be used: the key is reset, not crashed
     └── BrokerError(ConnectionError)     the broker cannot be reached within the configured wait

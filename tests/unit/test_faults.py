@@ -63,3 +63,4 @@ def test_disarmed_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     for point in faults.POINTS:
         faults.maybe_crash(point)
     assert kills == []
+
