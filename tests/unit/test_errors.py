@@ -1,4 +1,4 @@
-"""Crash points (the chaos suite's RNNWATCH_CRASH_*): read when a service starts, refused by name, never at import."""
+"""Crash points (RNNWATCH_CRASH_*) and where a failure is raised as which error (see consumer/errors.py)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,18 @@ def test_disarmed_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         faults.maybe_crash(point)
     assert kills == []
 
+
+
+def test_a_changelog_read_that_never_ends_is_a_broker_error_not_a_state_error() -> None:
+    """StateError means one thing (a snapshot that cannot be used: the key is reset); a read that does not finish
+    is the broker's (the caller retries the checkpoint or restarts)."""
+    from rnnwatch.consumer.errors import BrokerError, StateError
+    from rnnwatch.consumer.restore import run_to_end
+
+    def forever() -> Iterator[None]:
+        while True:
+            yield
+
+    with pytest.raises(BrokerError, match="did not finish within") as info:
+        run_to_end(forever(), timeout_s=0.0)  # type: ignore[arg-type]
+    assert not isinstance(info.value, StateError)
