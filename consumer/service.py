@@ -31,7 +31,7 @@ from rnnwatch.consumer.kafka import GroupSource, KafkaConfig, PartitionReader, T
 from rnnwatch.consumer.limits import check_record_sizes
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
-from rnnwatch.consumer.records import TickDecoder, parse_event_time
+from rnnwatch.consumer.records import TickDecoder
 from rnnwatch.consumer.restore import partition_end
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import Settings
@@ -131,7 +131,7 @@ class Service:
         decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,
                               time_field=s.time_field, timestamp_unit=s.timestamp_unit,
                               max_message_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms,
-                              min_event_ms=parse_event_time(s.min_event_time), max_key_bytes=s.max_key_bytes,
+                              min_event_ms=s.min_event_time, max_key_bytes=s.max_key_bytes,
                               max_header_bytes=s.max_header_bytes)
         self.pipeline = Pipeline(signature=signature, runner=runner, decoder=decoder, sink=self.sink,
                                  metrics=self.metrics, topic=s.input_topic, store=self.store,

@@ -122,3 +122,58 @@ def test_scorer_flags_and_env_resolve_like_score_does() -> None:
 def test_bad_scorer_settings_are_refused_at_start_up(argv: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_settings(_args("--input-topic", "t", *argv), env={})
+
+
+def test_each_option_is_declared_once_and_the_kafka_config_adds_no_field() -> None:
+    from dataclasses import fields
+
+    from rnnwatch.consumer.kafka import KafkaConfig
+    from rnnwatch.consumer.settings import OPTIONS
+
+    declared = [o.name for o in OPTIONS if not o.file_of]
+    assert declared == [f.name for f in fields(Settings)]
+    assert [o.name for o in OPTIONS if o.file_of] == ["sasl_password_file"]
+    assert [f.name for f in fields(KafkaConfig)] == ["settings"]
+
+
+def test_values_are_typed_at_load_and_structured_ones_parsed_once() -> None:
+    s = load_settings({"input_topic": "t", "metrics_port": 0, "session_timeout_ms": 6000, "create_topics": False,
+                       "halflife_steps": 50, "field_map": "price=close, volume=qty",
+                       "min_event_time": "2000-01-01T00:00:00Z"}, env={})
+    assert (s.metrics_port, s.session_timeout_ms, s.create_topics, s.halflife_steps) == (0, 6000, False, 50.0)
+    assert isinstance(s.halflife_steps, float)
+    assert s.field_map == (("price", "close"), ("volume", "qty"))
+    assert s.min_event_time == 946_684_800_000  # ms since the epoch, parsed here and not by the service
+    assert load_settings({"input_topic": "t", "min_event_time": "0"}, env={}).min_event_time == 0
+    assert load_settings({"input_topic": "t"}, env={}).min_event_time == -2_208_988_800_000  # 1900-01-01
+
+
+@pytest.mark.parametrize(("values", "needle"), [
+    ({"metrics_port": "x"}, "expected an integer"),
+    ({"metrics_port": [1]}, "expected an integer, got [1]"),
+    ({"auto_offset_reset": "latst"}, "did you mean 'latest'"),
+    ({"min_event_time": "yesterday"}, "neither an ISO 8601 time"),
+    ({"grup_id": "g"}, "unknown setting 'grup_id' (did you mean 'group_id'?)"),
+    ({"session_timeout_ms": 0}, "session_timeout_ms must be > 0, got 0"),
+])
+def test_a_bad_python_value_is_refused_with_what_to_fix(values: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({"input_topic": "t", **values}, env={})
+    assert needle in str(err.value)
+
+
+def test_unknown_names_say_which_one_was_meant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rnnwatch.consumer.cli import main
+    from rnnwatch.consumer.settings import unknown_env_names
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('input_topic = "x"\nbootstrap_server = "typo:9092"\n')
+    with pytest.raises(ConfigError, match=r"unknown key 'bootstrap_server' \(did you mean 'bootstrap_servers'\?\)"):
+        load_settings(_args("--config", str(toml)), env={})
+    with pytest.raises(SystemExit):
+        main(["run", "--input-topic", "t", "--grup-id", "g"])
+    assert "did you mean '--group-id'" in capsys.readouterr().err
+    warnings = unknown_env_names({"RNNWATCH_GROUPID": "g", "RNNWATCH_GROUP_ID": "g", "RNNWATCH_CRASH_POINT": "",
+                                  "RNNWATCH_PORT": "tcp://10.0.0.1:9108", "RNNWATCH_SERVICE_HOST": "10.0.0.1"})
+    assert warnings == ["environment variable RNNWATCH_GROUPID is not a setting and is ignored "
+                        "(did you mean 'RNNWATCH_GROUP_ID'?)"]
