@@ -1,18 +1,18 @@
 """Service settings: one frozen object, validated once at start-up.
 
 Sources, highest precedence first: command-line flags, ``RNNWATCH_*`` environment variables, a TOML file
-(``--config``), then the defaults below. Every option is declared once, as a field of :class:`Settings`
-(type, default, help, range; see :mod:`rnnwatch.consumer.options`), which gives the argparse flags (help shows
+(``--config``), then the defaults below. Every option is declared once, as a field of :class:`Settings` (type,
+default, help, range; see :mod:`rnnwatch.consumer.options`), which gives the argparse flags (help shows
 ``[env: RNNWATCH_…]``), the env names and the accepted TOML keys; structured values (``field_map``,
 ``kafka_config``, ``min_event_time``) are parsed here, once. Unknown TOML keys are rejected with the nearest
 known name, as kafka-python rejects unknown config keys, because a typo silently ignored is a production
 incident waiting to happen. The Kafka clients' configuration (:class:`~rnnwatch.consumer.kafka.KafkaConfig`)
 is derived from these fields, not declared again.
 
-Secrets (the SASL password) never come from a flag — the command line is visible to every user in ``ps`` —
-but from ``RNNWATCH_SASL_PASSWORD``, a file named by ``--sasl-password-file`` /
-``RNNWATCH_SASL_PASSWORD_FILE`` (a mounted Kubernetes or Docker secret), or the TOML file. They are held
-as :class:`Secret`, whose repr is masked, and no error message quotes them.
+Secrets (SASL password, OIDC client secret, TLS key password) never come from a flag — the command line is
+visible to every user in ``ps`` — but, e.g. for the SASL password, from ``RNNWATCH_SASL_PASSWORD``, a file
+named by ``--sasl-password-file`` / ``RNNWATCH_SASL_PASSWORD_FILE`` (a mounted Kubernetes or Docker secret),
+or the TOML file. They are held as :class:`Secret`, whose repr is masked, and no error message quotes them.
 """
 
 from __future__ import annotations
@@ -99,11 +99,26 @@ class Settings:
     client_id: str = setting("rnnwatch", "Kafka client id.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting(
         "PLAINTEXT", "Kafka security protocol.")
-    sasl_mechanism: str = setting("", "SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).")
-    sasl_username: str = setting("", "SASL user name.")
+    sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] = setting(
+        "", "SASL mechanism (with security protocol SASL_SSL or SASL_PLAINTEXT).")
+    sasl_username: str = setting("", "SASL user name (PLAIN, SCRAM).")
     sasl_password: Secret = setting(  # noqa: RUF009
-        Secret(""), "SASL password: env or TOML only, or sasl_password_file.")
-    ssl_cafile: str = setting("", "CA bundle for SSL.")
+        Secret(""), "SASL password (PLAIN, SCRAM): env or TOML only, or sasl_password_file.")
+    sasl_oauthbearer_token_endpoint_url: str = setting("", "OAUTHBEARER: the OIDC token endpoint (client "
+                                                       "credentials grant).")
+    sasl_oauthbearer_client_id: str = setting("", "OAUTHBEARER: OIDC client id.")
+    sasl_oauthbearer_client_secret: Secret = setting(  # noqa: RUF009
+        Secret(""), "OAUTHBEARER: OIDC client secret: env or TOML only, or sasl_oauthbearer_client_secret_file.")
+    sasl_oauthbearer_scope: str = setting("", "OAUTHBEARER: scope to request (optional).")
+    sasl_kerberos_service_name: str = setting("kafka", "GSSAPI: the brokers' Kerberos service name.")
+    sasl_kerberos_principal: str = setting("", "GSSAPI (confluent transport): client principal.")
+    sasl_kerberos_keytab: str = setting("", "GSSAPI (confluent transport): client keytab file.")
+    ssl_cafile: str = setting("", "TLS: CA bundle (PEM) the brokers' certificates are checked against.")
+    ssl_certfile: str = setting("", "TLS client certificate (mTLS), PEM; needs ssl_keyfile.")
+    ssl_keyfile: str = setting("", "TLS client private key (mTLS), PEM.")
+    ssl_key_password: Secret = setting(  # noqa: RUF009
+        Secret(""), "TLS: password of an encrypted ssl_keyfile: env or TOML only, or ssl_key_password_file.")
+    ssl_check_hostname: bool = setting(True, "TLS: check that the broker's certificate names its host name.")
     session_timeout_ms: int = setting(10000, "Consumer group session timeout.", gt=0)
     max_poll_records: int = setting(20000, "Most records handled per poll (one micro-batch).", gt=0)
     fetch_max_bytes: int = setting(64 * 1024 * 1024, "Most bytes per fetch response.", gt=0)
@@ -360,6 +375,9 @@ def _validate(s: Settings) -> None:
     if not parse_servers(s.bootstrap_servers):
         msg = f"no bootstrap servers: pass --bootstrap-servers or set {ENV_PREFIX}BOOTSTRAP_SERVERS"
         raise ConfigError(msg)
+    from rnnwatch.consumer.kafka.security import check_security
+
+    check_security(s)
     if s.replication_factor == 0 or s.replication_factor < -1:
         msg = f"replication_factor must be -1 (the broker's default) or >= 1, got {s.replication_factor}"
         raise ConfigError(msg)

@@ -1,9 +1,9 @@
 """Client configuration, built once from the settings, for every client of either transport.
 
-The bootstrap list is parsed here and only here; security settings are mapped to each client's own names
-(kafka-python: ``sasl_plain_username``, librdkafka: ``sasl.username``); ``--kafka-config key=value``
-entries use librdkafka's names and pass through to both transports: to librdkafka as they are (it rejects
-unknown names when the client is built), to kafka-python with dots turned into underscores (plus a few
+The bootstrap list is parsed here and only here; security settings are mapped to each client's own names by
+``kafka.security`` (kafka-python ``sasl_plain_username``, librdkafka ``sasl.username``, ...); ``--kafka-config
+key=value`` entries use librdkafka's names and pass through to both transports: to librdkafka as they are (it
+rejects unknown names when the client is built), to kafka-python with dots turned into underscores (plus a few
 aliases where the two differ), checked against the clients' known keys — an unknown key is refused at
 start-up, never silently ignored.
 """
@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import Any
 
 from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.kafka.security import python_security, rdkafka_security
 from rnnwatch.consumer.settings import Settings
 
 __all__ = ["MAX_REQUEST_BYTES", "KafkaConfig", "parse_kafka_config", "parse_servers"]
@@ -105,6 +106,17 @@ class KafkaConfig:
         s = self.settings
         return s.heartbeat_interval_ms or max(100, s.session_timeout_ms // 4)
 
+    @cached_property
+    def _token_provider(self) -> Any:
+        """kafka-python's OAUTHBEARER token source, one for all clients (librdkafka fetches its own)."""
+        s = self.settings
+        if s.sasl_mechanism != "OAUTHBEARER":
+            return None
+        from rnnwatch.consumer.kafka.oauth import OidcTokenProvider
+
+        return OidcTokenProvider(s.sasl_oauthbearer_token_endpoint_url, s.sasl_oauthbearer_client_id,
+                                 s.sasl_oauthbearer_client_secret, s.sasl_oauthbearer_scope)
+
     @property
     def bootstrap(self) -> str:
         return ",".join(self.servers)
@@ -118,13 +130,8 @@ class KafkaConfig:
         """
         s = self.settings
         config: dict[str, Any] = {"bootstrap_servers": list(self.servers), "client_id": s.client_id,
-                                  "security_protocol": s.security_protocol,
-                                  "bootstrap_timeout_ms": s.broker_wait_ms}
-        if s.sasl_mechanism:
-            config.update(sasl_mechanism=s.sasl_mechanism, sasl_plain_username=s.sasl_username,
-                          sasl_plain_password=s.sasl_password.reveal())
-        if s.ssl_cafile:
-            config["ssl_cafile"] = s.ssl_cafile
+                                  "bootstrap_timeout_ms": s.broker_wait_ms,
+                                  **python_security(s, self._token_provider)}
         config.update(_python_extra(self.extra, kind))
         return config
 
@@ -147,12 +154,7 @@ class KafkaConfig:
     def rdkafka_common(self) -> dict[str, Any]:
         s = self.settings
         config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "client.id": s.client_id,
-                                  "security.protocol": s.security_protocol.lower()}
-        if s.sasl_mechanism:
-            config.update({"sasl.mechanism": s.sasl_mechanism, "sasl.username": s.sasl_username,
-                           "sasl.password": s.sasl_password.reveal()})
-        if s.ssl_cafile:
-            config["ssl.ca.location"] = s.ssl_cafile
+                                  **rdkafka_security(s)}
         return config
 
     def rdkafka_consumer(self, *, group: bool) -> dict[str, Any]:

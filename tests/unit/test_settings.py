@@ -132,7 +132,8 @@ def test_each_option_is_declared_once_and_the_kafka_config_adds_no_field() -> No
 
     declared = [o.name for o in OPTIONS if not o.file_of]
     assert declared == [f.name for f in fields(Settings)]
-    assert [o.name for o in OPTIONS if o.file_of] == ["sasl_password_file"]
+    assert [o.name for o in OPTIONS if o.file_of] == ["sasl_password_file", "sasl_oauthbearer_client_secret_file",
+                                                      "ssl_key_password_file"]
     assert [f.name for f in fields(KafkaConfig)] == ["settings"]
 
 

@@ -36,7 +36,8 @@ def test_the_password_flag_is_refused_because_ps_shows_it(capsys: pytest.Capture
 def test_the_password_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
     secret_file = tmp_path / "password"
     secret_file.write_text(SECRET + "\n")  # mounted secrets usually end with a newline
-    base = {"RNNWATCH_SASL_MECHANISM": "PLAIN", "RNNWATCH_SASL_USERNAME": "svc"}
+    base = {"RNNWATCH_SECURITY_PROTOCOL": "SASL_SSL", "RNNWATCH_SASL_MECHANISM": "PLAIN",
+            "RNNWATCH_SASL_USERNAME": "svc"}
     env_file = {**base, "RNNWATCH_SASL_PASSWORD_FILE": str(secret_file)}
     from_file = load_settings(_args("--input-topic", "t"), env=env_file)
     from_flag_file = load_settings(_args("--input-topic", "t", "--sasl-password-file", str(secret_file)), env=base)
@@ -48,7 +49,8 @@ def test_the_password_comes_from_a_file_or_the_environment(tmp_path: Path) -> No
 
 
 def test_the_password_never_shows_in_repr_or_errors(tmp_path: Path) -> None:
-    s = load_settings(_args("--input-topic", "t"), env={"RNNWATCH_SASL_PASSWORD": SECRET})
+    s = load_settings(_args("--input-topic", "t", "--security-protocol", "SASL_SSL", "--sasl-mechanism",
+                            "SCRAM-SHA-512", "--sasl-username", "svc"), env={"RNNWATCH_SASL_PASSWORD": SECRET})
     assert SECRET not in repr(s) and SECRET not in str(s)
     toml = tmp_path / "c.toml"
     toml.write_text('input_topic = "t"\nsasl_password = 71828182\n')
