@@ -94,7 +94,8 @@ class Settings:
     input_topic: str = setting("", "Topic of input records (JSON ticks), keyed by series (e.g. symbol).")
     output_topic: str = setting("", "Topic for anomaly events [default: <input-topic>.anomalies].")
     dead_letter_topic: str = setting("", "Topic for records that cannot be used [default: <input-topic>.dlq].")
-    group_id: str = setting("rnnwatch", "Consumer group id; also names the state changelog topic.")
+    group_id: str = setting("", "Consumer group id (required); also names the state changelog topic "
+                            "<group-id>.state: give each deployment its own.")
     changelog_topic: str = setting("", "Per-key state changelog topic [default: <group-id>.state].")
     client_id: str = setting("rnnwatch", "Kafka client id.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = setting(
@@ -123,7 +124,9 @@ class Settings:
     max_poll_records: int = setting(20000, "Most records handled per poll (one micro-batch).", gt=0)
     fetch_max_bytes: int = setting(64 * 1024 * 1024, "Most bytes per fetch response.", gt=0)
     max_partition_fetch_bytes: int = setting(16 * 1024 * 1024, "Most bytes per partition per fetch.", gt=0)
-    auto_offset_reset: Literal["earliest", "latest"] = setting("earliest", "Where a new group starts.")
+    auto_offset_reset: Literal["earliest", "latest"] = setting(
+        "latest", "Where a group without committed offsets starts: latest = records from now on (Kafka's own "
+        "default); earliest = backfill the topic's whole retained history first (events for all of it).")
     broker_wait_ms: int = setting(30000, "How long start-up waits for the broker before failing.", gt=0)
     create_topics: bool = setting(True, "Create missing output/dead-letter/changelog topics at start-up.")
     transport: Literal["kafka-python", "confluent"] = setting(
@@ -330,7 +333,7 @@ def _derive_defaults(values: dict[str, Any]) -> None:
         values["output_topic"] = f"{topic}.anomalies"
     if not values["dead_letter_topic"] and topic:
         values["dead_letter_topic"] = f"{topic}.dlq"
-    if not values["changelog_topic"]:
+    if not values["changelog_topic"] and values["group_id"]:
         values["changelog_topic"] = f"{values['group_id']}.state"
     if not values["model"]:
         values["model"] = bundled_model_path()
@@ -361,6 +364,11 @@ def _load_secrets(values: dict[str, Any]) -> None:
 def _validate(s: Settings) -> None:
     if not s.input_topic:
         msg = f"no input topic: pass --input-topic or set {ENV_PREFIX}INPUT_TOPIC"
+        raise ConfigError(msg)
+    if not s.group_id:
+        msg = (f"no group id: pass --group-id or set {ENV_PREFIX}GROUP_ID; it names the consumer group and the state "
+               "changelog (<group-id>.state), so give each deployment its own (two sharing one would split the "
+               "partitions and overwrite each other's key state)")
         raise ConfigError(msg)
     if len({s.input_topic, s.output_topic, s.dead_letter_topic, s.changelog_topic}) != 4:
         msg = "input, output, dead-letter and changelog topics must all differ"

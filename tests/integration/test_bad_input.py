@@ -50,7 +50,8 @@ def test_bad_records_are_dead_lettered_with_reasons_and_processing_goes_on(
     records = [*feed[:33], *BAD.values(), duplicate, out_of_order, *feed[33:36], extra_field, *feed[37:]]
     produce(broker.bootstrap_servers, topic, records)
     settings = load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": topic,
-                              "group_id": f"{topic}-g", "model": str(ewma_path), "metrics_port": "0",
+                              "auto_offset_reset": "earliest", "group_id": f"{topic}-g", "model": str(ewma_path),
+                              "metrics_port": "0",
                               "metrics_host": "127.0.0.1", "session_timeout_ms": "6000",
                               "max_message_bytes": "4096", "until_caught_up": True}, env={})
     service = Service(settings).start()

@@ -48,7 +48,8 @@ def test_broker_lost_mid_run_makes_the_detector_unready_not_dead(ewma_path: Path
         own.create_topics(["ticks"], partitions=1)
         produce(own.bootstrap_servers, "ticks", price_feed(3, 30))
         service = Service(load_settings({
-            "bootstrap_servers": own.bootstrap_servers, "input_topic": "ticks", "group_id": "g",
+            "bootstrap_servers": own.bootstrap_servers, "input_topic": "ticks",
+            "auto_offset_reset": "earliest", "group_id": "g",
             "model": str(ewma_path), "metrics_port": "0", "metrics_host": "127.0.0.1", "session_timeout_ms": "6000",
             "checkpoint_interval_ms": "12000", "shutdown_grace_ms": "6000"}, env={})).start()
         thread = threading.Thread(target=service.run, daemon=True)
@@ -127,7 +128,8 @@ def test_a_delivery_failure_stops_the_commit(broker: EmbeddedBroker, topic_facto
         produce(broker.bootstrap_servers, t, feed)
 
     def settings(t: str) -> Settings:
-        return load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": t, "group_id": f"{t}-g",
+        return load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": t,
+                              "auto_offset_reset": "earliest", "group_id": f"{t}-g",
                               "model": str(ewma_path), "metrics_port": "0", "metrics_host": "127.0.0.1",
                               "session_timeout_ms": "6000", "until_caught_up": True, "transport": transport},
                              env={})

@@ -38,7 +38,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _load(values: dict[str, Any], env: dict[str, str] | None = None) -> Settings:
-    return load_settings({"input_topic": "t", **values}, env=env or {})
+    return load_settings({"input_topic": "t", "group_id": "g", **values}, env=env or {})
 
 
 def test_mtls_reaches_both_clients_and_each_client_can_load_the_key(tls_files: dict[str, Path]) -> None:
@@ -72,7 +72,7 @@ def test_the_key_password_is_never_a_flag_and_comes_from_env_or_toml(tmp_path: P
     tls = {"security_protocol": "SSL", "ssl_certfile": str(tls_files["cert"]), "ssl_keyfile": str(tls_files["key"])}
     assert _load(tls, env={"RNNWATCH_SSL_KEY_PASSWORD": KEY_PASSWORD}).ssl_key_password.reveal() == KEY_PASSWORD
     toml = tmp_path / "c.toml"
-    toml.write_text(f'input_topic = "t"\nssl_key_password = "{KEY_PASSWORD}"\n' +
+    toml.write_text(f'input_topic = "t"\ngroup_id = "g"\nssl_key_password = "{KEY_PASSWORD}"\n' +
                     "".join(f'{k} = "{v}"\n' for k, v in tls.items()))
     assert load_settings({"config": str(toml)}, env={}).ssl_key_password.reveal() == KEY_PASSWORD
 
