@@ -239,17 +239,19 @@ class Service:
             self.checkpointer.run(rewrite=True)
         except RebalancedError as exc:
             log.warning("offset commit failed (%s); snapshots are in the changelog, so the next owner of these "
-                        "partitions skips what they already reflect", exc)
+                        "partitions skips what they already reflect", exc,
+                        extra={"event": "commit_failed", "topic": self.settings.input_topic, "reason": "rebalanced"})
             return
         except DeliveryError:
             raise
         except BrokerError as exc:
             self.health.broker_ok = False
-            log.error("checkpoint postponed, broker unreachable: %s (retrying; nothing is committed)", exc)
+            log.error("checkpoint postponed, broker unreachable: %s (retrying; nothing is committed)", exc,
+                      extra={"event": "broker_unreachable", "reason": "checkpoint"})
             self.checkpointer.last_run_s = time.monotonic()  # back off one interval before the next attempt
             return
         if not self.health.broker_ok:
-            log.info("broker reachable again: checkpoint completed")
+            log.info("broker reachable again: checkpoint completed", extra={"event": "broker_reachable"})
         self.health.broker_ok = True
 
     def _restore_pending(self) -> None:
@@ -266,7 +268,9 @@ class Service:
             log.info("restored %s[%d]: %d keys in memory, %d idle, %d expired, from %d records read in %.3fs "
                      "(%s; %d model changed, %d corrupt)", self.settings.changelog_topic, stats.partition,
                      stats.keys, stats.idle, stats.expired, stats.records, stats.seconds, stats.why,
-                     stats.model_changed, stats.corrupt)
+                     stats.model_changed, stats.corrupt,
+                     extra={"event": "restored", "topic": self.settings.changelog_topic, "partition": stats.partition,
+                            "count": stats.keys, "seconds": round(stats.seconds, 3), "reason": stats.why})
             self.checkpointer.restored(stats.partition, stats.committed)
             pending.discard(stats.partition)
             self.source.resume({stats.partition})
@@ -305,7 +309,8 @@ class Service:
                 if (self.source.committed(partition) or 0) < end:
                     return False
         except BrokerError as exc:
-            log.warning("cannot tell whether the group caught up yet: %s", exc)
+            log.warning("cannot tell whether the group caught up yet: %s", exc,
+                        extra={"event": "broker_unreachable", "reason": "caught_up_check"})
             return False
         return True
 
@@ -315,7 +320,8 @@ class Service:
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
         self.health.assigned = bool(self.source.assignment.assigned)
-        log.info("assigned partitions %s of %s", sorted(partitions), self.settings.input_topic)
+        log.info("assigned partitions %s of %s", sorted(partitions), self.settings.input_topic,
+                 extra={"event": "assigned", "topic": self.settings.input_topic, "partitions": sorted(partitions)})
 
     def _on_revoked(self, partitions: set[int], lost: bool) -> None:
         self._joined, self._joining = False, not self._closing  # kafka-python revokes as a join begins
@@ -326,7 +332,9 @@ class Service:
             except DeliveryError:
                 pass  # poisoned: the main loop raises it as soon as poll() returns
             except BrokerError:
-                log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
+                log.exception("checkpoint on revoke failed; the new owner replays from the last commit",
+                              extra={"event": "commit_failed", "topic": self.settings.input_topic,
+                                     "partitions": sorted(partitions), "reason": "broker"})
         for partition in partitions:
             self._restorer.drop(partition)
             self.store.forget_partition(partition)
@@ -335,7 +343,9 @@ class Service:
         self.checkpointer.forget(partitions)
         self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
         self.health.assigned = bool(self.source.assignment.assigned)
-        log.info("%s partitions %s of %s", "lost" if lost else "revoked", sorted(partitions), self.settings.input_topic)
+        log.info("%s partitions %s of %s", "lost" if lost else "revoked", sorted(partitions), self.settings.input_topic,
+                 extra={"event": "lost" if lost else "revoked", "topic": self.settings.input_topic,
+                        "partitions": sorted(partitions)})
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def shutdown(self) -> None:
