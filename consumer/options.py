@@ -202,8 +202,11 @@ def convert(opt: Option, raw: Any, source: str) -> Any:
             msg = f"{source}: {exc}"
             raise ConfigError(msg) from None
         except ValueError as exc:
-            why = "not a valid value" if opt.secret else str(exc)
-            msg = f"{source}: {why}" if opt.spec.parse else f"{source}: expected {_type_name(opt.type)}: {why}"
+            if opt.spec.parse:
+                msg = f"{source}: {exc}"
+            else:  # int('lots') says "invalid literal for int() with base 10": say it in the user's terms
+                got = "another value" if opt.secret else repr(raw)
+                msg = f"{source}: expected {_type_name(opt.type)}, got {got}"
             raise ConfigError(msg) from None
     else:
         got = "another type" if opt.secret else repr(raw)
