@@ -78,7 +78,8 @@ def test_bad_records_are_dead_lettered_with_reasons_and_processing_goes_on(
 
 def test_unreachable_broker_fails_fast_with_a_clear_error(ewma_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers",
-                          "127.0.0.1:1", "--input-topic", "t", "--model", str(ewma_path), "--metrics-port", "0",
-                          "--broker-wait-ms", "3000"], capture_output=True, text=True, timeout=120, check=False)
+                          "127.0.0.1:1", "--input-topic", "t", "--group-id", "g", "--model", str(ewma_path),
+                          "--metrics-port", "0", "--broker-wait-ms", "3000"],
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2
     assert "cannot reach Kafka at 127.0.0.1:1 after 3000 ms" in out.stderr
