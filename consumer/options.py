@@ -120,6 +120,9 @@ def options_of(cls: type) -> tuple[Option, ...]:
         spec = f.metadata.get(_META)
         if spec is None:
             continue
+        if spec.repeatable and spec.parse is None:  # the repeated values are joined with "," and parsed
+            msg = f"{cls.__name__}.{f.name}: a repeatable option needs a parser"
+            raise TypeError(msg)
         default = f.default if f.default is not MISSING else None
         out.append(Option(f.name, hints[f.name], default, spec))
         if hints[f.name] is Secret:
@@ -182,9 +185,7 @@ def _already_typed(opt: Option, raw: Any) -> bool:
         return tp is bool
     if isinstance(raw, int):
         return tp in (int, float)
-    if isinstance(raw, float):
-        return tp is float
-    return opt.spec.parse is not None and isinstance(raw, tuple | dict)
+    return isinstance(raw, float) and tp is float
 
 
 def convert(opt: Option, raw: Any, source: str) -> Any:
@@ -193,6 +194,8 @@ def convert(opt: Option, raw: Any, source: str) -> Any:
     The ConfigError names ``source`` (``flag --x``, ``environment variable RNNWATCH_X``, ``TOML key 'x'``) and
     never quotes a secret's value.
     """
+    if opt.spec.parse is not None and isinstance(raw, dict | list | tuple):
+        raw = _as_text(raw)  # structured input (TOML, Python) goes through the same parser and checks as text
     if _already_typed(opt, raw):
         value = float(raw) if (_optional(opt.type) or opt.type) is float else raw
     elif isinstance(raw, str):
@@ -218,6 +221,20 @@ def convert(opt: Option, raw: Any, source: str) -> Any:
         raise ConfigError(msg)
     _check_range(opt, value, source)
     return value
+
+
+def _as_text(raw: dict[Any, Any] | list[Any] | tuple[Any, ...]) -> Any:
+    """``{"a": 1}`` / ``[("a", 1)]`` / ``["a=1"]`` as ``"a=1"`` (anything else is returned for the type error)."""
+    items = raw.items() if isinstance(raw, dict) else raw
+    parts: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, tuple | list) and len(item) == 2:
+            parts.append(f"{item[0]}={item[1]}")
+        else:
+            return raw
+    return ",".join(parts)
 
 
 def _check_range(opt: Option, value: Any, source: str) -> None:

@@ -301,10 +301,7 @@ def _refuse_unknown(names: Any, what: str, where: str = "") -> None:
 
 def _resolve(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str], toml_values: Mapping[str, Any]) -> Any:
     if flags.get(opt.name) is not None:
-        raw = flags[opt.name]
-        if opt.spec.repeatable and isinstance(raw, list):
-            raw = ",".join(raw)
-        return convert(opt, raw, f"flag {opt.flag}")
+        return convert(opt, flags[opt.name], f"flag {opt.flag}")  # a repeated flag's list is joined by convert
     if not opt.spec.flag_only and opt.env in env:
         return convert(opt, env[opt.env], f"environment variable {opt.env}")
     if opt.name in toml_values:

@@ -205,3 +205,13 @@ def test_the_group_id_is_required_because_it_names_the_changelog() -> None:
     with pytest.raises(ConfigError, match=r"no group id: pass --group-id .*give each deployment its own"):
         load_settings(_args("--input-topic", "t"), env={})
     assert load_settings(_args("--input-topic", "t"), env={"RNNWATCH_GROUP_ID": "a"}).changelog_topic == "a.state"
+
+
+def test_structured_values_from_python_or_toml_go_through_the_same_checks(tmp_path: Path) -> None:
+    s = load_settings({"input_topic": "t", "group_id": "g", "field_map": {"price": "close"},
+                       "kafka_config": [("fetch.min.bytes", 1024)]}, env={})
+    assert (s.field_map, s.kafka_config) == ((("price", "close"),), (("fetch.min.bytes", "1024"),))
+    toml = tmp_path / "c.toml"
+    toml.write_text('input_topic = "t"\ngroup_id = "g"\nkafka_config = ["linger.ms=5", "group.id=other"]\n')
+    with pytest.raises(ConfigError, match=r"TOML key 'kafka_config': kafka_config 'group.id' is set by rnnwatch"):
+        load_settings({"config": str(toml)}, env={})
