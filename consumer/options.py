@@ -194,8 +194,10 @@ def convert(opt: Option, raw: Any, source: str) -> Any:
     The ConfigError names ``source`` (``flag --x``, ``environment variable RNNWATCH_X``, ``TOML key 'x'``) and
     never quotes a secret's value.
     """
-    if opt.spec.parse is not None and isinstance(raw, dict | list | tuple):
-        raw = _as_text(raw)  # structured input (TOML, Python) goes through the same parser and checks as text
+    if opt.spec.parse is not None and isinstance(raw, dict | list | tuple | int | float) and not isinstance(raw, bool):
+        # structured input and numbers (TOML, Python) go through the same parser and checks as text:
+        # min_event_time = 1600000000 means what "1600000000" means (an epoch in auto-detected units)
+        raw = str(raw) if isinstance(raw, int | float) else _as_text(raw)
     if _already_typed(opt, raw):
         value = float(raw) if (_optional(opt.type) or opt.type) is float else raw
     elif isinstance(raw, str):

@@ -215,3 +215,5 @@ def test_structured_values_from_python_or_toml_go_through_the_same_checks(tmp_pa
     toml.write_text('input_topic = "t"\ngroup_id = "g"\nkafka_config = ["linger.ms=5", "group.id=other"]\n')
     with pytest.raises(ConfigError, match=r"TOML key 'kafka_config': kafka_config 'group.id' is set by rnnwatch"):
         load_settings({"config": str(toml)}, env={})
+    as_number = load_settings({"input_topic": "t", "group_id": "g", "min_event_time": 1_600_000_000}, env={})
+    assert as_number.min_event_time == 1_600_000_000_000  # as the text "1600000000" would be: epoch seconds
