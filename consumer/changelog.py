@@ -167,7 +167,9 @@ class StateStore:
             snap = best.by_key.get(key)
             if snap is None or snap.value is None:
                 log.error("the snapshot of evicted key %r is gone from %s[%d]@%d; the key starts cold",
-                          key, self.topic, partition, entry.changelog_offset)
+                          key, self.topic, partition, entry.changelog_offset,
+                          extra={"event": "state_reset", "topic": self.topic, "partition": partition,
+                                 "offset": entry.changelog_offset, "key": key, "reason": "snapshot_missing"})
                 self.on_reset("snapshot_missing", 1)
                 self._install_fresh(partition, key, entry.input_offset, now_s)
                 continue
@@ -179,7 +181,9 @@ class StateStore:
             decoded: Snapshot = self.table.decode(snap.value or b"")
         except StateError as exc:
             log.error("corrupt state snapshot for key %r in %s[%d]@%d: %s; the key starts fresh",
-                      key, self.topic, partition, snap.changelog_offset, exc)
+                      key, self.topic, partition, snap.changelog_offset, exc,
+                      extra={"event": "state_reset", "topic": self.topic, "partition": partition,
+                             "offset": snap.changelog_offset, "key": key, "reason": "corrupt_snapshot"})
             stats.corrupt += 1
             self.on_reset("corrupt_snapshot", 1)
             self._install_fresh(partition, key, -1, last_seen_s)  # nothing in a corrupt record is trusted
@@ -314,7 +318,9 @@ class StateStore:
             snap = best.by_key.get(key)
             if snap is None or snap.value is None:
                 log.error("the snapshot of evicted key %r is gone from %s[%d]@%d; forgetting the key",
-                          key, self.topic, partition, entry.changelog_offset)
+                          key, self.topic, partition, entry.changelog_offset,
+                          extra={"event": "state_reset", "topic": self.topic, "partition": partition,
+                                 "offset": entry.changelog_offset, "key": key, "reason": "snapshot_missing"})
                 self.on_reset("snapshot_missing", 1)
                 del index[key]
                 continue

@@ -61,7 +61,8 @@ class Checkpointer:
     def poison(self, reason: str) -> None:
         if self.poisoned is None:
             self.poisoned = reason
-            log.error("nothing will be checkpointed or committed any more: %s; the process must restart", reason)
+            log.error("nothing will be checkpointed or committed any more: %s; the process must restart", reason,
+                      extra={"event": "commit_failed", "reason": "delivery_failed"})
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -108,7 +109,8 @@ class Checkpointer:
         self.metrics.snapshots_written.inc(written)
         self._commit(todo, blocking_commit)  # 6
         self.metrics.checkpoint_duration.observe(self.last_run_s - start)
-        log.debug("checkpoint: %d snapshots, offsets %s", written, todo)
+        log.debug("checkpoint: %d snapshots, offsets %s", written, todo,
+                  extra={"event": "commit", "offsets": todo, "count": written})
         return written
 
     def _commit(self, todo: dict[int, int], blocking: bool) -> None:

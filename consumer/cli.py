@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 
 from rnnwatch.consumer.errors import RnnwatchError
@@ -39,8 +40,28 @@ _EXPORT_COMMANDS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus the nearest known flag when one is not recognised (``--grup-id``: did you mean ...)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            from rnnwatch.consumer.options import did_you_mean
+
+            known = [flag for p in _all_parsers(self) for flag in p._option_string_actions]
+            hints = [f"{arg}{did_you_mean(arg.partition('=')[0], known)}" for arg in message.split()[2:]
+                     if arg.startswith("--") and did_you_mean(arg.partition("=")[0], known)]
+            if hints:
+                message = f"{message}; {'; '.join(hints)}"
+        super().error(message)
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [parser, *(p for a in subs for p in a.choices.values())]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rnnwatch",
         description="Novelty detection on live Kafka streams with recurrent step models (ONNX).",
     )

@@ -107,8 +107,9 @@ def _run(args: argparse.Namespace) -> int:
         broker.create_topics([INPUT_TOPIC], partitions=args.partitions)
         settings = load_settings({
             "bootstrap_servers": broker.bootstrap_servers, "input_topic": INPUT_TOPIC, "group_id": "rnnwatch-demo",
-            "model": args.model, "metrics_port": str(args.metrics_port), "metrics_host": "127.0.0.1",
-            "session_timeout_ms": "6000", "checkpoint_interval_ms": "1000",
+            "auto_offset_reset": "earliest",
+            "model": args.model, "metrics_port": args.metrics_port, "metrics_host": "127.0.0.1",
+            "session_timeout_ms": 6000, "checkpoint_interval_ms": 1000,
             "scorer": args.scorer, "scorer_options": args.scorer_options,
         }, env={})
         progress = _Progress(total=len(ticks), out=out, quiet=args.quiet)

@@ -1,8 +1,12 @@
 """Logging set-up: human text by default, one JSON object per line for log shippers.
 
-Records about one input record or partition pass ``extra={...}`` with the fields in :data:`FIELDS`
-(``topic``, ``partition``, ``offset``, ``key``, ``reason``, ``count``); the JSON format carries them as
-fields of their own, so a log shipper can filter by partition or reason without parsing the message.
+Records about an input record, a partition or the broker pass ``extra={...}`` with the fields in
+:data:`FIELDS`: ``event`` (what happened, a fixed name per kind of line: ``assigned``, ``revoked``, ``lost``,
+``restored``, ``restoring``, ``restore_slow``, ``commit``, ``commit_failed``, ``broker_unreachable``,
+``broker_reachable``, ``broker_error``, ``delivery_failed``, ``dead_letter``, ``state_reset``), ``topic``,
+``partition``, ``partitions``, ``offset``, ``offsets`` (partition → next offset), ``key``, ``reason``,
+``count``, ``seconds``. The JSON format carries them as fields of their own, so a log shipper can filter by
+partition, event or reason without parsing the message; the text format shows the message only.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import Callable
 
 __all__ = ["FIELDS", "RateLimitedLog", "configure_logging"]
 
-FIELDS = ("topic", "partition", "offset", "key", "reason", "count")
+FIELDS = ("event", "topic", "partition", "partitions", "offset", "offsets", "key", "reason", "count", "seconds")
 
 
 class RateLimitedLog:

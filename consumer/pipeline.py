@@ -163,7 +163,8 @@ class Pipeline:
             "the model's output was non-finite (NaN or inf) for %d key(s), e.g. %r at %s[%d]@%d: their state "
             "was reset and they re-warm; check the model for overflow on such inputs", len(where), where[0].key,
             self.topic, where[0].partition, where[0].offset,
-            extra={"topic": self.topic, "partition": where[0].partition, "offset": where[0].offset,
+            extra={"event": "state_reset", "topic": self.topic,
+                   "partition": where[0].partition, "offset": where[0].offset,
                    "key": where[0].key, "reason": "non_finite", "count": len(where)})
 
 

@@ -39,8 +39,8 @@ class RefusalReport:
         reason, count = counts.most_common(1)[0]
         first = next(r for r in rejected if r.reason == reason)
         rec = records[first.index]
-        where = {"topic": self.topic, "partition": rec.partition, "offset": rec.offset, "key": rec.key,
-                 "reason": reason, "count": len(rejected)}
+        where = {"event": "dead_letter", "topic": self.topic, "partition": rec.partition, "offset": rec.offset,
+                 "key": rec.key, "reason": reason, "count": len(rejected)}
         if len(rejected) == len(records):
             self._whole.warning("%s; every record of the batch was dead-lettered: check the message fields "
                                 "(--field-map, --key-field, --time-field) against the model's features %s",

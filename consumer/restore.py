@@ -313,13 +313,19 @@ class RestoreJob:
             running.warned = True
             log.error("restoring %s[%d] is taking longer than %.0fs; it goes on (the partition stays paused and "
                       "/readyz reports it), see the changelog's size and the broker", self.topic,
-                      running.partition, self.warn_s)
+                      running.partition, self.warn_s,
+                      extra={"event": "restore_slow", "topic": self.topic, "partition": running.partition,
+                             "seconds": round(now - running.started, 3)})
         if now - running.last_log >= 10.0:
             running.last_log = now
             tp = TopicPartition(self.topic, running.partition)
             position = self.consumer.position(tp) if self.consumer.assignment() == {tp} else "?"
+            end = self.consumer.highwater(tp) if position != "?" else "?"
             log.info("restoring %s[%d]: at changelog offset %s of %s after %.0fs", self.topic, running.partition,
-                     position, self.consumer.highwater(tp) if position != "?" else "?", now - running.started)
+                     position, end, now - running.started,
+                     extra={"event": "restoring", "topic": self.topic, "partition": running.partition,
+                            "offset": position if isinstance(position, int) else None,
+                            "seconds": round(now - running.started, 3)})
 
 
 def partition_end(consumer: PartitionReader, topic: str, partition: int) -> int:

@@ -32,7 +32,7 @@ from rnnwatch.consumer.kafka import GroupSource, KafkaConfig, PartitionReader, T
 from rnnwatch.consumer.limits import check_record_sizes
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
-from rnnwatch.consumer.records import TickDecoder, parse_event_time
+from rnnwatch.consumer.records import TickDecoder
 from rnnwatch.consumer.restore import partition_end
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import Settings
@@ -133,7 +133,7 @@ class Service:
         decoder = TickDecoder(signature.features, s.fields_for(signature.feature_names), key_field=s.key_field,
                               time_field=s.time_field, timestamp_unit=s.timestamp_unit,
                               max_message_bytes=s.max_message_bytes, max_future_ms=s.max_future_ms,
-                              min_event_ms=parse_event_time(s.min_event_time), max_key_bytes=s.max_key_bytes,
+                              min_event_ms=s.min_event_time, max_key_bytes=s.max_key_bytes,
                               max_header_bytes=s.max_header_bytes)
         self.pipeline = Pipeline(signature=signature, runner=runner, decoder=decoder, sink=self.sink,
                                  metrics=self.metrics, topic=s.input_topic, store=self.store,
@@ -241,17 +241,19 @@ class Service:
             self.checkpointer.run(rewrite=True)
         except RebalancedError as exc:
             log.warning("offset commit failed (%s); snapshots are in the changelog, so the next owner of these "
-                        "partitions skips what they already reflect", exc)
+                        "partitions skips what they already reflect", exc,
+                        extra={"event": "commit_failed", "topic": self.settings.input_topic, "reason": "rebalanced"})
             return
         except DeliveryError:
             raise
         except BrokerError as exc:
             self.health.broker_ok = False
-            log.error("checkpoint postponed, broker unreachable: %s (retrying; nothing is committed)", exc)
+            log.error("checkpoint postponed, broker unreachable: %s (retrying; nothing is committed)", exc,
+                      extra={"event": "broker_unreachable", "reason": "checkpoint"})
             self.checkpointer.last_run_s = time.monotonic()  # back off one interval before the next attempt
             return
         if not self.health.broker_ok:
-            log.info("broker reachable again: checkpoint completed")
+            log.info("broker reachable again: checkpoint completed", extra={"event": "broker_reachable"})
         self.health.broker_ok = True
 
     def _restore_pending(self) -> None:
@@ -268,7 +270,9 @@ class Service:
             log.info("restored %s[%d]: %d keys in memory, %d idle, %d expired, from %d records read in %.3fs "
                      "(%s; %d model changed, %d corrupt)", self.settings.changelog_topic, stats.partition,
                      stats.keys, stats.idle, stats.expired, stats.records, stats.seconds, stats.why,
-                     stats.model_changed, stats.corrupt)
+                     stats.model_changed, stats.corrupt,
+                     extra={"event": "restored", "topic": self.settings.changelog_topic, "partition": stats.partition,
+                            "count": stats.keys, "seconds": round(stats.seconds, 3), "reason": stats.why})
             self.checkpointer.restored(stats.partition, stats.committed)
             pending.discard(stats.partition)
             self.source.resume({stats.partition})
@@ -307,7 +311,8 @@ class Service:
                 if (self.source.committed(partition) or 0) < end:
                     return False
         except BrokerError as exc:
-            log.warning("cannot tell whether the group caught up yet: %s", exc)
+            log.warning("cannot tell whether the group caught up yet: %s", exc,
+                        extra={"event": "broker_unreachable", "reason": "caught_up_check"})
             return False
         return True
 
@@ -317,7 +322,8 @@ class Service:
         self.metrics.rebalances.labels("assigned").inc()
         self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
         self.health.assigned = bool(self.source.assignment.assigned)
-        log.info("assigned partitions %s of %s", sorted(partitions), self.settings.input_topic)
+        log.info("assigned partitions %s of %s", sorted(partitions), self.settings.input_topic,
+                 extra={"event": "assigned", "topic": self.settings.input_topic, "partitions": sorted(partitions)})
 
     def _on_revoked(self, partitions: set[int], lost: bool) -> None:
         self._joined, self._joining = False, not self._closing  # kafka-python revokes as a join begins
@@ -328,7 +334,9 @@ class Service:
             except DeliveryError:
                 pass  # poisoned: the main loop raises it as soon as poll() returns
             except BrokerError:
-                log.exception("checkpoint on revoke failed; the new owner replays from the last commit")
+                log.exception("checkpoint on revoke failed; the new owner replays from the last commit",
+                              extra={"event": "commit_failed", "topic": self.settings.input_topic,
+                                     "partitions": sorted(partitions), "reason": "broker"})
         for partition in partitions:
             self._restorer.drop(partition)
             self.store.forget_partition(partition)
@@ -337,7 +345,9 @@ class Service:
         self.checkpointer.forget(partitions)
         self.metrics.assigned_partitions.set(len(self.source.assignment.assigned))
         self.health.assigned = bool(self.source.assignment.assigned)
-        log.info("%s partitions %s of %s", "lost" if lost else "revoked", sorted(partitions), self.settings.input_topic)
+        log.info("%s partitions %s of %s", "lost" if lost else "revoked", sorted(partitions), self.settings.input_topic,
+                 extra={"event": "lost" if lost else "revoked", "topic": self.settings.input_topic,
+                        "partitions": sorted(partitions)})
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -14,7 +14,7 @@ from types import FrameType
 
 from rnnwatch.consumer.logs import configure_logging
 from rnnwatch.consumer.service import Service
-from rnnwatch.consumer.settings import add_arguments, load_settings
+from rnnwatch.consumer.settings import add_arguments, load_settings, unknown_env_names
 from rnnwatch.consumer.status import StatusPrinter
 
 __all__ = ["register"]
@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     configure_logging(settings.log_level, settings.log_format)
+    for warning in unknown_env_names(os.environ):
+        log.warning(warning)
     service = Service(settings)
     _install_signal_handlers(service, settings.shutdown_grace_ms / 1000)
     service.start()

@@ -108,7 +108,8 @@ class KafkaSink:
             if error is None and offset is not None:
                 on_offset(offset)
                 return
-            log.error("delivery of a %s record failed: %s", kind, error)
+            log.error("delivery of a %s record failed: %s", kind, error,
+                      extra={"event": "delivery_failed", "reason": type(error).__name__ if error else "no_offset"})
             self._on_error(kind)
             with self._lock:
                 if self._error is None:

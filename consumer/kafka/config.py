@@ -1,9 +1,9 @@
 """Client configuration, built once from the settings, for every client of either transport.
 
-The bootstrap list is parsed here and only here; security settings are mapped to each client's own names
-(kafka-python: ``sasl_plain_username``, librdkafka: ``sasl.username``); ``--kafka-config key=value``
-entries use librdkafka's names and pass through to both transports: to librdkafka as they are (it rejects
-unknown names when the client is built), to kafka-python with dots turned into underscores (plus a few
+The bootstrap list is parsed here and only here; security settings are mapped to each client's own names by
+``kafka.security`` (kafka-python ``sasl_plain_username``, librdkafka ``sasl.username``, ...); ``--kafka-config
+key=value`` entries use librdkafka's names and pass through to both transports: to librdkafka as they are (it
+rejects unknown names when the client is built), to kafka-python with dots turned into underscores (plus a few
 aliases where the two differ), checked against the clients' known keys — an unknown key is refused at
 start-up, never silently ignored.
 """
@@ -11,10 +11,12 @@ start-up, never silently ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.settings import Secret, Settings
+from rnnwatch.consumer.kafka.security import python_security, rdkafka_security
+from rnnwatch.consumer.settings import Settings
 
 __all__ = ["MAX_REQUEST_BYTES", "KafkaConfig", "parse_kafka_config", "parse_servers"]
 
@@ -69,42 +71,51 @@ def parse_kafka_config(text: str) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class KafkaConfig:
-    """Everything the clients need to know, in rnnwatch's names; ``python_*``/``rdkafka_*`` give client configs."""
+    """The clients' view of :class:`Settings`: no field of its own, so no option is declared twice.
 
-    transport: str
-    servers: tuple[str, ...]
-    client_id: str
-    group_id: str
-    security_protocol: str
-    sasl_mechanism: str
-    sasl_username: str
-    sasl_password: Secret
-    ssl_cafile: str
-    session_timeout_ms: int
-    heartbeat_interval_ms: int
-    max_poll_interval_ms: int
-    auto_offset_reset: str
-    fetch_max_bytes: int
-    max_partition_fetch_bytes: int
-    max_poll_records: int
-    broker_wait_ms: int
-    extra: tuple[tuple[str, str], ...] = ()
+    ``python_*``/``rdkafka_*`` give each client's config in its own names; the bootstrap list is parsed once.
+    """
+
+    settings: Settings
 
     @classmethod
     def from_settings(cls, s: Settings) -> KafkaConfig:
-        servers = parse_servers(s.bootstrap_servers)
-        if not servers:
+        if not parse_servers(s.bootstrap_servers):
             msg = "no bootstrap servers: pass --bootstrap-servers or set RNNWATCH_BOOTSTRAP_SERVERS"
             raise ConfigError(msg)
-        return cls(transport=s.transport, servers=servers, client_id=s.client_id, group_id=s.group_id,
-                   security_protocol=s.security_protocol, sasl_mechanism=s.sasl_mechanism,
-                   sasl_username=s.sasl_username, sasl_password=s.sasl_password, ssl_cafile=s.ssl_cafile,
-                   session_timeout_ms=s.session_timeout_ms,
-                   heartbeat_interval_ms=s.heartbeat_interval_ms or max(100, s.session_timeout_ms // 4),
-                   max_poll_interval_ms=s.max_poll_interval_ms, auto_offset_reset=s.auto_offset_reset,
-                   fetch_max_bytes=s.fetch_max_bytes, max_partition_fetch_bytes=s.max_partition_fetch_bytes,
-                   max_poll_records=s.max_poll_records, broker_wait_ms=s.broker_wait_ms,
-                   extra=parse_kafka_config(s.kafka_config))
+        return cls(s)
+
+    @cached_property
+    def servers(self) -> tuple[str, ...]:
+        return parse_servers(self.settings.bootstrap_servers)
+
+    @property
+    def transport(self) -> str:
+        return self.settings.transport
+
+    @property
+    def broker_wait_ms(self) -> int:
+        return self.settings.broker_wait_ms
+
+    @property
+    def extra(self) -> tuple[tuple[str, str], ...]:
+        return self.settings.kafka_config
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        s = self.settings
+        return s.heartbeat_interval_ms or max(100, s.session_timeout_ms // 4)
+
+    @cached_property
+    def _token_provider(self) -> Any:
+        """kafka-python's OAUTHBEARER token source, one for all clients (librdkafka fetches its own)."""
+        s = self.settings
+        if s.sasl_mechanism != "OAUTHBEARER":
+            return None
+        from rnnwatch.consumer.kafka.oauth import OidcTokenProvider
+
+        return OidcTokenProvider(s.sasl_oauthbearer_token_endpoint_url, s.sasl_oauthbearer_client_id,
+                                 s.sasl_oauthbearer_client_secret, s.sasl_oauthbearer_scope)
 
     @property
     def bootstrap(self) -> str:
@@ -117,55 +128,49 @@ class KafkaConfig:
         ``bootstrap_timeout_ms`` is the broker wait: a client built against a broker that is down gives up
         after it (kafka-python's own default is 30 s whatever ``broker_wait_ms`` says).
         """
-        config: dict[str, Any] = {"bootstrap_servers": list(self.servers), "client_id": self.client_id,
-                                  "security_protocol": self.security_protocol,
-                                  "bootstrap_timeout_ms": self.broker_wait_ms}
-        if self.sasl_mechanism:
-            config.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                          sasl_plain_password=self.sasl_password.reveal())
-        if self.ssl_cafile:
-            config["ssl_cafile"] = self.ssl_cafile
+        s = self.settings
+        config: dict[str, Any] = {"bootstrap_servers": list(self.servers), "client_id": s.client_id,
+                                  "bootstrap_timeout_ms": s.broker_wait_ms,
+                                  **python_security(s, self._token_provider)}
         config.update(_python_extra(self.extra, kind))
         return config
 
     def python_consumer(self, *, group: bool) -> dict[str, Any]:
+        s = self.settings
         config: dict[str, Any] = {
-            "enable_auto_commit": False, "auto_offset_reset": self.auto_offset_reset,
-            "fetch_max_bytes": self.fetch_max_bytes, "max_partition_fetch_bytes": self.max_partition_fetch_bytes,
-            "max_poll_records": self.max_poll_records, "isolation_level": "read_committed"}
+            "enable_auto_commit": False, "auto_offset_reset": s.auto_offset_reset,
+            "fetch_max_bytes": s.fetch_max_bytes, "max_partition_fetch_bytes": s.max_partition_fetch_bytes,
+            "max_poll_records": s.max_poll_records, "isolation_level": "read_committed"}
         if group:
-            config.update(group_id=self.group_id, session_timeout_ms=self.session_timeout_ms,
+            config.update(group_id=s.group_id, session_timeout_ms=s.session_timeout_ms,
                           heartbeat_interval_ms=self.heartbeat_interval_ms,
-                          max_poll_interval_ms=self.max_poll_interval_ms)
-        else:
-            config["fetch_max_wait_ms"] = 50
+                          max_poll_interval_ms=s.max_poll_interval_ms)
+        else:  # assign() only (restore, metadata): reads from where it seeks, whatever the group's reset says
+            config.update(fetch_max_wait_ms=50, auto_offset_reset="earliest")
         config.update(self.python_common("consumer"))
         return config
 
     # -- librdkafka ------------------------------------------------------------------------------------
     def rdkafka_common(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "client.id": self.client_id,
-                                  "security.protocol": self.security_protocol.lower()}
-        if self.sasl_mechanism:
-            config.update({"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
-                           "sasl.password": self.sasl_password.reveal()})
-        if self.ssl_cafile:
-            config["ssl.ca.location"] = self.ssl_cafile
+        s = self.settings
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "client.id": s.client_id,
+                                  **rdkafka_security(s)}
         return config
 
     def rdkafka_consumer(self, *, group: bool) -> dict[str, Any]:
         # fetch.queue.backoff.ms: librdkafka's 1 s default stalls a consumer that drains the local queue fast
+        s = self.settings
         config: dict[str, Any] = {
             **self.rdkafka_common(), "enable.auto.commit": False, "enable.auto.offset.store": False,
-            "auto.offset.reset": self.auto_offset_reset, "isolation.level": "read_committed",
-            "fetch.max.bytes": self.fetch_max_bytes, "max.partition.fetch.bytes": self.max_partition_fetch_bytes,
+            "auto.offset.reset": s.auto_offset_reset, "isolation.level": "read_committed",
+            "fetch.max.bytes": s.fetch_max_bytes, "max.partition.fetch.bytes": s.max_partition_fetch_bytes,
             "fetch.queue.backoff.ms": 10, "enable.partition.eof": False}
         if group:
-            config.update({"group.id": self.group_id, "session.timeout.ms": self.session_timeout_ms,
+            config.update({"group.id": s.group_id, "session.timeout.ms": s.session_timeout_ms,
                            "heartbeat.interval.ms": self.heartbeat_interval_ms,
-                           "max.poll.interval.ms": self.max_poll_interval_ms})
+                           "max.poll.interval.ms": s.max_poll_interval_ms})
         else:  # assign() only, never joins or commits; librdkafka still wants a group id
-            config.update({"group.id": f"{self.group_id}.reader", "fetch.wait.max.ms": 50,
+            config.update({"group.id": f"{s.group_id}.reader", "fetch.wait.max.ms": 50,
                            "auto.offset.reset": "earliest"})
         config.update(dict(self.extra))
         return config

@@ -93,7 +93,7 @@ def _records(msgs: Sequence[Message], topic: str, where: str) -> list[Record]:
             if err.fatal():
                 msg = f"{where}: fatal client error {err}"
                 raise BrokerError(msg)
-            log.warning("%s: %s", where, err)
+            log.warning("%s: %s", where, err, extra={"event": "broker_error", "reason": err.name()})
     return out
 
 

@@ -54,7 +54,8 @@ def connect(make: Callable[[], Any], config: KafkaConfig) -> Any:
                 msg = (f"cannot reach Kafka at {config.bootstrap} after {config.broker_wait_ms} ms "
                        f"({type(exc).__name__}: {exc}); check --bootstrap-servers and that the broker is up")
                 raise BrokerError(msg) from exc
-            log.warning("broker not reachable yet (%s); retrying in %.1fs", exc, delay)
+            log.warning("broker not reachable yet (%s); retrying in %.1fs", exc, delay,
+                        extra={"event": "broker_unreachable", "reason": type(exc).__name__})
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 

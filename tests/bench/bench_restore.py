@@ -34,7 +34,7 @@ from rnnwatch.consumer.sink import KafkaSink
 
 def _transport(bootstrap: str) -> Transport:
     """The service's kafka-python clients (its default fetch sizes: 64 MiB fetches, 20,000 records per read)."""
-    settings = load_settings({"bootstrap_servers": bootstrap, "input_topic": "bench"}, env={})
+    settings = load_settings({"bootstrap_servers": bootstrap, "input_topic": "bench", "group_id": "bench"}, env={})
     return open_transport(KafkaConfig.from_settings(settings))
 
 

@@ -111,6 +111,7 @@ def run_args(bootstrap: str, topic: str, model: str, transport: Transport, *extr
     group = f"bench-{topic}-{transport.name}-{time.monotonic_ns()}"
     return [*rnnwatch_command(), "run", "--bootstrap-servers", bootstrap, "--input-topic", topic,
             "--output-topic", f"{topic}.anomalies", "--dead-letter-topic", f"{topic}.dlq", "--group-id", group,
+            "--auto-offset-reset", "earliest",
             "--model", model, "--session-timeout-ms", "6000", "--log-level", "WARNING", *transport.flag, *extra]
 
 

@@ -41,7 +41,8 @@ def member_args(broker: EmbeddedBroker, topic: str, name: str, model: Path, *ext
     session = [] if session_timeout_ms is None else ["--session-timeout-ms", str(session_timeout_ms)]
     return [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", broker.bootstrap_servers,
             "--input-topic", topic, "--output-topic", f"{topic}.{name}", "--dead-letter-topic", f"{topic}.{name}.dlq",
-            "--group-id", f"{topic}-{name}", "--model", str(model), "--metrics-port", "0", *session, *extra]
+            "--group-id", f"{topic}-{name}",
+            "--auto-offset-reset", "earliest", "--model", str(model), "--metrics-port", "0", *session, *extra]
 
 
 def _run(broker: EmbeddedBroker, topic: str, name: str, model: Path, env: dict[str, str] | None = None,

@@ -41,6 +41,7 @@ def detector(broker: EmbeddedBroker, bundled_model: Path) -> Iterator[int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers",
                              broker.bootstrap_servers, "--input-topic", topic, "--group-id", f"g-{topic}",
+                             "--auto-offset-reset", "earliest",
                              "--model", str(bundled_model), "--metrics-host", "127.0.0.1", "--metrics-port",
                              str(port), "--session-timeout-ms", "6000", "--checkpoint-interval-ms", "1000"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

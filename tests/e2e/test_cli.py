@@ -72,13 +72,13 @@ def test_score_reports_a_missing_column(tmp_path: Path, bundled_model: Path) -> 
 
 
 def test_run_refuses_a_bad_model_before_touching_kafka(tmp_path: Path) -> None:
-    out = _run("run", "--input-topic", "t", "--model", str(tmp_path / "missing.onnx"),
+    out = _run("run", "--input-topic", "t", "--group-id", "g", "--model", str(tmp_path / "missing.onnx"),
                "--bootstrap-servers", "127.0.0.1:1")
     assert out.returncode == 2
     assert "does not exist" in out.stderr
 
 
 def test_run_refuses_bad_config() -> None:
-    out = _run("run", "--input-topic", "t", "--max-poll-records", "0")
+    out = _run("run", "--input-topic", "t", "--group-id", "g", "--max-poll-records", "0")
     assert out.returncode == 2
     assert "max_poll_records must be > 0" in out.stderr

@@ -27,6 +27,7 @@ def test_run_on_a_terminal_prints_a_status_line(broker: EmbeddedBroker) -> None:
     master, slave = os.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--input-topic", topic,
                              "--bootstrap-servers", broker.bootstrap_servers, "--group-id", topic,
+                             "--auto-offset-reset", "earliest",
                              "--metrics-port", "0", "--session-timeout-ms", "6000"],
                             stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
     os.close(slave)

@@ -51,6 +51,7 @@ def start_run(bootstrap: str, topic: str, name: str, model: Path) -> subprocess.
     return subprocess.Popen(
         [sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers", bootstrap, "--input-topic", topic,
          "--output-topic", f"{topic}.{name}", "--dead-letter-topic", f"{topic}.{name}.dlq", "--group-id", f"g-{name}",
+         "--auto-offset-reset", "earliest",
          "--model", str(model), "--metrics-port", "0", "--session-timeout-ms", "6000", "--until-caught-up"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

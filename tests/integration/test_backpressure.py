@@ -116,7 +116,8 @@ def test_a_stalled_output_pauses_consumption_and_memory_stays_flat(
     feed = price_feed(4, 300, seed=11)
     produce(broker.bootstrap_servers, topic, feed)
     settings = load_settings({
-        "bootstrap_servers": broker.bootstrap_servers, "input_topic": topic, "group_id": f"{topic}-g",
+        "bootstrap_servers": broker.bootstrap_servers, "input_topic": topic,
+        "auto_offset_reset": "earliest", "group_id": f"{topic}-g",
         "model": str(ewma_path), "metrics_port": "0", "session_timeout_ms": "6000", "until_caught_up": True,
         "threshold": "0.0001", "warmup_steps": "0",  # every scored tick is an anomaly: one event per record
         "incident_gap_steps": "0",  # (no incident grouping)

@@ -50,7 +50,8 @@ def test_bad_records_are_dead_lettered_with_reasons_and_processing_goes_on(
     records = [*feed[:33], *BAD.values(), duplicate, out_of_order, *feed[33:36], extra_field, *feed[37:]]
     produce(broker.bootstrap_servers, topic, records)
     settings = load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": topic,
-                              "group_id": f"{topic}-g", "model": str(ewma_path), "metrics_port": "0",
+                              "auto_offset_reset": "earliest", "group_id": f"{topic}-g", "model": str(ewma_path),
+                              "metrics_port": "0",
                               "metrics_host": "127.0.0.1", "session_timeout_ms": "6000",
                               "max_message_bytes": "4096", "until_caught_up": True}, env={})
     service = Service(settings).start()
@@ -77,7 +78,8 @@ def test_bad_records_are_dead_lettered_with_reasons_and_processing_goes_on(
 
 def test_unreachable_broker_fails_fast_with_a_clear_error(ewma_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "rnnwatch.consumer.cli", "run", "--bootstrap-servers",
-                          "127.0.0.1:1", "--input-topic", "t", "--model", str(ewma_path), "--metrics-port", "0",
-                          "--broker-wait-ms", "3000"], capture_output=True, text=True, timeout=120, check=False)
+                          "127.0.0.1:1", "--input-topic", "t", "--group-id", "g", "--model", str(ewma_path),
+                          "--metrics-port", "0", "--broker-wait-ms", "3000"],
+                         capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 2
     assert "cannot reach Kafka at 127.0.0.1:1 after 3000 ms" in out.stderr

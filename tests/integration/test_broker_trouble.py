@@ -6,6 +6,7 @@ Kafka; what is checked here is the detector's side: it notices, reports not-read
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import urllib.error
@@ -28,6 +29,7 @@ from rnnwatch.consumer.kafka import (
     Producer,
     open_transport,
 )
+from rnnwatch.consumer.logs import _JsonFormatter
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import Settings, load_settings
 from tests.integration.helpers import committed, price_feed, produce, read_all
@@ -43,12 +45,14 @@ def _readyz(port: int) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-def test_broker_lost_mid_run_makes_the_detector_unready_not_dead(ewma_path: Path) -> None:
+def test_broker_lost_mid_run_makes_the_detector_unready_not_dead(ewma_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
     with EmbeddedBroker() as own:  # this test stops its broker: not the shared one
         own.create_topics(["ticks"], partitions=1)
         produce(own.bootstrap_servers, "ticks", price_feed(3, 30))
         service = Service(load_settings({
-            "bootstrap_servers": own.bootstrap_servers, "input_topic": "ticks", "group_id": "g",
+            "bootstrap_servers": own.bootstrap_servers, "input_topic": "ticks",
+            "auto_offset_reset": "earliest", "group_id": "g",
             "model": str(ewma_path), "metrics_port": "0", "metrics_host": "127.0.0.1", "session_timeout_ms": "6000",
             "checkpoint_interval_ms": "12000", "shutdown_grace_ms": "6000"}, env={})).start()
         thread = threading.Thread(target=service.run, daemon=True)
@@ -66,6 +70,9 @@ def test_broker_lost_mid_run_makes_the_detector_unready_not_dead(ewma_path: Path
             time.sleep(0.5)
         status, detail = _readyz(service.metrics_port)
         assert (status, detail.strip()) == (503, "broker unreachable: checkpoints are postponed")
+        trouble = [json.loads(_JsonFormatter().format(r)) for r in caplog.records
+                   if getattr(r, "event", None) == "broker_unreachable"]
+        assert trouble and trouble[0]["reason"] == "checkpoint" and trouble[0]["level"] == "ERROR"  # JSON fields
         assert thread.is_alive()  # still running, retrying
         live = urllib.request.urlopen(f"http://127.0.0.1:{service.metrics_port}/healthz", timeout=5)
         assert live.status == 200
@@ -127,7 +134,8 @@ def test_a_delivery_failure_stops_the_commit(broker: EmbeddedBroker, topic_facto
         produce(broker.bootstrap_servers, t, feed)
 
     def settings(t: str) -> Settings:
-        return load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": t, "group_id": f"{t}-g",
+        return load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": t,
+                              "auto_offset_reset": "earliest", "group_id": f"{t}-g",
                               "model": str(ewma_path), "metrics_port": "0", "metrics_host": "127.0.0.1",
                               "session_timeout_ms": "6000", "until_caught_up": True, "transport": transport},
                              env={})

@@ -37,7 +37,8 @@ def test_two_megabyte_keys_and_headers_are_dead_lettered_small_and_processing_go
     producer.flush()
     producer.close()
     settings = load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": topic,
-                              "group_id": f"{topic}-g", "model": str(ewma_path), "metrics_port": "0",
+                              "auto_offset_reset": "earliest", "group_id": f"{topic}-g", "model": str(ewma_path),
+                              "metrics_port": "0",
                               "session_timeout_ms": "6000", "max_message_bytes": str(8 * TWO_MB),
                               "until_caught_up": True}, env={})
     service = Service(settings).start()

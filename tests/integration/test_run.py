@@ -33,6 +33,7 @@ MALFORMED: list[tuple[bytes | None, bytes]] = [
 
 def _run_args(broker: EmbeddedBroker, topic: str, group: str, model: Path, *extra: str) -> list[str]:
     return [*CLI, "run", "--bootstrap-servers", broker.bootstrap_servers, "--input-topic", topic, "--group-id", group,
+            "--auto-offset-reset", "earliest",
             "--model", str(model), "--metrics-port", "0", "--session-timeout-ms", "6000", *extra]
 
 
@@ -101,7 +102,8 @@ def test_metrics_health_and_restored_state(broker: EmbeddedBroker, topic_factory
     feed = price_feed(10, 60, shock=(3, 50), seed=1)
     produce(broker.bootstrap_servers, topic, feed + MALFORMED)
     settings = load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": topic,
-                              "group_id": "gm", "model": str(bundled_model), "metrics_port": "0",
+                              "auto_offset_reset": "earliest", "group_id": "gm",
+                              "model": str(bundled_model), "metrics_port": "0",
                               "metrics_host": "127.0.0.1", "session_timeout_ms": "6000"}, env={})
     service = Service(settings).start()
     port = service.metrics_port

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 def _service(broker: EmbeddedBroker, topic: str, group: str, model: Path) -> Service:
     return Service(load_settings({"bootstrap_servers": broker.bootstrap_servers, "input_topic": topic,
-                                  "group_id": group, "model": str(model), "metrics_port": "0",
+                                  "auto_offset_reset": "earliest", "group_id": group,
+                                  "model": str(model), "metrics_port": "0",
                                   "metrics_host": "127.0.0.1", "session_timeout_ms": "6000",
                                   "until_caught_up": True}, env={}))
 

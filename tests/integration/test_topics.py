@@ -41,7 +41,8 @@ def consumer(broker: EmbeddedBroker) -> Iterator[KafkaConsumer]:
 
 
 def _settings(broker: EmbeddedBroker, topic: str, ewma_path: Path, **extra: str) -> Settings:
-    values = {"bootstrap_servers": broker.bootstrap_servers, "input_topic": topic, "group_id": f"{topic}-g",
+    values = {"bootstrap_servers": broker.bootstrap_servers, "input_topic": topic,
+              "auto_offset_reset": "earliest", "group_id": f"{topic}-g",
               "model": str(ewma_path), **extra}
     return load_settings(values, env={})
 

@@ -24,7 +24,8 @@ def test_evicted_key_returns_with_its_state(broker: EmbeddedBroker, topic_factor
     feed = price_feed(4, 40, seed=8)
     produce(broker.bootstrap_servers, topic, feed[:80])  # 20 steps of each of the 4 keys
     service = Service(load_settings({
-        "bootstrap_servers": broker.bootstrap_servers, "input_topic": topic, "group_id": f"{topic}-g",
+        "bootstrap_servers": broker.bootstrap_servers, "input_topic": topic,
+        "auto_offset_reset": "earliest", "group_id": f"{topic}-g",
         "model": str(ewma_path), "metrics_port": "0", "metrics_host": "127.0.0.1", "session_timeout_ms": "6000",
         "key_ttl_ms": "1500", "checkpoint_interval_ms": "300"}, env={})).start()
     runner = threading.Thread(target=service.run, daemon=True)

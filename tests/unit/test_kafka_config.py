@@ -16,7 +16,7 @@ from rnnwatch.consumer.settings import Settings, add_arguments, load_settings
 def _settings(*flags: str) -> Settings:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    return load_settings(parser.parse_args(["--input-topic", "t", *flags]), env={})
+    return load_settings(parser.parse_args(["--input-topic", "t", "--group-id", "g", *flags]), env={})
 
 
 def test_bootstrap_servers_are_parsed_once_for_every_client() -> None:

@@ -26,7 +26,8 @@ def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes
 def test_real_events_and_snapshots_stay_within_the_bounds(bundled_model: Path, max_key_bytes: int,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     sig = load_signature(bundled_model)
-    settings = load_settings({"input_topic": "ticks", "max_key_bytes": str(max_key_bytes)}, env={})
+    settings = load_settings({"input_topic": "ticks", "group_id": "rnnwatch", "max_key_bytes": str(max_key_bytes)},
+                             env={})
     runner = make_runner(sig, input_topic="ticks")
     with caplog.at_level(logging.WARNING):
         sizes = check_record_sizes(sig, runner.table, settings)
@@ -50,7 +51,7 @@ def test_a_model_whose_snapshots_cannot_be_sent_is_refused_at_start_up(bundled_m
     sig = load_signature(bundled_model)
     huge = StateTable([Column.filled("m.window", (3_000_000,), np.float32, 0.0)], identity="x", capacity=1)
     with pytest.raises(ConfigError, match="over the producer's limit"):
-        check_record_sizes(sig, huge, load_settings({"input_topic": "ticks"}, env={}))
+        check_record_sizes(sig, huge, load_settings({"input_topic": "ticks", "group_id": "rnnwatch"}, env={}))
 
 
 def test_records_above_kafkas_default_limit_are_warned_about(bundled_model: Path,
@@ -58,5 +59,5 @@ def test_records_above_kafkas_default_limit_are_warned_about(bundled_model: Path
     sig = load_signature(bundled_model)
     big = StateTable([Column.filled("m.window", (400_000,), np.float32, 0.0)], identity="x", capacity=1)
     with caplog.at_level(logging.WARNING, logger="rnnwatch.consumer.limits"):
-        check_record_sizes(sig, big, load_settings({"input_topic": "ticks"}, env={}))
+        check_record_sizes(sig, big, load_settings({"input_topic": "ticks", "group_id": "rnnwatch"}, env={}))
     assert any("max.message.bytes" in r.getMessage() for r in caplog.records)

@@ -21,3 +21,4 @@ def test_one_line_per_interval_and_the_count_of_what_was_held_back(caplog: pytes
         assert limited.warning("reset %s", "c")
     assert [r.getMessage() for r in caplog.records] == [
         "reset a", "reset c (5 more since the last such message, not logged)"]
+

@@ -47,7 +47,7 @@ def _admin(settings: Settings, cluster: _Cluster) -> PythonAdmin:
 @pytest.mark.parametrize(("setting", "sent"), [(None, -1), ("3", 3)])
 def test_created_topics_carry_the_configured_replication_factor(setting: str | None, sent: int) -> None:
     cluster = _Cluster({"ticks": 4})
-    values = {"input_topic": "ticks"} | ({"replication_factor": setting} if setting else {})
+    values = {"input_topic": "ticks", "group_id": "rnnwatch"} | ({"replication_factor": setting} if setting else {})
     s = load_settings(values, env={})
     ensure_topics(s, _admin(s, cluster))
     assert {name for spec in cluster.requests for name in spec} == {"ticks.anomalies", "ticks.dlq", "rnnwatch.state"}
@@ -60,5 +60,5 @@ def test_created_topics_carry_the_configured_replication_factor(setting: str | N
 def test_a_broker_older_than_2_4_needs_an_explicit_factor_and_says_so() -> None:
     cluster = _Cluster({"ticks": 1}, old_broker=True)
     with pytest.raises(ConfigError, match="--replication-factor"):
-        s = load_settings({"input_topic": "ticks"}, env={})
+        s = load_settings({"input_topic": "ticks", "group_id": "rnnwatch"}, env={})
         ensure_topics(s, _admin(s, cluster))
