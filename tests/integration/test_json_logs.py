@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import price_feed, produce
+from tests.integration.helpers import price_feed, produce
 
 from rnnwatch.consumer.broker import EmbeddedBroker
 
