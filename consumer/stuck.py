@@ -1,0 +1,71 @@
+"""A value that stops moving: the run of exact repeats of a key, against the key's own rate of repeats.
+
+A frozen feed (a stale price, a stuck sensor, a held key) is not a large residual: the forecaster follows
+the flat line within a step or two, so the residual scorers stay quiet. What is news is the *run*: a key
+that repeats its previous value with probability ``p`` per step runs ``r`` steps with probability ``p**r``,
+so the surprise of a run is ``r * -log10(p)`` (a record/run-length test in the spirit of the novelty scorer).
+
+``p`` is the larger of two estimates, both learnt from every point: the key's long-run repeat rate
+``(repeats + 1/2) / (steps + 1)`` (so a key that has never repeated in 750 steps gives a single repeat a
+surprise of about 3.5, and a key that repeats 3 % of the time needs a run of three), and an EWMA of
+repeats with half-life ``halflife`` steps, which rises during a run. That EWMA ends a lasting freeze: the
+surprise ``r * -log10(p)`` peaks and falls below 3 within about 3.5 half-lives (70 steps at the default 20),
+so a key that stays constant for good stops alarming (``tests/unit/test_stuck.py``). A key whose values
+routinely repeat (counters at zero, a square wave) has ``p`` near 1 and never alarms on repeats.
+
+The surprise is already the key's own probability, so the scorer does not tail-calibrate it
+(``self_calibrated``). State per key: the previous value, the EWMA rate, the repeat count, the run length,
+the steps seen (columns ``s.stuck.*``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rnnwatch.consumer.state import Column, StateTable
+
+__all__ = ["Stuck"]
+
+
+class Stuck:
+    name: ClassVar[str] = "stuck"
+    self_calibrated: ClassVar[bool] = True  # the scorer skips the tail calibration (consumer.tailcal)
+    DEFAULTS: ClassVar[dict[str, Any]] = {"halflife": 20.0, "min_steps": 30.0}
+
+    def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
+        from rnnwatch.consumer.detectors import _alpha, _options
+
+        o = _options(self.name, options, self.DEFAULTS)
+        if not float(o["halflife"]) > 0:
+            msg = f"scorer 'stuck' halflife must be > 0, got {o['halflife']}"
+            raise ValueError(msg)
+        self.alpha, self.min_steps, self.f = _alpha(float(o["halflife"])), int(o["min_steps"]), n_features
+
+    def columns(self) -> list[Column]:
+        return [Column.filled("s.stuck.prev", (self.f,), np.float64, np.nan),
+                Column.filled("s.stuck.rate", (), np.float64, 0.0),
+                Column.filled("s.stuck.repeats", (), np.float64, 0.0),
+                Column.filled("s.stuck.run", (), np.int64, 0),
+                Column.filled("s.stuck.n", (), np.int64, 0)]
+
+    def surprise(self, table: StateTable, rows: np.ndarray, wave: Any) -> np.ndarray:
+        a = table.arrays
+        prev, rate = a["s.stuck.prev"][rows], a["s.stuck.rate"][rows]
+        repeats, run, n = a["s.stuck.repeats"][rows], a["s.stuck.run"][rows], a["s.stuck.n"][rows]
+        x = wave.x
+        finite = np.isfinite(x).all(axis=1)
+        repeat = finite & (x == prev).all(axis=1)  # NaN prev (the first step) never equals
+        p = np.maximum(rate, (repeats + 0.5) / (n + 1.0))
+        new_run = np.where(repeat, run + 1, np.where(finite, 0, run))
+        out = np.where(repeat & (n >= self.min_steps), new_run * -np.log10(p), 0.0)
+        seen = finite & (n >= 1)  # a repeat needs a previous value
+        alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1))  # running mean first, EWMA once n > 1/alpha
+        a["s.stuck.rate"][rows] = np.where(seen, rate + alpha * (repeat - rate), rate)
+        a["s.stuck.repeats"][rows] = repeats + repeat
+        a["s.stuck.run"][rows] = new_run
+        a["s.stuck.prev"][rows] = np.where(finite[:, None], x, prev)
+        a["s.stuck.n"][rows] = n + finite
+        return np.asarray(out)
