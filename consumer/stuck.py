@@ -15,7 +15,7 @@ routinely repeat (counters at zero, a square wave) has ``p`` near 1 and never al
 
 The surprise is already the key's own probability, so the scorer does not tail-calibrate it
 (``self_calibrated``). State per key: the previous value, the EWMA rate, the repeat count, the run length,
-the steps seen (columns ``s.stuck.*``).
+the steps seen (columns ``s.stuck.prev`` and ``s.stuck.stats``).
 """
 
 from __future__ import annotations
@@ -45,27 +45,25 @@ class Stuck:
         self.alpha, self.min_steps, self.f = _alpha(float(o["halflife"])), int(o["min_steps"]), n_features
 
     def columns(self) -> list[Column]:
+        # rate, repeats, run length, steps seen: one block, so a wave gathers and scatters it once
         return [Column.filled("s.stuck.prev", (self.f,), np.float64, np.nan),
-                Column.filled("s.stuck.rate", (), np.float64, 0.0),
-                Column.filled("s.stuck.repeats", (), np.float64, 0.0),
-                Column.filled("s.stuck.run", (), np.int64, 0),
-                Column.filled("s.stuck.n", (), np.int64, 0)]
+                Column.filled("s.stuck.stats", (4,), np.float64, 0.0)]
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Any) -> np.ndarray:
         a = table.arrays
-        prev, rate = a["s.stuck.prev"][rows], a["s.stuck.rate"][rows]
-        repeats, run, n = a["s.stuck.repeats"][rows], a["s.stuck.run"][rows], a["s.stuck.n"][rows]
+        prev, stats = a["s.stuck.prev"][rows], a["s.stuck.stats"][rows]  # copies (fancy indexing)
+        rate, repeats, run, n = stats[:, 0].copy(), stats[:, 1].copy(), stats[:, 2].copy(), stats[:, 3].copy()
         x = wave.x
         finite = np.isfinite(x).all(axis=1)
         repeat = finite & (x == prev).all(axis=1)  # NaN prev (the first step) never equals
         p = np.maximum(rate, (repeats + 0.5) / (n + 1.0))
-        new_run = np.where(repeat, run + 1, np.where(finite, 0, run))
+        stats[:, 2] = new_run = np.where(repeat, run + 1.0, np.where(finite, 0.0, run))
         out = np.where(repeat & (n >= self.min_steps), new_run * -np.log10(p), 0.0)
         seen = finite & (n >= 1)  # a repeat needs a previous value
-        alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1))  # running mean first, EWMA once n > 1/alpha
-        a["s.stuck.rate"][rows] = np.where(seen, rate + alpha * (repeat - rate), rate)
-        a["s.stuck.repeats"][rows] = repeats + repeat
-        a["s.stuck.run"][rows] = new_run
-        a["s.stuck.prev"][rows] = np.where(finite[:, None], x, prev)
-        a["s.stuck.n"][rows] = n + finite
+        alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1.0))  # running mean first, EWMA once n > 1/alpha
+        stats[:, 0] = np.where(seen, rate + alpha * (repeat - rate), rate)
+        stats[:, 1] = repeats + repeat
+        stats[:, 3] = n + finite
+        a["s.stuck.stats"][rows] = stats
+        a["s.stuck.prev"][rows] = x if wave.x_finite else np.where(finite[:, None], x, prev)
         return np.asarray(out)
