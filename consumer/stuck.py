@@ -52,18 +52,25 @@ class Stuck:
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Any) -> np.ndarray:
         a = table.arrays
         prev, stats = a["s.stuck.prev"][rows], a["s.stuck.stats"][rows]  # copies (fancy indexing)
-        rate, repeats, run, n = stats[:, 0].copy(), stats[:, 1].copy(), stats[:, 2].copy(), stats[:, 3].copy()
+        rate, repeats, run, n = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]  # views: read before writing
         x = wave.x
-        finite = np.isfinite(x).all(axis=1)
-        repeat = finite & (x == prev).all(axis=1)  # NaN prev (the first step) never equals
-        p = np.maximum(rate, (repeats + 0.5) / (n + 1.0))
-        stats[:, 2] = new_run = np.where(repeat, run + 1.0, np.where(finite, 0.0, run))
-        out = np.where(repeat & (n >= self.min_steps), new_run * -np.log10(p), 0.0)
-        seen = finite & (n >= 1)  # a repeat needs a previous value
+        finite = None if wave.x_finite else np.isfinite(x).all(axis=1)  # None: every value finite (common)
+        repeat = (x == prev).all(axis=1)  # NaN prev (the first step) never equals
+        if finite is not None:
+            repeat &= finite
         alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1.0))  # running mean first, EWMA once n > 1/alpha
-        stats[:, 0] = np.where(seen, rate + alpha * (repeat - rate), rate)
-        stats[:, 1] = repeats + repeat
-        stats[:, 3] = n + finite
+        seen = n >= 1  # a repeat needs a previous value
+        new_rate = np.where(seen if finite is None else seen & finite, rate + alpha * (repeat - rate), rate)
+        reset = 0.0 if finite is None else np.where(finite, 0.0, run)  # a non-finite value keeps the run
+        if repeat.any():
+            p = np.maximum(rate, (repeats + 0.5) / (n + 1.0))
+            new_run = np.where(repeat, run + 1.0, reset)
+            out = np.where(repeat & (n >= self.min_steps), new_run * -np.log10(p), 0.0)
+            stats[:, 1] = repeats + repeat
+        else:  # the common case: no key repeated its value, nothing surprising
+            new_run, out = reset, np.zeros(len(rows))
+        stats[:, 3] = n + 1.0 if finite is None else n + finite
+        stats[:, 0], stats[:, 2] = new_rate, new_run
         a["s.stuck.stats"][rows] = stats
-        a["s.stuck.prev"][rows] = x if wave.x_finite else np.where(finite[:, None], x, prev)
+        a["s.stuck.prev"][rows] = x if finite is None else np.where(finite[:, None], x, prev)
         return np.asarray(out)
