@@ -61,10 +61,10 @@ class Stuck:
         alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1.0))  # running mean first, EWMA once n > 1/alpha
         seen = n >= 1  # a repeat needs a previous value
         new_rate = np.where(seen if finite is None else seen & finite, rate + alpha * (repeat - rate), rate)
-        reset = 0.0 if finite is None else np.where(finite, 0.0, run)  # a non-finite value keeps the run
+        reset: float | np.ndarray = 0.0 if finite is None else np.where(finite, 0.0, run)  # non-finite: run kept
         if repeat.any():
             p = np.maximum(rate, (repeats + 0.5) / (n + 1.0))
-            new_run = np.where(repeat, run + 1.0, reset)
+            new_run: float | np.ndarray = np.where(repeat, run + 1.0, reset)
             out = np.where(repeat & (n >= self.min_steps), new_run * -np.log10(p), 0.0)
             stats[:, 1] = repeats + repeat
         else:  # the common case: no key repeated its value, nothing surprising
