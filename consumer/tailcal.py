@@ -61,14 +61,17 @@ class TailCalibrator:
         self.prior = prior  # the prior tail counts as this many exceedances (running mean until halflife takes over)
 
     def columns(self) -> list[Column]:
-        # u, m1, m2, k in one block per detector: a wave gathers and scatters it once
         m1 = 1.0 / _LN10
-        return [Column(self.prefix, (4,), np.dtype(np.float64), np.array([self.u0, m1, 2.0 * m1 * m1, 0.0]))]
+        return [Column.filled(f"{self.prefix}.u", (), np.float64, self.u0),
+                Column.filled(f"{self.prefix}.m1", (), np.float64, m1),
+                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1),
+                Column.filled(f"{self.prefix}.k", (), np.float64, 0.0)]
 
     def calibrate(self, table: StateTable, rows: np.ndarray, raw: np.ndarray, learn: np.ndarray) -> np.ndarray:
         """Calibrated surprise of ``raw`` per key; the keys where ``learn`` is set update their tail."""
-        block = table.arrays[self.prefix][rows]  # a copy (fancy indexing)
-        u, m1, m2, k = block[:, 0], block[:, 1], block[:, 2], block[:, 3]  # views: every read before a write
+        a = table.arrays
+        pu, p1, p2, pk = f"{self.prefix}.u", f"{self.prefix}.m1", f"{self.prefix}.m2", f"{self.prefix}.k"
+        u, m1, m2, k = a[pu][rows], a[p1][rows], a[p2][rows], a[pk][rows]
         excess = raw - u
         above = excess > 0
         x = np.maximum(excess, 0.0)
@@ -79,13 +82,13 @@ class TailCalibrator:
         step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior)) * above
         new_m1, new_m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
         new_u = np.maximum(u + self.eta * m1 * (above - self.level), 1e-6)
-        new_k = k + above
         if learn.all():  # the common case: no masking needed
-            block[:, 0], block[:, 1], block[:, 2], block[:, 3] = new_u, new_m1, new_m2, new_k
-            table.arrays[self.prefix][rows] = block
+            a[pu][rows], a[p1][rows], a[p2][rows], a[pk][rows] = new_u, new_m1, new_m2, k + above
         else:
-            learned = np.stack([new_u, new_m1, new_m2, new_k], axis=1)
-            table.arrays[self.prefix][rows] = np.where(learn[:, None], learned, block)
+            a[pu][rows] = np.where(learn, new_u, u)
+            a[p1][rows] = np.where(learn, new_m1, m1)
+            a[p2][rows] = np.where(learn, new_m2, m2)
+            a[pk][rows] = np.where(learn, k + above, k)
         return np.asarray(np.maximum(out, 0.0))
 
     def _pareto(self, m1: np.ndarray, m2: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -43,5 +43,5 @@ def test_stuck_surprise_is_not_tail_calibrated_again() -> None:
     cfg = ScorerConfig(threshold=0.999, warmup_steps=20, halflife_steps=100.0, residual_std=np.array([1.0]),
                        uses_model_scale=False, spec="gaussian+stuck")
     names = {c.name for c in ResidualScorer(cfg, 1).columns()}
-    assert "s.gaussian.tail" in names and "s.stuck.stats" in names
+    assert "s.gaussian.tail.u" in names and "s.stuck.stats" in names
     assert not any(n.startswith("s.stuck.tail") for n in names)
