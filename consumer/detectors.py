@@ -22,6 +22,8 @@ volatility    a return far outside its EWMA (RiskMetrics) or          J.P. Morga
 telemanom     a smoothed residual above a nonparametric dynamic       Hundman et al. 2018, "Detecting spacecraft
               threshold, pruned against the next largest errors       anomalies using LSTMs and nonparametric dynamic
                                                                       thresholding" (KDD)
+stuck         a value that stops moving: a run of exact repeats,      run-length test: a run of r repeats has
+              unlikely at the key's own repeat rate (frozen feed)     probability p**r (``consumer.stuck``)
 ============  ======================================================  =================================================
 """
 
@@ -289,9 +291,10 @@ class Volatility:
 
 
 def _registry() -> dict[str, Any]:
+    from rnnwatch.consumer.stuck import Stuck
     from rnnwatch.consumer.telemanom import Telemanom
 
-    return {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom)}
+    return {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom, Stuck)}
 
 
 DETECTORS: dict[str, Any] = _registry()  # name -> class(options, n_features, domain)

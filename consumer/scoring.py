@@ -8,13 +8,14 @@ For a key at step t with input x_t and the forecast f_{t-1} (and scale s_{t-1}) 
     score_t = 1 - 10**-S_t                     in [0, 1]; high means anomalous (river's convention)
     alarm_t = S_t >= threshold_surprise        once the key has seen ``warmup_steps`` steps
 
-The detectors (``consumer.detectors``: gaussian, likelihood, novelty, volatility, telemanom) are chosen by a
-*spec*, ``"a+b"``; a combination alarms when any member is surprised enough, i.e. on the max of their
+The detectors (``consumer.detectors``: gaussian, likelihood, novelty, volatility, telemanom, stuck) are
+chosen by a *spec*, ``"a+b"``; a combination alarms when any member is surprised enough, i.e. on the max of their
 surprises (the threshold is calibrated on that max, so the multiple testing is priced in). Alarms are
 grouped into incidents (``consumer.incidents``): only the opening point of an incident is an anomaly.
 Each detector's raw surprise is first calibrated to the key's own tail (``consumer.tailcal``, streaming
-peaks-over-threshold), and the max of k calibrated surprises is reduced by log10(k) (Bonferroni: the max of
-k p-values is k times likelier to be small).
+peaks-over-threshold; not ``stuck``, whose surprise is already the key's own probability), and the max of
+k calibrated surprises is reduced by log10(k) (Bonferroni: the max of k p-values is k times likelier to be
+small).
 Every detector keeps learning from every point, so regime changes end (see each detector's docstring).
 
 Scoring is kept apart from deciding (:meth:`ResidualScorer.classify`). Per-key scorer state lives in the
@@ -132,8 +133,11 @@ class ResidualScorer:
         self.detectors: list[Detector] = [
             DETECTORS[n]({**defaults.get(n, {}), **options.get(n, {})}, n_features, config.domain) for n in names]
         tail = options.get(TAIL_OPTIONS, {})
-        self.calibrators = None if tail.get("off") else [
-            TailCalibrator(f"s.{n}.tail", **{k: float(v) for k, v in tail.items() if k != "off"}) for n in names]
+        # a detector whose surprise is already the key's own probability (``self_calibrated``) is not recalibrated
+        self.calibrators: list[TailCalibrator | None] | None = None if tail.get("off") else [
+            None if getattr(d, "self_calibrated", False) else
+            TailCalibrator(f"s.{n}.tail", **{k: float(v) for k, v in tail.items() if k != "off"})
+            for n, d in zip(names, self.detectors, strict=True)]
         self.bonferroni = math.log10(len(names))
         self.incidents = Incidents(config.incident_gap_steps, config.incident_updates)
         self.threshold_surprise = config.surprise_threshold
@@ -144,7 +148,7 @@ class ResidualScorer:
         for d in self.detectors:
             cols.extend(d.columns())
         for c in self.calibrators or []:
-            cols.extend(c.columns())
+            cols.extend(c.columns() if c is not None else [])
         return [*cols, *Incidents.columns()]
 
     def score(self, table: StateTable, rows: np.ndarray, x: np.ndarray, steps: np.ndarray,
@@ -166,8 +170,9 @@ class ResidualScorer:
         warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only
         for i, d in enumerate(self.detectors):
             raw = d.surprise(table, rows, wave)
-            if self.calibrators is not None:
-                raw = self.calibrators[i].calibrate(table, rows, raw, warm)
+            calibrator = self.calibrators[i] if self.calibrators is not None else None
+            if calibrator is not None:
+                raw = calibrator.calibrate(table, rows, raw, warm)
             surprise = np.maximum(surprise, raw)
         surprise = np.maximum(surprise - self.bonferroni, 0.0)
         if not all_valid:

@@ -14,7 +14,8 @@ from rnnwatch.consumer.scoring_config import ScoringOverrides
 from rnnwatch.consumer.state import StateTable
 from rnnwatch.consumer.tails import chi2_surprise, gaussian_surprise, gaussian_tail, score_of
 
-SPECS = ["gaussian", "likelihood", "novelty", "volatility", "telemanom", "gaussian+likelihood",
+SPECS = ["gaussian", "likelihood", "novelty", "volatility", "telemanom", "stuck", "gaussian+volatility+stuck",
+         "gaussian+likelihood",
          "gaussian+likelihood+volatility", "novelty+likelihood"]
 # Documented bound (README, "Regime changes end"): a key stops alarming within this many steps of a lasting
 # level shift or a lasting tripling of its volatility.

@@ -111,18 +111,20 @@ def test_records_already_in_restored_state_are_skipped(ewma_path: Path) -> None:
     assert res.status.tolist() == [ALREADY_APPLIED, ALREADY_APPLIED, PROCESSED, PROCESSED]
 
 
-def test_scorer_state_and_incidents_survive_a_snapshot_restore_exactly(ewma_path: Path) -> None:
+@pytest.mark.parametrize("spec", ["gaussian+likelihood+novelty+volatility", "gaussian+volatility+stuck"])
+def test_scorer_state_and_incidents_survive_a_snapshot_restore_exactly(ewma_path: Path, spec: str) -> None:
     """Every detector's per-key state is in the state table: a run restored from snapshots half way scores,
     flags and groups into incidents exactly as an uninterrupted run (the event ids and content stay the same)."""
     from rnnwatch.consumer.scoring_config import ScoringOverrides
 
     sig = load_signature(ewma_path)
-    scoring = ScoringOverrides(scorer="gaussian+likelihood+novelty+volatility", threshold_surprise=2.0)
+    scoring = ScoringOverrides(scorer=spec, threshold_surprise=2.0)
     rng = np.random.default_rng(9)
     keys, steps = [b"a", b"b", b"c"], 400
     values = _series(rng, len(keys), steps)
     values[:, 150] *= 1.2  # shocks before and after the cut
     values[:, 300] *= 0.8
+    values[0, 190:215] = values[0, 190]  # a frozen run across the cut (t = 200)
     order = [(k, t) for t in range(steps) for k in range(len(keys))]
     batch = _batch([keys[k] for k, _ in order], [t + 1 for _, t in order], [values[k, t] for k, t in order])
     whole = make_runner(sig, scoring=scoring).process(batch)

@@ -1,0 +1,76 @@
+"""A value that stops moving: the run of exact repeats of a key, against the key's own rate of repeats.
+
+A frozen feed (a stale price, a stuck sensor, a held key) is not a large residual: the forecaster follows
+the flat line within a step or two, so the residual scorers stay quiet. What is news is the *run*: a key
+that repeats its previous value with probability ``p`` per step runs ``r`` steps with probability ``p**r``,
+so the surprise of a run is ``r * -log10(p)`` (a record/run-length test in the spirit of the novelty scorer).
+
+``p`` is the larger of two estimates, both learnt from every point: the key's long-run repeat rate
+``(repeats + 1/2) / (steps + 1)`` (so a key that has never repeated in 750 steps gives a single repeat a
+surprise of about 3.5, and a key that repeats 3 % of the time needs a run of three), and an EWMA of
+repeats with half-life ``halflife`` steps, which rises during a run. That EWMA ends a lasting freeze: the
+surprise ``r * -log10(p)`` peaks and falls below 3 within about 3.5 half-lives (70 steps at the default 20),
+so a key that stays constant for good stops alarming (``tests/unit/test_stuck.py``). A key whose values
+routinely repeat (counters at zero, a square wave) has ``p`` near 1 and never alarms on repeats.
+
+The surprise is already the key's own probability, so the scorer does not tail-calibrate it
+(``self_calibrated``). State per key: the previous value, the EWMA rate, the repeat count, the run length,
+the steps seen (columns ``s.stuck.prev`` and ``s.stuck.stats``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rnnwatch.consumer.state import Column, StateTable
+
+__all__ = ["Stuck"]
+
+
+class Stuck:
+    name: ClassVar[str] = "stuck"
+    self_calibrated: ClassVar[bool] = True  # the scorer skips the tail calibration (consumer.tailcal)
+    DEFAULTS: ClassVar[dict[str, Any]] = {"halflife": 20.0, "min_steps": 30.0}
+
+    def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
+        from rnnwatch.consumer.detectors import _alpha, _options
+
+        o = _options(self.name, options, self.DEFAULTS)
+        if not float(o["halflife"]) > 0:
+            msg = f"scorer 'stuck' halflife must be > 0, got {o['halflife']}"
+            raise ValueError(msg)
+        self.alpha, self.min_steps, self.f = _alpha(float(o["halflife"])), int(o["min_steps"]), n_features
+
+    def columns(self) -> list[Column]:
+        # rate, repeats, run length, steps seen: one block, so a wave gathers and scatters it once
+        return [Column.filled("s.stuck.prev", (self.f,), np.float64, np.nan),
+                Column.filled("s.stuck.stats", (4,), np.float64, 0.0)]
+
+    def surprise(self, table: StateTable, rows: np.ndarray, wave: Any) -> np.ndarray:
+        a = table.arrays
+        prev, stats = a["s.stuck.prev"][rows], a["s.stuck.stats"][rows]  # copies (fancy indexing)
+        rate, repeats, run, n = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]  # views: read before writing
+        x = wave.x
+        finite = None if wave.x_finite else np.isfinite(x).all(axis=1)  # None: every value finite (common)
+        repeat = (x == prev).all(axis=1)  # NaN prev (the first step) never equals
+        if finite is not None:
+            repeat &= finite
+        alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1.0))  # running mean first, EWMA once n > 1/alpha
+        seen = n >= 1  # a repeat needs a previous value
+        new_rate = np.where(seen if finite is None else seen & finite, rate + alpha * (repeat - rate), rate)
+        reset: float | np.ndarray = 0.0 if finite is None else np.where(finite, 0.0, run)  # non-finite: run kept
+        if repeat.any():
+            p = np.maximum(rate, (repeats + 0.5) / (n + 1.0))
+            new_run: float | np.ndarray = np.where(repeat, run + 1.0, reset)
+            out = np.where(repeat & (n >= self.min_steps), new_run * -np.log10(p), 0.0)
+            stats[:, 1] = repeats + repeat
+        else:  # the common case: no key repeated its value, nothing surprising
+            new_run, out = reset, np.zeros(len(rows))
+        stats[:, 3] = n + 1.0 if finite is None else n + finite
+        stats[:, 0], stats[:, 2] = new_rate, new_run
+        a["s.stuck.stats"][rows] = stats
+        a["s.stuck.prev"][rows] = x if finite is None else np.where(finite[:, None], x, prev)
+        return np.asarray(out)
