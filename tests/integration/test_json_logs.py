@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.helpers import price_feed, produce
 
 from rnnwatch.consumer.broker import EmbeddedBroker
+from tests.integration.helpers import price_feed, produce
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "rnnwatch.consumer.cli"]
