@@ -4,9 +4,9 @@ are ordinary, and its surprise is not tail-calibrated again."""
 from __future__ import annotations
 
 import numpy as np
-from test_detectors import _run, _walk
 
 from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
+from tests.unit.test_detectors import _run, _walk
 
 # Documented in consumer/stuck.py: the surprise of a lasting freeze falls below 3 within about 3.5 half-lives
 # (70 steps at the default half-life of 20).
