@@ -262,3 +262,25 @@ def test_a_partition_restored_again_by_the_same_member_is_read_to_its_current_en
     stats = member.restore()  # ... and its assignment of the partition again
     assert stats.keys == 10
     assert in_memory(member) == in_memory(other) == full_read(c)
+
+
+def test_a_checkpoint_of_many_keys_holds_at_most_one_chunk_of_snapshots_unacknowledged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog, "SNAPSHOT_CHUNK", 4)
+    c = new_cluster()
+    owner = Owner(c, Clock())
+    producer = owner.sink._producer
+    assert isinstance(producer, FakeProducer)
+    most: list[int] = []
+    send = producer.send
+
+    def counting_send(*args: object, **kwargs: object) -> None:
+        send(*args, **kwargs)  # type: ignore[arg-type]
+        most.append(len(producer.pending))
+
+    monkeypatch.setattr(producer, "send", counting_send)
+    owner.step(keys(10))
+    owner.checkpoint()
+    snapshots = [r for r in c.all(CL) if r.key != changelog.MARKER_KEY]
+    assert len(snapshots) == 10 and max(most) == 4
+    assert full_read(c) == in_memory(owner) and not owner.table.dirty.any()
