@@ -102,7 +102,7 @@ def full_read(c: FakeCluster) -> dict[bytes, tuple[int, int]]:
 
 def in_memory(owner: Owner) -> dict[bytes, tuple[int, int]]:
     out = {}
-    for key, row in owner.table._index.get(0, {}).items():
+    for key, row in owner.table.items(0):
         out[key] = (int(owner.table.last_offset[row]), int(owner.table.steps[row]))
     return out
 
