@@ -76,7 +76,7 @@ log = logging.getLogger(__name__)
 
 REWRITE_FACTOR = 2  # rewrite when the changelog holds more than this many records per key past the low mark
 REWRITE_SLACK = 10_000  # ... plus this many (small partitions never churn)
-SNAPSHOT_CHUNK = 50_000  # snapshots sent between two flushes of a checkpoint (~25 MB of records)
+SNAPSHOT_CHUNK = 10_000  # snapshots sent between two flushes of a checkpoint (~5 MB of records)
 EXPIRY_EVERY_S = 60.0
 
 # send(partition, key, value or None for a tombstone, headers, on_offset)

@@ -39,6 +39,7 @@ from rnnwatch.consumer.state import NO_TIME, Column, StateTable
 
 __all__ = ["STATUS", "StepModel", "StepResults", "StepRunner", "TickBatch", "make_runner"]
 
+MAX_MODEL_BATCH = 2048  # keys per onnxruntime call (see StepModel.run)
 # Per-record outcome codes of StepResults.status
 PROCESSED, DUPLICATE, OUT_OF_ORDER, ALREADY_APPLIED = 0, 1, 2, 3
 STATUS = {PROCESSED: "processed", DUPLICATE: "duplicate", OUT_OF_ORDER: "out_of_order",
@@ -117,7 +118,24 @@ class StepModel:
 
     def run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
-        """(forecast, forecast_scale or None, score or None, new states) for a batch of keys."""
+        """(forecast, forecast_scale or None, score or None, new states) for a batch of keys.
+
+        A batch larger than ``MAX_MODEL_BATCH`` keys is stepped in slices: onnxruntime keeps the memory of its
+        largest call for the life of the process, and a wave of 20,000 new keys would otherwise hold tens of
+        MB for good. The contract makes a key's results independent of its batch, so slicing changes nothing.
+        """
+        n = x.shape[0]
+        if n <= MAX_MODEL_BATCH:
+            return self._run(x, states)
+        parts = [self._run(x[i:i + MAX_MODEL_BATCH], {k: v[i:i + MAX_MODEL_BATCH] for k, v in states.items()})
+                 for i in range(0, n, MAX_MODEL_BATCH)]
+        forecast = np.concatenate([p[0] for p in parts])
+        scale = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])  # type: ignore[misc]
+        score = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])  # type: ignore[misc]
+        return forecast, scale, score, {k: np.concatenate([p[3][k] for p in parts]) for k in states}
+
+    def _run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
         feeds = {INPUT_X: x}
         for name in self._state_names:
             feeds[STATE_IN + name] = states[name]
