@@ -130,8 +130,8 @@ class StepModel:
         parts = [self._run(x[i:i + MAX_MODEL_BATCH], {k: v[i:i + MAX_MODEL_BATCH] for k, v in states.items()})
                  for i in range(0, n, MAX_MODEL_BATCH)]
         forecast = np.concatenate([p[0] for p in parts])
-        scale = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])  # type: ignore[misc]
-        score = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])  # type: ignore[misc]
+        scale = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+        score = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
         return forecast, scale, score, {k: np.concatenate([p[3][k] for p in parts]) for k in states}
 
     def _run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
