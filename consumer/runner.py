@@ -184,13 +184,14 @@ class StepRunner:
         r = rows[idx]
         ts = batch.event_ms[idx]
         last = table.last_event_ms[r]
-        results.status[idx[ts == last]] = DUPLICATE
-        results.status[idx[ts < last]] = OUT_OF_ORDER
         table.last_offset[r] = batch.offset[idx]
         keep = ts > last
-        idx, r, ts, last = idx[keep], r[keep], ts[keep], last[keep]
-        if idx.size == 0:
-            return
+        if not keep.all():  # the common case skips this: every record of the wave is new to its key
+            results.status[idx[ts == last]] = DUPLICATE
+            results.status[idx[ts < last]] = OUT_OF_ORDER
+            idx, r, ts, last = idx[keep], r[keep], ts[keep], last[keep]
+            if idx.size == 0:
+                return
         if self.gap_ms > 0:
             gap = (last != NO_TIME) & (ts - last > self.gap_ms)
             results.gap[idx[gap]] = True
@@ -228,10 +229,12 @@ class StepRunner:
 
 def _non_finite_rows(n: int, *arrays: np.ndarray | None) -> np.ndarray:
     """Rows (keys of the wave) where any of the model's outputs holds a NaN or an infinity."""
+    present = [a for a in arrays if a is not None]
+    if all(np.isfinite(a).all() for a in present):  # the common case: one pass per output, no per-row masks
+        return np.zeros(n, dtype=bool)
     broken = np.zeros(n, dtype=bool)
-    for a in arrays:
-        if a is not None:
-            broken |= ~np.isfinite(a.reshape(n, -1)).all(axis=1)
+    for a in present:
+        broken |= ~np.isfinite(a.reshape(n, -1)).all(axis=1)
     return broken
 
 
