@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["KeyIndex", "key_hashes"]
+__all__ = ["KEY_INDEX_BYTES", "KeyIndex", "key_hashes"]
 
 _EMPTY, _DELETED = -1, -2
+KEY_INDEX_BYTES = 8 + 2 * 4  # per key: its hash, and two int32 slots (the table is at most half full)
 _U64 = (1 << 64) - 1
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads partitions over the hash space
 

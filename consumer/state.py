@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnwatch.consumer.errors import StateError
-from rnnwatch.consumer.keyindex import KeyIndex, key_hashes
+from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, key_hashes
 
 __all__ = ["NO_TIME", "Column", "Snapshot", "StateTable"]
 
@@ -155,6 +155,20 @@ class StateTable:
         """Forget these rows' keys (eviction): the rows are reused for other keys."""
         picked = np.asarray(rows, dtype=np.int64)
         self._release(picked[self.partition[picked] >= 0])
+
+    def bytes_per_key(self) -> dict[str, int]:
+        """What one key costs in memory, by part (the bench reports it beside the RSS per key).
+
+        ``model_state`` (``m.*`` columns), ``scorer_state`` (``s.*``: the forecast kept for the next residual,
+        detectors, tail calibration, incidents), ``bookkeeping`` (ordering, durability and eviction arrays),
+        ``key_index`` (hash and slots, at the index's highest load) and ``key_ref`` (the pointer to the key's
+        ``bytes``; the key object itself adds about 33 bytes plus its length).
+        """
+        model = sum(n * dtype.itemsize for name, n, dtype, _ in self._layout if name.startswith("m."))
+        bookkeeping = sum(a.itemsize for a in (self.steps, self.last_event_ms, self.last_offset, self.last_seen_s,
+                                               self.changelog_offset, self.dirty, self.partition))
+        return {"model_state": model, "scorer_state": self._row_bytes - model, "bookkeeping": bookkeeping,
+                "key_index": KEY_INDEX_BYTES, "key_ref": self.keys.itemsize}
 
     # -- snapshots --------------------------------------------------------------------------------------
     @property

@@ -125,3 +125,13 @@ def test_batched_snapshots_are_byte_identical_to_the_per_row_layout() -> None:
     assert all(len(b) == t.snapshot_bytes for b in blobs)
     assert t.snapshot(int(rows[1])) == _reference_snapshot(t, int(rows[1]))
     assert t.snapshots(np.array([], dtype=np.int64)) == []
+
+
+def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
+    t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0),
+                    Column.filled("s.n", (), np.int64, 0)], identity="model-a", capacity=8)
+    parts = t.bytes_per_key()
+    assert parts["model_state"] == 12 and parts["scorer_state"] == 16 and parts["key_ref"] == 8
+    arrays = [*t.arrays.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
+              t.dirty, t.partition]
+    assert parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] == sum(a.nbytes for a in arrays) // 8
