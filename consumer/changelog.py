@@ -214,12 +214,14 @@ class StateStore:
         for the broker (the producer's buffers, delivery callbacks, in-flight bookkeeping) stays bounded
         however many keys changed: a checkpoint of a million keys must not hold a million records at once.
         """
-        dirty = np.flatnonzero(self.table.dirty)
+        return self._send_chunked(send, np.flatnonzero(self.table.dirty), flush, clear_dirty=True)
+
+    def _send_chunked(self, send: Send, rows: np.ndarray, flush: Callable[[], None], *, clear_dirty: bool) -> int:
         n = 0
-        for start in range(0, dirty.size, SNAPSHOT_CHUNK):
+        for start in range(0, rows.size, SNAPSHOT_CHUNK):
             if start:
                 flush()
-            n += self._send_rows(send, dirty[start:start + SNAPSHOT_CHUNK], clear_dirty=True)
+            n += self._send_rows(send, rows[start:start + SNAPSHOT_CHUNK], clear_dirty=clear_dirty)
         return n
 
     def _send_rows(self, send: Send, rows: np.ndarray, *, clear_dirty: bool = False) -> int:
@@ -301,7 +303,7 @@ class StateStore:
             self._acks.append((partition, None, -1, offset))
         return acked
 
-    def rewrite_old(self, send: Send) -> set[int]:
+    def rewrite_old(self, send: Send, flush: Callable[[], None] = lambda: None) -> set[int]:
         """Rewrite keys whose snapshot is far behind the end (see the module docstring); expire old keys.
 
         Returns the partitions whose low-water mark moved (they deserve a marker).
@@ -313,16 +315,17 @@ class StateStore:
             if low is None or end - low <= REWRITE_FACTOR * keys + REWRITE_SLACK:
                 continue
             threshold = end - keys
-            n = self._rewrite_live(send, partition, threshold) + self._rewrite_evicted(send, partition, threshold)
+            n = (self._rewrite_live(send, partition, threshold, flush)
+                 + self._rewrite_evicted(send, partition, threshold))
             log.info("rewrote %d snapshots of %s[%d] older than offset %d (%d keys, %d records past the low mark)",
                      n, self.topic, partition, threshold, keys, end - low)
             moved.add(partition)
         return moved | self._expire(send)
 
-    def _rewrite_live(self, send: Send, partition: int, threshold: int) -> int:
+    def _rewrite_live(self, send: Send, partition: int, threshold: int, flush: Callable[[], None]) -> int:
         rows = self.table.rows_of_partition(partition)
         old = rows[(self.table.changelog_offset[rows] >= 0) & (self.table.changelog_offset[rows] < threshold)]
-        return self._send_rows(send, old)
+        return self._send_chunked(send, old, flush, clear_dirty=False)
 
     def _rewrite_evicted(self, send: Send, partition: int, threshold: int) -> int:
         index = self.evicted.get(partition, {})

@@ -96,7 +96,7 @@ class Checkpointer:
         maybe_crash("checkpoint.before_snapshots")
         written = self.store.write_snapshots(self.sink.send_snapshot, self._flush)  # 2
         self._flush()  # 3
-        moved = self.store.rewrite_old(self.sink.send_snapshot) if rewrite else set()  # 4
+        moved = self.store.rewrite_old(self.sink.send_snapshot, self._flush) if rewrite else set()  # 4
         if moved:
             self._flush()
         wanted = self.positions if partitions is None else {p: o for p, o in self.positions.items() if p in partitions}
