@@ -265,9 +265,10 @@ class StateTable:
         self.last_offset[rows] = -1
         self.changelog_offset[rows] = -1
         self.dirty[rows] = False
+        # indexed before they are marked used: a rebuild inside insert() places the rows in use so far
+        self._index.insert(hashes, rows, lambda: np.flatnonzero(self.partition >= 0))
         self.partition[rows] = partition
         self.keys[rows] = keys
-        self._index.insert(hashes, rows, lambda: np.flatnonzero(self.partition >= 0))
         return rows
 
     def _release(self, rows: np.ndarray) -> None:

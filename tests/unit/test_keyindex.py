@@ -20,6 +20,7 @@ def _check(t: StateTable, model: dict[tuple[int, bytes], int]) -> None:
     for p in {p for p, _ in model}:
         assert sorted(t.items(p)) == sorted((k, r) for (q, k), r in model.items() if q == p)
     assert len(set(model.values())) == len(model)
+    assert int((t._index._slots >= 0).sum()) == len(model)  # one slot per key: no stale duplicates
 
 
 @pytest.mark.parametrize("hashing", ["python", "two_values", "all_collide"])
