@@ -1,13 +1,16 @@
 """Per-key state table (DESIGN §3): one row per key, one numpy array per column.
 
-Rows are found through a per-partition ``dict`` (the only per-record Python work), then every read and
-write is a gather/scatter with index arrays. State is scoped by partition: a revoked partition's rows are
-dropped at once, so a rebalance never leaves stale keys behind, and idle keys are evicted after a TTL so
-memory is bounded by the *active* key space, not by every key ever seen.
+Rows are found through a numpy key index (``consumer.keyindex``: 16 bytes per key, a batch of keys looked
+up with a few vectorised probes; hashing each key is the only per-record Python work), then every read and
+write is a gather/scatter with index arrays; new keys get their rows in one allocation per batch. State is
+scoped by partition: a revoked partition's rows are dropped at once, so a rebalance never leaves stale keys
+behind, and idle keys are evicted after a TTL so memory is bounded by the *active* key space, not by every
+key ever seen.
 
-A row's snapshot (:meth:`StateTable.snapshot`) is immutable bytes: a small header (layout identity, input
-offset it reflects, last event time, steps) and the raw column values. Columns marked ``keep_on_reset``
-(ordering bookkeeping) survive a re-warm; everything else returns to its declared initial value.
+A row's snapshot (:meth:`StateTable.snapshot`, or :meth:`StateTable.snapshots` for many rows at once) is
+immutable bytes: a small header (layout identity, input offset it reflects, last event time, steps) and the
+raw column values. Columns marked ``keep_on_reset`` (ordering bookkeeping) survive a re-warm; everything
+else returns to its declared initial value.
 """
 
 from __future__ import annotations
