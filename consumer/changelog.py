@@ -49,6 +49,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from rnnwatch.consumer.errors import StateError
 from rnnwatch.consumer.kafka.types import PartitionReader, TopicPartition
 from rnnwatch.consumer.restore import (
@@ -74,6 +76,7 @@ log = logging.getLogger(__name__)
 
 REWRITE_FACTOR = 2  # rewrite when the changelog holds more than this many records per key past the low mark
 REWRITE_SLACK = 10_000  # ... plus this many (small partitions never churn)
+SNAPSHOT_CHUNK = 10_000  # snapshots sent between two flushes of a checkpoint (~5 MB of records)
 EXPIRY_EVERY_S = 60.0
 
 # send(partition, key, value or None for a tombstone, headers, on_offset)
@@ -208,20 +211,45 @@ class StateStore:
         self.table.dirty[rows] = True
 
     # -- writing ----------------------------------------------------------------------------------------
-    def write_snapshots(self, send: Send) -> int:
-        """Send a snapshot of every dirty row; returns how many. The caller flushes, then :meth:`apply_acks`."""
+    def write_snapshots(self, send: Send, flush: Callable[[], None] = lambda: None) -> int:
+        """Send a snapshot of every dirty row; returns how many. The caller flushes, then :meth:`apply_acks`.
+
+        Sent in chunks of ``SNAPSHOT_CHUNK`` with ``flush`` (flush + apply acks) between them, so what waits
+        for the broker (the producer's buffers, delivery callbacks, in-flight bookkeeping) stays bounded
+        however many keys changed: a checkpoint of a million keys must not hold a million records at once.
+        """
+        return self._send_chunked(send, np.flatnonzero(self.table.dirty), flush, clear_dirty=True)
+
+    def _send_chunked(self, send: Send, rows: np.ndarray, flush: Callable[[], None], *, clear_dirty: bool) -> int:
         n = 0
-        for partition, key, row in self.table.dirty_rows():
-            self._send_row(send, partition, key, row)
-            self.table.dirty[row] = False  # only now: a send that raised leaves this and later rows marked
-            n += 1
+        for start in range(0, rows.size, SNAPSHOT_CHUNK):
+            if start:
+                flush()
+            n += self._send_rows(send, rows[start:start + SNAPSHOT_CHUNK], clear_dirty=clear_dirty)
         return n
 
-    def _send_row(self, send: Send, partition: int, key: bytes, row: int) -> None:
-        seen_ms = self.wall_ms() - int((self.monotonic() - float(self.table.last_seen_s[row])) * 1000)
-        headers = [(HEADER_OFFSET, str(int(self.table.last_offset[row])).encode()),
-                   (HEADER_MODEL, self.table.identity.encode()), (HEADER_SEEN, str(seen_ms).encode())]
-        self._send(send, partition, key, self.table.snapshot(row), headers)
+    def _send_rows(self, send: Send, rows: np.ndarray, *, clear_dirty: bool = False) -> int:
+        """Snapshots of these rows (built at once), sent in row order; ``clear_dirty``: unmark each once sent."""
+        table = self.table
+        rows = rows[table.partition[rows] >= 0]
+        if rows.size == 0:
+            return 0
+        blobs = table.snapshots(rows)
+        ages_ms = ((self.monotonic() - table.last_seen_s[rows]) * 1000).astype(np.int64)  # int(): toward zero
+        seen = (self.wall_ms() - ages_ms).tolist()
+        model = table.identity.encode()
+        dirty = table.dirty
+        for row, partition, blob, offset, seen_ms in zip(rows.tolist(), table.partition[rows].tolist(), blobs,
+                                                         table.last_offset[rows].tolist(), seen, strict=True):
+            key = table.keys[row]
+            if key is None:
+                continue
+            headers = [(HEADER_OFFSET, str(offset).encode()), (HEADER_MODEL, model),
+                       (HEADER_SEEN, str(seen_ms).encode())]
+            self._send(send, partition, key, blob, headers)
+            if clear_dirty:
+                dirty[row] = False  # only now: a send that raised leaves this and later rows marked
+        return int(rows.size)
 
     def _send(self, send: Send, partition: int, key: bytes, value: bytes | None,
               headers: list[tuple[str, bytes]]) -> None:
@@ -279,7 +307,7 @@ class StateStore:
             self._acks.append((partition, None, -1, offset))
         return acked
 
-    def rewrite_old(self, send: Send) -> set[int]:
+    def rewrite_old(self, send: Send, flush: Callable[[], None] = lambda: None) -> set[int]:
         """Rewrite keys whose snapshot is far behind the end (see the module docstring); expire old keys.
 
         Returns the partitions whose low-water mark moved (they deserve a marker).
@@ -291,20 +319,17 @@ class StateStore:
             if low is None or end - low <= REWRITE_FACTOR * keys + REWRITE_SLACK:
                 continue
             threshold = end - keys
-            n = self._rewrite_live(send, partition, threshold) + self._rewrite_evicted(send, partition, threshold)
+            n = (self._rewrite_live(send, partition, threshold, flush)
+                 + self._rewrite_evicted(send, partition, threshold))
             log.info("rewrote %d snapshots of %s[%d] older than offset %d (%d keys, %d records past the low mark)",
                      n, self.topic, partition, threshold, keys, end - low)
             moved.add(partition)
         return moved | self._expire(send)
 
-    def _rewrite_live(self, send: Send, partition: int, threshold: int) -> int:
+    def _rewrite_live(self, send: Send, partition: int, threshold: int, flush: Callable[[], None]) -> int:
         rows = self.table.rows_of_partition(partition)
         old = rows[(self.table.changelog_offset[rows] >= 0) & (self.table.changelog_offset[rows] < threshold)]
-        for row in old.tolist():
-            key = self.table.keys[row]
-            if key is not None:
-                self._send_row(send, partition, key, row)
-        return int(old.size)
+        return self._send_chunked(send, old, flush, clear_dirty=False)
 
     def _rewrite_evicted(self, send: Send, partition: int, threshold: int) -> int:
         index = self.evicted.get(partition, {})

@@ -5,7 +5,7 @@
 1. flush the producer — every anomaly event and dead letter for the records processed so far is
    acknowledged by the broker (a failure raises and nothing below happens);
 2. send a snapshot of every key changed since the last checkpoint to the changelog, tagged with the
-   input offset it reflects;
+   input offset it reflects (in chunks, with a flush between two chunks so memory stays bounded);
 3. flush again — the snapshots are acknowledged, and where they landed is recorded;
 4. (main loop only) rewrite the snapshots that lag far behind the changelog's end, and flush;
 5. append a marker to the changelog partition of every input partition about to be committed (its
@@ -95,9 +95,9 @@ class Checkpointer:
         self._deadline = None if budget_s is None else start + budget_s
         self._flush()  # 1
         maybe_crash("checkpoint.before_snapshots")
-        written = self.store.write_snapshots(self.sink.send_snapshot)  # 2
+        written = self.store.write_snapshots(self.sink.send_snapshot, self._flush)  # 2
         self._flush()  # 3
-        moved = self.store.rewrite_old(self.sink.send_snapshot) if rewrite else set()  # 4
+        moved = self.store.rewrite_old(self.sink.send_snapshot, self._flush) if rewrite else set()  # 4
         if moved:
             self._flush()
         wanted = self.positions if partitions is None else {p: o for p, o in self.positions.items() if p in partitions}

@@ -83,8 +83,8 @@ class Pipeline:
             return
         table = self.store.table
         for p in np.unique(partitions).tolist():
-            unknown = {k for k, kp in zip(keys, partitions.tolist(), strict=True)
-                       if kp == p and table.row_of(p, k) is None}
+            mine = [k for k, kp in zip(keys, partitions.tolist(), strict=True) if kp == p]
+            unknown = {k for k, row in zip(mine, table.rows_of(p, mine).tolist(), strict=True) if row < 0}
             if unknown:
                 self.store.revive(p, sorted(unknown))
 

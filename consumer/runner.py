@@ -39,6 +39,7 @@ from rnnwatch.consumer.state import NO_TIME, Column, StateTable
 
 __all__ = ["STATUS", "StepModel", "StepResults", "StepRunner", "TickBatch", "make_runner"]
 
+MAX_MODEL_BATCH = 2048  # keys per onnxruntime call (see StepModel.run)
 # Per-record outcome codes of StepResults.status
 PROCESSED, DUPLICATE, OUT_OF_ORDER, ALREADY_APPLIED = 0, 1, 2, 3
 STATUS = {PROCESSED: "processed", DUPLICATE: "duplicate", OUT_OF_ORDER: "out_of_order",
@@ -116,7 +117,24 @@ class StepModel:
 
     def run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
-        """(forecast, forecast_scale or None, score or None, new states) for a batch of keys."""
+        """(forecast, forecast_scale or None, score or None, new states) for a batch of keys.
+
+        A batch larger than ``MAX_MODEL_BATCH`` keys is stepped in slices: onnxruntime keeps the memory of its
+        largest call for the life of the process, and a wave of 20,000 new keys would otherwise hold tens of
+        MB for good. The contract makes a key's results independent of its batch, so slicing changes nothing.
+        """
+        n = x.shape[0]
+        if n <= MAX_MODEL_BATCH:
+            return self._run(x, states)
+        parts = [self._run(x[i:i + MAX_MODEL_BATCH], {k: v[i:i + MAX_MODEL_BATCH] for k, v in states.items()})
+                 for i in range(0, n, MAX_MODEL_BATCH)]
+        forecast = np.concatenate([p[0] for p in parts])
+        scale = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+        score = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+        return forecast, scale, score, {k: np.concatenate([p[3][k] for p in parts]) for k in states}
+
+    def _run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
         feeds = {INPUT_X: x}
         for name in self._state_names:
             feeds[STATE_IN + name] = states[name]
@@ -165,13 +183,14 @@ class StepRunner:
         r = rows[idx]
         ts = batch.event_ms[idx]
         last = table.last_event_ms[r]
-        results.status[idx[ts == last]] = DUPLICATE
-        results.status[idx[ts < last]] = OUT_OF_ORDER
         table.last_offset[r] = batch.offset[idx]
         keep = ts > last
-        idx, r, ts, last = idx[keep], r[keep], ts[keep], last[keep]
-        if idx.size == 0:
-            return
+        if not keep.all():  # the common case skips this: every record of the wave is new to its key
+            results.status[idx[ts == last]] = DUPLICATE
+            results.status[idx[ts < last]] = OUT_OF_ORDER
+            idx, r, ts, last = idx[keep], r[keep], ts[keep], last[keep]
+            if idx.size == 0:
+                return
         if self.gap_ms > 0:
             gap = (last != NO_TIME) & (ts - last > self.gap_ms)
             results.gap[idx[gap]] = True
@@ -207,10 +226,12 @@ class StepRunner:
 
 def _non_finite_rows(n: int, *arrays: np.ndarray | None) -> np.ndarray:
     """Rows (keys of the wave) where any of the model's outputs holds a NaN or an infinity."""
+    present = [a for a in arrays if a is not None]
+    if all(np.isfinite(a).all() for a in present):  # the common case: one pass per output, no per-row masks
+        return np.zeros(n, dtype=bool)
     broken = np.zeros(n, dtype=bool)
-    for a in arrays:
-        if a is not None:
-            broken |= ~np.isfinite(a.reshape(n, -1)).all(axis=1)
+    for a in present:
+        broken |= ~np.isfinite(a.reshape(n, -1)).all(axis=1)
     return broken
 
 

@@ -1,13 +1,16 @@
 """Per-key state table (DESIGN §3): one row per key, one numpy array per column.
 
-Rows are found through a per-partition ``dict`` (the only per-record Python work), then every read and
-write is a gather/scatter with index arrays. State is scoped by partition: a revoked partition's rows are
-dropped at once, so a rebalance never leaves stale keys behind, and idle keys are evicted after a TTL so
-memory is bounded by the *active* key space, not by every key ever seen.
+Rows are found through a numpy key index (``consumer.keyindex``: 16 bytes per key, a batch of keys looked
+up with a few vectorised probes; hashing each key is the only per-record Python work), then every read and
+write is a gather/scatter with index arrays; new keys get their rows in one allocation per batch. State is
+scoped by partition: a revoked partition's rows are dropped at once, so a rebalance never leaves stale keys
+behind, and idle keys are evicted after a TTL so memory is bounded by the *active* key space, not by every
+key ever seen.
 
-A row's snapshot (:meth:`StateTable.snapshot`) is immutable bytes: a small header (layout identity, input
-offset it reflects, last event time, steps) and the raw column values. Columns marked ``keep_on_reset``
-(ordering bookkeeping) survive a re-warm; everything else returns to its declared initial value.
+A row's snapshot (:meth:`StateTable.snapshot`, or :meth:`StateTable.snapshots` for many rows at once) is
+immutable bytes: a small header (layout identity, input offset it reflects, last event time, steps) and the
+raw column values. Columns marked ``keep_on_reset`` (ordering bookkeeping) survive a re-warm; everything
+else returns to its declared initial value.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnwatch.consumer.errors import StateError
+from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, key_hashes
 
 __all__ = ["NO_TIME", "Column", "Snapshot", "StateTable"]
 
@@ -77,40 +81,54 @@ class StateTable:
         self.changelog_offset = np.full(self._capacity, -1, dtype=np.int64)  # of the last acknowledged snapshot
         self.dirty = np.zeros(self._capacity, dtype=bool)
         self.partition = np.full(self._capacity, -1, dtype=np.int32)
-        self.keys: list[bytes | None] = [None] * self._capacity
-        self._index: dict[int, dict[bytes, int]] = {}
-        self._free: list[int] = list(range(self._capacity - 1, -1, -1))
+        self.keys = np.full(self._capacity, None, dtype=object)  # bytes of each used row, None when free
+        self._index = KeyIndex(self._capacity)
+        self._free = np.arange(self._capacity - 1, -1, -1, dtype=np.int64)  # a stack: the next row is on top
+        self._n_free = self._capacity
         self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.dtype, c.shape) for c in columns]
         self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
 
     # -- lookup -----------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return self._capacity - len(self._free)
+        return self._capacity - self._n_free
 
     def rows_for(self, partition: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """Row index of each key in ``partition`` (new keys get fresh rows); and a mask of the new ones."""
-        index = self._index.setdefault(partition, {})
-        rows = np.empty(len(keys), dtype=np.int64)
-        new: list[int] = []
-        for i, key in enumerate(keys):
-            row = index.get(key)
-            if row is None:
-                row = self._allocate(partition, key)
-                index[key] = row
-                new.append(i)
-            rows[i] = row
+        """Row index of each key in ``partition`` (new keys get fresh rows); and a mask of the new ones.
+
+        A key's first record in ``keys`` is the new one; later records of it find its row.
+        """
+        wanted = _objects(keys)
+        hashes = key_hashes(partition, keys)
+        rows = self._index.lookup(partition, wanted, hashes, self.keys, self.partition)
         is_new = np.zeros(len(keys), dtype=bool)
-        is_new[new] = True
+        missing = np.flatnonzero(rows < 0)
+        if missing.size:
+            missing_keys = wanted[missing].tolist()
+            first = dict(zip(missing_keys[::-1], missing[::-1].tolist(), strict=True))  # key -> first record
+            at = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
+            fresh = self._allocate(partition, wanted[at], hashes[at])
+            row_of = dict(zip(wanted[at].tolist(), fresh.tolist(), strict=True))
+            rows[missing] = np.fromiter(map(row_of.__getitem__, missing_keys), dtype=np.int64, count=missing.size)
+            is_new[at] = True
         return rows, is_new
 
+    def rows_of(self, partition: int, keys: Sequence[bytes]) -> np.ndarray:
+        """Row of each key in ``partition``, -1 where it has none (nothing is allocated)."""
+        return self._index.lookup(partition, _objects(keys), key_hashes(partition, keys), self.keys, self.partition)
+
     def row_of(self, partition: int, key: bytes) -> int | None:
-        return self._index.get(partition, {}).get(key)
+        return self._index.find(partition, key, self.keys, self.partition)
 
     def count(self, partition: int) -> int:
-        return len(self._index.get(partition, {}))
+        return int(np.count_nonzero(self.partition == partition))
 
     def rows_of_partition(self, partition: int) -> np.ndarray:
-        return np.fromiter(self._index.get(partition, {}).values(), dtype=np.int64)
+        return np.flatnonzero(self.partition == partition)
+
+    def items(self, partition: int) -> list[tuple[bytes, int]]:
+        """(key, row) of every key of ``partition``."""
+        rows = self.rows_of_partition(partition)
+        return list(zip(self.keys[rows].tolist(), rows.tolist(), strict=True))
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def reset(self, rows: np.ndarray) -> None:
@@ -124,10 +142,9 @@ class StateTable:
 
     def drop_partition(self, partition: int) -> int:
         """Forget every key of a revoked partition; returns how many rows were freed."""
-        index = self._index.pop(partition, {})
-        for row in index.values():
-            self._release(row)
-        return len(index)
+        rows = self.rows_of_partition(partition)
+        self._release(rows)
+        return int(rows.size)
 
     def idle_rows(self, now_s: float, ttl_s: float) -> np.ndarray:
         """Rows not seen for ``ttl_s`` whose state is in an acknowledged snapshot (safe to drop from memory)."""
@@ -136,11 +153,22 @@ class StateTable:
 
     def release_rows(self, rows: Sequence[int]) -> None:
         """Forget these rows' keys (eviction): the rows are reused for other keys."""
-        for row in rows:
-            key = self.keys[row]
-            if key is not None:
-                self._index[int(self.partition[row])].pop(key, None)
-            self._release(row)
+        picked = np.asarray(rows, dtype=np.int64)
+        self._release(picked[self.partition[picked] >= 0])
+
+    def bytes_per_key(self) -> dict[str, int]:
+        """What one key costs in memory, by part (the bench reports it beside the RSS per key).
+
+        ``model_state`` (``m.*`` columns), ``scorer_state`` (``s.*``: the forecast kept for the next residual,
+        detectors, tail calibration, incidents), ``bookkeeping`` (ordering, durability and eviction arrays),
+        ``key_index`` (hash and slots, at the index's highest load) and ``key_ref`` (the pointer to the key's
+        ``bytes``; the key object itself adds about 33 bytes plus its length).
+        """
+        model = sum(n * dtype.itemsize for name, n, dtype, _ in self._layout if name.startswith("m."))
+        bookkeeping = sum(a.itemsize for a in (self.steps, self.last_event_ms, self.last_offset, self.last_seen_s,
+                                               self.changelog_offset, self.dirty, self.partition))
+        return {"model_state": model, "scorer_state": self._row_bytes - model, "bookkeeping": bookkeeping,
+                "key_index": KEY_INDEX_BYTES, "key_ref": self.keys.itemsize}
 
     # -- snapshots --------------------------------------------------------------------------------------
     @property
@@ -149,11 +177,33 @@ class StateTable:
         return _HEADER.size + len(self.identity.encode()) + _TAIL.size + self._row_bytes
 
     def snapshot(self, row: int) -> bytes:
+        return self.snapshots(np.array([row], dtype=np.int64))[0]
+
+    def snapshots(self, rows: np.ndarray) -> list[bytes]:
+        """The snapshot of each row, built for all rows at once (a checkpoint writes one per dirty key).
+
+        Layout: header (magic, identity length), identity, tail (input offset, last event ms, steps; ``<q``
+        each), then every column's row values in column order. All rows share one size, so the blobs are
+        cut from one buffer filled column by column: no per-row numpy call.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        n = rows.size
         ident = self.identity.encode()
-        parts = [_HEADER.pack(_MAGIC, len(ident)), ident,
-                 _TAIL.pack(int(self.last_offset[row]), int(self.last_event_ms[row]), int(self.steps[row]))]
-        parts.extend(self.arrays[c.name][row].tobytes() for c in self.columns)
-        return b"".join(parts)
+        prefix = _HEADER.pack(_MAGIC, len(ident)) + ident
+        size = len(prefix) + _TAIL.size + self._row_bytes
+        buf = np.empty((n, size), dtype=np.uint8)
+        buf[:, :len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+        pos = len(prefix)
+        for values in (self.last_offset, self.last_event_ms, self.steps):
+            buf[:, pos:pos + 8] = values[rows].astype("<i8").view(np.uint8).reshape(n, 8)
+            pos += 8
+        for name, count, dtype, _ in self._layout:
+            width = count * dtype.itemsize
+            part = np.ascontiguousarray(self.arrays[name][rows])  # native order, as decode() reads it
+            buf[:, pos:pos + width] = part.view(np.uint8).reshape(n, width)
+            pos += width
+        data = buf.tobytes()
+        return [data[i:i + size] for i in range(0, n * size, size)]
 
     def decode(self, blob: bytes) -> Snapshot:
         """Parse a snapshot; raise StateError if it is corrupt (never a crash of the service)."""
@@ -200,40 +250,36 @@ class StateTable:
         self.dirty[row] = False
         return row
 
-    def dirty_rows(self) -> list[tuple[int, bytes, int]]:
-        """(partition, key, row) of every row changed since its last snapshot was sent.
-
-        The marks stay set: the caller clears a row's mark only once its snapshot was accepted for sending,
-        so a send that fails half way leaves every unsent row marked for the next checkpoint.
-        """
-        out = []
-        for row in np.flatnonzero(self.dirty).tolist():
-            key = self.keys[row]
-            if key is not None:
-                out.append((int(self.partition[row]), key, row))
-        return out
-
     # -- internals --------------------------------------------------------------------------------------
-    def _allocate(self, partition: int, key: bytes) -> int:
-        if not self._free:
+    def _allocate(self, partition: int, keys: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+        """Fresh rows at their initial values for distinct keys (object array) that have none."""
+        n = keys.size
+        while self._n_free < n:
             self._grow()
-        row = self._free.pop()
+        rows = self._free[self._n_free - n:self._n_free][::-1].copy()
+        self._n_free -= n
         for c in self.columns:
-            self.arrays[c.name][row] = c.init
-        self.steps[row] = 0
-        self.last_event_ms[row] = NO_TIME
-        self.last_offset[row] = -1
-        self.changelog_offset[row] = -1
-        self.dirty[row] = False
-        self.partition[row] = partition
-        self.keys[row] = key
-        return row
+            self.arrays[c.name][rows] = c.init
+        self.steps[rows] = 0
+        self.last_event_ms[rows] = NO_TIME
+        self.last_offset[rows] = -1
+        self.changelog_offset[rows] = -1
+        self.dirty[rows] = False
+        # indexed before they are marked used: a rebuild inside insert() places the rows in use so far
+        self._index.insert(hashes, rows, lambda: np.flatnonzero(self.partition >= 0))
+        self.partition[rows] = partition
+        self.keys[rows] = keys
+        return rows
 
-    def _release(self, row: int) -> None:
-        self.partition[row] = -1
-        self.keys[row] = None
-        self.dirty[row] = False
-        self._free.append(row)
+    def _release(self, rows: np.ndarray) -> None:
+        if rows.size == 0:
+            return
+        self._index.remove(rows)
+        self.partition[rows] = -1
+        self.keys[rows] = None
+        self.dirty[rows] = False
+        self._free[self._n_free:self._n_free + rows.size] = rows
+        self._n_free += rows.size
 
     def _grow(self) -> None:
         old = self._capacity
@@ -249,6 +295,19 @@ class StateTable:
         self.changelog_offset = np.concatenate([self.changelog_offset, np.full(old, -1, dtype=np.int64)])
         self.dirty = np.concatenate([self.dirty, np.zeros(old, dtype=bool)])
         self.partition = np.concatenate([self.partition, np.full(old, -1, dtype=np.int32)])
-        self.keys.extend([None] * old)
-        self._free.extend(range(new - 1, old - 1, -1))
+        self.keys = np.concatenate([self.keys, np.full(old, None, dtype=object)])
+        free = np.empty(new, dtype=np.int64)
+        # the new rows go under the free ones, highest first, so the lowest new row is allocated next
+        free[:old] = np.arange(new - 1, old - 1, -1)
+        free[old:old + self._n_free] = self._free[:self._n_free]
+        self._free = free
+        self._n_free += old
+        self._index.grow(new)
         self._capacity = new
+
+
+def _objects(keys: Sequence[bytes]) -> np.ndarray:
+    """Keys as a 1-d object array (numpy would turn a list of equal-length bytes into a fixed-width array)."""
+    out = np.empty(len(keys), dtype=object)
+    out[:] = keys
+    return out

@@ -3,7 +3,8 @@
 A feed of N ticks, one per key, leaves N keys in the state table (the default key TTL is a day). Its peak
 RSS (``ru_maxrss`` of the process) is the number that matters to an operator sizing a pod; the bytes per key
 are given two ways: peak RSS / keys (everything, interpreter and clients included) and the marginal cost,
-(peak RSS - peak RSS of a run with 1,000 keys) / (key difference), beside the model's state bytes per key.
+(peak RSS - peak RSS of a run with 1,000 keys) / (key difference), beside the model's state bytes per key and
+the state table's own bytes per key by part (model state, scorer state, bookkeeping, key index, key pointer).
 """
 
 from __future__ import annotations
@@ -42,7 +43,17 @@ def measure_memory(broker: EmbeddedBroker, model: str, state_bytes_per_key: int,
             msg = f"memory: rnnwatch processed {summary['processed']} of {feed.ticks} ticks of {feed.name}"
             raise BenchError(msg)
         runs[feed] = summary
-    return memory_row(many, runs[many], baseline, runs[baseline], state_bytes_per_key)
+    row = memory_row(many, runs[many], baseline, runs[baseline], state_bytes_per_key)
+    return {**row, "table_bytes_per_key": table_bytes_per_key(model)}
+
+
+def table_bytes_per_key(model: str) -> dict[str, int]:
+    """The state table's bytes per key by part (``StateTable.bytes_per_key``), with their sum."""
+    from rnnwatch.consumer.contract import load_signature
+    from rnnwatch.consumer.runner import make_runner
+
+    parts = make_runner(load_signature(model)).table.bytes_per_key()
+    return {**parts, "sum": sum(parts.values())}
 
 
 def memory_row(many: Feed, run: dict[str, Any], baseline: Feed, base_run: dict[str, Any],

@@ -220,7 +220,8 @@ def _memory(reports: Sequence[Report]) -> list[str]:
         return []
     lines = ["**Memory** with one state row per key (bundled model):", "",
              "| transport | keys | peak RSS, MiB | bytes per key, total | bytes per key, marginal | model state "
-             "bytes per key | baseline: peak RSS, MiB (keys) |", "|---|---|---|---|---|---|---|"]
+             "bytes per key | state table bytes per key | baseline: peak RSS, MiB (keys) |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in names:
         path = ("sections", "memory", name)
         row = section[name]
@@ -231,9 +232,20 @@ def _memory(reports: Sequence[Report]) -> list[str]:
             name, num(row["keys"]), across(reports, path, lambda x: num(x["peak_rss_mib"], 1)),
             across(reports, path, lambda x: num(x["bytes_per_key"])),
             across(reports, path, lambda x: num(x["marginal_bytes_per_key"])), num(row["state_bytes_per_key"]),
+            _table_bytes(row),
             across(reports, path, lambda x: f"{num(x['baseline']['peak_rss_mib'], 1)} "
                                             f"({num(x['baseline']['keys'])})")]) + " |")
     return [*lines, ""]
+
+
+def _table_bytes(row: dict[str, Any]) -> str:
+    """``sum (model + scorer + bookkeeping + index + key pointer)``, or ``-`` for reports without it."""
+    parts = row.get("table_bytes_per_key")
+    if not isinstance(parts, dict):
+        return "-"
+    return (f"{num(parts['sum'])} ({num(parts['model_state'])} model + {num(parts['scorer_state'])} scorer + "
+            f"{num(parts['bookkeeping'])} bookkeeping + {num(parts['key_index'])} index + "
+            f"{num(parts['key_ref'])} key pointer)")
 
 
 def _definitions(reports: Sequence[Report]) -> list[str]:

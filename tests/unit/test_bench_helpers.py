@@ -202,6 +202,17 @@ def test_memory_row_gives_total_and_marginal_bytes_per_key() -> None:
     assert row["state_bytes_per_key"] == 136 and row["baseline"]["peak_rss_mib"] == 100.0
 
 
+def test_table_bytes_per_key_of_the_bundled_model_add_up_and_render() -> None:
+    from rnnwatch.consumer.settings import bundled_model_path
+
+    parts = bench_memory.table_bytes_per_key(bundled_model_path())
+    assert parts["sum"] == sum(v for k, v in parts.items() if k != "sum")
+    assert parts["model_state"] >= 136 and parts["scorer_state"] > 0
+    text = bench_render._table_bytes({"table_bytes_per_key": parts})
+    assert text.startswith(f"{parts['sum']} (") and "scorer" in text
+    assert bench_render._table_bytes({}) == "-"
+
+
 # -- rendering ---------------------------------------------------------------------------------------------
 def _report(raw: float, ours: float) -> dict[str, Any]:
     unavailable = {"available": False, "reason": "no --transport option"}

@@ -102,7 +102,7 @@ def full_read(c: FakeCluster) -> dict[bytes, tuple[int, int]]:
 
 def in_memory(owner: Owner) -> dict[bytes, tuple[int, int]]:
     out = {}
-    for key, row in owner.table._index.get(0, {}).items():
+    for key, row in owner.table.items(0):
         out[key] = (int(owner.table.last_offset[row]), int(owner.table.steps[row]))
     return out
 
@@ -262,3 +262,53 @@ def test_a_partition_restored_again_by_the_same_member_is_read_to_its_current_en
     stats = member.restore()  # ... and its assignment of the partition again
     assert stats.keys == 10
     assert in_memory(member) == in_memory(other) == full_read(c)
+
+
+def test_a_checkpoint_of_many_keys_holds_at_most_one_chunk_of_snapshots_unacknowledged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog, "SNAPSHOT_CHUNK", 4)
+    c = new_cluster()
+    owner = Owner(c, Clock())
+    producer = owner.sink._producer
+    assert isinstance(producer, FakeProducer)
+    most: list[int] = []
+    send = producer.send
+
+    def counting_send(*args: object, **kwargs: object) -> None:
+        send(*args, **kwargs)  # type: ignore[arg-type]
+        most.append(len(producer.pending))
+
+    monkeypatch.setattr(producer, "send", counting_send)
+    owner.step(keys(10))
+    owner.checkpoint()
+    snapshots = [r for r in c.all(CL) if r.key != changelog.MARKER_KEY]
+    assert len(snapshots) == 10 and max(most) == 4
+    assert full_read(c) == in_memory(owner) and not owner.table.dirty.any()
+
+
+def test_a_rewrite_of_many_idle_keys_is_sent_in_chunks_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog, "REWRITE_SLACK", 0)
+    c, clock = new_cluster(), Clock()
+    owner = Owner(c, clock)
+    owner.restore()
+    owner.step(keys(40))
+    owner.checkpoint()
+    monkeypatch.setattr(changelog, "SNAPSHOT_CHUNK", 7)
+    producer = owner.sink._producer
+    assert isinstance(producer, FakeProducer)
+    most: list[int] = []
+    send = producer.send
+
+    def counting_send(*args: object, **kwargs: object) -> None:
+        send(*args, **kwargs)  # type: ignore[arg-type]
+        most.append(len(producer.pending))
+
+    monkeypatch.setattr(producer, "send", counting_send)
+    rewritten = False
+    for _ in range(40):  # 2 hot keys, 38 idle ones: their snapshots fall behind and are rewritten
+        before = len(c.topics[CL][0])
+        owner.step(keys(2))
+        owner.checkpoint()
+        rewritten = rewritten or len(c.topics[CL][0]) - before > 30
+    assert rewritten and max(most) <= 7
+    assert full_read(c) == in_memory(owner)

@@ -142,3 +142,31 @@ def test_scorer_state_and_incidents_survive_a_snapshot_restore_exactly(ewma_path
     np.testing.assert_array_equal(rest.is_anomaly, whole.is_anomaly[cut:])
     np.testing.assert_array_equal(rest.incident, whole.incident[cut:])
     assert whole.is_anomaly[cut:].any() and whole.alarm.sum() > whole.is_anomaly.sum()
+
+
+def test_a_wave_larger_than_the_model_batch_is_stepped_in_slices_with_the_same_results(
+        bundled_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnwatch.consumer import runner as runner_module
+
+    sig = load_signature(bundled_model)
+    rng = np.random.default_rng(5)
+    keys, steps = 11, 30
+    values = _series(rng, keys, steps)
+    order = [(t, k) for t in range(steps) for k in range(keys)]
+    batch = _batch([b"k%d" % k for _, k in order], [t for t, _ in order], [float(values[k, t]) for t, k in order])
+    whole = make_runner(sig).process(batch)
+    monkeypatch.setattr(runner_module, "MAX_MODEL_BATCH", 4)
+    sliced_runner = make_runner(sig)
+    calls: list[int] = []
+    run = sliced_runner.model.session.run
+
+    def counting(names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        calls.append(len(feeds["x"]))
+        return run(names, feeds)
+
+    monkeypatch.setattr(sliced_runner.model.session, "run", counting)
+    sliced = sliced_runner.process(batch)
+    assert max(calls) == 4 and len(calls) == 3 * steps  # 11 keys per wave: 4 + 4 + 3
+    np.testing.assert_allclose(sliced.expected, whole.expected, rtol=BATCH_RTOL)
+    np.testing.assert_allclose(sliced.score, whole.score, rtol=BATCH_RTOL, atol=1e-9)
+    assert (sliced.status == whole.status).all()

@@ -94,3 +94,44 @@ def test_reset_keeps_ordering_bookkeeping() -> None:
     t.reset(rows)
     assert t.steps[rows[0]] == 0 and t.last_event_ms[rows[0]] == 500 and t.last_offset[rows[0]] == 77
     np.testing.assert_array_equal(t.arrays["m.h"][rows[0]], [0.5, 0.5, 0.5])
+
+
+def _reference_snapshot(t: StateTable, row: int) -> bytes:
+    """The documented layout, one row at a time with struct: what every changelog on disk holds."""
+    import struct
+
+    ident = t.identity.encode()
+    parts = [struct.pack("<4sH", b"RNW1", len(ident)), ident,
+             struct.pack("<qqq", int(t.last_offset[row]), int(t.last_event_ms[row]), int(t.steps[row]))]
+    parts.extend(t.arrays[c.name][row].tobytes() for c in t.columns)
+    return b"".join(parts)
+
+
+def test_batched_snapshots_are_byte_identical_to_the_per_row_layout() -> None:
+    t = StateTable([Column.filled("m.h", (2, 3), np.float32, 0.5), Column.filled("s.n", (), np.int64, 0),
+                    Column.filled("s.flag", (), np.bool_, 0), Column.filled("s.var", (1,), np.float64, 1.0)],
+                   identity="model-a", capacity=2)
+    rows, _ = t.rows_for(1, [b"a", b"b", b"c", b"d", b"e"])  # grows past the capacity
+    rng = np.random.default_rng(3)
+    t.arrays["m.h"][rows] = rng.normal(size=(5, 2, 3))
+    t.arrays["s.n"][rows] = [-1, 0, 2**40, 7, 3]
+    t.arrays["s.flag"][rows] = [True, False, True, False, True]
+    t.arrays["s.var"][rows] = rng.normal(size=(5, 1))
+    t.steps[rows], t.last_offset[rows] = [1, 2, 3, 4, 5], [10, -1, 2**50, 0, 9]
+    t.last_event_ms[rows] = [-(2**62), 0, 1_700_000_000_000, 5, 6]
+    picked = rows[[4, 0, 2, 2]]
+    blobs = t.snapshots(picked)
+    assert blobs == [_reference_snapshot(t, int(r)) for r in picked.tolist()]
+    assert all(len(b) == t.snapshot_bytes for b in blobs)
+    assert t.snapshot(int(rows[1])) == _reference_snapshot(t, int(rows[1]))
+    assert t.snapshots(np.array([], dtype=np.int64)) == []
+
+
+def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
+    t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0),
+                    Column.filled("s.n", (), np.int64, 0)], identity="model-a", capacity=8)
+    parts = t.bytes_per_key()
+    assert parts["model_state"] == 12 and parts["scorer_state"] == 16 and parts["key_ref"] == 8
+    arrays = [*t.arrays.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
+              t.dirty, t.partition]
+    assert parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] == sum(a.nbytes for a in arrays) // 8
