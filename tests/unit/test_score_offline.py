@@ -13,7 +13,7 @@ import pytest
 
 from rnnwatch.consumer.cli import main
 from rnnwatch.consumer.contract import load_signature
-from rnnwatch.consumer.feed import bundled_prices_path
+from rnnwatch.consumer.demo.feed import bundled_prices_path
 from rnnwatch.consumer.offline import score_array
 from rnnwatch.consumer.records import TickDecoder
 

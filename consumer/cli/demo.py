@@ -92,8 +92,8 @@ class _Progress:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rnnwatch.consumer.broker import EmbeddedBroker
-    from rnnwatch.consumer.feed import inject_shocks, load_ticks, produce_ticks
+    from rnnwatch.consumer.demo.broker import EmbeddedBroker
+    from rnnwatch.consumer.demo.feed import inject_shocks, load_ticks, produce_ticks
 
     configure_logging("WARNING")
     ticks = load_ticks()
