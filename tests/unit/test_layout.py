@@ -22,7 +22,7 @@ PACKAGE = CONSUMER.parent
 ARGPARSE_ALLOWED = {
     "consumer/settings.py": "generates `run`'s flags from the Settings declaration (one declaration per option)",
     "consumer/options.py": "the settings declaration's flag generator",
-    "export/cli.py": "`train` / `export` flags, on the training side ([export] extra: torch must not reach the runtime)",
+    "export/cli.py": "`train` / `export` flags, on the training side ([export] extra: keeps torch out of the runtime)",
     "export/adopt/cli.py": "`adopt` flags, on the training side ([adopt] extra)",
     "evaluate/cli.py": "`evaluate` flags, on the training side ([export] extra)",
     "evaluate/price_shocks.py": "a `python -m` build script for the price-shock corpus, not a subcommand",
