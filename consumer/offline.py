@@ -42,9 +42,10 @@ from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.files import open_output, read_csv
 from rnnwatch.consumer.records import Rejected, TickDecoder, parse_event_time
-from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch, make_runner
+from rnnwatch.consumer.runner import StepResults, StepRunner, make_runner
 from rnnwatch.consumer.scoring import TAIL_OPTIONS, severity_of
 from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, scorer_config
+from rnnwatch.consumer.types import PROCESSED, STATUS, TickBatch
 
 __all__ = ["DEFAULT_SCORER", "DecodedInput", "InputColumns", "SeriesScores", "check_scorer", "decode_input",
            "event_ms_of", "score_array", "score_csv", "score_records", "score_rows"]

@@ -23,8 +23,9 @@ from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.records import Rejected, SourceRecord, TickDecoder
 from rnnwatch.consumer.refusals import RefusalReport
-from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch
+from rnnwatch.consumer.runner import StepResults, StepRunner
 from rnnwatch.consumer.sink import Sink
+from rnnwatch.consumer.types import PROCESSED, STATUS, TickBatch
 
 __all__ = ["BatchOutcome", "Pipeline"]
 

@@ -119,7 +119,8 @@ def test_the_runner_runs_the_bytes_that_were_validated_not_a_file_swapped_in_lat
     """The model file is read once: a file replaced after validation cannot run under the old identity."""
     import numpy as np
 
-    from rnnwatch.consumer.runner import TickBatch, make_runner
+    from rnnwatch.consumer.runner import make_runner
+    from rnnwatch.consumer.types import TickBatch
 
     path = ewma_model(tmp_path / "model.onnx", scale=1.0)
     sig = load_signature(path)

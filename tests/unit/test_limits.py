@@ -13,9 +13,10 @@ from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.limits import KAFKA_DEFAULT_MESSAGE_BYTES, check_record_sizes
-from rnnwatch.consumer.runner import TickBatch, make_runner
+from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import load_settings
 from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.types import TickBatch
 
 
 def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:

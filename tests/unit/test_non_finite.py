@@ -19,7 +19,8 @@ from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import Pipeline
 from rnnwatch.consumer.records import TickDecoder
-from rnnwatch.consumer.runner import TickBatch, make_runner
+from rnnwatch.consumer.runner import make_runner
+from rnnwatch.consumer.types import TickBatch
 from tests.unit.onnx_builders import exploding_model
 
 BLOW_UP = [1e20, 1e20]  # m = 1e20, then 1e40 = inf in float32

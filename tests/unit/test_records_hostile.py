@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnnwatch.consumer.contract import FeatureSpec
-from rnnwatch.consumer.records import MAX_EVENT_MS, MIN_EVENT_MS, REASONS, TickDecoder, parse_event_time
+from rnnwatch.consumer.records import MAX_EVENT_MS, MIN_EVENT_MS, TickDecoder, parse_event_time
+from rnnwatch.consumer.types import REASONS
 from tests.unit.test_records import NOW_MS, Rec
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from rnnwatch.consumer.contract import load_signature
-from rnnwatch.consumer.runner import ALREADY_APPLIED, DUPLICATE, OUT_OF_ORDER, PROCESSED, TickBatch, make_runner
+from rnnwatch.consumer.runner import make_runner
+from rnnwatch.consumer.types import ALREADY_APPLIED, DUPLICATE, OUT_OF_ORDER, PROCESSED, TickBatch
 from tests.unit.onnx_builders import ALPHA
 
 # The bundled GRU in float32: batched matmuls may round differently from batch-of-one ones.
