@@ -74,3 +74,26 @@ def test_every_runtime_subcommand_is_wired_in_cli() -> None:
 
     assert {name for name, _ in _RUNTIME_COMMANDS} == {"run", "demo", "check", "score", "produce"}
     assert all(module.startswith("rnnwatch.consumer.cli.") for _, module in _RUNTIME_COMMANDS)
+
+
+def test_the_decoder_does_not_import_the_onnx_runner() -> None:
+    loaded = _closure("rnnwatch.consumer.records")
+    assert "rnnwatch.consumer.records" in loaded
+    assert not [m for m in loaded if m == "rnnwatch.consumer.runner" or m.startswith("onnxruntime")]
+
+
+def test_the_plain_types_import_nothing_of_rnnwatch() -> None:
+    loaded = _closure("rnnwatch.consumer.types")
+    assert "rnnwatch.consumer.types" in loaded
+    assert [m for m in loaded if m.startswith("rnnwatch.")] == ["rnnwatch.consumer", "rnnwatch.consumer.types"]
+
+
+def test_label_types_and_their_value_tuples_agree() -> None:
+    from typing import get_args
+
+    from rnnwatch.consumer import types
+
+    assert set(types.STATUS.values()) == set(get_args(types.Status))
+    assert types.STATUS[types.PROCESSED] == "processed"
+    for values in (types.REASONS, types.RESET_REASONS, types.REBALANCE_KINDS, types.PRODUCE_ERROR_KINDS):
+        assert values and len(set(values)) == len(values)
