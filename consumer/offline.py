@@ -111,6 +111,7 @@ def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarra
             keys=list(keys[start:stop]),
             event_ms=event_ms[start:stop],
             x=x[start:stop],
+            timestamp_ms=np.zeros(stop - start, dtype=np.int64),
         )
         part = runner.process(batch)
         for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected",

@@ -1,4 +1,4 @@
-"""Decode and validate input records into a :class:`~rnnwatch.consumer.runner.TickBatch`.
+"""Decode and validate input records into a :class:`~rnnwatch.consumer.types.TickBatch`.
 
 Errors are values on this path: a record that cannot be used becomes a :class:`Rejected` with a short,
 stable ``reason`` (it labels the ``rnnwatch_records_failed_total`` counter and the dead-letter header) and a
@@ -163,6 +163,7 @@ class TickDecoder:
             keys=[keys[j] for j in np.flatnonzero(ok).tolist()] if not ok.all() else keys,
             event_ms=event_ms[ok],
             x=x[ok].astype(np.float32),
+            timestamp_ms=np.fromiter((records[i].timestamp for i in idx.tolist()), dtype=np.int64, count=idx.size),
         )
         rejected.sort(key=lambda r: r.index)
         return batch, idx, rejected
@@ -182,7 +183,7 @@ class TickDecoder:
         idx = np.asarray(kept, dtype=np.int64)[ok]
         batch = TickBatch(partition=np.zeros(idx.size, dtype=np.int32), offset=idx.copy(),
                           keys=[tick_keys[j] for j in np.flatnonzero(ok).tolist()], event_ms=event_ms[ok],
-                          x=x[ok].astype(np.float32))
+                          x=x[ok].astype(np.float32), timestamp_ms=np.zeros(idx.size, dtype=np.int64))
         rejected.sort(key=lambda r: r.index)
         return batch, idx, rejected
 

@@ -52,6 +52,7 @@ class TickBatch:
     keys: list[bytes]
     event_ms: np.ndarray  # int64 [n], event time, ms since epoch
     x: np.ndarray  # float32 [n, n_features], message units
+    timestamp_ms: np.ndarray  # int64 [n], the Kafka record timestamp (0 offline); events carry it as input.timestamp
 
     def __len__(self) -> int:
         return len(self.keys)

@@ -34,7 +34,7 @@ def test_real_events_and_snapshots_stay_within_the_bounds(bundled_model: Path, m
     assert sizes.largest < KAFKA_DEFAULT_MESSAGE_BYTES and not caplog.records
     key = bytes(range(256)) * (max_key_bytes // 256) + b"\x01" * (max_key_bytes % 256)  # every byte, escapes too
     batch = TickBatch(np.zeros(1, np.int32), np.zeros(1, np.int64), [key], np.ones(1, np.int64),
-                      np.full((1, 1), 123.456, np.float32))
+                      np.full((1, 1), 123.456, np.float32), np.zeros(1, np.int64))
     runner.process(batch)
     row = runner.table.row_of(0, key)
     assert row is not None
