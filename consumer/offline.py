@@ -284,7 +284,7 @@ def score_csv(model: str, input_path: str, output: str, *, scorer: str | None, s
 def _write_report(path: Path, title: str, columns: list[str], keys: Sequence[bytes], event_ms: np.ndarray,
                   x: np.ndarray, res: StepResults) -> None:
     """One plot per key and feature of the scored rows: values, the forecast each was compared with, flags."""
-    from rnnwatch.consumer.report import SeriesPlot, render_report
+    from rnnwatch.consumer.html_report import SeriesPlot, render_report
 
     order: dict[bytes, list[int]] = {}
     for i, k in enumerate(keys):
