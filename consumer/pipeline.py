@@ -17,8 +17,8 @@ import numpy as np
 
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.contract import StepSignature
+from rnnwatch.consumer.crashpoints import maybe_crash
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter, event_id
-from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.records import Rejected, SourceRecord, TickDecoder

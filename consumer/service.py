@@ -24,9 +24,9 @@ from rnnwatch.consumer.backpressure import Backpressure
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.checkpoint import Checkpointer
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.crashpoints import arm as arm_crash_point
 from rnnwatch.consumer.errors import BrokerError, DeliveryError, RebalancedError
 from rnnwatch.consumer.events import AnomalyEvent
-from rnnwatch.consumer.faults import arm as arm_crash_point
 from rnnwatch.consumer.health import HealthState, OpsServer
 from rnnwatch.consumer.kafka import GroupSource, KafkaConfig, PartitionReader, Transport, open_transport
 from rnnwatch.consumer.limits import check_record_sizes
