@@ -38,10 +38,10 @@ from typing import Any
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature, load_signature
+from rnnwatch.consumer.decoder import Rejected, TickDecoder, parse_event_time
 from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.files import open_output, read_csv
-from rnnwatch.consumer.records import Rejected, TickDecoder, parse_event_time
 from rnnwatch.consumer.runner import StepResults, StepRunner, make_runner
 from rnnwatch.consumer.scoring import TAIL_OPTIONS, severity_of
 from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, scorer_config

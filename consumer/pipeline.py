@@ -18,10 +18,10 @@ import numpy as np
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.contract import StepSignature
 from rnnwatch.consumer.crashpoints import maybe_crash
+from rnnwatch.consumer.decoder import Rejected, SourceRecord, TickDecoder
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter, event_id
 from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.metrics import Metrics
-from rnnwatch.consumer.records import Rejected, SourceRecord, TickDecoder
 from rnnwatch.consumer.refusals import RefusalReport
 from rnnwatch.consumer.runner import StepResults, StepRunner
 from rnnwatch.consumer.sink import Sink

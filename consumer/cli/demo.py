@@ -151,6 +151,6 @@ def _stop_when_done(service: Service, producer_done: threading.Event, progress: 
 
 def _caught(shocks: list[Any], events: list[AnomalyEvent]) -> int:
     flagged = {(e.key.decode(), e.event_ms) for e in events}
-    from rnnwatch.consumer.records import parse_event_time
+    from rnnwatch.consumer.decoder import parse_event_time
 
     return sum((s.symbol, parse_event_time(s.ts)) in flagged for s in shocks)

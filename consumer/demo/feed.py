@@ -150,8 +150,8 @@ def shifted(ticks: Sequence[Tick], passes: int) -> Iterable[Tick]:
     """Ticks of a later pass get event times after the previous pass, so keys keep moving forward in time."""
     if passes == 0:
         return ticks
+    from rnnwatch.consumer.decoder import parse_event_time
     from rnnwatch.consumer.events import format_time
-    from rnnwatch.consumer.records import parse_event_time
 
     first, last = parse_event_time(ticks[0].ts), parse_event_time(ticks[-1].ts)
     shift = (last - first + 86_400_000) * passes

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from rnnwatch.consumer.cli import build_parser
+from rnnwatch.consumer.decoder import parse_event_time
 from rnnwatch.consumer.demo.feed import (
     Shock,
     Tick,
@@ -19,7 +20,6 @@ from rnnwatch.consumer.demo.feed import (
     synthetic_ticks,
 )
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.records import parse_event_time
 
 
 def _csv(tmp_path: Path, text: str) -> Path:

@@ -77,8 +77,8 @@ def test_every_runtime_subcommand_is_wired_in_cli() -> None:
 
 
 def test_the_decoder_does_not_import_the_onnx_runner() -> None:
-    loaded = _closure("rnnwatch.consumer.records")
-    assert "rnnwatch.consumer.records" in loaded
+    loaded = _closure("rnnwatch.consumer.decoder")
+    assert "rnnwatch.consumer.decoder" in loaded
     assert not [m for m in loaded if m == "rnnwatch.consumer.runner" or m.startswith("onnxruntime")]
 
 

@@ -15,10 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rnnwatch.consumer.contract import FeatureSpec, load_signature
+from rnnwatch.consumer.decoder import TickDecoder
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import Pipeline
-from rnnwatch.consumer.records import TickDecoder
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.types import TickBatch
 from tests.unit.onnx_builders import exploding_model

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from rnnwatch.consumer.contract import FeatureSpec
-from rnnwatch.consumer.records import TickDecoder, parse_event_time
+from rnnwatch.consumer.decoder import TickDecoder, parse_event_time
 
 NOW_MS = 1_750_000_000_000
 
