@@ -33,8 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rnnwatch.consumer.changelog import StateStore
+from rnnwatch.consumer.crashpoints import maybe_crash
 from rnnwatch.consumer.errors import DeliveryError
-from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.kafka import GroupSource
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.sink import Sink

@@ -59,7 +59,7 @@ __all__ = [
     "META_STATE",
     "FeatureSpec",
     "ScoringDefaults",
-    "StateSpec",
+    "StateTensor",
     "StepSignature",
     "load_signature",
     "signature_from_session",
@@ -91,8 +91,12 @@ class FeatureSpec:
 
 
 @dataclass(frozen=True)
-class StateSpec:
-    """One state tensor carried per key; ``shape`` excludes the batch dimension."""
+class StateTensor:
+    """One state tensor of a loaded model, carried per key; ``shape`` excludes the batch dimension.
+
+    The training side's :class:`rnnwatch.export.StateSpec` declares a state (``init`` a fill value); this is what
+    the runtime reads back from a model's metadata (``init`` the full initial array).
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -129,7 +133,7 @@ class StepSignature:
     version: str
     architecture: str
     features: tuple[FeatureSpec, ...]
-    states: tuple[StateSpec, ...]
+    states: tuple[StateTensor, ...]
     scoring: ScoringDefaults
     has_forecast_scale: bool
     has_score: bool
@@ -258,7 +262,7 @@ def _parse_features(raw: Sequence[Any], path: str) -> tuple[FeatureSpec, ...]:
     return tuple(specs)
 
 
-def _parse_states(raw: Sequence[Any], path: str) -> tuple[StateSpec, ...]:
+def _parse_states(raw: Sequence[Any], path: str) -> tuple[StateTensor, ...]:
     specs = []
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
@@ -274,7 +278,7 @@ def _parse_states(raw: Sequence[Any], path: str) -> tuple[StateSpec, ...]:
         if init.shape != tuple(shape):
             msg = f"{path}: state {item['name']!r} init has shape {list(init.shape)}, expected {shape}"
             raise ModelError(msg)
-        specs.append(StateSpec(item["name"], tuple(shape), init))
+        specs.append(StateTensor(item["name"], tuple(shape), init))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         msg = f"{path}: {META_STATE} names a state tensor twice: {names}"
@@ -326,7 +330,7 @@ def _check_io(
     inputs: Mapping[str, Any],
     outputs: Mapping[str, Any],
     features: Sequence[FeatureSpec],
-    states: Sequence[StateSpec],
+    states: Sequence[StateTensor],
     path: str,
 ) -> None:
     n = len(features)

@@ -17,6 +17,8 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from rnnwatch.consumer.types import PROCESSED, PRODUCE_ERROR_KINDS, REASONS, REBALANCE_KINDS, RESET_REASONS, STATUS
+
 __all__ = ["LATENCY_BUCKETS_S", "AGE_BUCKETS_S", "BulkHistogram", "Metrics"]
 
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -195,20 +197,17 @@ class Metrics:
 
     def _initialise_children(self) -> None:
         """Expose every known label value at 0 from the start, so rates and alerts see a series, not a gap."""
-        from rnnwatch.consumer.records import REASONS
-        from rnnwatch.consumer.runner import STATUS
-
         for reason in REASONS:
             self.records_failed.labels(reason)
         for code, name in STATUS.items():
-            if code:
+            if code != PROCESSED:
                 self.records_skipped.labels(name)
-        for reason in ("model_changed", "corrupt_snapshot", "snapshot_missing", "non_finite"):
-            self.state_resets.labels(reason)
-        for kind in ("assigned", "revoked", "lost"):
+        for reset in RESET_REASONS:
+            self.state_resets.labels(reset)
+        for kind in REBALANCE_KINDS:
             self.rebalances.labels(kind)
-        for kind in ("event", "dead_letter", "snapshot"):
-            self.produce_errors.labels(kind)
+        for error in PRODUCE_ERROR_KINDS:
+            self.produce_errors.labels(error)
 
     def set_model(self, name: str, version: str, architecture: str, sha256: str) -> None:
         self.model_info.clear()

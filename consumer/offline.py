@@ -25,7 +25,6 @@ A count per reason goes to stderr, with a warning and a hint when most rows are 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -39,16 +38,17 @@ from typing import Any
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature, load_signature
+from rnnwatch.consumer.decoder import Rejected, TickDecoder, parse_event_time
 from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.files import open_output, read_csv
-from rnnwatch.consumer.records import Rejected, TickDecoder, parse_event_time
-from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch, make_runner
+from rnnwatch.consumer.runner import StepResults, StepRunner, make_runner
 from rnnwatch.consumer.scoring import TAIL_OPTIONS, severity_of
-from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, add_scoring_arguments, scorer_config
+from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, scorer_config
+from rnnwatch.consumer.types import PROCESSED, STATUS, TickBatch
 
 __all__ = ["DEFAULT_SCORER", "DecodedInput", "InputColumns", "SeriesScores", "check_scorer", "decode_input",
-           "event_ms_of", "register", "score_array", "score_records", "score_rows"]
+           "event_ms_of", "score_array", "score_csv", "score_records", "score_rows"]
 
 _CHUNK = 50_000  # records per micro-batch: bounds memory, same results as any other split
 _MOSTLY = 0.5  # warn when more than this fraction of rows is not scored
@@ -111,6 +111,7 @@ def score_records(runner: StepRunner, keys: Sequence[bytes], event_ms: np.ndarra
             keys=list(keys[start:stop]),
             event_ms=event_ms[start:stop],
             x=x[start:stop],
+            timestamp_ms=np.zeros(stop - start, dtype=np.int64),
         )
         part = runner.process(batch)
         for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected",
@@ -260,63 +261,30 @@ def row_severity(signature: StepSignature, res: StepResults, overrides: ScoringO
     return severity
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("score", help="Score a CSV offline through the same checks, runner and scorer as `run`.",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="Step model (.onnx).")
-    p.add_argument("--input", required=True, help="Input CSV with a header row (UTF-8).")
-    p.add_argument("--output", default="-", help="Output CSV (default '-': stdout).")
-    p.add_argument("--time-column", default=None,
-                   help="Event time column (default: the model's training time column, else 'ts').")
-    p.add_argument("--column", action="append", default=None,
-                   help="Value column per model feature, in feature order (default: the feature names, "
-                        "or 'value' for a one-feature model).")
-    p.add_argument("--key-column", default=None,
-                   help="Column that separates several series (default: the model's key column, else 'symbol', "
-                        "if the file has it; '' = the whole file is one series).")
-    p.add_argument("--threshold", type=float, default=None, help="Override the model's calibrated threshold, (0, 1).")
-    p.add_argument("--warmup-steps", type=int, default=None, help="Override the model's warm-up.")
-    p.add_argument("--report", default="", help="Also write a self-contained HTML report (a plot per key) here.")
-    add_scoring_arguments(p)
-    p.set_defaults(func=_run)
+def score_csv(model: str, input_path: str, output: str, *, scorer: str | None, scorer_options: Mapping[str, object],
+              key_column: str | None = None, time_column: str | None = None, columns: list[str] | None = None,
+              report: str = "") -> None:
+    """`rnnwatch score`: the scored CSV to ``output`` ('-' = stdout), counts per reason to stderr, optional HTML.
 
-
-def _run(args: argparse.Namespace) -> int:
-    options = _json_object(args.scorer_options)
-    options.update({"threshold": args.threshold, "warmup_steps": args.warmup_steps,
-                    "threshold_surprise": args.threshold_surprise, "incident_gap_steps": args.incident_gap_steps,
-                    "incident_updates": args.incident_updates})
-    overrides = check_scorer(args.scorer, options)  # a bad flag is refused before the model is read
-    signature = load_signature(args.model)
-    inp = decode_input(signature, args.input, key_column=args.key_column, time_column=args.time_column,
-                       columns=args.column)
+    ``scorer_options`` is the flat mapping :func:`check_scorer` takes; a bad one is refused before the model is read.
+    """
+    overrides = check_scorer(scorer, scorer_options)
+    signature = load_signature(model)
+    inp = decode_input(signature, input_path, key_column=key_column, time_column=time_column, columns=columns)
     batch, cols = inp.batch, inp.columns
-    part = score_rows(signature, batch.keys, batch.event_ms, batch.x, scorer=args.scorer, scorer_options=options)
+    part = score_rows(signature, batch.keys, batch.event_ms, batch.x, scorer=scorer, scorer_options=scorer_options)
     res, status = inp.spread(part, signature.n_features)
-    _write(args.output, inp.table, inp.col, cols, res, row_severity(signature, res, overrides), status)
-    if args.report:
-        _write_report(Path(args.report), f"rnnwatch score: {Path(args.input).name} with {signature.name} "
+    _write(output, inp.table, inp.col, cols, res, row_severity(signature, res, overrides), status)
+    if report:
+        _write_report(Path(report), f"rnnwatch score: {Path(input_path).name} with {signature.name} "
                       f"{signature.version}", cols.values, batch.keys, batch.event_ms, batch.x, part)
     _report(signature, cols, inp.header, inp.table, inp.col, res, status, inp.rejected)
-    return 0
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as exc:
-        msg = f"--scorer-options is not valid JSON: {exc}"
-        raise ConfigError(msg) from exc
-    if not isinstance(value, dict):
-        msg = f"--scorer-options must be a JSON object, got {value!r}"
-        raise ConfigError(msg)
-    return value
 
 
 def _write_report(path: Path, title: str, columns: list[str], keys: Sequence[bytes], event_ms: np.ndarray,
                   x: np.ndarray, res: StepResults) -> None:
     """One plot per key and feature of the scored rows: values, the forecast each was compared with, flags."""
-    from rnnwatch.consumer.report import SeriesPlot, render_report
+    from rnnwatch.consumer.html_report import SeriesPlot, render_report
 
     order: dict[bytes, list[int]] = {}
     for i, k in enumerate(keys):

@@ -17,14 +17,15 @@ import numpy as np
 
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.contract import StepSignature
+from rnnwatch.consumer.crashpoints import maybe_crash
+from rnnwatch.consumer.decoder import Rejected, SourceRecord, TickDecoder
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter, event_id
-from rnnwatch.consumer.faults import maybe_crash
 from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.metrics import Metrics
-from rnnwatch.consumer.records import Rejected, SourceRecord, TickDecoder
 from rnnwatch.consumer.refusals import RefusalReport
-from rnnwatch.consumer.runner import PROCESSED, STATUS, StepResults, StepRunner, TickBatch
+from rnnwatch.consumer.runner import StepResults, StepRunner
 from rnnwatch.consumer.sink import Sink
+from rnnwatch.consumer.types import PROCESSED, STATUS, TickBatch
 
 __all__ = ["BatchOutcome", "Pipeline"]
 
@@ -71,7 +72,7 @@ class Pipeline:
             self._revive(batch.partition, batch.keys)
         results = self.runner.process(batch)
         maybe_crash("batch.before_events")
-        events = self._anomalies(records, kept, batch, results)
+        events = self._anomalies(batch, results)
         maybe_crash("batch.after_events")
         self._observe(records, kept, results, start, now_s)
         next_offsets, counts = _positions(records)
@@ -95,8 +96,7 @@ class Pipeline:
         self.metrics.records_failed.labels(rej.reason).inc()
         self.metrics.records_dead_lettered.inc()
 
-    def _anomalies(self, records: Sequence[SourceRecord], kept: np.ndarray, batch: TickBatch,
-                   results: StepResults) -> list[AnomalyEvent]:
+    def _anomalies(self, batch: TickBatch, results: StepResults) -> list[AnomalyEvent]:
         """One event per incident opening (an anomaly) and per incident update; none for the rest of it."""
         hits = np.flatnonzero(results.is_anomaly | results.is_update)
         if hits.size == 0:
@@ -107,16 +107,16 @@ class Pipeline:
         threshold, threshold_surprise = scorer.config.score_threshold, scorer.threshold_surprise
         events = []
         for j, severity in zip(hits.tolist(), severities, strict=True):
-            rec = records[int(kept[j])]
+            partition = int(batch.partition[j])
             update = bool(results.is_update[j])
             event = AnomalyEvent(
                 source=self.source_uri, key=batch.keys[j], event_ms=int(batch.event_ms[j]),
                 score=round(float(results.score[j]), 9), threshold=threshold, severity=severity,
                 features=features, actual=_floats(batch.x[j]), expected=_floats(results.expected[j]),
                 residual=_floats(results.residual[j]), model=self._model, topic=self.topic,
-                partition=rec.partition, offset=rec.offset, timestamp_ms=rec.timestamp,
+                partition=partition, offset=int(batch.offset[j]), timestamp_ms=int(batch.timestamp_ms[j]),
                 surprise=round(float(results.surprise[j]), 6), threshold_surprise=round(threshold_surprise, 6),
-                incident=event_id(self.topic, rec.partition, int(results.incident[j])), incident_update=update,
+                incident=event_id(self.topic, partition, int(results.incident[j])), incident_update=update,
             )
             self.sink.send_event(event)
             if not update:  # an incident counts once, not once per update event

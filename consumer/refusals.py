@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from rnnwatch.consumer.decoder import Rejected, SourceRecord
 from rnnwatch.consumer.logs import RateLimitedLog
-from rnnwatch.consumer.records import Rejected, SourceRecord
 
 __all__ = ["RefusalReport"]
 

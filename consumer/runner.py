@@ -36,28 +36,11 @@ from rnnwatch.consumer.errors import ModelError
 from rnnwatch.consumer.scoring import ResidualScorer
 from rnnwatch.consumer.scoring_config import ScoringOverrides, scorer_config
 from rnnwatch.consumer.state import NO_TIME, Column, StateTable
+from rnnwatch.consumer.types import ALREADY_APPLIED, DUPLICATE, OUT_OF_ORDER, PROCESSED, TickBatch
 
-__all__ = ["STATUS", "StepModel", "StepResults", "StepRunner", "TickBatch", "make_runner"]
+__all__ = ["StepModel", "StepResults", "StepRunner", "make_runner"]
 
 MAX_MODEL_BATCH = 2048  # keys per onnxruntime call (see StepModel.run)
-# Per-record outcome codes of StepResults.status
-PROCESSED, DUPLICATE, OUT_OF_ORDER, ALREADY_APPLIED = 0, 1, 2, 3
-STATUS = {PROCESSED: "processed", DUPLICATE: "duplicate", OUT_OF_ORDER: "out_of_order",
-          ALREADY_APPLIED: "already_applied"}
-
-
-@dataclass(frozen=True)
-class TickBatch:
-    """Decoded, valid records of one poll, in poll order (per partition: offset order)."""
-
-    partition: np.ndarray  # int32 [n]
-    offset: np.ndarray  # int64 [n]
-    keys: list[bytes]
-    event_ms: np.ndarray  # int64 [n], event time, ms since epoch
-    x: np.ndarray  # float32 [n, n_features], message units
-
-    def __len__(self) -> int:
-        return len(self.keys)
 
 
 @dataclass

@@ -13,8 +13,6 @@ production flag the same points for the same options. Precedence, highest first:
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +29,7 @@ from rnnwatch.consumer.scoring import (
     parse_spec,
 )
 
-__all__ = ["OVERRIDE_FIELDS", "ScoringOverrides", "add_scoring_arguments", "overrides_from_args", "scorer_config"]
+__all__ = ["OVERRIDE_FIELDS", "ScoringOverrides", "scorer_config"]
 
 
 @dataclass(frozen=True)
@@ -107,32 +105,6 @@ def scorer_config(signature: StepSignature, o: ScoringOverrides) -> ScorerConfig
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     return config
-
-
-def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
-    """The scorer flags of `score` and `evaluate` (`run`/`demo` declare the same names in settings)."""
-    p.add_argument("--scorer", default=None, help="Scorer spec, e.g. 'novelty+likelihood' [default: the model's].")
-    p.add_argument("--scorer-options", default="",
-                   help='Scorer options as JSON: {"likelihood": {"long_halflife": 500}}.')
-    p.add_argument("--threshold-surprise", type=float, default=None,
-                   help="Alarm when -log10(tail) >= this (6 = 1e-6) [default: the model's calibrated one].")
-    p.add_argument("--incident-gap-steps", type=int, default=None,
-                   help="An alarm at most this many steps after the key's previous one continues its incident (0: no "
-                        "grouping) "
-                        f"(default {DEFAULT_INCIDENT_GAP_STEPS}).")
-    p.add_argument("--incident-updates", type=int, default=None,
-                   help="Update events an incident may emit for a new peak (default 0).")
-
-
-def overrides_from_args(args: argparse.Namespace, **extra: Any) -> ScoringOverrides:
-    try:
-        options = json.loads(args.scorer_options) if args.scorer_options else {}
-    except json.JSONDecodeError as exc:
-        msg = f"--scorer-options is not valid JSON: {exc}"
-        raise ConfigError(msg) from exc
-    return ScoringOverrides(scorer=args.scorer or None, scorer_options=options,
-                            threshold_surprise=args.threshold_surprise, incident_gap_steps=args.incident_gap_steps,
-                            incident_updates=args.incident_updates, **extra)
 
 
 # The ScoringOverrides fields a flat options mapping (`evaluate --scorer-options`) may carry beside per-scorer options.

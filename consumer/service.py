@@ -24,15 +24,15 @@ from rnnwatch.consumer.backpressure import Backpressure
 from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.checkpoint import Checkpointer
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.crashpoints import arm as arm_crash_point
+from rnnwatch.consumer.decoder import TickDecoder
 from rnnwatch.consumer.errors import BrokerError, DeliveryError, RebalancedError
 from rnnwatch.consumer.events import AnomalyEvent
-from rnnwatch.consumer.faults import arm as arm_crash_point
 from rnnwatch.consumer.health import HealthState, OpsServer
 from rnnwatch.consumer.kafka import GroupSource, KafkaConfig, PartitionReader, Transport, open_transport
 from rnnwatch.consumer.limits import check_record_sizes
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
-from rnnwatch.consumer.records import TickDecoder
 from rnnwatch.consumer.restore import partition_end
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import Settings

@@ -66,7 +66,7 @@ def _kafka_pairs(text: str) -> Pairs:
 
 def _event_time_ms(text: str) -> int:
     """ISO 8601 (``1990-01-01``, ``...T00:00:00Z``) or an epoch number, as ms since the epoch."""
-    from rnnwatch.consumer.records import parse_event_time
+    from rnnwatch.consumer.decoder import parse_event_time
 
     stripped = text.strip()
     try:

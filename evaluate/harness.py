@@ -27,7 +27,7 @@ import numpy as np
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.offline import DEFAULT_SCORER, decode_input, score_rows
-from rnnwatch.consumer.runner import PROCESSED, STATUS
+from rnnwatch.consumer.types import PROCESSED, STATUS
 from rnnwatch.evaluate.corpus import CorpusSeries
 from rnnwatch.evaluate.nab import probation_rows
 

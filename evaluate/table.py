@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rnnwatch.consumer.report import SeriesPlot, render_report
+from rnnwatch.consumer.html_report import SeriesPlot, render_report
 
 if TYPE_CHECKING:
     from rnnwatch.evaluate.harness import SeriesRun

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnwatch.consumer.decoder import parse_event_time
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.records import parse_event_time
 
 __all__ = ["Series", "default_columns", "load_series"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.settings import bundled_model_path
 from tests.unit.onnx_builders import ewma_model
 

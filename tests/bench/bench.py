@@ -40,7 +40,7 @@ from bench_restore import measure_restore
 from bench_rnnwatch import Transport, model_info, resolve_transports, run_help
 from bench_throughput import NOT_INSTALLED_CONFLUENT, Feed, FeedBench, confluent_installed
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.settings import bundled_model_path
 
 log = logging.getLogger("bench")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import orjson
 
 from rnnwatch.consumer.contract import FeatureSpec
-from rnnwatch.consumer.records import TickDecoder
+from rnnwatch.consumer.decoder import TickDecoder
 
 
 @dataclass(frozen=True)

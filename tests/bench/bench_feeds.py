@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from rnnwatch.consumer.feed import Tick, produce_ticks
+from rnnwatch.consumer.demo.feed import Tick, produce_ticks
 
 __all__ = ["PacedConfig", "PacedFeed", "achieved_rate", "coprime_interval", "due", "produce_bulk",
            "run_paced_producer"]

@@ -33,7 +33,7 @@ from bench_peers import BenchError
 from bench_rnnwatch import RunningService, Transport, run_args
 from bench_stats import latency_summary
 
-from rnnwatch.consumer.broker import EmbeddedBroker, free_port
+from rnnwatch.consumer.demo.broker import EmbeddedBroker, free_port
 
 __all__ = ["LatencyPlan", "EventReader", "latency_row", "measure_latency"]
 

@@ -21,7 +21,7 @@ from bench_latency import LatencyPlan
 from bench_peers import CONFLUENT_TUNED, KAFKA_PYTHON_TUNED, BenchError
 from bench_stats import latency_summary
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 
 __all__ = ["RAW_CLIENTS", "measure_raw_latency"]
 

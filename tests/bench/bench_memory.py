@@ -18,8 +18,8 @@ from bench_peers import BenchError
 from bench_rnnwatch import Transport, run_args, run_until_caught_up
 from bench_throughput import Feed
 
-from rnnwatch.consumer.broker import EmbeddedBroker
-from rnnwatch.consumer.feed import synthetic_ticks
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.feed import synthetic_ticks
 
 __all__ = ["measure_memory", "memory_row"]
 

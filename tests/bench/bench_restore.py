@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import RestoreStats, StateStore
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.kafka import KafkaConfig, Transport, open_transport
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import bundled_model_path, load_settings

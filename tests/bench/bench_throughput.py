@@ -19,8 +19,8 @@ from bench_peers import BenchError, naive_loop, raw_confluent, raw_kafka_python
 from bench_rnnwatch import Transport, run_args, run_until_caught_up
 from bench_stats import best_run, ratio
 
-from rnnwatch.consumer.broker import EmbeddedBroker
-from rnnwatch.consumer.feed import synthetic_ticks
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.feed import synthetic_ticks
 
 __all__ = ["Feed", "FeedBench", "NOT_INSTALLED_CONFLUENT"]
 

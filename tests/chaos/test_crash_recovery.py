@@ -21,9 +21,9 @@ import numpy as np
 import orjson
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.runner import make_runner
 from tests.integration.helpers import changelog_reader, price_feed, produce, read_all
 

@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from tests.chaos.test_crash_recovery import PARTITIONS, _assert_state_equal, _events, _final_state, _same, member_args
 from tests.chaos.test_rebalance import Member
 from tests.integration.helpers import committed, produce

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from tests.chaos.test_crash_recovery import (
     PARTITIONS,
     _assert_state_equal,

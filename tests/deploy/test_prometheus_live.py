@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rnnwatch.consumer.broker import EmbeddedBroker, free_port
+from rnnwatch.consumer.demo.broker import EmbeddedBroker, free_port
 from tests.integration.helpers import price_feed, produce
 
 pytestmark = pytest.mark.integration

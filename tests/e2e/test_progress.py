@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnwatch.consumer.feed import bundled_prices_path
+from rnnwatch.consumer.demo.feed import bundled_prices_path
 
 pytestmark = pytest.mark.e2e
 RNNWATCH = [sys.executable, "-m", "rnnwatch.consumer.cli"]

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
-from rnnwatch.consumer.feed import bundled_prices_path, load_ticks, produce_ticks
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.feed import bundled_prices_path, load_ticks, produce_ticks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
-from rnnwatch.consumer.feed import load_ticks, produce_ticks
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.feed import load_ticks, produce_ticks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 WAIT_S = 90.0  # upper bound for the first status line (printed every 10 s); never a fixed sleep

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from tests.integration.helpers import price_feed, produce, read_all, start_run
 
 pytestmark = [pytest.mark.integration, pytest.mark.export]

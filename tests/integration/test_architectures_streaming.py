@@ -11,7 +11,7 @@ import orjson
 import pytest
 import torch
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.export.config import ArchOptions
 from rnnwatch.export.convert import StepGraph, export_step_model
 from rnnwatch.export.registry import ARCHITECTURES

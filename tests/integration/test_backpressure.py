@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.errors import BrokerError
 from rnnwatch.consumer.kafka import (
     Admin,

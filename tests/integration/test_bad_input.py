@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
 from tests.integration.helpers import price_feed, produce, read_all

@@ -16,9 +16,9 @@ import orjson
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from rnnwatch.consumer.broker import EmbeddedBroker, free_port
+from rnnwatch.consumer.demo.broker import EmbeddedBroker, free_port
+from rnnwatch.consumer.demo.feed import Tick, load_ticks, produce_ticks, synthetic_ticks
 from rnnwatch.consumer.errors import BrokerError, ConfigError
-from rnnwatch.consumer.feed import Tick, load_ticks, produce_ticks, synthetic_ticks
 from tests.integration.helpers import read_all
 
 pytestmark = pytest.mark.integration

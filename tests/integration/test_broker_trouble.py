@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.kafka import (
     Admin,

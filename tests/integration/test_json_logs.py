@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from tests.integration.helpers import price_feed, produce
 
 pytestmark = pytest.mark.integration

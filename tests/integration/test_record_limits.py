@@ -11,7 +11,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
 from tests.integration.helpers import price_feed, read_all

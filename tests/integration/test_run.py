@@ -17,7 +17,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rnnwatch.consumer.broker import EmbeddedBroker, free_port
+from rnnwatch.consumer.demo.broker import EmbeddedBroker, free_port
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
 from tests.integration.helpers import committed, price_feed, produce, read_all

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.restore import run_to_end, scan_partition
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings

@@ -17,7 +17,7 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
-from rnnwatch.consumer.broker import EmbeddedBroker
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.kafka import Admin, KafkaConfig, open_transport
 from rnnwatch.consumer.settings import Settings, load_settings

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnwatch.consumer.broker import EmbeddedBroker
 from rnnwatch.consumer.changelog import read_snapshots
+from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import load_settings
 from tests.integration.helpers import changelog_reader, price_feed, produce

@@ -119,12 +119,14 @@ def test_the_runner_runs_the_bytes_that_were_validated_not_a_file_swapped_in_lat
     """The model file is read once: a file replaced after validation cannot run under the old identity."""
     import numpy as np
 
-    from rnnwatch.consumer.runner import TickBatch, make_runner
+    from rnnwatch.consumer.runner import make_runner
+    from rnnwatch.consumer.types import TickBatch
 
     path = ewma_model(tmp_path / "model.onnx", scale=1.0)
     sig = load_signature(path)
     batch = TickBatch(np.zeros(4, dtype=np.int32), np.arange(4, dtype=np.int64), [b"k"] * 4,
-                      np.arange(1, 5, dtype=np.int64), np.array([[10.0], [12.0], [9.0], [15.0]], dtype=np.float32))
+                      np.arange(1, 5, dtype=np.int64), np.array([[10.0], [12.0], [9.0], [15.0]], dtype=np.float32),
+                      np.zeros(4, dtype=np.int64))
     before = make_runner(sig).process(batch)
     ewma_model(path, scale=50.0)  # same path, another model: a different forecast_scale, so different scores
     assert load_signature(path).sha256 != sig.sha256

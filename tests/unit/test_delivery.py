@@ -294,3 +294,18 @@ def test_a_commit_refused_by_a_rebalance_is_survived_and_the_next_checkpoint_com
     assert refused
     assert committed(c) == reference["committed"]
     assert_same_as_reference(c, ewma_path, reference)
+
+
+def test_an_event_names_its_input_records_partition_offset_and_kafka_timestamp(ewma_path: Path) -> None:
+    c = FakeCluster()
+    c.create(TOPIC, 2)
+    for i, (key, value) in enumerate(FEED):  # every record its own Kafka timestamp, some polls with refusals
+        c.append(TOPIC, sum(key or b"") % 2, key, value if i % 7 else b"{not json", timestamp=1_700_000_000_000 + i)
+    run(c, ewma_path)
+    got = list(events(c).values())
+    assert got
+    by_position = {(r.partition, r.offset): r for r in c.all(TOPIC)}
+    for body in got:
+        source = by_position[(body["input"]["partition"], body["input"]["offset"])]
+        assert body["input"]["timestamp"] == source.timestamp
+        assert orjson.loads(source.value)["symbol"] == body["key"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rnnwatch.consumer import faults
+from rnnwatch.consumer import crashpoints
 from rnnwatch.consumer.errors import ConfigError
 from tests.unit.fakes import FakeService
 from tests.unit.test_delivery import cluster, settings
@@ -19,13 +19,13 @@ from tests.unit.test_delivery import cluster, settings
 @pytest.fixture(autouse=True)
 def _disarmed() -> Iterator[None]:
     yield
-    faults.arm({})
+    crashpoints.arm({})
 
 
 def test_a_bad_crash_point_in_the_environment_does_not_break_importing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RNNWATCH_CRASH_POINT", "batch.befor_events")
     monkeypatch.setenv("RNNWATCH_CRASH_AFTER", "x")
-    importlib.reload(faults)  # rnnwatch check, score, train ... import the modules that import this one
+    importlib.reload(crashpoints)  # rnnwatch check, score, train ... import the modules that import this one
 
 
 @pytest.mark.parametrize(("env", "named"), [
@@ -35,7 +35,7 @@ def test_a_bad_crash_point_in_the_environment_does_not_break_importing(monkeypat
 ])
 def test_arming_refuses_a_bad_value_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
-        faults.arm(env)
+        crashpoints.arm(env)
 
 
 def test_the_service_refuses_a_bad_crash_point_at_start_up(ewma_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,22 +46,22 @@ def test_the_service_refuses_a_bad_crash_point_at_start_up(ewma_path: Path, monk
 
 def test_an_armed_point_kills_on_its_nth_visit_only(monkeypatch: pytest.MonkeyPatch) -> None:
     kills: list[tuple[int, int]] = []
-    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: kills.append((pid, sig)))
-    faults.arm({"RNNWATCH_CRASH_POINT": "checkpoint.before_commit", "RNNWATCH_CRASH_AFTER": "3"})
+    monkeypatch.setattr(crashpoints.os, "kill", lambda pid, sig: kills.append((pid, sig)))
+    crashpoints.arm({"RNNWATCH_CRASH_POINT": "checkpoint.before_commit", "RNNWATCH_CRASH_AFTER": "3"})
     for _ in range(2):
-        faults.maybe_crash("checkpoint.before_commit")
-        faults.maybe_crash("batch.before_events")
+        crashpoints.maybe_crash("checkpoint.before_commit")
+        crashpoints.maybe_crash("batch.before_events")
     assert kills == []
-    faults.maybe_crash("checkpoint.before_commit")
+    crashpoints.maybe_crash("checkpoint.before_commit")
     assert kills == [(os.getpid(), signal.SIGKILL)]
 
 
 def test_disarmed_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     kills: list[int] = []
-    monkeypatch.setattr(faults.os, "kill", lambda pid, sig: kills.append(sig))
-    faults.arm({})
-    for point in faults.POINTS:
-        faults.maybe_crash(point)
+    monkeypatch.setattr(crashpoints.os, "kill", lambda pid, sig: kills.append(sig))
+    crashpoints.arm({})
+    for point in crashpoints.POINTS:
+        crashpoints.maybe_crash(point)
     assert kills == []
 
 

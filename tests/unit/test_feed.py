@@ -9,17 +9,17 @@ import orjson
 import pytest
 
 from rnnwatch.consumer.cli import build_parser
-from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.feed import (
+from rnnwatch.consumer.decoder import parse_event_time
+from rnnwatch.consumer.demo.feed import (
     Shock,
     Tick,
-    _shifted,
     bundled_prices_path,
     inject_shocks,
     load_ticks,
+    shifted,
     synthetic_ticks,
 )
-from rnnwatch.consumer.records import parse_event_time
+from rnnwatch.consumer.errors import ConfigError
 
 
 def _csv(tmp_path: Path, text: str) -> Path:
@@ -134,7 +134,7 @@ def test_synthetic_feed_refuses_bad_sizes(symbols: int, count: int) -> None:
 
 def test_a_looped_pass_moves_every_key_forward_in_time() -> None:
     ticks = load_ticks()[:8]
-    later = list(_shifted(ticks, 1))
+    later = list(shifted(ticks, 1))
     assert [t.symbol for t in later] == [t.symbol for t in ticks]
     assert [t.price for t in later] == [t.price for t in ticks]
     assert min(parse_event_time(t.ts) for t in later) > max(parse_event_time(t.ts) for t in ticks)
@@ -156,7 +156,7 @@ def test_bundled_file_has_the_documented_columns() -> None:
 def test_demo_progress_draws_a_bar_only_on_a_terminal() -> None:
     import io
 
-    from rnnwatch.consumer.demo import _Progress
+    from rnnwatch.consumer.cli.demo import _Progress
     from rnnwatch.consumer.events import AnomalyEvent
     from rnnwatch.consumer.pipeline import BatchOutcome
 

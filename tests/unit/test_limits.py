@@ -13,9 +13,10 @@ from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.limits import KAFKA_DEFAULT_MESSAGE_BYTES, check_record_sizes
-from rnnwatch.consumer.runner import TickBatch, make_runner
+from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.settings import load_settings
 from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.types import TickBatch
 
 
 def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> int:
@@ -34,7 +35,7 @@ def test_real_events_and_snapshots_stay_within_the_bounds(bundled_model: Path, m
     assert sizes.largest < KAFKA_DEFAULT_MESSAGE_BYTES and not caplog.records
     key = bytes(range(256)) * (max_key_bytes // 256) + b"\x01" * (max_key_bytes % 256)  # every byte, escapes too
     batch = TickBatch(np.zeros(1, np.int32), np.zeros(1, np.int64), [key], np.ones(1, np.int64),
-                      np.full((1, 1), 123.456, np.float32))
+                      np.full((1, 1), 123.456, np.float32), np.zeros(1, np.int64))
     runner.process(batch)
     row = runner.table.row_of(0, key)
     assert row is not None

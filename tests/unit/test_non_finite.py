@@ -15,11 +15,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rnnwatch.consumer.contract import FeatureSpec, load_signature
+from rnnwatch.consumer.decoder import TickDecoder
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import Pipeline
-from rnnwatch.consumer.records import TickDecoder
-from rnnwatch.consumer.runner import TickBatch, make_runner
+from rnnwatch.consumer.runner import make_runner
+from rnnwatch.consumer.types import TickBatch
 from tests.unit.onnx_builders import exploding_model
 
 BLOW_UP = [1e20, 1e20]  # m = 1e20, then 1e40 = inf in float32
@@ -30,7 +31,7 @@ def _batch(values: list[float], key: bytes = b"A", first_offset: int = 0) -> Tic
     n = len(values)
     return TickBatch(np.zeros(n, dtype=np.int32), np.arange(first_offset, first_offset + n, dtype=np.int64),
                      [key] * n, np.arange(first_offset + 1, first_offset + n + 1, dtype=np.int64),
-                     np.asarray(values, dtype=np.float32).reshape(n, 1))
+                     np.asarray(values, dtype=np.float32).reshape(n, 1), np.zeros(n, dtype=np.int64))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,8 @@ def test_other_keys_in_the_same_waves_are_untouched(exploding: Path) -> None:
     alone = make_runner(sig).process(_batch([1.0, 2.0], key=b"B"))
     runner = make_runner(sig)
     mixed = TickBatch(np.zeros(4, dtype=np.int32), np.arange(4, dtype=np.int64), [b"A", b"B", b"A", b"B"],
-                      np.array([1, 1, 2, 2], dtype=np.int64), np.array([[1e20], [1.0], [1e20], [2.0]], np.float32))
+                      np.array([1, 1, 2, 2], dtype=np.int64), np.array([[1e20], [1.0], [1e20], [2.0]], np.float32),
+                      np.zeros(4, dtype=np.int64))
     res = runner.process(mixed)
     assert res.reset.tolist() == [False, False, True, False]
     np.testing.assert_array_equal(res.expected[[1, 3]], alone.expected)

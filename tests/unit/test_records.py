@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from rnnwatch.consumer.contract import FeatureSpec
-from rnnwatch.consumer.records import TickDecoder, parse_event_time
+from rnnwatch.consumer.decoder import TickDecoder, parse_event_time
 
 NOW_MS = 1_750_000_000_000
 
@@ -106,3 +106,17 @@ def test_fast_and_careful_paths_agree() -> None:
 def test_kafka_timestamp_when_no_time_field() -> None:
     batch, _, _ = _decoder(time_field="").decode([Rec(_tick(ts=...), timestamp=123_456)], NOW_MS)
     assert batch.event_ms.tolist() == [123_456]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "careful-path"])
+def test_the_batch_carries_each_kept_records_kafka_timestamp(fast: bool) -> None:
+    """Events name the input's Kafka timestamp: the batch carries it, aligned with offsets (refused rows dropped)."""
+    good = [Rec(_tick(price=float(i + 1)), offset=i, timestamp=NOW_MS - 1000 * i) for i in range(4)]
+    bad = Rec(b"{not json", offset=9, timestamp=1)
+    records = good if fast else [good[0], bad, *good[1:]]
+    batch, kept, rejected = _decoder().decode(records, NOW_MS)
+    assert len(rejected) == (0 if fast else 1)
+    assert batch.offset.tolist() == [0, 1, 2, 3]
+    assert batch.timestamp_ms.dtype == np.int64
+    assert batch.timestamp_ms.tolist() == [records[int(i)].timestamp for i in kept.tolist()]
+    assert batch.timestamp_ms.tolist() == [NOW_MS - 1000 * i for i in range(4)]

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rnnwatch.consumer.contract import FeatureSpec
-from rnnwatch.consumer.records import MAX_EVENT_MS, MIN_EVENT_MS, REASONS, TickDecoder, parse_event_time
+from rnnwatch.consumer.decoder import MAX_EVENT_MS, MIN_EVENT_MS, TickDecoder, parse_event_time
+from rnnwatch.consumer.types import REASONS
 from tests.unit.test_records import NOW_MS, Rec
 
 
@@ -261,9 +262,9 @@ def test_fuzz_every_record_ends_as_a_tick_or_a_refusal_independent_of_its_neighb
 def test_a_record_that_breaks_the_decoder_is_dead_lettered_not_fatal(monkeypatch: pytest.MonkeyPatch,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     """A bug the fuzzer missed must cost one record (counted as decode_error, logged), not a crash loop."""
-    from rnnwatch.consumer import records
+    from rnnwatch.consumer import decoder
 
-    real = records.parse_event_time
+    real = decoder.parse_event_time
 
     def buggy(value: Any, unit: str = "auto") -> int:
         if value == "2024-02-29T00:00:00Z":
@@ -271,7 +272,7 @@ def test_a_record_that_breaks_the_decoder_is_dead_lettered_not_fatal(monkeypatch
             raise ZeroDivisionError(msg)
         return real(value, unit)
 
-    monkeypatch.setattr(records, "parse_event_time", buggy)
+    monkeypatch.setattr(decoder, "parse_event_time", buggy)
     recs = [Rec(_tick(ts="2024-02-28T00:00:00Z"), offset=0), Rec(_tick(ts="2024-02-29T00:00:00Z"), offset=1),
             Rec(_tick(ts="2024-03-01T00:00:00Z"), offset=2)]
     out = _outcome(_decoder(), recs)

@@ -11,11 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.decoder import TickDecoder
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 from rnnwatch.consumer.logs import _JsonFormatter
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import Pipeline
-from rnnwatch.consumer.records import TickDecoder
 from rnnwatch.consumer.runner import make_runner
 
 LOGGER = "rnnwatch.consumer.dead_letters"

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 
-from rnnwatch.consumer.report import SeriesPlot, render_report
+from rnnwatch.consumer.html_report import SeriesPlot, render_report
 
 T0 = 1_600_000_000_000
 

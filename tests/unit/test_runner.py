@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from rnnwatch.consumer.contract import load_signature
-from rnnwatch.consumer.runner import ALREADY_APPLIED, DUPLICATE, OUT_OF_ORDER, PROCESSED, TickBatch, make_runner
+from rnnwatch.consumer.runner import make_runner
+from rnnwatch.consumer.types import ALREADY_APPLIED, DUPLICATE, OUT_OF_ORDER, PROCESSED, TickBatch
 from tests.unit.onnx_builders import ALPHA
 
 # The bundled GRU in float32: batched matmuls may round differently from batch-of-one ones.
@@ -19,7 +20,8 @@ def _batch(keys: list[bytes], times: list[int], values: list[float], partition: 
            first_offset: int = 0) -> TickBatch:
     n = len(keys)
     return TickBatch(np.full(n, partition, dtype=np.int32), np.arange(first_offset, first_offset + n, dtype=np.int64),
-                     keys, np.asarray(times, dtype=np.int64), np.asarray(values, dtype=np.float32).reshape(n, 1))
+                     keys, np.asarray(times, dtype=np.int64), np.asarray(values, dtype=np.float32).reshape(n, 1),
+                     np.zeros(n, dtype=np.int64))
 
 
 def _series(rng: np.random.Generator, keys: int, steps: int) -> np.ndarray:

@@ -13,9 +13,9 @@ import pytest
 
 from rnnwatch.consumer.cli import main
 from rnnwatch.consumer.contract import load_signature
-from rnnwatch.consumer.feed import bundled_prices_path
+from rnnwatch.consumer.decoder import TickDecoder
+from rnnwatch.consumer.demo.feed import bundled_prices_path
 from rnnwatch.consumer.offline import score_array
-from rnnwatch.consumer.records import TickDecoder
 
 
 def _series(path: Path, values: list[str]) -> Path:

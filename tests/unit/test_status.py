@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+from rnnwatch.consumer.cli.status_line import snapshot, status_line
 from rnnwatch.consumer.metrics import Metrics
-from rnnwatch.consumer.status import snapshot, status_line
 
 
 def test_status_line_reads_rate_lag_keys_anomalies_and_dead_letters() -> None:

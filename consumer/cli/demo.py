@@ -92,8 +92,8 @@ class _Progress:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rnnwatch.consumer.broker import EmbeddedBroker
-    from rnnwatch.consumer.feed import inject_shocks, load_ticks, produce_ticks
+    from rnnwatch.consumer.demo.broker import EmbeddedBroker
+    from rnnwatch.consumer.demo.feed import inject_shocks, load_ticks, produce_ticks
 
     configure_logging("WARNING")
     ticks = load_ticks()
@@ -152,6 +152,6 @@ def _stop_when_done(service: Service, producer_done: threading.Event, progress: 
 
 def _caught(shocks: list[Any], events: list[AnomalyEvent]) -> int:
     flagged = {(e.key.decode(), e.event_ms) for e in events}
-    from rnnwatch.consumer.records import parse_event_time
+    from rnnwatch.consumer.decoder import parse_event_time
 
     return sum((s.symbol, parse_event_time(s.ts)) in flagged for s in shocks)

@@ -1,4 +1,4 @@
-"""Price-feed replayer: the demo's producer, the compose stack's feed, and `rnnwatch produce`.
+"""Price-feed replayer: the demo's producer, the compose stack's feed, and `rnnwatch produce` (flags in cli.produce).
 
 Ticks are JSON values like ``{"symbol": "AAPL", "ts": "2019-01-02T00:00:00Z", "price": 157.92}`` with the
 symbol as the Kafka key, so a symbol's ticks stay in one partition (rnnwatch scopes state by partition).
@@ -6,7 +6,6 @@ symbol as the Kafka key, so a symbol's ticks stay in one partition (rnnwatch sco
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -18,8 +17,8 @@ import orjson
 from rnnwatch.consumer.errors import BrokerError, ConfigError
 from rnnwatch.consumer.files import read_csv
 
-__all__ = ["Shock", "Tick", "bundled_prices_path", "inject_shocks", "load_ticks", "produce_ticks",
-           "register", "synthetic_ticks"]
+__all__ = ["Shock", "Tick", "bundled_prices_path", "inject_shocks", "load_ticks", "produce_ticks", "shifted",
+           "synthetic_ticks"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Shock:
 
 
 def bundled_prices_path() -> Path:
-    return Path(__file__).with_name("data") / "prices.csv"
+    return Path(__file__).parent.parent / "data" / "prices.csv"  # consumer/data/, beside the bundled model
 
 
 def load_ticks(path: str | Path | None = None, *, key_column: str = "symbol", time_column: str = "ts",
@@ -147,47 +146,12 @@ def produce_ticks(bootstrap_servers: str, topic: str, ticks: Iterable[Tick], *, 
     return sent
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("produce", help="Replay price ticks (bundled, a CSV, or synthetic) into a Kafka topic.")
-    p.add_argument("--bootstrap-servers", default="localhost:9092", help="Kafka bootstrap servers.")
-    p.add_argument("--topic", required=True, help="Topic to write ticks to.")
-    p.add_argument("--input", default="", help="CSV of ticks (default: the bundled real prices).")
-    p.add_argument("--key-column", default="symbol")
-    p.add_argument("--time-column", default="ts")
-    p.add_argument("--value-column", default="price")
-    p.add_argument("--rate", type=float, default=0.0, help="Ticks per second (0 = as fast as possible).")
-    p.add_argument("--shocks", type=int, default=0, help="Inject this many price shocks (printed).")
-    p.add_argument("--shock-size", type=float, default=0.15, help="Relative shock size (default 0.15).")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--synthetic-symbols", type=int, default=0, help="Generate a random-walk feed instead.")
-    p.add_argument("--ticks", type=int, default=200_000, help="Ticks of the synthetic feed.")
-    p.add_argument("--loop", action="store_true", help="Replay forever (timestamps move on each pass).")
-    p.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.synthetic_symbols:
-        ticks = synthetic_ticks(args.synthetic_symbols, args.ticks, seed=args.seed)
-    else:
-        ticks = load_ticks(args.input or None, key_column=args.key_column, time_column=args.time_column,
-                           value_column=args.value_column)
-    for shock in inject_shocks(ticks, count=args.shocks, size=args.shock_size, seed=args.seed):
-        print(f"shock row {shock.index}: {shock.symbol} {shock.ts} {shock.old} -> {shock.new}")
-    passes = 0
-    while True:
-        sent = produce_ticks(args.bootstrap_servers, args.topic, _shifted(ticks, passes), rate=args.rate)
-        print(f"sent {sent} ticks to {args.topic}")
-        passes += 1
-        if not args.loop:
-            return 0
-
-
-def _shifted(ticks: Sequence[Tick], passes: int) -> Iterable[Tick]:
+def shifted(ticks: Sequence[Tick], passes: int) -> Iterable[Tick]:
     """Ticks of a later pass get event times after the previous pass, so keys keep moving forward in time."""
     if passes == 0:
         return ticks
+    from rnnwatch.consumer.decoder import parse_event_time
     from rnnwatch.consumer.events import format_time
-    from rnnwatch.consumer.records import parse_event_time
 
     first, last = parse_event_time(ticks[0].ts), parse_event_time(ticks[-1].ts)
     shift = (last - first + 86_400_000) * passes

@@ -12,10 +12,10 @@ import threading
 import time
 from types import FrameType
 
+from rnnwatch.consumer.cli.status_line import StatusPrinter
 from rnnwatch.consumer.logs import configure_logging
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import add_arguments, load_settings, unknown_env_names
-from rnnwatch.consumer.status import StatusPrinter
 
 __all__ = ["register"]
 

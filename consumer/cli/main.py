@@ -1,4 +1,4 @@
-"""The single `rnnwatch` entry point: one subcommand per job, each registered by the module that owns it.
+"""The single `rnnwatch` entry point: one subcommand per job, each wired by its module in this package.
 
 Subcommands that need the training side hand their arguments to it so the runtime never imports torch:
 `train` and `export` to ``rnnwatch.export.cli`` (the ``[export]`` extra: torch, onnx), `evaluate` to
@@ -17,16 +17,16 @@ from collections.abc import Callable, Sequence
 
 from rnnwatch.consumer.errors import RnnwatchError
 
-__all__ = ["main", "run_command"]
+__all__ = ["build_parser", "main", "run_command"]
 
-# (subcommand, module that registers it). Each module exposes `register(subparsers) -> None` and sets
+# (subcommand, module of this package that wires it). Each exposes `register(subparsers) -> None` and sets
 # `func=callable(args) -> int` on its parser via `set_defaults`.
 _RUNTIME_COMMANDS: tuple[tuple[str, str], ...] = (
-    ("run", "rnnwatch.consumer.service_cli"),
-    ("demo", "rnnwatch.consumer.demo"),
-    ("check", "rnnwatch.consumer.check_cli"),
-    ("score", "rnnwatch.consumer.offline"),
-    ("produce", "rnnwatch.consumer.feed"),
+    ("run", "rnnwatch.consumer.cli.run"),
+    ("demo", "rnnwatch.consumer.cli.demo"),
+    ("check", "rnnwatch.consumer.cli.check"),
+    ("score", "rnnwatch.consumer.cli.score"),
+    ("produce", "rnnwatch.consumer.cli.produce"),
 )
 # (subcommand, help, module whose main() takes [subcommand, *args], the extra it needs)
 _EXPORT_COMMANDS: tuple[tuple[str, str, str, str], ...] = (
@@ -146,7 +146,3 @@ def _version() -> str:
         return version("rnnwatch")
     except PackageNotFoundError:
         return "unknown"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Decode and validate input records into a :class:`~rnnwatch.consumer.runner.TickBatch`.
+"""Decode and validate input records into a :class:`~rnnwatch.consumer.types.TickBatch`.
 
 Errors are values on this path: a record that cannot be used becomes a :class:`Rejected` with a short,
 stable ``reason`` (it labels the ``rnnwatch_records_failed_total`` counter and the dead-letter header) and a
@@ -36,17 +36,11 @@ import orjson
 
 from rnnwatch.consumer.contract import FeatureSpec
 from rnnwatch.consumer.logs import RateLimitedLog
-from rnnwatch.consumer.runner import TickBatch
+from rnnwatch.consumer.types import Reason, TickBatch
 
-__all__ = ["MAX_EVENT_MS", "MIN_EVENT_MS", "REASONS", "Rejected", "SourceRecord", "TickDecoder", "headers_size",
+__all__ = ["MAX_EVENT_MS", "MIN_EVENT_MS", "Rejected", "SourceRecord", "TickDecoder", "headers_size",
            "parse_event_time"]
 
-# Every reason a record can be refused; the dead-letter `rnnwatch-reason` header holds one of these.
-REASONS = (
-    "empty", "oversized", "invalid_json", "not_an_object", "missing_key", "missing_field", "non_numeric",
-    "non_finite", "out_of_domain", "missing_timestamp", "bad_timestamp", "timestamp_future", "timestamp_past",
-    "oversized_key", "oversized_headers", "bad_key", "decode_error",
-)
 # Event times must be dates an event can carry (RFC 3339, years 1-9999): 0001-01-01T00:00:00.000Z ...
 MIN_EVENT_MS = -62_135_596_800_000
 MAX_EVENT_MS = 253_402_300_799_999  # ... 9999-12-31T23:59:59.999Z
@@ -74,7 +68,7 @@ class SourceRecord(Protocol):
 @dataclass(frozen=True)
 class Rejected:
     index: int  # position in the polled list
-    reason: str
+    reason: Reason
     detail: str
 
 
@@ -169,6 +163,7 @@ class TickDecoder:
             keys=[keys[j] for j in np.flatnonzero(ok).tolist()] if not ok.all() else keys,
             event_ms=event_ms[ok],
             x=x[ok].astype(np.float32),
+            timestamp_ms=np.fromiter((records[i].timestamp for i in idx.tolist()), dtype=np.int64, count=idx.size),
         )
         rejected.sort(key=lambda r: r.index)
         return batch, idx, rejected
@@ -188,7 +183,7 @@ class TickDecoder:
         idx = np.asarray(kept, dtype=np.int64)[ok]
         batch = TickBatch(partition=np.zeros(idx.size, dtype=np.int32), offset=idx.copy(),
                           keys=[tick_keys[j] for j in np.flatnonzero(ok).tolist()], event_ms=event_ms[ok],
-                          x=x[ok].astype(np.float32))
+                          x=x[ok].astype(np.float32), timestamp_ms=np.zeros(idx.size, dtype=np.int64))
         rejected.sort(key=lambda r: r.index)
         return batch, idx, rejected
 
@@ -361,7 +356,7 @@ class TickDecoder:
                      rejected: list[Rejected]) -> np.ndarray:
         with np.errstate(invalid="ignore", over="ignore"):
             x32 = x.astype(np.float32)  # what the model sees: checked on float64, 1e-50 > 0 would become 0
-            checks = (
+            checks: tuple[tuple[Reason, Any, str], ...] = (
                 ("bad_timestamp", (event_ms < MIN_EVENT_MS) | (event_ms > MAX_EVENT_MS),
                  "event time outside the years 1-9999"),
                 ("non_finite", ~np.isfinite(x).all(axis=1), "feature value is NaN or infinite (or overflows float32)"),
