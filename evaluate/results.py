@@ -2,6 +2,9 @@
 anomaly score (NAB's optimiser) and (b) for the decisions as shipped (``is_anomaly``); per category too.
 Also (``swept_surprise``) the best threshold over the surprise ``-log10(tail)``: the same ranking as the
 score wherever the score has not saturated at 1.0, so the gap between the two shows what saturation costs.
+And (``swept_incidents``) the best threshold over the surprise when, as the product does, only the row that
+opens an incident is a detection (``consumer.incidents``, the default gap): NAB's optimiser charges every row
+of an alarm burst outside a window as a false positive, the product alerts once.
 
 Rows the runtime skipped (NaN score) are never detections. The null and perfect detectors that normalise a
 score are those of the (sub)corpus being reported, so a category's score is comparable across detectors.
@@ -15,13 +18,16 @@ from typing import Any
 
 import numpy as np
 
+from rnnwatch.consumer.scoring import DEFAULT_INCIDENT_GAP_STEPS
 from rnnwatch.evaluate.corpus import label_windows
 from rnnwatch.evaluate.harness import SeriesRun
 from rnnwatch.evaluate.nab import (
     PROFILES,
     LabeledSeries,
     ThresholdScore,
+    incident_openers,
     normalised,
+    optimise_incident_threshold,
     optimise_threshold,
     score_at_threshold,
 )
@@ -66,6 +72,18 @@ def _scores(columns: dict[str, list[LabeledSeries]], thresholds: dict[str, dict[
                 row = optimise_threshold(columns[column], cost)
             block[name] = _entry(row, n_windows, name)
         out[key] = block
+    block = {}
+    for name, cost in PROFILES.items():
+        if thresholds is None:
+            row = optimise_incident_threshold(columns["surprise"], cost, DEFAULT_INCIDENT_GAP_STEPS)
+        else:
+            t = thresholds["swept_incidents"][name]
+            opens = [LabeledSeries(s.name, s.timestamps,
+                                   incident_openers(s.scores, t, DEFAULT_INCIDENT_GAP_STEPS).astype(np.float64),
+                                   s.windows) for s in columns["surprise"]]
+            row = score_at_threshold(opens, cost, 1.0)._replace(threshold=t)
+        block[name] = _entry(row, n_windows, name)
+    out["swept_incidents"] = block
     return out
 
 
@@ -74,7 +92,7 @@ def corpus_scores(runs: Sequence[SeriesRun], label: str) -> dict[str, Any]:
     columns = {c: _labeled(runs, label, c) for c in ("score", "is_anomaly", "surprise")}
     total = _scores(columns, None)
     thresholds = {key: {name: math.inf if (t := total[key][name]["threshold"]) is None else float(t)
-                        for name in PROFILES} for key in ("swept", "swept_surprise")}
+                        for name in PROFILES} for key in ("swept", "swept_surprise", "swept_incidents")}
     categories = {}
     for cat in sorted({r.series.category for r in runs}):
         idx = [i for i, r in enumerate(runs) if r.series.category == cat]

@@ -1,7 +1,8 @@
 """The terminal view of an `evaluate` report: per scorer, one row per category and one for the corpus.
 
 Scores are NAB-normalised (0 = flag nothing, 100 = perfect): swept (best corpus threshold over the anomaly
-score), shipped (the decisions), surprise (best threshold over -log10 tail); a category without label windows
+score), shipped (the decisions), surprise (best threshold over -log10 tail), incidents (best threshold over
+the surprise, one detection per incident, as the product alerts); a category without label windows
 shows its raw score (the cost of its false positives, ``r``) instead.
 
 >>> print(render_table({"scorers": [{"scorer": "model", "options": {}, "windows": 2,
@@ -34,7 +35,8 @@ def _cells(block: dict[str, Any]) -> str:
     swept = " ".join(num(block["swept"][p]) for p in _PROFILES)
     shipped = " ".join(num(block["shipped"][p]) for p in _PROFILES)
     surprise = " ".join(num(block["swept_surprise"][p]) for p in _PROFILES) if "swept_surprise" in block else ""
-    return f"{block['windows']:3d} {swept} | {shipped} | {surprise}".rstrip(" |")
+    incidents = " ".join(num(block["swept_incidents"][p]) for p in _PROFILES) if "swept_incidents" in block else ""
+    return f"{block['windows']:3d} {swept} | {shipped} | {surprise} | {incidents}".rstrip(" |")
 
 
 def render_table(report: dict[str, Any]) -> str:
@@ -42,7 +44,7 @@ def render_table(report: dict[str, Any]) -> str:
     for s in report["scorers"]:
         lines.append(f"scorer {s['scorer']} {s['options'] or ''}".rstrip())
         lines.append(f"{'category':<30} win  swept: std  lowFP  lowFN | shipped: std lowFP lowFN"
-                     " | surprise: std lowFP lowFN")
+                     " | surprise: std lowFP lowFN | incidents: std lowFP lowFN")
         for cat, block in s["categories"].items():
             lines.append(f"{cat:<30} {_cells(block)}")
         lines.append(f"{'all':<30} {_cells(s)}")

@@ -17,7 +17,9 @@ from rnnwatch.evaluate.nab import (
     ThresholdScore,
     calc_score_by_threshold,
     calc_sweep_score,
+    incident_openers,
     normalised,
+    optimise_incident_threshold,
     optimise_threshold,
     probation_rows,
     scaled_sigmoid,
@@ -275,3 +277,44 @@ def test_false_negatives_cost_fn_weight_per_window(n: int, num_windows: int) -> 
     row = _score_data_set(n, _generate_windows(n, num_windows, 10), [], threshold=1.0)
     assert row.score == num_windows * -FLAT.fn
     assert _counts(row) == (n - 10 * num_windows, 0, 0, 10 * num_windows)
+
+
+# --- incident openers: the product's decisions at a swept threshold --------------------------------------------
+def test_incident_openers_flag_the_first_alarm_of_a_burst_only() -> None:
+    scores = np.array([0.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 9.0, 0.0])
+    # gap 4: the alarm at 7 is 5 steps after 2 (a new incident); 9 is 2 steps after 7 (the same incident)
+    assert np.flatnonzero(incident_openers(scores, 5.0, 4)).tolist() == [1, 7]
+    assert np.flatnonzero(incident_openers(scores, 6.0, 4)).tolist() == [2, 9]
+    assert np.flatnonzero(incident_openers(scores, 5.0, 0)).tolist() == [1, 2, 7, 9]
+
+
+def test_incident_sweep_counts_a_burst_outside_a_window_as_one_false_positive() -> None:
+    n, cost = 400, PROFILES["standard"]
+    scores = np.zeros(n)
+    scores[200:205] = 8.0  # a burst far from the window: 5 rows, one incident
+    scores[300] = 4.0  # the window's only alarm
+    corpus = [LabeledSeries("c/f.csv", list(range(n)), scores, [(295, 314)])]
+    rows = score_at_threshold(corpus, cost, 4.0)
+    assert rows.fp == 5
+    best = optimise_incident_threshold(corpus, cost, 4)
+    openers = [LabeledSeries(s.name, s.timestamps, incident_openers(s.scores, best.threshold, 4).astype(float),
+                             s.windows) for s in corpus]
+    assert best.threshold == 4.0
+    assert (best.tp, best.fp) == (1, 1)
+    assert best.score == pytest.approx(score_at_threshold(openers, cost, 1.0).score)
+    assert best.score > optimise_threshold(corpus, cost).score
+
+
+def test_incident_sweep_agrees_with_scoring_the_openers_at_every_threshold() -> None:
+    corpus, gap = _corpus(), 2
+    for cost in PROFILES.values():
+        best = optimise_incident_threshold(corpus, cost, gap)
+        candidates = sorted({float(v) for s in corpus for v in s.scores if v > 0})
+
+        def at(t: float, cost: CostMatrix = cost) -> float:
+            ops = [LabeledSeries(s.name, s.timestamps, incident_openers(s.scores, t, gap).astype(float), s.windows)
+                   for s in corpus]
+            return score_at_threshold(ops, cost, 1.0).score
+
+        assert best.score == pytest.approx(max(at(t) for t in candidates))
+        assert best.score == pytest.approx(at(best.threshold))
