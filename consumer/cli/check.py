@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature, load_signature
-from rnnwatch.consumer.runner import StepModel
+from rnnwatch.consumer.session import StepModel
 
 __all__ = ["register", "summarize"]
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rnnwatch.consumer.contract import load_signature
-from rnnwatch.consumer.runner import StepModel
+from rnnwatch.consumer.session import StepModel
 from rnnwatch.export.config import ArchOptions
 from rnnwatch.export.convert import StepGraph, export_step_model
 from rnnwatch.export.registry import ARCHITECTURES

@@ -148,7 +148,7 @@ def test_scorer_state_and_incidents_survive_a_snapshot_restore_exactly(ewma_path
 
 def test_a_wave_larger_than_the_model_batch_is_stepped_in_slices_with_the_same_results(
         bundled_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rnnwatch.consumer import runner as runner_module
+    from rnnwatch.consumer import session as session_module
 
     sig = load_signature(bundled_model)
     rng = np.random.default_rng(5)
@@ -157,7 +157,7 @@ def test_a_wave_larger_than_the_model_batch_is_stepped_in_slices_with_the_same_r
     order = [(t, k) for t in range(steps) for k in range(keys)]
     batch = _batch([b"k%d" % k for _, k in order], [t for t, _ in order], [float(values[k, t]) for t, k in order])
     whole = make_runner(sig).process(batch)
-    monkeypatch.setattr(runner_module, "MAX_MODEL_BATCH", 4)
+    monkeypatch.setattr(session_module, "MAX_MODEL_BATCH", 4)
     sliced_runner = make_runner(sig)
     calls: list[int] = []
     run = sliced_runner.model.session.run

@@ -1,0 +1,82 @@
+"""The onnxruntime session of a validated step model: ``StepModel.run`` steps one batch of keys.
+
+Kept apart from the runner (which decides *which* keys step together and carries their state) so that
+``rnnwatch check`` and the benchmarks can run a model without the state table or a scorer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnwatch.consumer.contract import (
+    INPUT_X,
+    OUTPUT_FORECAST,
+    OUTPUT_SCALE,
+    OUTPUT_SCORE,
+    STATE_IN,
+    STATE_OUT,
+    StepSignature,
+)
+from rnnwatch.consumer.errors import ModelError
+
+__all__ = ["MAX_MODEL_BATCH", "StepModel"]
+
+MAX_MODEL_BATCH = 2048  # keys per onnxruntime call (see StepModel.run)
+
+
+class StepModel:
+    """An onnxruntime session for a validated step model; ``run`` steps one batch of keys."""
+
+    def __init__(self, signature: StepSignature, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        if not signature.model_bytes:
+            msg = f"{signature.path}: the signature carries no model bytes; build it with load_signature()"
+            raise ModelError(msg)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.signature = signature
+        self.session = ort.InferenceSession(signature.model_bytes, sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+        self._state_names = [s.name for s in signature.states]
+        self._outputs = [OUTPUT_FORECAST]
+        if signature.has_forecast_scale:
+            self._outputs.append(OUTPUT_SCALE)
+        if signature.has_score:
+            self._outputs.append(OUTPUT_SCORE)
+        self._outputs.extend(STATE_OUT + n for n in self._state_names)
+
+    def run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        """(forecast, forecast_scale or None, score or None, new states) for a batch of keys.
+
+        A batch larger than ``MAX_MODEL_BATCH`` keys is stepped in slices: onnxruntime keeps the memory of its
+        largest call for the life of the process, and a wave of 20,000 new keys would otherwise hold tens of
+        MB for good. The contract makes a key's results independent of its batch, so slicing changes nothing.
+        """
+        n = x.shape[0]
+        if n <= MAX_MODEL_BATCH:
+            return self._run(x, states)
+        parts = [self._run(x[i:i + MAX_MODEL_BATCH], {k: v[i:i + MAX_MODEL_BATCH] for k, v in states.items()})
+                 for i in range(0, n, MAX_MODEL_BATCH)]
+        forecast = np.concatenate([p[0] for p in parts])
+        scale = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+        score = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+        return forecast, scale, score, {k: np.concatenate([p[3][k] for p in parts]) for k in states}
+
+    def _run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        feeds = {INPUT_X: x}
+        for name in self._state_names:
+            feeds[STATE_IN + name] = states[name]
+        out = self.session.run(self._outputs, feeds)
+        forecast = out[0]
+        i = 1
+        scale = score = None
+        if self.signature.has_forecast_scale:
+            scale, i = out[i], i + 1
+        if self.signature.has_score:
+            score, i = out[i].reshape(-1), i + 1
+        return forecast, scale, score, dict(zip(self._state_names, out[i:], strict=True))
