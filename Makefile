@@ -95,21 +95,21 @@ check: lint typecheck unit
 BENCH_ARGS ?=
 BENCH_JSON ?= .bench/latest.json
 bench: $(DEV)
-	$(BIN)/python tests/bench/bench.py --output $(BENCH_JSON) $(BENCH_ARGS)
+	$(BIN)/python -m tests.bench.bench --output $(BENCH_JSON) $(BENCH_ARGS)
 
 # The README's performance tables, rendered from the reports in tests/bench/results/ (run order = name order).
 # After a new `make bench`, copy its JSON there (replacing the old runs), then run this.
 BENCH_REPORTS ?= $(sort $(wildcard tests/bench/results/*.json))
 bench-readme: $(DEV)
-	$(BIN)/python tests/bench/bench_render.py $(BENCH_REPORTS) --readme README.md
+	$(BIN)/python -m tests.bench.bench_render $(BENCH_REPORTS) --readme README.md
 
 # The input decoder alone (JSON parse, fields, range checks) on polls of 20,000 ticks.
 bench-decode: $(DEV)
-	$(BIN)/python tests/bench/bench_decode.py
+	$(BIN)/python -m tests.bench.bench_decode
 
 # Per-architecture step latency / throughput / state size (the README's architecture table).
 bench-arch: $(DEV)
-	$(BIN)/python tests/bench/bench_architectures.py
+	$(BIN)/python -m tests.bench.bench_architectures
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache $(VENV)/.linked

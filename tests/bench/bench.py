@@ -31,17 +31,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench_env import load_average, machine_info
-from bench_latency import READER_CONFIG, LatencyPlan, measure_latency
-from bench_latency_peers import RAW_CLIENTS, measure_raw_latency
-from bench_memory import measure_memory
-from bench_peers import CONFLUENT_TUNED, KAFKA_PYTHON_TUNED, BenchError
-from bench_restore import measure_restore
-from bench_rnnwatch import Transport, model_info, resolve_transports, run_help
-from bench_throughput import NOT_INSTALLED_CONFLUENT, Feed, FeedBench, confluent_installed
-
 from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.settings import bundled_model_path
+from tests.bench.bench_env import load_average, machine_info
+from tests.bench.bench_latency import READER_CONFIG, LatencyPlan, measure_latency
+from tests.bench.bench_latency_peers import RAW_CLIENTS, measure_raw_latency
+from tests.bench.bench_memory import measure_memory
+from tests.bench.bench_peers import CONFLUENT_TUNED, KAFKA_PYTHON_TUNED, BenchError
+from tests.bench.bench_restore import measure_restore
+from tests.bench.bench_rnnwatch import Transport, model_info, resolve_transports, run_help
+from tests.bench.bench_throughput import NOT_INSTALLED_CONFLUENT, Feed, FeedBench, confluent_installed
 
 log = logging.getLogger("bench")
 SECTIONS = ("peers", "keys", "latency", "memory", "restore")

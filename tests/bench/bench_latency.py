@@ -27,13 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_env import CpuClock
-from bench_feeds import PacedConfig, run_paced_producer
-from bench_peers import BenchError
-from bench_rnnwatch import RunningService, Transport, run_args
-from bench_stats import latency_summary
-
 from rnnwatch.consumer.demo.broker import EmbeddedBroker, free_port
+from tests.bench.bench_env import CpuClock
+from tests.bench.bench_feeds import PacedConfig, run_paced_producer
+from tests.bench.bench_peers import BenchError
+from tests.bench.bench_rnnwatch import RunningService, Transport, run_args
+from tests.bench.bench_stats import latency_summary
 
 __all__ = ["LatencyPlan", "EventReader", "latency_row", "measure_latency"]
 

@@ -15,13 +15,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from bench_env import CpuClock
-from bench_feeds import PacedConfig, run_paced_producer
-from bench_latency import LatencyPlan
-from bench_peers import CONFLUENT_TUNED, KAFKA_PYTHON_TUNED, BenchError
-from bench_stats import latency_summary
-
 from rnnwatch.consumer.demo.broker import EmbeddedBroker
+from tests.bench.bench_env import CpuClock
+from tests.bench.bench_feeds import PacedConfig, run_paced_producer
+from tests.bench.bench_latency import LatencyPlan
+from tests.bench.bench_peers import CONFLUENT_TUNED, KAFKA_PYTHON_TUNED, BenchError
+from tests.bench.bench_stats import latency_summary
 
 __all__ = ["RAW_CLIENTS", "measure_raw_latency"]
 

@@ -13,13 +13,12 @@ import logging
 import uuid
 from typing import Any
 
-from bench_feeds import produce_bulk
-from bench_peers import BenchError
-from bench_rnnwatch import Transport, run_args, run_until_caught_up
-from bench_throughput import Feed
-
 from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.demo.feed import synthetic_ticks
+from tests.bench.bench_feeds import produce_bulk
+from tests.bench.bench_peers import BenchError
+from tests.bench.bench_rnnwatch import Transport, run_args, run_until_caught_up
+from tests.bench.bench_throughput import Feed
 
 __all__ = ["measure_memory", "memory_row"]
 

@@ -20,8 +20,9 @@ import time
 from typing import Any
 
 import numpy as np
-from bench_env import CpuClock
-from bench_stats import rate
+
+from tests.bench.bench_env import CpuClock
+from tests.bench.bench_stats import rate
 
 __all__ = ["CONFLUENT_TUNED", "KAFKA_PYTHON_TUNED", "BenchError", "naive_loop", "raw_confluent", "raw_kafka_python"]
 

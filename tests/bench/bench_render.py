@@ -1,6 +1,6 @@
 """Render `make bench` JSON reports as the README's performance tables (Markdown).
 
-    python tests/bench/bench_render.py run1.json [run2.json ...] [--readme README.md]
+    python -m tests.bench.bench_render run1.json [run2.json ...] [--readme README.md]
 
 With several reports (runs of the same bench on the same machine) every cell shows the values in run order,
 ``run 1 / run 2``, so run-to-run noise is in plain sight. ``--readme`` replaces the block between

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_peers import BenchError
-from bench_process import Launched
+from tests.bench.bench_peers import BenchError
+from tests.bench.bench_process import Launched
 
 __all__ = ["DEFAULT_TRANSPORT", "RunningService", "Transport", "model_info", "parse_transport_help",
            "resolve_transports", "run_until_caught_up", "run_args"]

@@ -1,6 +1,6 @@
 """Per-wave cost of the residual scorer (score + remember), this checkout against a git revision, paired.
 
-    .venv/bin/python tests/bench/bench_scorer.py [--base 6f7a925] [--keys 10 1000] [--rounds 7]
+    .venv/bin/python -m tests.bench.bench_scorer [--base 6f7a925] [--keys 10 1000] [--rounds 7]
 
 The base revision's ``consumer/`` is extracted to a temporary package (imports renamed) so both run in one
 process on the same waves; rounds alternate base/new so drift and other load hit both alike. Prints JSON:

@@ -13,14 +13,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bench_env import CpuClock
-from bench_feeds import produce_bulk
-from bench_peers import BenchError, naive_loop, raw_confluent, raw_kafka_python
-from bench_rnnwatch import Transport, run_args, run_until_caught_up
-from bench_stats import best_run, ratio
-
 from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.demo.feed import synthetic_ticks
+from tests.bench.bench_env import CpuClock
+from tests.bench.bench_feeds import produce_bulk
+from tests.bench.bench_peers import BenchError, naive_loop, raw_confluent, raw_kafka_python
+from tests.bench.bench_rnnwatch import Transport, run_args, run_until_caught_up
+from tests.bench.bench_stats import best_run, ratio
 
 __all__ = ["Feed", "FeedBench", "NOT_INSTALLED_CONFLUENT"]
 

@@ -14,19 +14,19 @@ from typing import Any
 
 import pytest
 
+from tests.bench import (
+    bench_feeds,
+    bench_latency,
+    bench_memory,
+    bench_process,
+    bench_render,
+    bench_rnnwatch,
+    bench_stats,
+)
+from tests.bench.bench_peers import BenchError
+from tests.bench.bench_throughput import Feed
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
-import bench_feeds  # noqa: E402
-import bench_latency  # noqa: E402
-import bench_memory  # noqa: E402
-import bench_process  # noqa: E402
-import bench_render  # noqa: E402
-import bench_rnnwatch  # noqa: E402
-import bench_stats  # noqa: E402
-from bench_peers import BenchError  # noqa: E402
-from bench_throughput import Feed  # noqa: E402
-
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
