@@ -5,6 +5,11 @@ The scorer's arithmetic is pinned bit for bit by ``tests/unit/data/scorer_golden
 regenerated when the math changed deliberately (the tail calibration's shape cap 0.5 -> 0.25). Waves
 cover what the fast path special-cases: keys missing from a wave, a key's first step (NaN forecast),
 non-finite and zero model scales, non-finite inputs, warm-up, shocks that open and continue incidents.
+
+The specs with ``stuck`` (the bundled model's default) are pinned in a second fixture,
+``scorer_golden_stuck.npz``, recorded from 22cb895 (before the per-wave speed work of branch speed-12); their
+waves also hold values (runs of exact repeats), so the stuck detector's run path is exercised. The other
+cases draw the same random numbers as before, so the first fixture did not change.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
 from rnnwatch.consumer.state import StateTable
 
 SPECS = ("gaussian+volatility", "gaussian+likelihood+volatility", "gaussian+likelihood+novelty+volatility")
+STUCK_SPECS = ("gaussian+volatility+stuck", "gaussian+likelihood+novelty+volatility+stuck")
 FIXTURE = Path(__file__).parent / "data" / "scorer_golden.npz"
+STUCK_FIXTURE = Path(__file__).parent / "data" / "scorer_golden_stuck.npz"
 N_KEYS, N_WAVES, F = 24, 160, 2
 FIELDS = ("score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected", "residual")
 
@@ -41,7 +48,11 @@ def run(spec: str, uses_model_scale: bool, domain: str) -> dict[str, np.ndarray]
         rows, _ = table.rows_for(0, [keys[i] for i in present.tolist()])
         shock = (rng.random((present.size, 1)) < 0.03) * rng.normal(0.0, 8.0, (present.size, 1))
         vol = np.where(w > 100, 3.0, 1.0) * (1.0 + (present[:, None] % 3))
+        before = level[present]
         level[present] *= np.exp(0.01 * vol * rng.normal(size=(present.size, F)) + 0.05 * shock).astype(np.float32)
+        if "stuck" in spec:  # held values: every 4th key in runs of 15 waves, and single repeats at random
+            hold = ((present % 4 == 0) & (w % 40 >= 25)) | (rng.random(present.size) < 0.1)
+            level[present[hold]] = before[hold]
         x = level[present].copy()
         x[rng.random(present.size) < 0.01] = np.nan
         res = scorer.score(table, rows, x, steps[present], offsets=1000 * w + present.astype(np.int64))
@@ -59,6 +70,12 @@ def run(spec: str, uses_model_scale: bool, domain: str) -> dict[str, np.ndarray]
 
 
 CASES = [(spec, scaled, domain) for spec in SPECS for scaled, domain in ((True, "positive"), (False, "real"))]
+STUCK_CASES = [(spec, scaled, domain) for spec in STUCK_SPECS
+               for scaled, domain in ((True, "positive"), (False, "real"))]
+
+
+def fixture_of(spec: str) -> Path:
+    return STUCK_FIXTURE if "stuck" in spec else FIXTURE
 
 
 def case_key(spec: str, scaled: bool, domain: str) -> str:
@@ -66,12 +83,16 @@ def case_key(spec: str, scaled: bool, domain: str) -> str:
 
 
 def main() -> None:
-    saved: dict[str, np.ndarray] = {}
-    for spec, scaled, domain in CASES:
-        for name, arr in run(spec, scaled, domain).items():
-            saved[f"{case_key(spec, scaled, domain)}|{name}"] = arr
-    np.savez_compressed(FIXTURE, **saved)
-    print(f"wrote {FIXTURE} ({len(saved)} arrays)", file=sys.stderr)
+    """Rewrite both fixtures (``--stuck``: the stuck fixture only)."""
+    for path, cases in ((FIXTURE, CASES), (STUCK_FIXTURE, STUCK_CASES)):
+        if "--stuck" in sys.argv and path != STUCK_FIXTURE:
+            continue
+        saved: dict[str, np.ndarray] = {}
+        for spec, scaled, domain in cases:
+            for name, arr in run(spec, scaled, domain).items():
+                saved[f"{case_key(spec, scaled, domain)}|{name}"] = arr
+        np.savez_compressed(path, **saved)
+        print(f"wrote {path} ({len(saved)} arrays)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from rnnwatch.consumer.tails import gaussian_surprise, upper_surprise
-from tests.unit.scorer_golden import CASES, FIXTURE, case_key, run
+from tests.unit.scorer_golden import CASES, STUCK_CASES, case_key, fixture_of, run
 
 
-@pytest.mark.parametrize(("spec", "scaled", "domain"), CASES, ids=[case_key(*c) for c in CASES])
+@pytest.mark.parametrize(("spec", "scaled", "domain"), CASES + STUCK_CASES,
+                         ids=[case_key(*c) for c in CASES + STUCK_CASES])
 def test_scorer_outputs_and_state_are_bit_identical_to_the_recorded_ones(spec: str, scaled: bool,
                                                                         domain: str) -> None:
-    golden = np.load(FIXTURE)
+    golden = np.load(fixture_of(spec))
     prefix = case_key(spec, scaled, domain) + "|"
     expected = {k[len(prefix):]: golden[k] for k in golden.files if k.startswith(prefix)}
     got = run(spec, scaled, domain)
