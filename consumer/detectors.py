@@ -37,6 +37,7 @@ import numpy as np
 
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.tails import chi2_surprise, upper_surprise
+from rnnwatch.consumer.waveops import every, row_all, row_sum
 
 __all__ = ["DETECTORS", "Detector", "Wave"]
 
@@ -105,7 +106,7 @@ class Gaussian:
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray:
         a = table.arrays
         var, n = a["s.var"][rows], a["s.n"][rows] + wave.valid
-        z2 = (wave.z * wave.z).sum(axis=1)
+        z2 = row_sum(wave.z * wave.z)
         out = chi2_surprise(z2 / var, self.k)
         alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1))  # running mean first, EWMA once n > 1/alpha
         step = np.minimum(z2 / self.k, self.clip * var) - var
@@ -148,7 +149,7 @@ class Likelihood:
         a = table.arrays
         mean, var = a["s.likelihood.mean"][rows], a["s.likelihood.var"][rows]
         n = a["s.likelihood.n"][rows]
-        raw = np.log1p((wave.z * wave.z).mean(axis=1))
+        raw = np.log1p(row_sum(wave.z * wave.z) / wave.n_features)  # = mean(axis=1): numpy divides the sum
         before = a["s.likelihood.recent"][rows]
         recent = np.where(n == 0, raw, before + self.short * (raw - before))
         sd = np.sqrt(np.maximum(var, 1e-12)) * self.se
@@ -257,20 +258,20 @@ class Volatility:
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray:
         a = table.arrays
-        prev, var, long = a["s.volatility.prev"][rows], a["s.volatility.var"][rows], a["s.volatility.long"][rows]
-        n = a["s.volatility.n"][rows]
+        prev, var = a["s.volatility.prev"].take(rows, axis=0), a["s.volatility.var"].take(rows, axis=0)
+        long, n = a["s.volatility.long"].take(rows, axis=0), a["s.volatility.n"][rows]
         x = wave.x
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.log(x / prev) if self.log_returns else x - prev
-        ok = np.isfinite(r).all(axis=1)
-        all_ok = bool(ok.all())
+        ok = row_all(np.isfinite(r))
+        all_ok = every(ok)
         if not all_ok:
             r = np.where(ok[:, None], r, 0.0)
         floor = np.maximum(long * 1e-4, 1e-18)
         r2 = r * r
-        d2 = (r2 / np.maximum(var, floor)).sum(axis=1)
+        d2 = row_sum(r2 / np.maximum(var, floor))
         ready = ok & (n >= self.min_steps)
-        out = chi2_surprise(d2, self.f) if ready.all() else np.where(ready, chi2_surprise(d2, self.f), 0.0)
+        out = chi2_surprise(d2, self.f) if every(ready) else np.where(ready, chi2_surprise(d2, self.f), 0.0)
         n1 = n + ok
         first = np.maximum(self.long_alpha, 1.0 / np.maximum(n1, 1))[:, None]
         new_long = long + first * (r2 - long)

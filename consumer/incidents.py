@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.waveops import any_true
 
 __all__ = ["IncidentMarks", "Incidents"]
 
@@ -48,7 +49,7 @@ class Incidents:
 
     def mark(self, table: StateTable, rows: np.ndarray, alarm: np.ndarray, steps: np.ndarray,
              offsets: np.ndarray, surprise: np.ndarray) -> IncidentMarks:
-        if not alarm.any():  # the common case: no state changes, nothing marked
+        if not any_true(alarm):  # the common case: no state changes, nothing marked
             none = np.zeros(len(rows), dtype=bool)
             return IncidentMarks(none, none, np.full(len(rows), NONE, dtype=np.int64))
         a = table.arrays

@@ -41,6 +41,7 @@ from rnnwatch.consumer.incidents import Incidents
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.tailcal import TailCalibrator
 from rnnwatch.consumer.tails import chi2_tail, gaussian_tail, score_of, tail_of
+from rnnwatch.consumer.waveops import every, row_all
 
 __all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "TAIL_OPTIONS", "ResidualScorer", "ScoreBatch", "ScorerConfig",
            "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of", "surprise_of_threshold"]
@@ -155,17 +156,19 @@ class ResidualScorer:
               offsets: np.ndarray | None = None) -> ScoreBatch:
         """Score x (one row per key) against the forecasts remembered for ``rows``; every detector learns."""
         a = table.arrays
-        expected = a["s.forecast"][rows]
+        expected = a["s.forecast"].take(rows, axis=0)
         residual = x - expected
-        scale = a["s.scale"][rows] if self.config.uses_model_scale else np.broadcast_to(
+        scale = a["s.scale"].take(rows, axis=0) if self.config.uses_model_scale else np.broadcast_to(
             self.config.residual_std, residual.shape)
-        scale = np.where(np.isfinite(scale) & (scale > 0), scale, self.config.residual_std)
+        usable = np.isfinite(scale) & (scale > 0)
+        if not every(usable):  # the common case skips this: the model's scales are finite and positive
+            scale = np.where(usable, scale, self.config.residual_std)
         z = (residual / scale).astype(np.float64)
-        valid = np.isfinite(z).all(axis=1)
-        all_valid = bool(valid.all())  # the common case: no masking anywhere (same numbers, fewer operations)
+        valid = row_all(np.isfinite(z))
+        all_valid = every(valid)  # the common case: no masking anywhere (same numbers, fewer operations)
         xf = np.asarray(x, dtype=np.float64)
         wave = Wave(xf, z if all_valid else np.where(valid[:, None], z, 0.0), valid, self.n_features,
-                    all_valid=all_valid, x_finite=bool(np.isfinite(xf).all()))
+                    all_valid=all_valid, x_finite=every(np.isfinite(xf)))
         surprise = np.zeros(len(rows))
         warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only
         for i, d in enumerate(self.detectors):

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.waveops import any_true, row_all
 
 __all__ = ["Stuck"]
 
@@ -51,18 +52,18 @@ class Stuck:
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Any) -> np.ndarray:
         a = table.arrays
-        prev, stats = a["s.stuck.prev"][rows], a["s.stuck.stats"][rows]  # copies (fancy indexing)
+        prev, stats = a["s.stuck.prev"].take(rows, axis=0), a["s.stuck.stats"].take(rows, axis=0)  # copies
         rate, repeats, run, n = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]  # views: read before writing
         x = wave.x
-        finite = None if wave.x_finite else np.isfinite(x).all(axis=1)  # None: every value finite (common)
-        repeat = (x == prev).all(axis=1)  # NaN prev (the first step) never equals
+        finite = None if wave.x_finite else row_all(np.isfinite(x))  # None: every value finite (common)
+        repeat = row_all(x == prev)  # NaN prev (the first step) never equals
         if finite is not None:
             repeat &= finite
         alpha = np.maximum(self.alpha, 1.0 / np.maximum(n, 1.0))  # running mean first, EWMA once n > 1/alpha
         seen = n >= 1  # a repeat needs a previous value
         new_rate = np.where(seen if finite is None else seen & finite, rate + alpha * (repeat - rate), rate)
         reset: float | np.ndarray = 0.0 if finite is None else np.where(finite, 0.0, run)  # non-finite: run kept
-        if repeat.any():
+        if any_true(repeat):
             p = np.maximum(rate, (repeats + 0.5) / (n + 1.0))
             new_run: float | np.ndarray = np.where(repeat, run + 1.0, reset)
             out = np.where(repeat & (n >= self.min_steps), new_run * -np.log10(p), 0.0)

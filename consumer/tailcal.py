@@ -42,6 +42,7 @@ import math
 import numpy as np
 
 from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.waveops import every
 
 __all__ = ["TailCalibrator"]
 
@@ -59,6 +60,7 @@ class TailCalibrator:
         self.alpha = 1.0 - 0.5 ** (1.0 / halflife)
         self.max_shape = max_shape  # heavier fitted tails are capped: a few early exceedances must not mute a key
         self.prior = prior  # the prior tail counts as this many exceedances (running mean until halflife takes over)
+        self._names = (f"{prefix}.u", f"{prefix}.m1", f"{prefix}.m2", f"{prefix}.k")
 
     def columns(self) -> list[Column]:
         m1 = 1.0 / _LN10
@@ -68,28 +70,36 @@ class TailCalibrator:
                 Column.filled(f"{self.prefix}.k", (), np.float64, 0.0)]
 
     def calibrate(self, table: StateTable, rows: np.ndarray, raw: np.ndarray, learn: np.ndarray) -> np.ndarray:
-        """Calibrated surprise of ``raw`` per key; the keys where ``learn`` is set update their tail."""
+        """Calibrated surprise of ``raw`` per key; the keys where ``learn`` is set update their tail.
+
+        Runs once per detector per wave, so it is written for few numpy calls: the Pareto tail and the moment
+        updates are computed for the keys above ``u`` only (about ``level`` of them). For the others the
+        step is zero and m1, m2, k stay as they are, the same numbers as updating every key with a zero step
+        (a NaN raw surprise, which no detector returns, would have made m1 and m2 NaN; it now leaves them).
+        """
         a = table.arrays
-        pu, p1, p2, pk = f"{self.prefix}.u", f"{self.prefix}.m1", f"{self.prefix}.m2", f"{self.prefix}.k"
-        u, m1, m2, k = a[pu][rows], a[p1][rows], a[p2][rows], a[pk][rows]
+        u, m1 = a[self._names[0]].take(rows), a[self._names[1]].take(rows)
         excess = raw - u
-        above = excess > 0
-        x = np.maximum(excess, 0.0)
         out = raw * (self.u0 / np.maximum(u, 1e-9))
-        hits = np.flatnonzero(above)  # few: the Pareto tail is evaluated where it is used only (same numbers)
-        if hits.size:
-            out[hits] = self.u0 + self._pareto(m1[hits], m2[hits], x[hits])
-        step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior)) * above
-        new_m1, new_m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
-        new_u = np.maximum(u + self.eta * m1 * (above - self.level), 1e-6)
-        if learn.all():  # the common case: no masking needed
-            a[pu][rows], a[p1][rows], a[p2][rows], a[pk][rows] = new_u, new_m1, new_m2, k + above
-        else:
-            a[pu][rows] = np.where(learn, new_u, u)
-            a[p1][rows] = np.where(learn, new_m1, m1)
-            a[p2][rows] = np.where(learn, new_m2, m2)
-            a[pk][rows] = np.where(learn, k + above, k)
+        new_u = u + (self.eta * m1) * -self.level  # u's quantile step where raw is not above it ...
+        hits = (excess > 0).nonzero()[0]
+        if hits.size:  # ... and where it is: out, new_u and the moments of these keys
+            self._exceed(a, rows[hits], excess[hits], m1[hits], u[hits], learn[hits], out, new_u, hits)
+        new_u = np.maximum(new_u, 1e-6)
+        a[self._names[0]][rows] = new_u if every(learn) else np.where(learn, new_u, u)
         return np.asarray(np.maximum(out, 0.0))
+
+    def _exceed(self, a: dict[str, np.ndarray], rows: np.ndarray, x: np.ndarray, m1: np.ndarray, u: np.ndarray,
+                learn: np.ndarray, out: np.ndarray, new_u: np.ndarray, at: np.ndarray) -> None:
+        """Keys whose raw surprise exceeds u by ``x > 0``: Pareto surprise into ``out[at]``, u up, moments learn."""
+        _, p1, p2, pk = (a[name] for name in self._names)
+        m2, k = p2[rows], pk[rows]
+        out[at] = self.u0 + self._pareto(m1, m2, x)
+        new_u[at] = u + (self.eta * m1) * (1.0 - self.level)
+        step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior))
+        all_learn = every(learn)
+        for col, new, old in ((p1, m1 + step * (x - m1), m1), (p2, m2 + step * (x * x - m2), m2), (pk, k + 1.0, k)):
+            col[rows] = new if all_learn else np.where(learn, new, old)
 
     def _pareto(self, m1: np.ndarray, m2: np.ndarray, x: np.ndarray) -> np.ndarray:
         """log10 tail of exceedances x under the moment-fitted generalised Pareto law (m1, m2)."""

@@ -1,0 +1,83 @@
+"""The per-wave reductions (consumer.waveops) and the tail calibration's exceedance-only update return exactly
+what the plain numpy expressions they replace return (bits, dtype), on waves with NaN, inf, -0.0 and no rows."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rnnwatch.consumer.state import StateTable
+from rnnwatch.consumer.tailcal import TailCalibrator
+from rnnwatch.consumer.waveops import any_true, every, row_all, row_sum
+
+SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e150, -1e-320])
+
+
+def _wave(rng: np.random.Generator, n: int, f: int) -> np.ndarray:
+    y = rng.normal(size=(n, f)) * 10.0 ** rng.integers(-3, 4, size=(n, f))
+    return np.where(rng.random((n, f)) < 0.3, rng.choice(SPECIALS, size=(n, f)), y)
+
+
+def _same(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+@pytest.mark.parametrize("f", [1, 3])
+@pytest.mark.parametrize("n", [0, 1, 10, 257])
+def test_reductions_equal_the_numpy_expressions_they_replace(n: int, f: int) -> None:
+    rng = np.random.default_rng(n * 10 + f)
+    for _ in range(50):
+        y = _wave(rng, n, f)
+        if f > 1:  # several features: the sum itself is numpy's (only inf - inf would warn here)
+            y = np.where(np.isinf(y), np.nan, y)
+        finite = np.isfinite(y)
+        _same(row_sum(y), y.sum(axis=1))
+        _same(row_sum(y * y), (y * y).sum(axis=1))
+        _same(row_sum(y) / f, y.mean(axis=1))
+        _same(row_all(finite), finite.all(axis=1))
+        for mask in (finite, finite[:, 0], np.ones(n, dtype=bool), np.zeros(n, dtype=bool)):
+            assert every(mask) is bool(mask.all()) and any_true(mask) is bool(mask.any())
+
+
+def _reference(cal: TailCalibrator, state: dict[str, np.ndarray], raw: np.ndarray,
+               learn: np.ndarray) -> np.ndarray:
+    """The calibration as written before its exceedance-only update (every key updated with its step)."""
+    u, m1, m2, k = (state[n].copy() for n in ("u", "m1", "m2", "k"))
+    excess = raw - u
+    above = excess > 0
+    x = np.maximum(excess, 0.0)
+    out = raw * (cal.u0 / np.maximum(u, 1e-9))
+    hits = np.flatnonzero(above)
+    if hits.size:
+        out[hits] = cal.u0 + cal._pareto(m1[hits], m2[hits], x[hits])
+    step = np.maximum(cal.alpha, 1.0 / (k + 1.0 + cal.prior)) * above
+    new = {"u": np.maximum(u + cal.eta * m1 * (above - cal.level), 1e-6), "m1": m1 + step * (x - m1),
+           "m2": m2 + step * (x * x - m2), "k": k + above}
+    for name, old in (("u", u), ("m1", m1), ("m2", m2), ("k", k)):
+        state[name] = np.where(learn, new[name], old)
+    return np.asarray(np.maximum(out, 0.0))
+
+
+def test_tail_calibration_matches_its_every_key_form_over_many_waves() -> None:
+    rng = np.random.default_rng(3)
+    cal = TailCalibrator("s.t", prior=2.0)
+    table = StateTable(cal.columns(), identity="t")
+    n = 40
+    rows, _ = table.rows_for(0, [f"k{i}".encode() for i in range(n)])
+    state = {name: table.arrays[f"s.t.{name}"][rows].copy() for name in ("u", "m1", "m2", "k")}
+    for w in range(400):
+        present = np.flatnonzero(rng.random(n) < 0.7)
+        raw = rng.exponential(1.0 / math.log(10.0), present.size) * rng.choice([1.0, 1.0, 5.0], present.size)
+        raw[rng.random(present.size) < 0.05] = 0.0
+        learn = rng.random(present.size) < (1.0 if w % 3 else 0.8)
+        sub = {k: v[present] for k, v in state.items()}
+        want = _reference(cal, sub, raw, learn)
+        for k, v in sub.items():
+            state[k][present] = v
+        _same(cal.calibrate(table, rows[present], raw, learn), want)
+        for name, v in state.items():
+            _same(table.arrays[f"s.t.{name}"][rows], v)
+    assert state["k"].min() > 5  # the keys did exceed their u and learn their tails
