@@ -24,13 +24,16 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature
-from rnnwatch.consumer.scoring import ResidualScorer
+from rnnwatch.consumer.scoring import ResidualScorer, ScoreBatch
 from rnnwatch.consumer.scoring_config import ScoringOverrides, scorer_config
 from rnnwatch.consumer.session import StepModel
 from rnnwatch.consumer.state import NO_TIME, Column, StateTable
 from rnnwatch.consumer.types import ALREADY_APPLIED, DUPLICATE, OUT_OF_ORDER, PROCESSED, TickBatch
+from rnnwatch.consumer.waveops import any_true, every
 
 __all__ = ["StepModel", "StepResults", "StepRunner", "make_runner"]  # StepModel lives in session; re-exported
+
+_SCORED = ("score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected", "residual")
 
 @dataclass
 class StepResults:
@@ -88,18 +91,21 @@ class StepRunner:
         table.last_seen_s[rows] = time.monotonic() if now_s is None else now_s
         applied = batch.offset > table.last_offset[rows]  # restored state already reflects the rest
         results.status[~applied] = ALREADY_APPLIED
+        scored: list[tuple[np.ndarray, ScoreBatch]] = []
         for wave in _waves(rows, batch.offset, applied):
-            self._step_wave(batch, rows, wave, results)
+            self._step_wave(batch, rows, wave, results, scored)
+        _fill(results, scored)
         return results
 
-    def _step_wave(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults) -> None:
+    def _step_wave(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults,
+                   scored_waves: list[tuple[np.ndarray, ScoreBatch]]) -> None:
         table = self.table
         r = rows[idx]
         ts = batch.event_ms[idx]
         last = table.last_event_ms[r]
         table.last_offset[r] = batch.offset[idx]
         keep = ts > last
-        if not keep.all():  # the common case skips this: every record of the wave is new to its key
+        if not every(keep):  # the common case skips this: every record of the wave is new to its key
             results.status[idx[ts == last]] = DUPLICATE
             results.status[idx[ts < last]] = OUT_OF_ORDER
             idx, r, ts, last = idx[keep], r[keep], ts[keep], last[keep]
@@ -112,7 +118,7 @@ class StepRunner:
                 table.reset(r[gap])
         x = batch.x[idx]
         scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx])
-        states = {name: table.arrays[col][r] for name, col in self._state_cols}
+        states = {name: table.arrays[col].take(r, axis=0) for name, col in self._state_cols}
         t0 = time.perf_counter()
         forecast, scale, model_score, new_states = self.model.run(x, states)
         results.step_seconds.append(time.perf_counter() - t0)
@@ -124,24 +130,26 @@ class StepRunner:
         table.last_event_ms[r] = ts
         table.dirty[r] = True
         broken = _non_finite_rows(idx.size, forecast, scale, model_score, *new_states.values())
-        if broken.any():
+        if any_true(broken):
             table.reset(r[broken])
             results.reset[idx[broken]] = True
-        results.score[idx] = scored.score
-        results.tail[idx] = scored.tail
-        results.surprise[idx] = scored.surprise
-        results.alarm[idx] = scored.alarm
-        results.is_anomaly[idx] = scored.is_anomaly
-        results.is_update[idx] = scored.is_update
-        results.incident[idx] = scored.incident
-        results.expected[idx] = scored.expected
-        results.residual[idx] = scored.residual
+        scored_waves.append((idx, scored))
+
+
+def _fill(results: StepResults, scored: list[tuple[np.ndarray, ScoreBatch]]) -> None:
+    """Write the waves' scores into the per-record results: once per poll, not nine scatters per wave (with
+    few keys a poll is thousands of small waves, and each scatter costs its fixed numpy overhead)."""
+    if not scored:
+        return
+    idx = np.concatenate([i for i, _ in scored])
+    for name in _SCORED:
+        getattr(results, name)[idx] = np.concatenate([getattr(b, name) for _, b in scored])
 
 
 def _non_finite_rows(n: int, *arrays: np.ndarray | None) -> np.ndarray:
     """Rows (keys of the wave) where any of the model's outputs holds a NaN or an infinity."""
     present = [a for a in arrays if a is not None]
-    if all(np.isfinite(a).all() for a in present):  # the common case: one pass per output, no per-row masks
+    if all(every(np.isfinite(a)) for a in present):  # the common case: one pass per output, no per-row masks
         return np.zeros(n, dtype=bool)
     broken = np.zeros(n, dtype=bool)
     for a in present:
