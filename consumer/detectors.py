@@ -273,13 +273,14 @@ class Volatility:
         ready = ok & (n >= self.min_steps)
         out = chi2_surprise(d2, self.f) if every(ready) else np.where(ready, chi2_surprise(d2, self.f), 0.0)
         n1 = n + ok
-        first = np.maximum(self.long_alpha, 1.0 / np.maximum(n1, 1))[:, None]
+        inv_n1 = 1.0 / np.maximum(n1, 1)  # running means first, EWMAs once n > 1/alpha
+        first = np.maximum(self.long_alpha, inv_n1)[:, None]
         new_long = long + first * (r2 - long)
         if self.garch:
             w = (1.0 - self.ga - self.gb) * new_long
             new_var = np.where(n1[:, None] > 1.0 / self.alpha, w + self.ga * r * r + self.gb * var, new_long)
         else:
-            alpha = np.maximum(self.alpha, 1.0 / np.maximum(n1, 1))[:, None]
+            alpha = np.maximum(self.alpha, inv_n1)[:, None]
             new_var = var + alpha * (r2 - var)
         if not all_ok:
             keep = ok[:, None]

@@ -184,7 +184,7 @@ class ResidualScorer:
         offs = steps if offsets is None else offsets  # any per-key increasing number identifies an incident
         marks = self.incidents.mark(table, rows, alarm, steps, offs, surprise)
         return ScoreBatch(score_of(surprise), tail_of(surprise), surprise, alarm, marks.opens, marks.updates,
-                          marks.incident, expected, residual.astype(np.float32))
+                          marks.incident, expected, residual.astype(np.float32, copy=False))
 
     def classify(self, score: np.ndarray) -> np.ndarray:
         """Decision on [0, 1] scores (the threshold's score equivalent)."""

@@ -81,3 +81,10 @@ def test_tail_calibration_matches_its_every_key_form_over_many_waves() -> None:
         for name, v in state.items():
             _same(table.arrays[f"s.t.{name}"][rows], v)
     assert state["k"].min() > 5  # the keys did exceed their u and learn their tails
+
+
+@pytest.mark.parametrize("hi", [0.25, 0.0, -0.0])
+def test_the_pareto_shapes_clip_is_numpys_clip_bit_for_bit(hi: float) -> None:
+    """tailcal._pareto clips the shape as minimum(hi, maximum(0, xi)): the same bits as np.clip, -0.0 and NaN too."""
+    xi = _wave(np.random.default_rng(5), 4000, 1)[:, 0]
+    _same(np.minimum(hi, np.maximum(0.0, xi)), np.clip(xi, 0.0, hi))
