@@ -116,7 +116,7 @@ class StepRunner:
             results.gap[idx[gap]] = True
             if self.reset_on_gap:
                 table.reset(r[gap])
-        x = batch.x[idx]
+        x = batch.x.take(idx, axis=0)
         scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx])
         states = {name: table.arrays[col].take(r, axis=0) for name, col in self._state_cols}
         t0 = time.perf_counter()
