@@ -210,15 +210,9 @@ class Settings:
 
     def scoring_overrides(self) -> ScoringOverrides:
         """The scorer choice of these settings, in the form `score` and `evaluate` build from their flags."""
-        import json
+        from rnnwatch.consumer.scoring_config import ScoringOverrides, json_object
 
-        from rnnwatch.consumer.scoring_config import ScoringOverrides
-
-        try:
-            options = json.loads(self.scorer_options) if self.scorer_options.strip() else {}
-        except json.JSONDecodeError as exc:
-            msg = f"scorer_options is not valid JSON: {exc}"
-            raise ConfigError(msg) from exc
+        options = json_object(self.scorer_options, "scorer_options")
         return ScoringOverrides(scorer=self.scorer or None, scorer_options=options, threshold=self.threshold,
                                 threshold_surprise=self.threshold_surprise, warmup_steps=self.warmup_steps,
                                 halflife_steps=self.halflife_steps, incident_gap_steps=self.incident_gap_steps,
