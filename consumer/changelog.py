@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnwatch.consumer.errors import StateError
-from rnnwatch.consumer.kafka.types import PartitionReader, TopicPartition
+from rnnwatch.consumer.kafka.protocols import PartitionReader, TopicPartition
 from rnnwatch.consumer.restore import (
     HEADER_MARKER,
     HEADER_MODEL,

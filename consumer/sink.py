@@ -20,7 +20,7 @@ from typing import Protocol
 from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES
-from rnnwatch.consumer.kafka.types import Delivered, Headers, Producer
+from rnnwatch.consumer.kafka.protocols import Delivered, Headers, Producer
 from rnnwatch.consumer.types import ProduceErrorKind
 
 __all__ = ["MAX_REQUEST_BYTES", "KafkaSink", "Sink"]

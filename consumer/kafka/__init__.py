@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
-from rnnwatch.consumer.kafka.types import (
+from rnnwatch.consumer.kafka.protocols import (
     Admin,
     Assignment,
     Delivered,
