@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnwatch.consumer.errors import StateError
-from rnnwatch.consumer.kafka.types import PartitionReader, TopicPartition
+from rnnwatch.consumer.kafka.protocols import PartitionReader, TopicPartition
 from rnnwatch.consumer.restore import (
     HEADER_MARKER,
     HEADER_MODEL,
@@ -69,6 +69,7 @@ from rnnwatch.consumer.restore import (
     run_to_end,
 )
 from rnnwatch.consumer.state import Snapshot, StateTable
+from rnnwatch.consumer.types import ResetReason
 
 __all__ = ["Evicted", "RestoreStats", "StateStore", "read_snapshots"]
 
@@ -111,7 +112,7 @@ class StateStore:
     """Restores partitions into the table, writes snapshots and markers, evicts, revives and expires keys."""
 
     def __init__(self, table: StateTable, topic: str, reader: PartitionReader, *, key_ttl_ms: int = 0,
-                 retention_ms: int = 0, on_reset: Callable[[str, int], None] = lambda reason, n: None,
+                 retention_ms: int = 0, on_reset: Callable[[ResetReason, int], None] = lambda reason, n: None,
                  on_expired: Callable[[int], None] = lambda n: None,
                  wall_ms: Callable[[], int] | None = None, monotonic: Callable[[], float] | None = None) -> None:
         self.table, self.topic, self.reader = table, topic, reader

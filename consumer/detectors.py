@@ -30,57 +30,18 @@ stuck         a value that stops moving: a run of exact repeats,      run-length
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
+from rnnwatch.consumer.detector_protocol import Wave, alpha_of_halflife, detector_options
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.tails import chi2_surprise, upper_surprise
 from rnnwatch.consumer.waveops import every, row_all, row_sum
 
-__all__ = ["DETECTORS", "Detector", "Wave"]
+__all__ = ["DETECTORS"]
 
 _Z2_CLIP = 25.0  # one point moves a variance at most as much as a 5-sigma point (of its current scale) would
-
-
-@dataclass(frozen=True)
-class Wave:
-    """One wave of keys, as every detector sees it (rows aligned)."""
-
-    x: np.ndarray  # float64 [n, F], message units
-    z: np.ndarray  # float64 [n, F], residual / the model's scale; 0 where not valid
-    valid: np.ndarray  # bool [n]: the key had a finite forecast to compare with
-    n_features: int
-    all_valid: bool = False  # valid.all(): detectors skip their masking (the common case, same numbers)
-    x_finite: bool = False  # every value of x is finite
-
-
-class Detector(Protocol):
-    """A per-key scorer: ``columns`` it keeps in the state table, ``surprise`` (scores and learns)."""
-
-    name: ClassVar[str]
-
-    def columns(self) -> list[Column]: ...
-
-    def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray: ...
-
-
-def _alpha(halflife: float) -> float:
-    return float(1.0 - 0.5 ** (1.0 / halflife))
-
-
-def _options(name: str, given: Mapping[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        msg = f"scorer {name!r} has no option(s) {unknown}; it takes {sorted(defaults)}"
-        raise ValueError(msg)
-    out = {**defaults, **given}
-    for key, value in out.items():
-        if isinstance(defaults[key], (int, float)) and not isinstance(value, (int, float)):
-            msg = f"scorer {name!r} option {key!r} must be a number, got {value!r}"
-            raise ValueError(msg)
-    return out
 
 
 class Gaussian:
@@ -97,8 +58,8 @@ class Gaussian:
     DEFAULTS: ClassVar[dict[str, Any]] = {"halflife": 250.0, "clip": _Z2_CLIP}
 
     def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
-        o = _options(self.name, options, self.DEFAULTS)
-        self.alpha, self.clip, self.k = _alpha(float(o["halflife"])), float(o["clip"]), n_features
+        o = detector_options(self.name, options, self.DEFAULTS)
+        self.alpha, self.clip, self.k = alpha_of_halflife(float(o["halflife"])), float(o["clip"]), n_features
 
     def columns(self) -> list[Column]:
         return [Column.filled("s.var", (), np.float64, 1.0), Column.filled("s.n", (), np.int64, 0)]
@@ -133,8 +94,8 @@ class Likelihood:
     DEFAULTS: ClassVar[dict[str, Any]] = {"long_halflife": 1000.0, "short_window": 10.0, "min_steps": 20.0}
 
     def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
-        o = _options(self.name, options, self.DEFAULTS)
-        self.alpha = _alpha(float(o["long_halflife"]))
+        o = detector_options(self.name, options, self.DEFAULTS)
+        self.alpha = alpha_of_halflife(float(o["long_halflife"]))
         self.short = 2.0 / (float(o["short_window"]) + 1.0)
         self.se = float(np.sqrt(self.short / (2.0 - self.short)))
         self.min_steps = int(o["min_steps"])
@@ -188,9 +149,9 @@ class Novelty:
                                           "min_steps": 30.0}
 
     def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
-        o = _options(self.name, options, self.DEFAULTS)
-        self.contract = _alpha(float(o["contract_halflife"]))
-        self.rate_alpha = _alpha(float(o["rate_halflife"]))
+        o = detector_options(self.name, options, self.DEFAULTS)
+        self.contract = alpha_of_halflife(float(o["contract_halflife"]))
+        self.rate_alpha = alpha_of_halflife(float(o["rate_halflife"]))
         self.decade, self.min_steps, self.f = float(o["decade"]), int(o["min_steps"]), n_features
 
     def columns(self) -> list[Column]:
@@ -240,12 +201,13 @@ class Volatility:
                                           "garch_alpha": 0.08, "garch_beta": 0.9, "min_steps": 20.0}
 
     def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
-        o = _options(self.name, options, self.DEFAULTS)
+        o = detector_options(self.name, options, self.DEFAULTS)
         if o["method"] not in ("ewma", "garch"):
             msg = f"scorer 'volatility' method must be 'ewma' or 'garch', got {o['method']!r}"
             raise ValueError(msg)
         self.garch = o["method"] == "garch"
-        self.alpha, self.long_alpha = _alpha(float(o["halflife"])), _alpha(float(o["long_halflife"]))
+        self.alpha = alpha_of_halflife(float(o["halflife"]))
+        self.long_alpha = alpha_of_halflife(float(o["long_halflife"]))
         self.ga, self.gb = float(o["garch_alpha"]), float(o["garch_beta"])
         self.log_returns, self.min_steps, self.f = domain == "positive", int(o["min_steps"]), n_features
 

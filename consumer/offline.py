@@ -26,7 +26,6 @@ A count per reason goes to stderr, with a warning and a hint when most rows are 
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import time
 from collections import Counter
@@ -44,7 +43,7 @@ from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.files import open_output, read_csv
 from rnnwatch.consumer.runner import StepResults, StepRunner, make_runner
 from rnnwatch.consumer.scoring import TAIL_OPTIONS, severity_of
-from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, scorer_config
+from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, json_object, scorer_config
 from rnnwatch.consumer.types import PROCESSED, STATUS, TickBatch
 
 __all__ = ["DEFAULT_SCORER", "DecodedInput", "InputColumns", "SeriesScores", "check_scorer", "decode_input",
@@ -77,8 +76,8 @@ def score_array(model: str | Path | StepSignature, values: np.ndarray, *, thresh
     or infinite values, values outside the model's domain) are not scored: their score is NaN and ``status``
     names the reason.
     """
-    options = json.loads(scorer_options) if isinstance(scorer_options, str) and scorer_options else scorer_options
-    overrides = ScoringOverrides(scorer=scorer, scorer_options=options or {}, threshold=threshold,
+    options = json_object(scorer_options, "scorer options")
+    overrides = ScoringOverrides(scorer=scorer, scorer_options=options, threshold=threshold,
                                  threshold_surprise=threshold_surprise, warmup_steps=warmup_steps,
                                  halflife_steps=halflife_steps, incident_gap_steps=incident_gap_steps,
                                  incident_updates=incident_updates)
@@ -208,16 +207,7 @@ def check_scorer(scorer: str | None, scorer_options: Mapping[str, object] | str 
     ``incident_updates``) and per-scorer options (``{"likelihood": {"long_halflife": 500}}``). The values
     are checked by :class:`ScoringOverrides`, the one validation `run` applies to its settings too.
     """
-    raw: Any
-    try:
-        raw = json.loads(scorer_options) if isinstance(scorer_options, str) and scorer_options.strip() else (
-            scorer_options if isinstance(scorer_options, Mapping) else {})
-    except json.JSONDecodeError as exc:
-        msg = f"scorer options are not valid JSON: {exc}"
-        raise ConfigError(msg) from exc
-    if not isinstance(raw, Mapping):
-        msg = f"scorer options must be a JSON object, got {raw!r}"
-        raise ConfigError(msg)
+    raw = json_object(scorer_options, "scorer options")
     detector = {k: v for k, v in raw.items() if k not in OVERRIDE_FIELDS}
     unknown = sorted(k for k in detector if k not in DETECTORS and k != TAIL_OPTIONS)
     if unknown:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from rnnwatch.consumer.errors import BrokerError
-from rnnwatch.consumer.kafka.types import PartitionReader, TopicPartition
+from rnnwatch.consumer.kafka.protocols import PartitionReader, TopicPartition
 
 __all__ = ["HEADER_MARKER", "HEADER_MODEL", "HEADER_OFFSET", "HEADER_SEEN", "MARKER_KEY", "Best", "Marker",
            "RestoreJob", "ScanResult", "Snap", "header_int", "partition_end", "read_range", "read_snapshots",

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from rnnwatch.consumer.detectors import DETECTORS, Detector, Wave
+from rnnwatch.consumer.detector_protocol import Detector, Wave
+from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.incidents import Incidents
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.tailcal import TailCalibrator

@@ -13,6 +13,7 @@ production flag the same points for the same options. Precedence, highest first:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,26 @@ from rnnwatch.consumer.scoring import (
     parse_spec,
 )
 
-__all__ = ["OVERRIDE_FIELDS", "ScoringOverrides", "scorer_config"]
+__all__ = ["OVERRIDE_FIELDS", "ScoringOverrides", "json_object", "scorer_config"]
+
+
+def json_object(text: str | Mapping[str, Any] | None, what: str) -> dict[str, Any]:
+    """Scorer options as given (JSON text, a mapping, or nothing) -> a dict; ConfigError naming ``what``.
+
+    The one parser of the scorer-options JSON for every command (flags, settings, evaluate's ``NAME:{...}``),
+    so a typo reads the same wherever it is made.
+    """
+    if isinstance(text, Mapping):
+        return dict(text)
+    try:
+        value = json.loads(text) if text and text.strip() else {}
+    except json.JSONDecodeError as exc:
+        msg = f"{what} is not valid JSON: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(value, dict):
+        msg = f"{what} must be a JSON object, got {value!r}"
+        raise ConfigError(msg)
+    return value
 
 
 @dataclass(frozen=True)

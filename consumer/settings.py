@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from rnnwatch.consumer.scoring_config import ScoringOverrides
 
 __all__ = ["OPTIONS", "Option", "Secret", "Settings", "add_arguments", "bundled_model_path", "load_settings",
-           "parse_field_map", "unknown_env_names"]
+           "parse_field_map", "parse_kafka_config", "parse_servers", "unknown_env_names"]
 
 MAX_KEY_BYTES_LIMIT = 64 * 1024  # three copies of a key travel in each event; Kafka's default message limit is 1 MiB
 _DAY_MS = 24 * 3600 * 1000
@@ -58,9 +58,39 @@ def parse_field_map(text: str) -> Pairs:
     return tuple(mapping.items())
 
 
-def _kafka_pairs(text: str) -> Pairs:
-    from rnnwatch.consumer.kafka.config import parse_kafka_config
+# Settings of their own: set them with their flags, not through the pass-through.
+_OWNED = {"bootstrap.servers": "--bootstrap-servers", "group.id": "--group-id", "client.id": "--client-id",
+          "enable.auto.commit": "(rnnwatch commits itself)", "enable.auto.offset.store": "(rnnwatch commits itself)",
+          "isolation.level": "(always read_committed)"}
 
+
+def parse_servers(text: str) -> tuple[str, ...]:
+    """``host:port[,host:port]`` as a tuple, blanks dropped (the one place the list is parsed)."""
+    return tuple(filter(None, (h.strip() for h in text.split(","))))
+
+
+def parse_kafka_config(text: str) -> tuple[tuple[str, str], ...]:
+    """``key=value,key=value``; an entry without ``=`` continues the previous value (``debug=broker,topic``)."""
+    pairs: list[list[str]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            pairs.append([key.strip(), value.strip()])
+        elif pairs:
+            pairs[-1][1] += "," + part
+        else:
+            msg = f"kafka_config entry {part!r} must look like key=value (librdkafka names, e.g. fetch.wait.max.ms=10)"
+            raise ConfigError(msg)
+    for key, _ in pairs:
+        if key in _OWNED:
+            msg = f"kafka_config {key!r} is set by rnnwatch: use {_OWNED[key]}"
+            raise ConfigError(msg)
+    return tuple((k, v) for k, v in pairs)
+
+
+def _kafka_pairs(text: str) -> Pairs:
     return parse_kafka_config(text)
 
 
@@ -210,15 +240,9 @@ class Settings:
 
     def scoring_overrides(self) -> ScoringOverrides:
         """The scorer choice of these settings, in the form `score` and `evaluate` build from their flags."""
-        import json
+        from rnnwatch.consumer.scoring_config import ScoringOverrides, json_object
 
-        from rnnwatch.consumer.scoring_config import ScoringOverrides
-
-        try:
-            options = json.loads(self.scorer_options) if self.scorer_options.strip() else {}
-        except json.JSONDecodeError as exc:
-            msg = f"scorer_options is not valid JSON: {exc}"
-            raise ConfigError(msg) from exc
+        options = json_object(self.scorer_options, "scorer_options")
         return ScoringOverrides(scorer=self.scorer or None, scorer_options=options, threshold=self.threshold,
                                 threshold_surprise=self.threshold_surprise, warmup_steps=self.warmup_steps,
                                 halflife_steps=self.halflife_steps, incident_gap_steps=self.incident_gap_steps,
@@ -375,8 +399,6 @@ def _validate(s: Settings) -> None:
         msg = f"metrics_port must be a TCP port (0-65535; 0 picks a free one), got {s.metrics_port}"
         raise ConfigError(msg)
     s.scoring_overrides()  # ConfigError naming a bad scorer, option or threshold, before anything starts
-    from rnnwatch.consumer.kafka.config import parse_servers
-
     if not parse_servers(s.bootstrap_servers):
         msg = f"no bootstrap servers: pass --bootstrap-servers or set {ENV_PREFIX}BOOTSTRAP_SERVERS"
         raise ConfigError(msg)

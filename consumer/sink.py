@@ -20,7 +20,8 @@ from typing import Protocol
 from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES
-from rnnwatch.consumer.kafka.types import Delivered, Headers, Producer
+from rnnwatch.consumer.kafka.protocols import Delivered, Headers, Producer
+from rnnwatch.consumer.types import ProduceErrorKind
 
 __all__ = ["MAX_REQUEST_BYTES", "KafkaSink", "Sink"]
 
@@ -48,7 +49,7 @@ class KafkaSink:
 
     def __init__(self, *, producer: Producer, output_topic: str, dead_letter_topic: str, changelog_topic: str,
                  on_event_delivered: Callable[[], None] = lambda: None,
-                 on_error: Callable[[str], None] = lambda kind: None) -> None:
+                 on_error: Callable[[ProduceErrorKind], None] = lambda kind: None) -> None:
         self._producer = producer
         self.output_topic = output_topic
         self.dead_letter_topic = dead_letter_topic
@@ -90,7 +91,7 @@ class KafkaSink:
         self._producer.close(timeout_s)
 
     def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, partition: int | None,
-              kind: str, on_offset: Callable[[int], None]) -> None:
+              kind: ProduceErrorKind, on_offset: Callable[[int], None]) -> None:
         size = len(key or b"") + len(value or b"") + sum(len(k) + len(v) for k, v in headers) + _RECORD_OVERHEAD
         with self._lock:
             self._pending_bytes += size
@@ -101,7 +102,7 @@ class KafkaSink:
                 self._pending_bytes -= size
             raise
 
-    def _delivered(self, size: int, kind: str, on_offset: Callable[[int], None]) -> Delivered:
+    def _delivered(self, size: int, kind: ProduceErrorKind, on_offset: Callable[[int], None]) -> Delivered:
         def done(offset: int | None, error: BaseException | None) -> None:
             with self._lock:
                 self._pending_bytes -= size

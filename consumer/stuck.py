@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rnnwatch.consumer.detector_protocol import alpha_of_halflife, detector_options
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.waveops import any_true, row_all
 
@@ -37,13 +38,12 @@ class Stuck:
     DEFAULTS: ClassVar[dict[str, Any]] = {"halflife": 20.0, "min_steps": 30.0}
 
     def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
-        from rnnwatch.consumer.detectors import _alpha, _options
-
-        o = _options(self.name, options, self.DEFAULTS)
+        o = detector_options(self.name, options, self.DEFAULTS)
         if not float(o["halflife"]) > 0:
             msg = f"scorer 'stuck' halflife must be > 0, got {o['halflife']}"
             raise ValueError(msg)
-        self.alpha, self.min_steps, self.f = _alpha(float(o["halflife"])), int(o["min_steps"]), n_features
+        self.alpha = alpha_of_halflife(float(o["halflife"]))
+        self.min_steps, self.f = int(o["min_steps"]), n_features
 
     def columns(self) -> list[Column]:
         # rate, repeats, run length, steps seen: one block, so a wave gathers and scatters it once

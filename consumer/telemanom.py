@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rnnwatch.consumer.detector_protocol import alpha_of_halflife, detector_options
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.tails import upper_surprise
 
@@ -35,14 +36,12 @@ class Telemanom:
     DEFAULTS: ClassVar[dict[str, Any]] = {"window": 100.0, "smoothing": 5.0, "prune": 0.13, "min_steps": 30.0}
 
     def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
-        from rnnwatch.consumer.detectors import _alpha, _options
-
-        o = _options(self.name, options, self.DEFAULTS)
+        o = detector_options(self.name, options, self.DEFAULTS)
         self.window, self.prune, self.min_steps = int(o["window"]), float(o["prune"]), int(o["min_steps"])
         if self.window < 10:
             msg = f"scorer 'telemanom' window must be >= 10, got {self.window}"
             raise ValueError(msg)
-        self.alpha = _alpha(float(o["smoothing"]))
+        self.alpha = alpha_of_halflife(float(o["smoothing"]))
 
     def columns(self) -> list[Column]:
         return [Column.filled("s.telemanom.errors", (self.window,), np.float64, np.nan),

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rnnwatch.consumer.kafka.types import Assignment, Delivered, Headers, Record, TopicPartition
+from rnnwatch.consumer.kafka.protocols import Assignment, Delivered, Headers, Record, TopicPartition
 
 __all__ = ["Fault", "MemoryAdmin", "MemoryCluster", "MemoryProducer", "MemoryReader", "MemorySource",
            "MemoryTransport", "Script"]

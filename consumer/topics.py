@@ -10,7 +10,7 @@ grows with the changelog's whole history, and with ``delete`` the snapshots of k
 the default), or a warning (``warn``). A broker that does not report the policy (the embedded test broker,
 Tansu, reports none for topics created without configs, and never compacts) is logged as "not verified".
 
-Everything goes through an :class:`~rnnwatch.consumer.kafka.types.Admin` of the chosen transport.
+Everything goes through an :class:`~rnnwatch.consumer.kafka.protocols.Admin` of the chosen transport.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import time
 
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.kafka.types import Admin
+from rnnwatch.consumer.kafka.protocols import Admin
 from rnnwatch.consumer.settings import Settings
 
 __all__ = ["ensure_topics"]

@@ -27,6 +27,7 @@ import numpy as np
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.offline import DEFAULT_SCORER, decode_input, score_rows
+from rnnwatch.consumer.scoring_config import json_object
 from rnnwatch.consumer.types import PROCESSED, STATUS
 from rnnwatch.evaluate.corpus import CorpusSeries
 from rnnwatch.evaluate.nab import probation_rows
@@ -52,15 +53,7 @@ def parse_scorer_spec(spec: str, defaults: Mapping[str, Any] | None = None) -> S
     name, _, raw = spec.partition(":")
     options = dict(defaults or {})
     if raw:
-        try:
-            extra = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            msg = f"--scorer {spec!r}: the options after ':' are not JSON ({exc})"
-            raise ConfigError(msg) from exc
-        if not isinstance(extra, dict):
-            msg = f"--scorer {spec!r}: the options after ':' must be a JSON object"
-            raise ConfigError(msg)
-        options.update(extra)
+        options.update(json_object(raw, f"--scorer {spec!r}: the option text after ':'"))
     if not name:
         msg = f"--scorer {spec!r}: no scorer name"
         raise ConfigError(msg)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
 from rnnwatch.consumer import offline
-from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.scoring import DEFAULT_INCIDENT_GAP_STEPS
+from rnnwatch.consumer.scoring_config import json_object
 
 __all__ = ["add_scoring_arguments", "register"]
 
@@ -50,7 +48,7 @@ def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    options = _json_object(args.scorer_options)
+    options = json_object(args.scorer_options, "--scorer-options")
     options.update({"threshold": args.threshold, "warmup_steps": args.warmup_steps,
                     "threshold_surprise": args.threshold_surprise, "incident_gap_steps": args.incident_gap_steps,
                     "incident_updates": args.incident_updates})
@@ -59,14 +57,3 @@ def _run(args: argparse.Namespace) -> int:
                       report=args.report)
     return 0
 
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text) if text.strip() else {}
-    except json.JSONDecodeError as exc:
-        msg = f"--scorer-options is not valid JSON: {exc}"
-        raise ConfigError(msg) from exc
-    if not isinstance(value, dict):
-        msg = f"--scorer-options must be a JSON object, got {value!r}"
-        raise ConfigError(msg)
-    return value

@@ -118,7 +118,7 @@ def produce_ticks(bootstrap_servers: str, topic: str, ticks: Iterable[Tick], *, 
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from rnnwatch.consumer.kafka.config import parse_servers
+    from rnnwatch.consumer.settings import parse_servers
 
     try:
         producer = KafkaProducer(bootstrap_servers=list(parse_servers(bootstrap_servers)), acks=1, linger_ms=20,

@@ -8,8 +8,8 @@ Python) or ``confluent`` (librdkafka; ``pip install 'rnnwatch[fast]'``). Client 
 from __future__ import annotations
 
 from rnnwatch.consumer.errors import ConfigError
-from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig, parse_kafka_config
-from rnnwatch.consumer.kafka.types import (
+from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
+from rnnwatch.consumer.kafka.protocols import (
     Admin,
     Assignment,
     Delivered,
@@ -23,8 +23,7 @@ from rnnwatch.consumer.kafka.types import (
 )
 
 __all__ = ["MAX_REQUEST_BYTES", "TRANSPORTS", "Admin", "Assignment", "Delivered", "GroupSource", "Headers",
-           "KafkaConfig", "PartitionReader", "Producer", "Record", "TopicPartition", "Transport", "open_transport",
-           "parse_kafka_config"]
+           "KafkaConfig", "PartitionReader", "Producer", "Record", "TopicPartition", "Transport", "open_transport"]
 
 TRANSPORTS = ("kafka-python", "confluent")
 

@@ -1,6 +1,7 @@
 """Client configuration, built once from the settings, for every client of either transport.
 
-The bootstrap list is parsed here and only here; security settings are mapped to each client's own names by
+The bootstrap list and the pass-through pairs are parsed where the options are declared (``consumer.settings``,
+once, at load); security settings are mapped to each client's own names by
 ``kafka.security`` (kafka-python ``sasl_plain_username``, librdkafka ``sasl.username``, ...); ``--kafka-config
 key=value`` entries use librdkafka's names and pass through to both transports: to librdkafka as they are (it
 rejects unknown names when the client is built), to kafka-python with dots turned into underscores (plus a few
@@ -16,9 +17,9 @@ from typing import Any
 
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.kafka.security import python_security, rdkafka_security
-from rnnwatch.consumer.settings import Settings
+from rnnwatch.consumer.settings import Settings, parse_servers
 
-__all__ = ["MAX_REQUEST_BYTES", "KafkaConfig", "parse_kafka_config", "parse_servers"]
+__all__ = ["MAX_REQUEST_BYTES", "KafkaConfig"]
 
 # The producers' request limit: no single record rnnwatch writes may be larger (checked at start-up by
 # ``limits.check_record_sizes``); brokers have their own limit (message.max.bytes, 1 MiB by default).
@@ -37,38 +38,6 @@ _PY_ALIASES = {
     "fetch.wait.max.ms": "fetch_max_wait_ms",
     "queue.buffering.max.ms": "linger_ms",
 }
-# Settings of their own: set them with their flags, not through the pass-through.
-_OWNED = {"bootstrap.servers": "--bootstrap-servers", "group.id": "--group-id", "client.id": "--client-id",
-          "enable.auto.commit": "(rnnwatch commits itself)", "enable.auto.offset.store": "(rnnwatch commits itself)",
-          "isolation.level": "(always read_committed)"}
-
-
-def parse_servers(text: str) -> tuple[str, ...]:
-    """``host:port[,host:port]`` as a tuple, blanks dropped (the one place the list is parsed)."""
-    return tuple(filter(None, (h.strip() for h in text.split(","))))
-
-
-def parse_kafka_config(text: str) -> tuple[tuple[str, str], ...]:
-    """``key=value,key=value``; an entry without ``=`` continues the previous value (``debug=broker,topic``)."""
-    pairs: list[list[str]] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        if sep and key.strip():
-            pairs.append([key.strip(), value.strip()])
-        elif pairs:
-            pairs[-1][1] += "," + part
-        else:
-            msg = f"kafka_config entry {part!r} must look like key=value (librdkafka names, e.g. fetch.wait.max.ms=10)"
-            raise ConfigError(msg)
-    for key, _ in pairs:
-        if key in _OWNED:
-            msg = f"kafka_config {key!r} is set by rnnwatch: use {_OWNED[key]}"
-            raise ConfigError(msg)
-    return tuple((k, v) for k, v in pairs)
-
-
 @dataclass(frozen=True)
 class KafkaConfig:
     """The clients' view of :class:`Settings`: no field of its own, so no option is declared twice.

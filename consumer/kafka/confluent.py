@@ -29,7 +29,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type:
 
 from rnnwatch.consumer.errors import BrokerError, ConfigError, RebalancedError
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
-from rnnwatch.consumer.kafka.types import Assignment, Delivered, Headers, Record, TopicPartition
+from rnnwatch.consumer.kafka.protocols import Assignment, Delivered, Headers, Record, TopicPartition
 
 __all__ = ["ConfluentAdmin", "ConfluentProducer", "ConfluentReader", "ConfluentSource", "ConfluentTransport"]
 

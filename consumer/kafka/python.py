@@ -30,7 +30,7 @@ from kafka.structs import OffsetAndMetadata
 
 from rnnwatch.consumer.errors import BrokerError, ConfigError, RebalancedError
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
-from rnnwatch.consumer.kafka.types import Assignment, Delivered, Headers, TopicPartition
+from rnnwatch.consumer.kafka.protocols import Assignment, Delivered, Headers, TopicPartition
 
 __all__ = ["PythonAdmin", "PythonProducer", "PythonReader", "PythonSource", "PythonTransport"]
 

@@ -10,12 +10,13 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.user_modules import SMOOTHER_MODULE
 
 pytestmark = pytest.mark.e2e
 RNNWATCH = [sys.executable, "-m", "rnnwatch.consumer.cli"]
@@ -42,26 +43,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> 
     (ws / "model.onnx").write_bytes(bundled_model.read_bytes())
     mine = ws / "mine"
     mine.mkdir()
-    (mine / "my_model.py").write_text(textwrap.dedent("""
-        import torch
-        from rnnwatch.export import StateSpec, StepModule
-
-        class Smoother(StepModule):
-            def __init__(self):
-                super().__init__()
-                self.n_features = 1
-                self.alpha = torch.nn.Parameter(torch.tensor(0.3))
-
-            def state_spec(self):
-                return [StateSpec("m", (1,)), StateSpec("seen", (1,))]
-
-            def step(self, x, state):
-                m = torch.where(state["seen"] > 0, (1 - self.alpha) * state["m"] + self.alpha * x, x)
-                return m, {"m": m, "seen": torch.ones_like(state["seen"])}
-
-        def make():
-            return Smoother()
-    """))
+    (mine / "my_model.py").write_text(SMOOTHER_MODULE)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)

@@ -88,7 +88,7 @@ def test_unknown_scorers_and_options_are_refused_by_the_score_function(tiny_corp
         run_series(series, FAST, [ScorerSpec("nope")])
     with pytest.raises(ConfigError, match="unknown scorer option"):
         run_series(series, FAST, [ScorerSpec(options={"colour": 1})])
-    with pytest.raises(ConfigError, match="not JSON"):
+    with pytest.raises(ConfigError, match="not valid JSON"):
         parse_scorer_spec("model:{oops")
 
 

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from rnnwatch.consumer.offline import score_array
 from rnnwatch.export.cli import main
 from rnnwatch.export.data import load_series
 from rnnwatch.export.train import HOLDOUT
+from tests.user_modules import SMOOTHER_MODULE
 
 pytestmark = pytest.mark.export
 CLI = [sys.executable, "-m", "rnnwatch.consumer.cli"]
@@ -115,25 +115,7 @@ def test_train_reports_a_missing_column(prices_csv: Path, tmp_path: Path, capsys
 
 def test_export_a_user_module(tmp_path: Path) -> None:
     module = tmp_path / "my_model.py"
-    module.write_text(textwrap.dedent('''
-        import torch
-        from rnnwatch.export import StateSpec, StepModule
-
-        class Smoother(StepModule):
-            """Forecast = EWMA of the last values, in message units (its own state)."""
-            def __init__(self):
-                super().__init__()
-                self.n_features = 1
-                self.alpha = torch.nn.Parameter(torch.tensor(0.3))
-            def state_spec(self):
-                return [StateSpec("m", (1,)), StateSpec("seen", (1,))]
-            def step(self, x, state):
-                m = torch.where(state["seen"] > 0, (1 - self.alpha) * state["m"] + self.alpha * x, x)
-                return m, {"m": m, "seen": torch.ones_like(state["seen"])}
-
-        def make():
-            return Smoother()
-    '''))
+    module.write_text(SMOOTHER_MODULE)
     out = subprocess.run([*CLI, "export", "--module", "my_model:make", "--feature", "load:nonnegative",
                           "--name", "smoother", "--residual-std", "2.5", "--output", str(tmp_path / "s.onnx")],
                          capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,

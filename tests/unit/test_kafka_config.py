@@ -9,8 +9,7 @@ import pytest
 
 from rnnwatch.consumer.errors import BrokerError, ConfigError
 from rnnwatch.consumer.kafka import KafkaConfig, open_transport
-from rnnwatch.consumer.kafka.config import parse_kafka_config
-from rnnwatch.consumer.settings import Settings, add_arguments, load_settings
+from rnnwatch.consumer.settings import Settings, add_arguments, load_settings, parse_kafka_config
 
 
 def _settings(*flags: str) -> Settings:

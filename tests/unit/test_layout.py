@@ -1,6 +1,8 @@
 """The package's layout rules (issue 10, item 4): one home for command wiring, demo tooling apart from `run`.
 
 * `rnnwatch run`'s service imports neither the CLI nor the demo tooling (embedded broker, price feed), nor torch;
+* no import cycles, not even through imports deferred into functions (a deferred import that closes a cycle hides a
+  layering mistake and breaks as soon as someone moves it to the top);
 * argparse appears only where commands are wired (``consumer/cli/``, the training side's own ``cli`` modules) and
   in the settings declaration that generates `run`'s flags from its fields.
 """
@@ -97,3 +99,65 @@ def test_label_types_and_their_value_tuples_agree() -> None:
     assert types.STATUS[types.PROCESSED] == "processed"
     for values in (types.REASONS, types.RESET_REASONS, types.REBALANCE_KINDS, types.PRODUCE_ERROR_KINDS):
         assert values and len(set(values)) == len(values)
+
+
+def _imports_of(path: Path, modules: set[str]) -> set[str]:
+    """rnnwatch modules ``path`` imports anywhere in its body (functions too), except ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(
+        node.test) for n in ast.walk(node)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rnnwatch."):
+            found.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                         for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("rnnwatch."))
+    return found & modules
+
+
+def _module_name(path: Path) -> str:
+    parts = ["rnnwatch", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    folders = [PACKAGE / name for name in ("consumer", "export", "evaluate")]
+    paths = {_module_name(p): p for folder in folders for p in folder.rglob("*.py")}
+    graph = {m: _imports_of(p, set(paths)) - {m} for m, p in paths.items()}
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -15,6 +15,7 @@ from rnnwatch.consumer.cli import main
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.decoder import TickDecoder
 from rnnwatch.consumer.demo.feed import bundled_prices_path
+from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.offline import score_array
 
 
@@ -134,3 +135,10 @@ def test_incident_names_the_opening_input_row_when_earlier_rows_were_refused(
     assert rows[450]["is_anomaly"] == "1" and rows[450]["incident"] == "450"
     assert all(r["incident"] == "" or rows[int(r["incident"])]["is_anomaly"] == "1" for r in rows)
     assert rows[450]["severity"] in ("minor", "major", "critical")
+
+
+@pytest.mark.parametrize(("options", "says"), [("{oops", "not valid JSON"), ("[1]", "must be a JSON object")])
+def test_the_library_refuses_bad_scorer_options_like_the_flags(bundled_model: Path, options: str, says: str) -> None:
+    """``score_array`` is what notebooks call: a typo in the options is a ConfigError, not a JSON traceback."""
+    with pytest.raises(ConfigError, match=says):
+        score_array(bundled_model, np.linspace(100.0, 101.0, 50), scorer_options=options)
