@@ -172,3 +172,28 @@ def test_a_wave_larger_than_the_model_batch_is_stepped_in_slices_with_the_same_r
     np.testing.assert_allclose(sliced.expected, whole.expected, rtol=BATCH_RTOL)
     np.testing.assert_allclose(sliced.score, whole.score, rtol=BATCH_RTOL, atol=1e-9)
     assert (sliced.status == whole.status).all()
+
+
+def test_a_poll_of_many_waves_gives_every_result_field_of_record_by_record_polls(ewma_path: Path) -> None:
+    """The waves' scores are written into the per-record results once per poll: field for field, bit for bit, the
+    same as stepping one record per poll, with duplicates, out-of-order times, NaN values, alarms and new keys."""
+    sig = load_signature(ewma_path)
+    rng = np.random.default_rng(11)
+    n, keys = 900, 7
+    key = rng.integers(0, keys, n)
+    times = np.cumsum(rng.integers(0, 3, n)).tolist()  # 0 steps: duplicates of the key's last time, or older
+    values = (100 * np.exp(0.01 * rng.normal(size=n) + 0.3 * (rng.random(n) < 0.02))).astype(np.float32)
+    values[rng.random(n) < 0.01] = np.nan
+    batch = _batch([b"k%d" % k for k in key.tolist()], times, values.tolist())
+    whole = make_runner(sig, warmup_steps=5).process(batch)
+    one_by_one = make_runner(sig, warmup_steps=5)
+    parts = [one_by_one.process(_batch([batch.keys[i]], [times[i]], [float(values[i])], first_offset=i))
+             for i in range(n)]
+    assert whole.alarm.any() and (whole.status != PROCESSED).any() and len(whole.wave_keys) > n // keys
+    processed = whole.status == PROCESSED  # every processed record got its scores, an alarm its incident
+    assert np.isfinite(whole.surprise[processed]).all() and np.isnan(whole.surprise[~processed]).all()
+    np.testing.assert_array_equal(whole.incident >= 0, whole.alarm)
+    for name in ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected",
+                 "residual", "gap", "reset"):
+        got, want = getattr(whole, name), np.concatenate([getattr(p, name) for p in parts])
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8), err_msg=name)
