@@ -86,6 +86,7 @@ class ScoredRun:
     score: np.ndarray  # float64 [T], NaN where the runtime skipped a row
     is_anomaly: np.ndarray  # bool [T]
     surprise: np.ndarray  # float64 [T]: -log10 of the tail probability, which keeps its resolution near 1
+    alarm: np.ndarray | None = None  # bool [T]: over the threshold (any row of an incident)
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def run_series(series: CorpusSeries, config: TrainConfig, scorers: Sequence[Scor
                          scorer_options=spec.options)
         with np.errstate(divide="ignore"):
             surprise = -np.log10(res.tail)  # a tail that underflowed to 0 ranks above everything (inf)
-        runs[spec.label] = ScoredRun(res.score, res.is_anomaly, surprise)
+        runs[spec.label] = ScoredRun(res.score, res.is_anomaly, surprise, res.alarm)
         expected = res.expected[:, 0]
         refused = Counter(s for s in inp.spread(res, signature.n_features)[1].tolist() if s != STATUS[PROCESSED])
     t2 = time.perf_counter()

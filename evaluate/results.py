@@ -20,6 +20,7 @@ import numpy as np
 
 from rnnwatch.consumer.scoring import DEFAULT_INCIDENT_GAP_STEPS
 from rnnwatch.evaluate.corpus import label_windows
+from rnnwatch.evaluate.false_alarms import false_alarms
 from rnnwatch.evaluate.harness import SeriesRun
 from rnnwatch.evaluate.nab import (
     PROFILES,
@@ -107,4 +108,4 @@ def corpus_scores(runs: Sequence[SeriesRun], label: str) -> dict[str, Any]:
                                                  else 0.0, 5),
                        "model_threshold": r.threshold, "train_seconds": round(r.train_seconds, 2),
                        "score_seconds": round(r.score_seconds, 2)})
-    return {**total, "categories": categories, "series": series}
+    return {**total, "categories": categories, "series": series, "false_alarms": false_alarms(runs, label)}

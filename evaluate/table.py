@@ -48,6 +48,11 @@ def render_table(report: dict[str, Any]) -> str:
         for cat, block in s["categories"].items():
             lines.append(f"{cat:<30} {_cells(block)}")
         lines.append(f"{'all':<30} {_cells(s)}")
+        if "false_alarms" in s:
+            fa = s["false_alarms"]
+            lines.append(f"false alarms on unfitted, unlabeled rows: {fa['alarm_rate']} alarm rows and "
+                         f"{fa['incident_rate']} incidents per row (documented {fa['documented_rate']} alarm rows); "
+                         f"label density {fa['windows_per_row']} windows per row")
     return "\n".join(lines)
 
 

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Default scorer written into the model (e.g. 'gaussian+likelihood'); 'auto' picks it from "
                         "the data: volatility for positive (log-return) series (default auto).")
     t.add_argument("--target-rate", type=float, default=_TRAIN["target_rate"],
-                   help="False alarms per row the calibrated threshold aims at on held-out rows (default 10^-2.5).")
+                   help="Alarm rows per row the written threshold allows on rows the model was not fitted on; the "
+                        "surprise threshold is -log10 of it (default %(default)g).")
     t.add_argument("--name", default=_TRAIN["name"], help="Model name (default: <csv stem>-<arch>).")
     t.add_argument("--model-version", default=_TRAIN["model_version"])
     t.add_argument("--trained-at", default=_TRAIN["trained_at"],
