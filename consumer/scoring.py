@@ -38,16 +38,19 @@ import numpy as np
 
 from rnnwatch.consumer.detectors import DETECTORS, Detector, Wave
 from rnnwatch.consumer.incidents import Incidents
+from rnnwatch.consumer.seasonal import SEASON_OPTIONS, SeasonalNormaliser
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.tailcal import TailCalibrator
 from rnnwatch.consumer.tails import chi2_tail, gaussian_tail, score_of, tail_of
 
-__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "TAIL_OPTIONS", "ResidualScorer", "ScoreBatch", "ScorerConfig",
-           "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of", "surprise_of_threshold"]
+__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "STAGE_OPTIONS", "TAIL_OPTIONS", "ResidualScorer", "ScoreBatch",
+           "ScorerConfig", "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of",
+           "surprise_of_threshold"]
 
 SEVERITIES = ("minor", "major", "critical")
 DEFAULT_INCIDENT_GAP_STEPS = 4  # alarms up to 3 quiet steps apart are one incident
 TAIL_OPTIONS = "tail"  # options of the tail calibration (consumer.tailcal): level, halflife, eta, prior; off=1
+STAGE_OPTIONS = (TAIL_OPTIONS, SEASON_OPTIONS)  # option keys of the scorer's stages (not detectors)
 
 
 def surprise_of_threshold(threshold: float) -> float:
@@ -74,7 +77,7 @@ def parse_options(text: str | Mapping[str, Any] | None, names: tuple[str, ...]) 
         raise ValueError(msg)
     if len(names) == 1 and raw and not all(isinstance(v, Mapping) for v in raw.values()):
         raw = {names[0]: raw}
-    stray = sorted(set(raw) - set(names) - {TAIL_OPTIONS})
+    stray = sorted(set(raw) - set(names) - set(STAGE_OPTIONS))
     if stray or not all(isinstance(v, Mapping) for v in raw.values()):
         msg = f"scorer options {dict(raw)!r}: expected {{scorer: {{option: value}}}} for scorers {list(names)}"
         raise ValueError(msg)
@@ -138,6 +141,8 @@ class ResidualScorer:
             None if getattr(d, "self_calibrated", False) else
             TailCalibrator(f"s.{n}.tail", **{k: float(v) for k, v in tail.items() if k != "off"})
             for n, d in zip(names, self.detectors, strict=True)]
+        season = options.get(SEASON_OPTIONS, {})
+        self.season = SeasonalNormaliser(season, n_features) if season.get("period") else None
         self.bonferroni = math.log10(len(names))
         self.incidents = Incidents(config.incident_gap_steps, config.incident_updates)
         self.threshold_surprise = config.surprise_threshold
@@ -147,6 +152,7 @@ class ResidualScorer:
         cols = [Column.filled("s.forecast", f, np.float32, np.nan), Column.filled("s.scale", f, np.float32, np.nan)]
         for d in self.detectors:
             cols.extend(d.columns())
+        cols.extend(self.season.columns() if self.season is not None else [])
         for c in self.calibrators or []:
             cols.extend(c.columns() if c is not None else [])
         return [*cols, *Incidents.columns()]
@@ -164,7 +170,10 @@ class ResidualScorer:
         valid = np.isfinite(z).all(axis=1)
         all_valid = bool(valid.all())  # the common case: no masking anywhere (same numbers, fewer operations)
         xf = np.asarray(x, dtype=np.float64)
-        wave = Wave(xf, z if all_valid else np.where(valid[:, None], z, 0.0), valid, self.n_features,
+        z = z if all_valid else np.where(valid[:, None], z, 0.0)
+        if self.season is not None:
+            z = self.season.normalise(table, rows, steps, z, valid)
+        wave = Wave(xf, z, valid, self.n_features,
                     all_valid=all_valid, x_finite=bool(np.isfinite(xf).all()))
         surprise = np.zeros(len(rows))
         warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only

@@ -23,7 +23,7 @@ from rnnwatch.consumer.contract import StepSignature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.scoring import (
     DEFAULT_INCIDENT_GAP_STEPS,
-    TAIL_OPTIONS,
+    STAGE_OPTIONS,
     ScorerConfig,
     parse_options,
     parse_spec,
@@ -80,7 +80,7 @@ def scorer_config(signature: StepSignature, o: ScoringOverrides) -> ScorerConfig
         user_opts = parse_options(dict(o.scorer_options), names)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    options = {n: {**model_opts.get(n, {}), **user_opts.get(n, {})} for n in (*names, TAIL_OPTIONS)}
+    options = {n: {**model_opts.get(n, {}), **user_opts.get(n, {})} for n in (*names, *STAGE_OPTIONS)}
     if o.threshold_surprise is not None:
         surprise: float | None = o.threshold_surprise
     elif o.threshold is not None:

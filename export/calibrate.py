@@ -85,11 +85,18 @@ def fit_tail_threshold(surprise: np.ndarray, target_rate: float = TARGET_FALSE_A
 # anomaly likelihood, for sustained changes of behaviour that no single residual shows, and not `stuck`:
 # holding a value is ordinary for them (NAB's rogue_agent_key_hold holds keys outside its labels).
 # Fewer members cost less multiple-testing (Bonferroni log10 k) sensitivity.
-DEFAULT_SCORERS = {"positive": "gaussian+volatility+stuck", "real": "gaussian+likelihood+volatility"}
+# A series with a season (``export.period``) gets its residual deseasoned (``consumer.seasonal``) and is scored by
+# `gaussian+likelihood` on it: `volatility` scores raw differences, and a periodic series' daily edges are large
+# differences every day (NAB 18 series, swept standard: 50.8 with volatility, 54.4 without).
+DEFAULT_SCORERS = {"positive": "gaussian+volatility+stuck", "real": "gaussian+likelihood+volatility",
+                   "seasonal": "gaussian+likelihood"}
 
 
-def default_scorer(domain: str) -> str:
-    """The default scorer spec for features of ``domain`` ("positive" = log-return series, else levels)."""
+def default_scorer(domain: str, period: int = 0) -> str:
+    """The default scorer spec for features of ``domain`` ("positive" = log-return series, else levels), or for
+    a series with a season of ``period`` rows (> 0)."""
+    if period > 0:
+        return DEFAULT_SCORERS["seasonal"]
     return DEFAULT_SCORERS["positive" if domain == "positive" else "real"]
 
 

@@ -1,0 +1,97 @@
+"""Seasonal residual normaliser: a forecaster's misfit that repeats every period is not news.
+
+A one-step forecaster trained on a few days of a daily-periodic series misses the same edges every day
+(a square wave's steps, a daily ramp's turn): its residual at those phases is large, but the same each
+period. Scored against the key's overall residual scale, it alarms once a period, forever. This stage
+sits between the residual and the detectors (``consumer.detectors``): with a ``period`` P (found label-free
+by the trainer, ``export.period``), the residual ``z`` at phase ``p = step mod P`` is replaced by::
+
+    z' = (z - m_p w) / sqrt(v_eff),   w = n_p / (n_p + 1),   v_eff = (n_p v_p + K g) / (n_p + K)
+
+``m_p``, ``v_p``: EWMAs (half-life ``halflife`` periods, a running mean over the first visits) of the
+residual and of its squared deviation at phase p; ``n_p`` the visits of phase p so far (from the key's step
+count, no state); ``g`` the key's EWMA variance of the deseasoned residual over every phase (half-life
+``halflife`` periods in steps), the prior a young phase borrows (``K = 2`` visits' weight). So a phase
+seen once barely moves the residual, a phase seen every period with the same misfit is scored against
+that misfit and its own spread, and every other phase against the key's overall scale.
+
+It keeps learning from every point (the influence of one point on ``m_p`` and ``v_p`` clipped at
+``clip`` standard deviations): a real shock at a misfit's phase still stands out against the phase's own
+spread, it echoes at most ``alpha * clip`` of a standard deviation at that phase one period later, and a
+regime change (a new daily shape) is learnt within a few ``halflife`` periods, after which it stops
+alarming. State: ``2 P F + 1`` float64 per key (P = 288 at 5-minute data with a daily period: 4.6 kB);
+the stage exists only for a model whose trainer found a period, so other models pay nothing.
+The phase is the key's step count modulo P: it assumes regular sampling (a gap shifts the phase until the
+phase statistics relearn it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rnnwatch.consumer.state import Column, StateTable
+
+__all__ = ["SEASON_OPTIONS", "SeasonalNormaliser"]
+
+SEASON_OPTIONS = "season"  # scorer options key: {"season": {"period": P, "halflife": periods, "clip": sd}}
+_PRIOR_VISITS = 2.0
+
+
+class SeasonalNormaliser:
+    DEFAULTS: ClassVar[dict[str, float]] = {"period": 0.0, "halflife": 3.0, "clip": 5.0}
+
+    def __init__(self, options: Mapping[str, Any], n_features: int) -> None:
+        unknown = sorted(set(options) - set(self.DEFAULTS))
+        if unknown:
+            msg = f"scorer option {SEASON_OPTIONS!r} has no option(s) {unknown}; it takes {sorted(self.DEFAULTS)}"
+            raise ValueError(msg)
+        o = {**self.DEFAULTS, **{k: float(v) for k, v in options.items()}}
+        self.period = int(o["period"])
+        if self.period < 2 or self.period != o["period"] or o["halflife"] <= 0 or o["clip"] <= 0:
+            msg = f"season needs an integer period >= 2, halflife > 0, clip > 0; got {dict(options)}"
+            raise ValueError(msg)
+        self.alpha = 1.0 - 0.5 ** (1.0 / o["halflife"])
+        self.g_alpha = 1.0 - 0.5 ** (1.0 / (o["halflife"] * self.period))
+        self.clip2 = o["clip"] ** 2
+        self.f = n_features
+
+    def columns(self) -> list[Column]:
+        shape = (self.period, self.f)
+        return [Column.filled("s.season.mean", shape, np.float64, 0.0),
+                Column.filled("s.season.var", shape, np.float64, 0.0),
+                Column.filled("s.season.g", (), np.float64, math.nan)]
+
+    def normalise(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, z: np.ndarray,
+                  valid: np.ndarray) -> np.ndarray:
+        """The deseasoned residual of ``rows`` at their step (float64 [n, F]); learns where ``valid``."""
+        a = table.arrays
+        phase = np.asarray(steps % self.period, dtype=np.int64)
+        visits = (np.asarray(steps, dtype=np.int64) // self.period).astype(np.float64)[:, None]  # earlier visits
+        mean_all, var_all = a["s.season.mean"], a["s.season.var"]
+        m, v = mean_all[rows, phase], var_all[rows, phase]
+        g = a["s.season.g"][rows][:, None]
+        w = visits / (visits + 1.0)
+        dev = z - m * w
+        g_prior = np.where(np.isfinite(g), g, np.maximum(dev * dev, 1.0))
+        # a phase is never scored against a scale narrower than the key's overall one: a few visits cannot
+        # estimate a variance well, and a phase that looked calm twice must not turn ordinary noise into alarms
+        v_eff = np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS), g_prior)
+        out = dev / np.sqrt(v_eff)
+        # learning: influence clipped at clip standard deviations of the phase's current scale
+        bound = np.sqrt(self.clip2 * v_eff)
+        d = np.clip(z - m, -bound, bound)
+        alpha = np.maximum(self.alpha, 1.0 / (visits + 1.0))
+        new_m = m + alpha * d
+        new_v = (1.0 - alpha) * (v + alpha * d * d)
+        dev2 = np.minimum(dev * dev, self.clip2 * g_prior)
+        ga = np.maximum(self.g_alpha, 1.0 / (np.asarray(steps, dtype=np.float64)[:, None] + 1.0))
+        new_g = (g_prior + ga * (dev2 - g_prior)).mean(axis=1)
+        keep = valid[:, None]
+        mean_all[rows, phase] = np.where(keep, new_m, m)
+        var_all[rows, phase] = np.where(keep, new_v, v)
+        a["s.season.g"][rows] = np.where(valid, new_g, a["s.season.g"][rows])
+        return np.asarray(np.where(keep, out, z))

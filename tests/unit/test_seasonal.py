@@ -1,0 +1,106 @@
+"""The seasonal stage (consumer.seasonal) and the trainer's period finder (export.period): a forecaster's
+misfit that repeats every period stops alarming, a real shock at that phase still alarms, a new daily shape is
+learnt, and only series that repeat get a period."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
+from rnnwatch.consumer.state import StateTable
+from rnnwatch.export.period import find_period, series_period
+
+PERIOD = 144  # a misfit once or twice a period: rarer than the tail calibration's 5 % level absorbs on its own
+
+
+def _alarms(values: np.ndarray, period: int = 0, spec: str = "gaussian+likelihood") -> np.ndarray:
+    """Alarm per step of one key scored against a naive forecaster (forecast = last value), which misses
+    every edge of a pulse wave: a misfit at the same phases every period, its size varying from period to
+    period (as a trained forecaster's does)."""
+    options = {"season": {"period": period}} if period else {}
+    cfg = ScorerConfig(threshold=0.999, warmup_steps=20, halflife_steps=250.0, residual_std=np.array([1.0]),
+                       uses_model_scale=False, spec=spec, options=options, threshold_surprise=3.0, domain="real")
+    scorer = ResidualScorer(cfg, 1)
+    table = StateTable(scorer.columns(), identity="t")
+    rows, _ = table.rows_for(0, [b"k"])
+    out = np.zeros(len(values), dtype=bool)
+    for t, v in enumerate(values):
+        x = np.array([[v]], dtype=np.float32)
+        out[t] = scorer.score(table, rows, x, np.array([t]), np.array([t])).alarm[0]
+        scorer.remember(table, rows, x, None)
+    return out
+
+
+WIDTH = 6  # the pulse: high for WIDTH steps from phase 0
+
+
+def _square(periods: int, seed: int = 0, high: float = 10.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    phase = np.arange(periods * PERIOD) % PERIOD
+    heights = high * np.repeat(rng.lognormal(0.0, 0.5, periods), PERIOD)
+    return np.where(phase < WIDTH, heights, 0.0) + rng.normal(0, 0.3, periods * PERIOD)
+
+
+def test_a_periodic_misfit_alarms_every_period_without_the_season_and_stops_with_it() -> None:
+    values = _square(40)
+    late = slice(8 * PERIOD, None)  # after a few periods of learning: 4,608 steps, 4.6 alarms at 1e-3
+    assert _alarms(values)[late].sum() >= 12  # the plain scorer: the same edges, period after period
+    assert _alarms(values, PERIOD)[late].sum() <= 5  # the calibrated rate
+
+
+def test_a_real_shock_at_the_misfit_phase_still_alarms() -> None:
+    values = _square(40)
+    edge = 30 * PERIOD + WIDTH  # the falling edge, where the forecaster always misses
+    values[edge] += 40.0  # the edge falls about 10 every period; today it rises 30
+    spike = 28 * PERIOD + 50  # and, earlier, a shock at a quiet phase: 17 noise deviations
+    values[spike] += 5.0
+    alarms = _alarms(values, PERIOD)
+    assert alarms[edge] and alarms[spike]
+
+
+# not `volatility`: it scores raw differences, which the season does not touch (export.calibrate drops it)
+@pytest.mark.parametrize("spec", ["gaussian", "gaussian+likelihood"])
+def test_a_new_daily_shape_stops_alarming_within_a_few_half_lives(spec: str) -> None:
+    values = _square(50)
+    values[30 * PERIOD:] = _square(20, seed=1, high=-25.0)  # the daily shape flips and grows from period 30
+    alarms = _alarms(values, PERIOD, spec)
+    assert alarms[30 * PERIOD:31 * PERIOD].any()  # the change is news
+    assert alarms[40 * PERIOD:].sum() <= 3  # documented: learnt within a few `halflife` (3) periods
+
+
+def test_season_options_are_checked_by_name() -> None:
+    with pytest.raises(ValueError, match="no option"):
+        ResidualScorer(ScorerConfig(
+            threshold=0.999, warmup_steps=0, halflife_steps=1.0, residual_std=np.ones(1), uses_model_scale=False,
+            spec="gaussian", options={"season": {"period": 24, "phase": 3}}), 1)
+    with pytest.raises(ValueError, match="integer period"):
+        ResidualScorer(ScorerConfig(threshold=0.999, warmup_steps=0, halflife_steps=1.0, residual_std=np.ones(1),
+                                    uses_model_scale=False, spec="gaussian", options={"season": {"period": 2.5}}), 1)
+
+
+FIVE_MINUTES_MS = 300_000
+
+
+def test_the_period_is_a_calendar_season_the_training_rows_repeat() -> None:
+    t = np.arange(700) * FIVE_MINUTES_MS
+    rng = np.random.default_rng(0)
+    daily = 5 * np.sin(2 * np.pi * np.arange(700) / 288) + rng.normal(0, 1, 700)
+    assert find_period(daily, t) == 288
+    assert find_period(rng.normal(size=700), t) == 0  # noise
+    assert find_period(np.cumsum(rng.normal(size=700)), t) == 0  # a random walk correlates at every lag
+    assert find_period(np.full(700, 3.0), t) == 0  # a constant
+    assert find_period(daily[:500], t[:500]) == 0  # fewer than two cycles
+    hourly = np.arange(200) * 3_600_000
+    assert find_period(np.sin(2 * np.pi * np.arange(200) / 24), hourly) == 24
+
+
+def test_one_model_gets_the_season_most_of_its_keys_share() -> None:
+    t = np.arange(700) * FIVE_MINUTES_MS
+    rng = np.random.default_rng(1)
+    daily = [(np.sin(2 * np.pi * np.arange(700) / 288) + rng.normal(0, 0.2, 700), t) for _ in range(3)]
+    noise = [(rng.normal(size=700), t) for _ in range(3)]
+    assert series_period(daily) == 288
+    assert series_period(daily[:2] + noise[:1]) == 288
+    assert series_period(daily[:1] + noise[:2]) == 0
+    assert series_period([(daily[0][0], None)]) == 0  # no timestamps, no calendar
