@@ -17,6 +17,9 @@ peaks-over-threshold; not ``stuck``, whose surprise is already the key's own pro
 k calibrated surprises is reduced by log10(k) (Bonferroni: the max of k p-values is k times likelier to be
 small).
 Every detector keeps learning from every point, so regime changes end (see each detector's docstring).
+A model whose trainer found a season (scorer options ``{"season": {"period": P}}``, ``export.period``) has its
+residual ``z`` deseasoned per phase before the detectors see it (``consumer.seasonal``): a forecaster's misfit
+that repeats every period is scored against that phase's own misfit, not as news once a period.
 
 Scoring is kept apart from deciding (:meth:`ResidualScorer.classify`). Per-key scorer state lives in the
 state table (columns ``s.*``) and is checkpointed with the model state.
