@@ -24,7 +24,16 @@ telemanom     a smoothed residual above a nonparametric dynamic       Hundman et
                                                                       thresholding" (KDD)
 stuck         a value that stops moving: a run of exact repeats,      run-length test: a run of r repeats has
               unlikely at the key's own repeat rate (frozen feed)     probability p**r (``consumer.stuck``)
+phase         a value unlike the key's values at the same phase of    seasonal-naive check: per-phase EWMA mean and
+              its season (a day of unusual shape, which a one-step    spread of the value (``consumer.seasonal``);
+              forecaster follows); needs the model's season           seasonal naive forecasting (Hyndman &
+                                                                      Athanasopoulos, *Forecasting: Principles and
+                                                                      Practice*, 3rd ed., §5.2)
 ============  ======================================================  =================================================
+
+A model with a season (``{"season": {"period": P}}``, found by the trainer) also has its residual deseasoned
+per phase before any detector sees it (``consumer.seasonal``), so a forecaster's misfit that repeats every
+period is scored against that phase's own misfit.
 """
 
 from __future__ import annotations
@@ -291,10 +300,11 @@ class Volatility:
 
 
 def _registry() -> dict[str, Any]:
+    from rnnwatch.consumer.seasonal import Phase
     from rnnwatch.consumer.stuck import Stuck
     from rnnwatch.consumer.telemanom import Telemanom
 
-    return {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom, Stuck)}
+    return {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom, Stuck, Phase)}
 
 
 DETECTORS: dict[str, Any] = _registry()  # name -> class(options, n_features, domain)

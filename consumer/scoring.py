@@ -135,7 +135,10 @@ class ResidualScorer:
         self.n_features = n_features
         names = parse_spec(config.spec)
         options = parse_options(dict(config.options), names)
-        defaults = {"gaussian": {"halflife": config.halflife_steps}}
+        season = options.get(SEASON_OPTIONS, {})
+        defaults: dict[str, dict[str, Any]] = {"gaussian": {"halflife": config.halflife_steps}}
+        if season.get("period"):
+            defaults["phase"] = {"period": season["period"]}
         self.detectors: list[Detector] = [
             DETECTORS[n]({**defaults.get(n, {}), **options.get(n, {})}, n_features, config.domain) for n in names]
         tail = options.get(TAIL_OPTIONS, {})

@@ -28,6 +28,7 @@ from rnnwatch.consumer.scoring import (
     parse_options,
     parse_spec,
 )
+from rnnwatch.consumer.seasonal import SEASON_OPTIONS
 
 __all__ = ["OVERRIDE_FIELDS", "ScoringOverrides", "scorer_config"]
 
@@ -50,9 +51,11 @@ class ScoringOverrides:
                 options = parse_options(dict(self.scorer_options), names)
                 from rnnwatch.consumer.scoring import ResidualScorer
 
+                # a season stands in for the model's (only the model knows whether it has one)
+                season = {SEASON_OPTIONS: {"period": 2, **options.get(SEASON_OPTIONS, {})}}
                 ResidualScorer(ScorerConfig(threshold=0.999, warmup_steps=0, halflife_steps=1.0,
                                             residual_std=np.ones(1), uses_model_scale=False, spec="+".join(names),
-                                            options=options), 1)
+                                            options={**options, **season}), 1)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:

@@ -78,14 +78,15 @@ def train(config: TrainingConfig) -> TrainResult:
     graph = StepGraph(model, Transform(kind, mean, std, resid))
     spec = _spec(config, arch.name, columns, graph, kind, series, sha, epochs, best, model)
     period = series_period([(s.values, s.event_ms) for s in series])
-    if period:  # the scorer deseasons the residual (consumer.seasonal), whichever detectors it runs
-        spec = replace(spec, scoring=replace(spec.scoring, scorer_options={
+    scorer = config.scorer if config.scorer and config.scorer != "auto" else default_scorer(graph.transform.domain,
+                                                                                                period)
+    if period:  # the scorer deseasons the residual (consumer.seasonal), whichever detectors it runs; the draft
+        # names its scorer so that calibration scores with the season (metadata holds options with a scorer only)
+        spec = replace(spec, scoring=replace(spec.scoring, scorer=scorer, scorer_options={
             **spec.scoring.scorer_options, SEASON_OPTIONS: {"period": period}}))
     out = Path(config.output)
     with proven_model(out) as draft:
         write_step_graph(graph, draft, spec)
-        scorer = config.scorer if config.scorer and config.scorer != "auto" else default_scorer(graph.transform.domain,
-                                                                                                    period)
         scoring = calibrate_scoring(draft, [s.values for s in series], spec.scoring, scorer, config.target_rate)
         parity = check_parity(draft, graph)
         final = _with_provenance(replace(spec, scoring=scoring), target_false_alarm_rate=config.target_rate,

@@ -116,7 +116,7 @@ def test_records_already_in_restored_state_are_skipped(ewma_path: Path) -> None:
 
 @pytest.mark.parametrize(("spec", "options"), [("gaussian+likelihood+novelty+volatility", {}),
                                                ("gaussian+volatility+stuck", {}),
-                                               ("gaussian+likelihood", {"season": {"period": 24}})])
+                                               ("gaussian+likelihood+phase", {"season": {"period": 24}})])
 def test_scorer_state_and_incidents_survive_a_snapshot_restore_exactly(ewma_path: Path, spec: str,
                                                                        options: dict[str, Any]) -> None:
     """Every detector's per-key state is in the state table: a run restored from snapshots half way scores,

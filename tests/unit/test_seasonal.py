@@ -27,8 +27,9 @@ def _alarms(values: np.ndarray, period: int = 0, spec: str = "gaussian+likelihoo
     out = np.zeros(len(values), dtype=bool)
     for t, v in enumerate(values):
         x = np.array([[v]], dtype=np.float32)
-        out[t] = scorer.score(table, rows, x, np.array([t]), np.array([t])).alarm[0]
+        out[t] = scorer.score(table, rows, x, table.steps[rows], np.array([t])).alarm[0]
         scorer.remember(table, rows, x, None)
+        table.steps[rows] += 1  # as the runner counts a key's steps
     return out
 
 
@@ -60,7 +61,7 @@ def test_a_real_shock_at_the_misfit_phase_still_alarms() -> None:
 
 
 # not `volatility`: it scores raw differences, which the season does not touch (export.calibrate drops it)
-@pytest.mark.parametrize("spec", ["gaussian", "gaussian+likelihood"])
+@pytest.mark.parametrize("spec", ["gaussian", "gaussian+likelihood", "gaussian+likelihood+phase"])
 def test_a_new_daily_shape_stops_alarming_within_a_few_half_lives(spec: str) -> None:
     values = _square(50)
     values[30 * PERIOD:] = _square(20, seed=1, high=-25.0)  # the daily shape flips and grows from period 30
@@ -104,3 +105,26 @@ def test_one_model_gets_the_season_most_of_its_keys_share() -> None:
     assert series_period(daily[:2] + noise[:1]) == 288
     assert series_period(daily[:1] + noise[:2]) == 0
     assert series_period([(daily[0][0], None)]) == 0  # no timestamps, no calendar
+
+
+def test_a_day_of_unusual_shape_that_the_forecaster_follows_alarms_on_phase_only() -> None:
+    """A plateau twice as high for one period, reached by a slow ramp: each step is close to the last, so
+    the one-step residual never stands out; against the same phase of earlier periods it does."""
+    rng = np.random.default_rng(3)
+    t = np.arange(30 * PERIOD)
+    values = 10 + 5 * np.sin(2 * np.pi * t / PERIOD) + rng.normal(0, 0.2, t.size)
+    day = slice(20 * PERIOD, 21 * PERIOD)
+    values[day] += 8 * np.sin(np.pi * np.arange(PERIOD) / PERIOD)  # a smooth bump over one period
+    assert not _alarms(values, PERIOD, "gaussian+likelihood")[day].any()
+    alarms = _alarms(values, PERIOD, "gaussian+likelihood+phase")
+    assert alarms[day].any()
+    assert alarms[day].sum() >= PERIOD // 10  # the whole bump, not one point
+    # elsewhere (3,888 steps) about the calibrated rate (1e-3), and no echo of the bump one period later
+    assert alarms[8 * PERIOD:20 * PERIOD].sum() + alarms[21 * PERIOD:].sum() <= 5
+    assert not alarms[21 * PERIOD:22 * PERIOD].any()
+
+
+def test_phase_without_a_season_is_refused_saying_why() -> None:
+    with pytest.raises(ValueError, match="needs a season"):
+        ResidualScorer(ScorerConfig(threshold=0.999, warmup_steps=0, halflife_steps=1.0, residual_std=np.ones(1),
+                                    uses_model_scale=False, spec="gaussian+phase"), 1)
