@@ -43,7 +43,8 @@ def autocorrelation(x: np.ndarray, lag: int) -> float:
 
 
 def find_period(x: np.ndarray, event_ms: np.ndarray) -> int:
-    """The season of ``x`` in rows (0: none found): the first calendar period that repeats in the rows."""
+    """The season of ``x`` in rows (0: none found): of the calendar periods that repeat in the rows, the one
+    that correlates most (a week when weekdays differ from weekends: it holds the daily cycle too)."""
     x = np.asarray(x, dtype=np.float64).reshape(len(event_ms), -1)
     ok = np.isfinite(x).all(axis=1)
     x, t = x[ok], np.asarray(event_ms, dtype=np.int64)[ok]
@@ -52,13 +53,14 @@ def find_period(x: np.ndarray, event_ms: np.ndarray) -> int:
     step = float(np.median(np.diff(t)))
     if step <= 0:
         return 0
+    found = []
     for calendar in CALENDAR_MS:
         period = round(calendar / step)
         if period < 2 or abs(period * step - calendar) > 0.01 * calendar or t.size < MIN_CYCLES * period:
             continue
         if all(_is_season(x[:, f], period) for f in range(x.shape[1])):
-            return int(period)
-    return 0
+            found.append((min(autocorrelation(x[:, f], period) for f in range(x.shape[1])), int(period)))
+    return max(found)[1] if found else 0
 
 
 def _is_season(x: np.ndarray, period: int) -> bool:

@@ -92,8 +92,11 @@ def test_the_period_is_a_calendar_season_the_training_rows_repeat() -> None:
     assert find_period(np.cumsum(rng.normal(size=700)), t) == 0  # a random walk correlates at every lag
     assert find_period(np.full(700, 3.0), t) == 0  # a constant
     assert find_period(daily[:500], t[:500]) == 0  # fewer than two cycles
-    hourly = np.arange(200) * 3_600_000
-    assert find_period(np.sin(2 * np.pi * np.arange(200) / 24), hourly) == 24
+    hourly = np.arange(400) * 3_600_000
+    days = np.sin(2 * np.pi * np.arange(400) / 24)
+    assert find_period(days + rng.normal(0, 0.1, 400), hourly) == 24
+    weekend = (np.arange(400) // 24) % 7 >= 5
+    assert find_period(np.where(weekend, 0.3, 1.0) * days + rng.normal(0, 0.1, 400), hourly) == 168  # weeks differ
 
 
 def test_one_model_gets_the_season_most_of_its_keys_share() -> None:
