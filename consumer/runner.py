@@ -111,7 +111,7 @@ class StepRunner:
             if self.reset_on_gap:
                 table.reset(r[gap])
         x = batch.x[idx]
-        scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx])
+        scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx], ts)
         states = {name: table.arrays[col][r] for name, col in self._state_cols}
         t0 = time.perf_counter()
         forecast, scale, model_score, new_states = self.model.run(x, states)

@@ -158,13 +158,13 @@ class ResidualScorer:
         cols = [Column.filled("s.forecast", f, np.float32, np.nan), Column.filled("s.scale", f, np.float32, np.nan)]
         for d in self.detectors:
             cols.extend(d.columns())
-        cols.extend(self.season.columns() if self.season is not None else [])
+        cols.extend([*self.season.columns(), *self.season.clock_columns()] if self.season is not None else [])
         for c in self.calibrators or []:
             cols.extend(c.columns() if c is not None else [])
         return [*cols, *Incidents.columns()]
 
     def score(self, table: StateTable, rows: np.ndarray, x: np.ndarray, steps: np.ndarray,
-              offsets: np.ndarray | None = None) -> ScoreBatch:
+              offsets: np.ndarray | None = None, event_ms: np.ndarray | None = None) -> ScoreBatch:
         """Score x (one row per key) against the forecasts remembered for ``rows``; every detector learns."""
         a = table.arrays
         expected = a["s.forecast"][rows]
@@ -177,10 +177,12 @@ class ResidualScorer:
         all_valid = bool(valid.all())  # the common case: no masking anywhere (same numbers, fewer operations)
         xf = np.asarray(x, dtype=np.float64)
         z = z if all_valid else np.where(valid[:, None], z, 0.0)
-        if self.season is not None:
-            z = self.season.normalise(table, rows, steps, z, valid)
+        clock = None
+        if self.season is not None:  # event times (``event_ms``) place a key in its season across gaps
+            clock = self.season.clock(table, rows, steps, event_ms)
+            z = self.season.normalise(table, rows, clock, z, valid)
         wave = Wave(xf, z, valid, self.n_features,
-                    all_valid=all_valid, x_finite=bool(np.isfinite(xf).all()))
+                    all_valid=all_valid, x_finite=bool(np.isfinite(xf).all()), clock=clock)
         surprise = np.zeros(len(rows))
         warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only
         for i, d in enumerate(self.detectors):

@@ -9,8 +9,8 @@ by the trainer, ``export.period``), the residual ``z`` at phase ``p = step mod P
     z' = (z - m_p w) / sqrt(v_eff),   w = n_p / (n_p + 1),   v_eff = (n_p v_p + K g) / (n_p + K)
 
 ``m_p``, ``v_p``: EWMAs (half-life ``halflife`` periods, a running mean over the first visits) of the
-residual and of its squared deviation at phase p; ``n_p`` the visits of phase p so far (from the key's step
-count, no state); ``g`` the key's EWMA variance of the deseasoned residual over every phase (half-life
+residual and of its squared deviation at phase p; ``n_p`` the periods the key's season clock has completed
+(no state of its own); ``g`` the key's EWMA variance of the deseasoned residual over every phase (half-life
 ``halflife`` periods in steps), the prior a young phase borrows (``K = 2`` visits' weight). So a phase
 seen once barely moves the residual, a phase seen every period with the same misfit is scored against
 that misfit and its own spread, and every other phase against the key's overall scale.
@@ -19,11 +19,13 @@ It keeps learning from every point (the influence of one point on ``m_p`` and ``
 ``clip`` standard deviations): a real shock at a misfit's phase still stands out against the phase's own
 spread, it echoes at most ``alpha * clip`` of a standard deviation at that phase one period later, and a
 regime change (a new daily shape) is learnt within a few ``halflife`` periods, after which it stops
-alarming. State: ``2 P F + 1`` float64 per key (P = 288 at 5-minute data with a daily period: 4.6 kB);
-the stage exists only for a model whose trainer found a period, so other models pay nothing.
-The phase is the key's step count modulo P: it assumes regular sampling (a gap shifts the phase until the
-phase statistics relearn it). The ``phase`` detector (:class:`Phase`) uses the same normaliser on the value
-itself: what the forecaster follows (a day of an unusual shape), the same phase of earlier periods does not.
+alarming. State: ``2 P F + 1`` float64 and the clock per key (P = 288 at 5-minute data with a daily period:
+4.6 kB); the stage exists only for a model whose trainer found a period, so other models pay nothing.
+The phase is the key's season clock modulo P: the rows of ``step_ms`` (the training rows' median spacing)
+its event times say have passed since its first step, at least one per record (one per record without event
+times), so a gap in a feed does not shift the key's phases (``s.season.clock``, one int64 per key). The
+``phase`` detector (:class:`Phase`) uses the same normaliser on the value itself: what the forecaster
+follows (a day of an unusual shape), the same phase of earlier periods does not.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.state import NO_TIME, Column, StateTable
 from rnnwatch.consumer.tails import chi2_surprise
 
 if TYPE_CHECKING:
@@ -42,12 +44,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SEASON_OPTIONS", "Phase", "SeasonalNormaliser"]
 
-SEASON_OPTIONS = "season"  # scorer options key: {"season": {"period": P, "halflife": periods, "clip": sd}}
+SEASON_OPTIONS = "season"  # scorer options: {"season": {"period": P, "step_ms": ms, "halflife": periods, "clip": sd}}
 _PRIOR_VISITS = 2.0
 
 
 class SeasonalNormaliser:
-    DEFAULTS: ClassVar[dict[str, float]] = {"period": 0.0, "halflife": 3.0, "clip": 5.0}
+    DEFAULTS: ClassVar[dict[str, float]] = {"period": 0.0, "step_ms": 0.0, "halflife": 3.0, "clip": 5.0}
 
     def __init__(self, options: Mapping[str, Any], n_features: int, prefix: str = "s.season",
                  level: bool = False) -> None:
@@ -58,12 +60,14 @@ class SeasonalNormaliser:
             raise ValueError(msg)
         o = {**self.DEFAULTS, **{k: float(v) for k, v in options.items()}}
         self.period = int(o["period"])
-        if self.period < 2 or self.period != o["period"] or o["halflife"] <= 0 or o["clip"] <= 0:
-            msg = f"season needs an integer period >= 2, halflife > 0, clip > 0; got {dict(options)}"
+        if (self.period < 2 or self.period != o["period"] or o["halflife"] <= 0 or o["clip"] <= 0
+                or o["step_ms"] < 0):
+            msg = f"season needs an integer period >= 2, step_ms >= 0, halflife > 0, clip > 0; got {dict(options)}"
             raise ValueError(msg)
         self.alpha = 1.0 - 0.5 ** (1.0 / o["halflife"])
         self.g_alpha = 1.0 - 0.5 ** (1.0 / (o["halflife"] * self.period))
         self.clip2 = o["clip"] ** 2
+        self.step_ms = o["step_ms"]
         self.f = n_features
 
     def columns(self) -> list[Column]:
@@ -72,9 +76,29 @@ class SeasonalNormaliser:
                 Column.filled(f"{self.prefix}.var", shape, np.float64, 0.0),
                 Column.filled(f"{self.prefix}.g", (), np.float64, math.nan)]
 
+    def clock_columns(self) -> list[Column]:
+        return [Column.filled("s.season.clock", (), np.int64, 0)]
+
+    def clock(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, event_ms: np.ndarray | None) -> np.ndarray:
+        """The key's position in its season, in rows of ``step_ms`` since its first step (int64 [n]).
+
+        It advances by the rows the event time says have passed (a gap of a day moves it a day's rows), at
+        least one per record; by one per record without event times or ``step_ms``.
+        """
+        prev = table.arrays["s.season.clock"][rows]
+        last = table.last_event_ms[rows]
+        if event_ms is None or self.step_ms <= 0:
+            advance = np.ones(len(rows), dtype=np.int64)
+        else:
+            elapsed = np.where(last == NO_TIME, 0, np.asarray(event_ms, dtype=np.int64) - last)
+            advance = np.maximum(np.rint(elapsed / self.step_ms), 1).astype(np.int64)
+        now = np.where(steps > 0, prev + advance, 0)
+        table.arrays["s.season.clock"][rows] = now
+        return np.asarray(now)
+
     def normalise(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, z: np.ndarray,
                   valid: np.ndarray) -> np.ndarray:
-        """The deseasoned ``z`` of ``rows`` at their step (float64 [n, F]); learns where ``valid``.
+        """The deseasoned ``z`` of ``rows`` at their season clock ``steps`` (float64 [n, F]); learns where ``valid``.
 
         ``level`` (a value, not a residual): the phase's mean is used in full from its first visit (a level has
         no prior mean to shrink towards) and the key's overall scale is learnt from the second period on.
@@ -140,7 +164,10 @@ class Phase:
         return self.norm.columns()
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray:
-        steps = table.steps[rows]
+        if wave.clock is None:
+            msg = "scorer 'phase' needs the model's season (the scorer's seasonal stage sets the clock)"
+            raise ValueError(msg)
+        steps = wave.clock
         finite = np.isfinite(wave.x).all(axis=1)
         x = wave.x if wave.x_finite else np.where(finite[:, None], wave.x, 0.0)
         out = self.norm.normalise(table, rows, steps, x, finite)

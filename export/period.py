@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["CALENDAR_MS", "MIN_AUTOCORRELATION", "MIN_CONTRAST", "MIN_CYCLES", "autocorrelation", "find_period",
-           "series_period"]
+           "series_season", "step_ms"]
 
 CALENDAR_MS = (86_400_000, 7 * 86_400_000)  # a day, a week
 MIN_CYCLES = 2.0
@@ -32,35 +32,58 @@ MIN_CONTRAST = 0.5
 
 
 def autocorrelation(x: np.ndarray, lag: int) -> float:
-    """Unbiased autocorrelation of ``x`` (linear trend removed) at ``lag``; 0 for a constant series."""
+    """Unbiased autocorrelation of ``x`` (linear trend removed; NaN = a missing row) at ``lag``; 0 for a constant.
+
+    >>> x = np.tile([1.0, 2.0], 20)
+    >>> x[7] = np.nan
+    >>> round(autocorrelation(x, 2), 2), round(autocorrelation(x, 1), 2)
+    (0.99, -1.0)
+    """
     y = np.asarray(x, dtype=np.float64)
     idx = np.arange(y.size, dtype=np.float64)
-    y = y - np.polyval(np.polyfit(idx, y, 1), idx)
-    var = float(np.mean(y * y))
-    if not 0 < lag < y.size or var <= 1e-12 * max(1.0, float(np.mean(np.abs(x))) ** 2):
+    ok = np.isfinite(y)
+    if ok.sum() < 3 or not 0 < lag < y.size:
         return 0.0
-    return float(np.mean(y[:-lag] * y[lag:]) / var)
+    y = y - np.polyval(np.polyfit(idx[ok], y[ok], 1), idx)
+    var = float(np.nanmean(y * y))
+    if var <= 1e-12 * max(1.0, float(np.nanmean(np.abs(x))) ** 2):
+        return 0.0
+    pairs = y[:-lag] * y[lag:]
+    return float(np.nanmean(pairs) / var) if np.isfinite(pairs).any() else 0.0
 
 
 def find_period(x: np.ndarray, event_ms: np.ndarray) -> int:
     """The season of ``x`` in rows (0: none found): of the calendar periods that repeat in the rows, the one
-    that correlates most (a week when weekdays differ from weekends: it holds the daily cycle too)."""
+    that correlates most (a week when weekdays differ from weekends: it holds the daily cycle too).
+
+    Rows are placed on a grid of the median spacing by their event times, so a gap does not shift the
+    lags (a missing slot takes no part in the correlation).
+    """
     x = np.asarray(x, dtype=np.float64).reshape(len(event_ms), -1)
     ok = np.isfinite(x).all(axis=1)
     x, t = x[ok], np.asarray(event_ms, dtype=np.int64)[ok]
-    if t.size < 3:
-        return 0
-    step = float(np.median(np.diff(t)))
+    step = step_ms(t)
     if step <= 0:
         return 0
+    slot = np.rint((t - t[0]) / step).astype(np.int64)
+    if slot[-1] > 4 * len(t):  # mostly holes: no grid to correlate on
+        return 0
+    grid = np.full((int(slot[-1]) + 1, x.shape[1]), np.nan)
+    grid[slot] = x
     found = []
     for calendar in CALENDAR_MS:
         period = round(calendar / step)
-        if period < 2 or abs(period * step - calendar) > 0.01 * calendar or t.size < MIN_CYCLES * period:
+        if period < 2 or abs(period * step - calendar) > 0.01 * calendar or len(grid) < MIN_CYCLES * period:
             continue
-        if all(_is_season(x[:, f], period) for f in range(x.shape[1])):
-            found.append((min(autocorrelation(x[:, f], period) for f in range(x.shape[1])), int(period)))
+        if all(_is_season(grid[:, f], period) for f in range(x.shape[1])):
+            found.append((min(autocorrelation(grid[:, f], period) for f in range(x.shape[1])), int(period)))
     return max(found)[1] if found else 0
+
+
+def step_ms(event_ms: np.ndarray) -> int:
+    """The median spacing of event times, ms (0 with fewer than 3 rows)."""
+    t = np.asarray(event_ms, dtype=np.int64)
+    return int(np.median(np.diff(t))) if t.size >= 3 else 0
 
 
 def _is_season(x: np.ndarray, period: int) -> bool:
@@ -68,12 +91,14 @@ def _is_season(x: np.ndarray, period: int) -> bool:
     return at >= MIN_AUTOCORRELATION and at - autocorrelation(x, period // 2) >= MIN_CONTRAST
 
 
-def series_period(series: list[tuple[np.ndarray, np.ndarray | None]]) -> int:
-    """The season shared by most training series (values, event times or None), 0 if there is no majority.
+def series_season(series: list[tuple[np.ndarray, np.ndarray | None]]) -> dict[str, int]:
+    """The season most training series share, as the scorer's ``season`` options ({} if there is no majority).
 
     One model serves every key, and its scorer options hold one period: a season only some keys show is
     none (each key's phase statistics would relabel the others' noise).
     """
-    found = [find_period(values, times) if times is not None else 0 for values, times in series]
-    best = max(set(found), key=found.count) if found else 0
-    return best if best and 2 * found.count(best) > len(found) else 0
+    found = [(find_period(values, times), step_ms(times)) if times is not None else (0, 0) for values, times in series]
+    best = max(set(found), key=found.count) if found else (0, 0)
+    if not best[0] or 2 * found.count(best) <= len(found):
+        return {}
+    return {"period": best[0], "step_ms": best[1]}

@@ -36,7 +36,7 @@ from rnnwatch.export.config import TrainingConfig
 from rnnwatch.export.convert import StepGraph, write_metadata, write_step_graph
 from rnnwatch.export.data import Series, default_columns, load_series
 from rnnwatch.export.models.base import StepModule
-from rnnwatch.export.period import series_period
+from rnnwatch.export.period import series_season
 from rnnwatch.export.proven import proven_model
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
@@ -77,13 +77,14 @@ def train(config: TrainingConfig) -> TrainResult:
     resid = _holdout_residual_std(model, fit_parts, hold_parts)
     graph = StepGraph(model, Transform(kind, mean, std, resid))
     spec = _spec(config, arch.name, columns, graph, kind, series, sha, epochs, best, model)
-    period = series_period([(s.values, s.event_ms) for s in series])
+    season = series_season([(s.values, s.event_ms) for s in series])
+    period = season.get("period", 0)
     scorer = config.scorer if config.scorer and config.scorer != "auto" else default_scorer(graph.transform.domain,
                                                                                                 period)
     if period:  # the scorer deseasons the residual (consumer.seasonal), whichever detectors it runs; the draft
         # names its scorer so that calibration scores with the season (metadata holds options with a scorer only)
         spec = replace(spec, scoring=replace(spec.scoring, scorer=scorer, scorer_options={
-            **spec.scoring.scorer_options, SEASON_OPTIONS: {"period": period}}))
+            **spec.scoring.scorer_options, SEASON_OPTIONS: season}))
     out = Path(config.output)
     with proven_model(out) as draft:
         write_step_graph(graph, draft, spec)

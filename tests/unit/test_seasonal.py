@@ -9,16 +9,17 @@ import pytest
 
 from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
 from rnnwatch.consumer.state import StateTable
-from rnnwatch.export.period import find_period, series_period
+from rnnwatch.export.period import find_period, series_season
 
 PERIOD = 144  # a misfit once or twice a period: rarer than the tail calibration's 5 % level absorbs on its own
 
 
-def _alarms(values: np.ndarray, period: int = 0, spec: str = "gaussian+likelihood") -> np.ndarray:
+def _alarms(values: np.ndarray, period: int = 0, spec: str = "gaussian+likelihood",
+            event_ms: np.ndarray | None = None) -> np.ndarray:
     """Alarm per step of one key scored against a naive forecaster (forecast = last value), which misses
     every edge of a pulse wave: a misfit at the same phases every period, its size varying from period to
     period (as a trained forecaster's does)."""
-    options = {"season": {"period": period}} if period else {}
+    options = {"season": {"period": period, "step_ms": 1000}} if period else {}
     cfg = ScorerConfig(threshold=0.999, warmup_steps=20, halflife_steps=250.0, residual_std=np.array([1.0]),
                        uses_model_scale=False, spec=spec, options=options, threshold_surprise=3.0, domain="real")
     scorer = ResidualScorer(cfg, 1)
@@ -27,9 +28,12 @@ def _alarms(values: np.ndarray, period: int = 0, spec: str = "gaussian+likelihoo
     out = np.zeros(len(values), dtype=bool)
     for t, v in enumerate(values):
         x = np.array([[v]], dtype=np.float32)
-        out[t] = scorer.score(table, rows, x, table.steps[rows], np.array([t])).alarm[0]
+        ts = None if event_ms is None else event_ms[t:t + 1]
+        out[t] = scorer.score(table, rows, x, table.steps[rows], np.array([t]), ts).alarm[0]
         scorer.remember(table, rows, x, None)
-        table.steps[rows] += 1  # as the runner counts a key's steps
+        table.steps[rows] += 1  # as the runner counts a key's steps and remembers its last event time
+        if ts is not None:
+            table.last_event_ms[rows] = ts
     return out
 
 
@@ -97,6 +101,8 @@ def test_the_period_is_a_calendar_season_the_training_rows_repeat() -> None:
     assert find_period(days + rng.normal(0, 0.1, 400), hourly) == 24
     weekend = (np.arange(400) // 24) % 7 >= 5
     assert find_period(np.where(weekend, 0.3, 1.0) * days + rng.normal(0, 0.1, 400), hourly) == 168  # weeks differ
+    kept = np.r_[0:150, 190:400]  # a gap of 40 hours: the rows after it keep their phase by their event times
+    assert find_period(days[kept], hourly[kept]) == 24
 
 
 def test_one_model_gets_the_season_most_of_its_keys_share() -> None:
@@ -104,10 +110,11 @@ def test_one_model_gets_the_season_most_of_its_keys_share() -> None:
     rng = np.random.default_rng(1)
     daily = [(np.sin(2 * np.pi * np.arange(700) / 288) + rng.normal(0, 0.2, 700), t) for _ in range(3)]
     noise = [(rng.normal(size=700), t) for _ in range(3)]
-    assert series_period(daily) == 288
-    assert series_period(daily[:2] + noise[:1]) == 288
-    assert series_period(daily[:1] + noise[:2]) == 0
-    assert series_period([(daily[0][0], None)]) == 0  # no timestamps, no calendar
+    assert series_season(daily) == {"period": 288, "step_ms": FIVE_MINUTES_MS}
+    assert series_season(daily[:2] + noise[:1]) == {"period": 288, "step_ms": FIVE_MINUTES_MS}
+    assert series_season(daily[:1] + noise[:2]) == {}
+    assert series_season([(daily[0][0], None)]) == {}  # no timestamps, no calendar
+
 
 
 def test_a_day_of_unusual_shape_that_the_forecaster_follows_alarms_on_phase_only() -> None:
@@ -131,3 +138,14 @@ def test_phase_without_a_season_is_refused_saying_why() -> None:
     with pytest.raises(ValueError, match="needs a season"):
         ResidualScorer(ScorerConfig(threshold=0.999, warmup_steps=0, halflife_steps=1.0, residual_std=np.ones(1),
                                     uses_model_scale=False, spec="gaussian+phase"), 1)
+
+
+def test_a_gap_in_the_feed_keeps_the_phase_by_event_time() -> None:
+    """Rows of one-second spacing (``step_ms`` 1000) with a gap of a third of a period: by event time the key
+    stays in phase and its misfits stay absorbed; counting rows would shift every phase by the gap."""
+    values = _square(40)
+    seconds = np.arange(values.size) * 1000
+    kept = np.r_[0:20 * PERIOD, 20 * PERIOD + PERIOD // 3:values.size]
+    after = slice(20 * PERIOD, 21 * PERIOD)  # the period after the gap
+    assert _alarms(values[kept], PERIOD, event_ms=seconds[kept])[after].sum() <= 1
+    assert _alarms(values[kept], PERIOD)[after].sum() >= 4  # counting rows: every edge lands on a calm phase
