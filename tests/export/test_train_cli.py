@@ -238,7 +238,7 @@ def test_a_daily_series_gets_its_season_and_the_seasonal_scorer(tmp_path: Path, 
         assert main(["train", "--arch", "gru", "--input", str(path), "--time-column", "timestamp", "--column",
                      "value", "--hidden", "8", "--epochs", "2", "--output", str(out)]) == 0
         written[name] = load_signature(out).scoring
-    assert written["daily"].scorer == "gaussian+likelihood+phase"
+    assert written["daily"].scorer == "gaussian+phase"
     assert dict(written["daily"].scorer_options)["season"] == {"period": 288, "step_ms": 300_000}
     assert "season" not in written["walk"].scorer_options
     assert "phase" not in written["walk"].scorer

@@ -65,7 +65,7 @@ def test_a_real_shock_at_the_misfit_phase_still_alarms() -> None:
 
 
 # not `volatility`: it scores raw differences, which the season does not touch (export.calibrate drops it)
-@pytest.mark.parametrize("spec", ["gaussian", "gaussian+likelihood", "gaussian+likelihood+phase"])
+@pytest.mark.parametrize("spec", ["gaussian", "gaussian+likelihood", "gaussian+phase", "gaussian+likelihood+phase"])
 def test_a_new_daily_shape_stops_alarming_within_a_few_half_lives(spec: str) -> None:
     values = _square(50)
     values[30 * PERIOD:] = _square(20, seed=1, high=-25.0)  # the daily shape flips and grows from period 30
