@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CALENDAR_MS", "MIN_AUTOCORRELATION", "MIN_CONTRAST", "MIN_CYCLES", "autocorrelation", "find_period",
-           "series_season", "step_ms"]
+__all__ = ["CALENDAR_MS", "MAX_PERIOD", "MIN_AUTOCORRELATION", "MIN_CONTRAST", "MIN_CYCLES", "autocorrelation",
+           "find_period", "series_season", "step_ms"]
 
 CALENDAR_MS = (86_400_000, 7 * 86_400_000)  # a day, a week
 MIN_CYCLES = 2.0
 MIN_AUTOCORRELATION = 0.5
 MIN_CONTRAST = 0.5
+# The scorer keeps 2 x 2 x period x features float64 per key for a season (consumer.seasonal): a day of 1-second
+# rows would be 2.8 MB per key. A longer period than a week of 5-minute rows (2016 rows, 65 kB per key) is not used.
+MAX_PERIOD = 2016
 
 
 def autocorrelation(x: np.ndarray, lag: int) -> float:
@@ -73,7 +76,8 @@ def find_period(x: np.ndarray, event_ms: np.ndarray) -> int:
     found = []
     for calendar in CALENDAR_MS:
         period = round(calendar / step)
-        if period < 2 or abs(period * step - calendar) > 0.01 * calendar or len(grid) < MIN_CYCLES * period:
+        if (period < 2 or period > MAX_PERIOD or abs(period * step - calendar) > 0.01 * calendar
+                or len(grid) < MIN_CYCLES * period):
             continue
         if all(_is_season(grid[:, f], period) for f in range(x.shape[1])):
             found.append((min(autocorrelation(grid[:, f], period) for f in range(x.shape[1])), int(period)))

@@ -101,6 +101,10 @@ def test_the_period_is_a_calendar_season_the_training_rows_repeat() -> None:
     assert find_period(days + rng.normal(0, 0.1, 400), hourly) == 24
     weekend = (np.arange(400) // 24) % 7 >= 5
     assert find_period(np.where(weekend, 0.3, 1.0) * days + rng.normal(0, 0.1, 400), hourly) == 168  # weeks differ
+    minutes = np.arange(3000) * 60_000  # a day is 1440 rows, a week too many rows of state: only the day counts
+    assert find_period(np.sin(2 * np.pi * np.arange(3000) / 1440), minutes) == 1440
+    seconds = np.arange(200_000) * 1000  # a day of 1-second rows: 86,400 rows of state per key, refused
+    assert find_period(np.sin(2 * np.pi * np.arange(200_000) / 86_400), seconds) == 0
     kept = np.r_[0:150, 190:400]  # a gap of 40 hours: the rows after it keep their phase by their event times
     assert find_period(days[kept], hourly[kept]) == 24
 
