@@ -28,6 +28,7 @@ class Wave:
     n_features: int
     all_valid: bool = False  # valid.all(): detectors skip their masking (the common case, same numbers)
     x_finite: bool = False  # every value of x is finite
+    clock: np.ndarray | None = None  # int64 [n]: position in the model's season, in rows (consumer.seasonal)
 
 
 class Detector(Protocol):

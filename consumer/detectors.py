@@ -24,7 +24,16 @@ telemanom     a smoothed residual above a nonparametric dynamic       Hundman et
                                                                       thresholding" (KDD)
 stuck         a value that stops moving: a run of exact repeats,      run-length test: a run of r repeats has
               unlikely at the key's own repeat rate (frozen feed)     probability p**r (``consumer.stuck``)
+phase         a value unlike the key's values at the same phase of    seasonal-naive check: per-phase EWMA mean and
+              its season (a day of unusual shape, which a one-step    spread of the value (``consumer.seasonal``);
+              forecaster follows); needs the model's season           seasonal naive forecasting (Hyndman &
+                                                                      Athanasopoulos, *Forecasting: Principles and
+                                                                      Practice*, 3rd ed., §5.2)
 ============  ======================================================  =================================================
+
+A model with a season (``{"season": {"period": P}}``, found by the trainer) also has its residual deseasoned
+per phase before any detector sees it (``consumer.seasonal``), so a forecaster's misfit that repeats every
+period is scored against that phase's own misfit.
 """
 
 from __future__ import annotations
@@ -35,8 +44,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rnnwatch.consumer.detector_protocol import Wave, alpha_of_halflife, detector_options
+from rnnwatch.consumer.seasonal import Phase
 from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.stuck import Stuck
 from rnnwatch.consumer.tails import chi2_surprise, upper_surprise
+from rnnwatch.consumer.telemanom import Telemanom
 from rnnwatch.consumer.waveops import every, row_all, row_sum
 
 __all__ = ["DETECTORS"]
@@ -254,11 +266,5 @@ class Volatility:
         return out
 
 
-def _registry() -> dict[str, Any]:
-    from rnnwatch.consumer.stuck import Stuck
-    from rnnwatch.consumer.telemanom import Telemanom
-
-    return {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom, Stuck)}
-
-
-DETECTORS: dict[str, Any] = _registry()  # name -> class(options, n_features, domain)
+DETECTORS: dict[str, Any] = {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom, Stuck, Phase)}
+"""name -> class(options, n_features, domain)"""

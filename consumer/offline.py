@@ -42,7 +42,7 @@ from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.files import open_output, read_csv
 from rnnwatch.consumer.runner import StepResults, StepRunner, make_runner
-from rnnwatch.consumer.scoring import TAIL_OPTIONS, severity_of
+from rnnwatch.consumer.scoring import STAGE_OPTIONS, severity_of
 from rnnwatch.consumer.scoring_config import OVERRIDE_FIELDS, ScoringOverrides, json_object, scorer_config
 from rnnwatch.consumer.types import PROCESSED, STATUS, TickBatch
 
@@ -209,10 +209,10 @@ def check_scorer(scorer: str | None, scorer_options: Mapping[str, object] | str 
     """
     raw = json_object(scorer_options, "scorer options")
     detector = {k: v for k, v in raw.items() if k not in OVERRIDE_FIELDS}
-    unknown = sorted(k for k in detector if k not in DETECTORS and k != TAIL_OPTIONS)
+    unknown = sorted(k for k in detector if k not in DETECTORS and k not in STAGE_OPTIONS)
     if unknown:
         msg = (f"unknown scorer option(s) {', '.join(unknown)}: give {', '.join(OVERRIDE_FIELDS)}, or "
-               f"per-scorer options under a scorer's name ({', '.join(sorted(DETECTORS))}, {TAIL_OPTIONS})")
+               f"per-scorer options under a scorer's name ({', '.join([*sorted(DETECTORS), *STAGE_OPTIONS])})")
         raise ConfigError(msg)
     spec = None if scorer in (None, "", DEFAULT_SCORER) else scorer
     try:

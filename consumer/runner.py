@@ -117,7 +117,7 @@ class StepRunner:
             if self.reset_on_gap:
                 table.reset(r[gap])
         x = batch.x.take(idx, axis=0)
-        scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx])
+        scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx], ts)
         states = {name: table.arrays[col].take(r, axis=0) for name, col in self._state_cols}
         t0 = time.perf_counter()
         forecast, scale, model_score, new_states = self.model.run(x, states)

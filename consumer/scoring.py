@@ -17,6 +17,9 @@ peaks-over-threshold; not ``stuck``, whose surprise is already the key's own pro
 k calibrated surprises is reduced by log10(k) (Bonferroni: the max of k p-values is k times likelier to be
 small).
 Every detector keeps learning from every point, so regime changes end (see each detector's docstring).
+A model whose trainer found a season (scorer options ``{"season": {"period": P}}``, ``export.period``) has its
+residual ``z`` deseasoned per phase before the detectors see it (``consumer.seasonal``): a forecaster's misfit
+that repeats every period is scored against that phase's own misfit, not as news once a period.
 
 Scoring is kept apart from deciding (:meth:`ResidualScorer.classify`). Per-key scorer state lives in the
 state table (columns ``s.*``) and is checkpointed with the model state.
@@ -39,17 +42,20 @@ import numpy as np
 from rnnwatch.consumer.detector_protocol import Detector, Wave
 from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.incidents import Incidents
+from rnnwatch.consumer.seasonal import SEASON_OPTIONS, SeasonalNormaliser
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.tailcal import TailCalibrator
 from rnnwatch.consumer.tails import chi2_tail, gaussian_tail, score_of, tail_of
 from rnnwatch.consumer.waveops import every, row_all
 
-__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "TAIL_OPTIONS", "ResidualScorer", "ScoreBatch", "ScorerConfig",
-           "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of", "surprise_of_threshold"]
+__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "STAGE_OPTIONS", "TAIL_OPTIONS", "ResidualScorer", "ScoreBatch",
+           "ScorerConfig", "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of",
+           "surprise_of_threshold"]
 
 SEVERITIES = ("minor", "major", "critical")
 DEFAULT_INCIDENT_GAP_STEPS = 4  # alarms up to 3 quiet steps apart are one incident
 TAIL_OPTIONS = "tail"  # options of the tail calibration (consumer.tailcal): level, halflife, eta, prior; off=1
+STAGE_OPTIONS = (TAIL_OPTIONS, SEASON_OPTIONS)  # option keys of the scorer's stages (not detectors)
 
 
 def surprise_of_threshold(threshold: float) -> float:
@@ -76,7 +82,7 @@ def parse_options(text: str | Mapping[str, Any] | None, names: tuple[str, ...]) 
         raise ValueError(msg)
     if len(names) == 1 and raw and not all(isinstance(v, Mapping) for v in raw.values()):
         raw = {names[0]: raw}
-    stray = sorted(set(raw) - set(names) - {TAIL_OPTIONS})
+    stray = sorted(set(raw) - set(names) - set(STAGE_OPTIONS))
     if stray or not all(isinstance(v, Mapping) for v in raw.values()):
         msg = f"scorer options {dict(raw)!r}: expected {{scorer: {{option: value}}}} for scorers {list(names)}"
         raise ValueError(msg)
@@ -131,7 +137,10 @@ class ResidualScorer:
         self.n_features = n_features
         names = parse_spec(config.spec)
         options = parse_options(dict(config.options), names)
-        defaults = {"gaussian": {"halflife": config.halflife_steps}}
+        season = options.get(SEASON_OPTIONS, {})
+        defaults: dict[str, dict[str, Any]] = {"gaussian": {"halflife": config.halflife_steps}}
+        if season.get("period"):
+            defaults["phase"] = {"period": season["period"]}
         self.detectors: list[Detector] = [
             DETECTORS[n]({**defaults.get(n, {}), **options.get(n, {})}, n_features, config.domain) for n in names]
         tail = options.get(TAIL_OPTIONS, {})
@@ -140,6 +149,8 @@ class ResidualScorer:
             None if getattr(d, "self_calibrated", False) else
             TailCalibrator(f"s.{n}.tail", **{k: float(v) for k, v in tail.items() if k != "off"})
             for n, d in zip(names, self.detectors, strict=True)]
+        season = options.get(SEASON_OPTIONS, {})
+        self.season = SeasonalNormaliser(season, n_features) if season.get("period") else None
         self.bonferroni = math.log10(len(names))
         self.incidents = Incidents(config.incident_gap_steps, config.incident_updates)
         self.threshold_surprise = config.surprise_threshold
@@ -149,12 +160,13 @@ class ResidualScorer:
         cols = [Column.filled("s.forecast", f, np.float32, np.nan), Column.filled("s.scale", f, np.float32, np.nan)]
         for d in self.detectors:
             cols.extend(d.columns())
+        cols.extend([*self.season.columns(), *self.season.clock_columns()] if self.season is not None else [])
         for c in self.calibrators or []:
             cols.extend(c.columns() if c is not None else [])
         return [*cols, *Incidents.columns()]
 
     def score(self, table: StateTable, rows: np.ndarray, x: np.ndarray, steps: np.ndarray,
-              offsets: np.ndarray | None = None) -> ScoreBatch:
+              offsets: np.ndarray | None = None, event_ms: np.ndarray | None = None) -> ScoreBatch:
         """Score x (one row per key) against the forecasts remembered for ``rows``; every detector learns."""
         a = table.arrays
         expected = a["s.forecast"].take(rows, axis=0)
@@ -168,8 +180,12 @@ class ResidualScorer:
         valid = row_all(np.isfinite(z))
         all_valid = every(valid)  # the common case: no masking anywhere (same numbers, fewer operations)
         xf = np.asarray(x, dtype=np.float64)
-        wave = Wave(xf, z if all_valid else np.where(valid[:, None], z, 0.0), valid, self.n_features,
-                    all_valid=all_valid, x_finite=every(np.isfinite(xf)))
+        z = z if all_valid else np.where(valid[:, None], z, 0.0)
+        clock = None
+        if self.season is not None:  # event times (``event_ms``) place a key in its season across gaps
+            clock = self.season.clock(table, rows, steps, event_ms)
+            z = self.season.normalise(table, rows, clock, z, valid)
+        wave = Wave(xf, z, valid, self.n_features, all_valid=all_valid, x_finite=every(np.isfinite(xf)), clock=clock)
         surprise = np.zeros(len(rows))
         warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only
         for i, d in enumerate(self.detectors):

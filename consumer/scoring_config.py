@@ -24,11 +24,12 @@ from rnnwatch.consumer.contract import StepSignature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.scoring import (
     DEFAULT_INCIDENT_GAP_STEPS,
-    TAIL_OPTIONS,
+    STAGE_OPTIONS,
     ScorerConfig,
     parse_options,
     parse_spec,
 )
+from rnnwatch.consumer.seasonal import SEASON_OPTIONS
 
 __all__ = ["OVERRIDE_FIELDS", "ScoringOverrides", "json_object", "scorer_config"]
 
@@ -70,9 +71,11 @@ class ScoringOverrides:
                 options = parse_options(dict(self.scorer_options), names)
                 from rnnwatch.consumer.scoring import ResidualScorer
 
+                # a season stands in for the model's (only the model knows whether it has one)
+                season = {SEASON_OPTIONS: {"period": 2, **options.get(SEASON_OPTIONS, {})}}
                 ResidualScorer(ScorerConfig(threshold=0.999, warmup_steps=0, halflife_steps=1.0,
                                             residual_std=np.ones(1), uses_model_scale=False, spec="+".join(names),
-                                            options=options), 1)
+                                            options={**options, **season}), 1)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
@@ -100,7 +103,7 @@ def scorer_config(signature: StepSignature, o: ScoringOverrides) -> ScorerConfig
         user_opts = parse_options(dict(o.scorer_options), names)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    options = {n: {**model_opts.get(n, {}), **user_opts.get(n, {})} for n in (*names, TAIL_OPTIONS)}
+    options = {n: {**model_opts.get(n, {}), **user_opts.get(n, {})} for n in (*names, *STAGE_OPTIONS)}
     if o.threshold_surprise is not None:
         surprise: float | None = o.threshold_surprise
     elif o.threshold is not None:

@@ -20,6 +20,7 @@ __all__ = ["Series", "default_columns", "load_series"]
 class Series:
     key: str
     values: np.ndarray  # [T, F] float64, time order
+    event_ms: np.ndarray | None = None  # [T] int64 event times when the file has a time column
 
 
 def load_series(path: str | Path, columns: list[str], *, key_column: str = "", time_column: str = "",
@@ -63,7 +64,9 @@ def load_series(path: str | Path, columns: list[str], *, key_column: str = "", t
             if rank[0]:
                 msg = f"{p}: row {i + 2}: {time_column} {row[time_column]!r} is not a timestamp: fix or drop the row"
                 raise ConfigError(msg)
-        series.append(Series(key, np.array([_values(p, i, row, columns) for _, i, row in used], dtype=np.float64)))
+        times = np.array([rank[1] for rank, _, _ in used], dtype=np.int64) if time_column else None
+        series.append(Series(key, np.array([_values(p, i, row, columns) for _, i, row in used], dtype=np.float64),
+                             times))
     if not series or all(len(s.values) < 10 for s in series):
         msg = f"{p}: too little data to train on (need at least 10 rows per series)"
         raise ConfigError(msg)

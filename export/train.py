@@ -23,6 +23,7 @@ import onnx
 import torch
 
 from rnnwatch.consumer.errors import ConfigError
+from rnnwatch.consumer.seasonal import SEASON_OPTIONS
 from rnnwatch.export.calibrate import (
     HOLDOUT,
     PROVISIONAL_THRESHOLD,
@@ -35,6 +36,7 @@ from rnnwatch.export.config import TrainingConfig
 from rnnwatch.export.convert import StepGraph, write_metadata, write_step_graph
 from rnnwatch.export.data import Series, default_columns, load_series
 from rnnwatch.export.models.base import StepModule
+from rnnwatch.export.period import series_season
 from rnnwatch.export.proven import proven_model
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
@@ -75,10 +77,17 @@ def train(config: TrainingConfig) -> TrainResult:
     resid = _holdout_residual_std(model, fit_parts, hold_parts)
     graph = StepGraph(model, Transform(kind, mean, std, resid))
     spec = _spec(config, arch.name, columns, graph, kind, series, sha, epochs, best, model)
+    season = series_season([(s.values, s.event_ms) for s in series])
+    period = season.get("period", 0)
+    scorer = config.scorer if config.scorer and config.scorer != "auto" else default_scorer(graph.transform.domain,
+                                                                                                period)
+    if period:  # the scorer deseasons the residual (consumer.seasonal), whichever detectors it runs; the draft
+        # names its scorer so that calibration scores with the season (metadata holds options with a scorer only)
+        spec = replace(spec, scoring=replace(spec.scoring, scorer=scorer, scorer_options={
+            **spec.scoring.scorer_options, SEASON_OPTIONS: season}))
     out = Path(config.output)
     with proven_model(out) as draft:
         write_step_graph(graph, draft, spec)
-        scorer = config.scorer if config.scorer and config.scorer != "auto" else default_scorer(graph.transform.domain)
         scoring = calibrate_scoring(draft, [s.values for s in series], spec.scoring, scorer, config.target_rate)
         parity = check_parity(draft, graph)
         final = _with_provenance(replace(spec, scoring=scoring), target_false_alarm_rate=config.target_rate,

@@ -201,3 +201,26 @@ def test_a_config_is_refused_on_construction_naming_the_flag(changes: dict[str, 
     with pytest.raises(ConfigError, match=message):
         TrainingConfig(**{"arch": "gru", "input": Path("p.csv"), "output": Path("m.onnx"),  # type: ignore[arg-type]
                           **top, "options": ArchOptions(**arch)})  # type: ignore[arg-type]
+
+
+def test_a_daily_series_gets_its_season_and_the_seasonal_scorer(tmp_path: Path, in_process: None) -> None:
+    """The trainer finds the calendar season in the training rows (export.period) and writes it into the
+    model's scorer options with the seasonal default scorer; a random walk of the same length gets neither."""
+    rng = np.random.default_rng(2)
+    n = 700  # 5-minute rows: 2.4 days
+    shapes = {"daily": 20 + 5 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 0.3, n),
+              "walk": 20 + np.cumsum(rng.normal(0, 0.3, n))}
+    written = {}
+    for name, values in shapes.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_text("timestamp,value\n" + "".join(
+            f"2026-01-01T00:00:00Z,{v:.4f}\n".replace("00:00:00", f"{t // 12 % 24:02d}:{t % 12 * 5:02d}:00")
+            .replace("01T", f"{1 + t // 288:02d}T") for t, v in enumerate(values)), encoding="utf-8")
+        out = tmp_path / f"{name}.onnx"
+        assert main(["train", "--arch", "gru", "--input", str(path), "--time-column", "timestamp", "--column",
+                     "value", "--hidden", "8", "--epochs", "2", "--output", str(out)]) == 0
+        written[name] = load_signature(out).scoring
+    assert written["daily"].scorer == "gaussian+phase"
+    assert dict(written["daily"].scorer_options)["season"] == {"period": 288, "step_ms": 300_000}
+    assert "season" not in written["walk"].scorer_options
+    assert "phase" not in written["walk"].scorer

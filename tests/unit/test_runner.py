@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -113,14 +114,17 @@ def test_records_already_in_restored_state_are_skipped(ewma_path: Path) -> None:
     assert res.status.tolist() == [ALREADY_APPLIED, ALREADY_APPLIED, PROCESSED, PROCESSED]
 
 
-@pytest.mark.parametrize("spec", ["gaussian+likelihood+novelty+volatility", "gaussian+volatility+stuck"])
-def test_scorer_state_and_incidents_survive_a_snapshot_restore_exactly(ewma_path: Path, spec: str) -> None:
+@pytest.mark.parametrize(("spec", "options"), [("gaussian+likelihood+novelty+volatility", {}),
+                                               ("gaussian+volatility+stuck", {}),
+                                               ("gaussian+likelihood+phase", {"season": {"period": 24}})])
+def test_scorer_state_and_incidents_survive_a_snapshot_restore_exactly(ewma_path: Path, spec: str,
+                                                                       options: dict[str, Any]) -> None:
     """Every detector's per-key state is in the state table: a run restored from snapshots half way scores,
     flags and groups into incidents exactly as an uninterrupted run (the event ids and content stay the same)."""
     from rnnwatch.consumer.scoring_config import ScoringOverrides
 
     sig = load_signature(ewma_path)
-    scoring = ScoringOverrides(scorer=spec, threshold_surprise=2.0)
+    scoring = ScoringOverrides(scorer=spec, scorer_options=options, threshold_surprise=2.0)
     rng = np.random.default_rng(9)
     keys, steps = [b"a", b"b", b"c"], 400
     values = _series(rng, len(keys), steps)

@@ -1,0 +1,173 @@
+"""Seasons: a forecaster's misfit that repeats every period is not news, a day unlike the others is.
+
+A one-step forecaster trained on a few days of a daily-periodic series misses the same edges every day
+(a square wave's steps, a daily ramp's turn): its residual at those phases is large, but the same each
+period. Scored against the key's overall residual scale, it alarms once a period, forever. This stage
+sits between the residual and the detectors (``consumer.detectors``): with a ``period`` P (found label-free
+by the trainer, ``export.period``), the residual ``z`` at phase ``p = step mod P`` is replaced by::
+
+    z' = (z - m_p w) / sqrt(v_eff),   w = n_p / (n_p + 1),   v_eff = (n_p v_p + K g) / (n_p + K)
+
+``m_p``, ``v_p``: EWMAs (half-life ``halflife`` periods, a running mean over the first visits) of the
+residual and of its squared deviation at phase p; ``n_p`` the periods the key's season clock has completed
+(no state of its own); ``g`` the key's EWMA variance of the deseasoned residual over every phase (half-life
+``halflife`` periods in steps), the prior a young phase borrows (``K = 2`` visits' weight). So a phase
+seen once barely moves the residual, a phase seen every period with the same misfit is scored against
+that misfit and its own spread, and every other phase against the key's overall scale.
+
+It keeps learning from every point (the influence of one point on ``m_p`` and ``v_p`` clipped at
+``clip`` standard deviations): a real shock at a misfit's phase still stands out against the phase's own
+spread, it echoes at most ``alpha * clip`` of a standard deviation at that phase one period later, and a
+regime change (a new daily shape) is learnt within a few ``halflife`` periods, after which it stops
+alarming. State: ``2 P F + 1`` float64 and the clock per key (P = 288 at 5-minute data with a daily period:
+4.6 kB); the stage exists only for a model whose trainer found a period, so other models pay nothing.
+The phase is the key's season clock modulo P: the rows of ``step_ms`` (the training rows' median spacing)
+its event times say have passed since its first step, at least one per record (one per record without event
+times), so a gap in a feed does not shift the key's phases (``s.season.clock``, one int64 per key). The
+``phase`` detector (:class:`Phase`) uses the same normaliser on the value itself: what the forecaster
+follows (a day of an unusual shape), the same phase of earlier periods does not.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rnnwatch.consumer.detector_protocol import Wave
+from rnnwatch.consumer.state import NO_TIME, Column, StateTable
+from rnnwatch.consumer.tails import chi2_surprise
+
+__all__ = ["SEASON_OPTIONS", "Phase", "SeasonalNormaliser"]
+
+SEASON_OPTIONS = "season"  # scorer options: {"season": {"period": P, "step_ms": ms, "halflife": periods, "clip": sd}}
+_PRIOR_VISITS = 2.0
+
+
+class SeasonalNormaliser:
+    DEFAULTS: ClassVar[dict[str, float]] = {"period": 0.0, "step_ms": 0.0, "halflife": 3.0, "clip": 5.0}
+
+    def __init__(self, options: Mapping[str, Any], n_features: int, prefix: str = "s.season",
+                 level: bool = False) -> None:
+        self.prefix, self.level = prefix, level
+        unknown = sorted(set(options) - set(self.DEFAULTS))
+        if unknown:
+            msg = f"scorer option {SEASON_OPTIONS!r} has no option(s) {unknown}; it takes {sorted(self.DEFAULTS)}"
+            raise ValueError(msg)
+        o = {**self.DEFAULTS, **{k: float(v) for k, v in options.items()}}
+        self.period = int(o["period"])
+        if (self.period < 2 or self.period != o["period"] or o["halflife"] <= 0 or o["clip"] <= 0
+                or o["step_ms"] < 0):
+            msg = f"season needs an integer period >= 2, step_ms >= 0, halflife > 0, clip > 0; got {dict(options)}"
+            raise ValueError(msg)
+        self.alpha = 1.0 - 0.5 ** (1.0 / o["halflife"])
+        self.g_alpha = 1.0 - 0.5 ** (1.0 / (o["halflife"] * self.period))
+        self.clip2 = o["clip"] ** 2
+        self.step_ms = o["step_ms"]
+        self.f = n_features
+
+    def columns(self) -> list[Column]:
+        shape = (self.period, self.f)
+        return [Column.filled(f"{self.prefix}.mean", shape, np.float64, 0.0),
+                Column.filled(f"{self.prefix}.var", shape, np.float64, 0.0),
+                Column.filled(f"{self.prefix}.g", (), np.float64, math.nan)]
+
+    def clock_columns(self) -> list[Column]:
+        return [Column.filled("s.season.clock", (), np.int64, 0)]
+
+    def clock(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, event_ms: np.ndarray | None) -> np.ndarray:
+        """The key's position in its season, in rows of ``step_ms`` since its first step (int64 [n]).
+
+        It advances by the rows the event time says have passed (a gap of a day moves it a day's rows), at
+        least one per record; by one per record without event times or ``step_ms``.
+        """
+        prev = table.arrays["s.season.clock"][rows]
+        last = table.last_event_ms[rows]
+        if event_ms is None or self.step_ms <= 0:
+            advance = np.ones(len(rows), dtype=np.int64)
+        else:
+            elapsed = np.where(last == NO_TIME, 0, np.asarray(event_ms, dtype=np.int64) - last)
+            advance = np.maximum(np.rint(elapsed / self.step_ms), 1).astype(np.int64)
+        now = np.where(steps > 0, prev + advance, 0)
+        table.arrays["s.season.clock"][rows] = now
+        return np.asarray(now)
+
+    def normalise(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, z: np.ndarray,
+                  valid: np.ndarray) -> np.ndarray:
+        """The deseasoned ``z`` of ``rows`` at their season clock ``steps`` (float64 [n, F]); learns where ``valid``.
+
+        ``level`` (a value, not a residual): the phase's mean is used in full from its first visit (a level has
+        no prior mean to shrink towards) and the key's overall scale is learnt from the second period on.
+        """
+        a = table.arrays
+        phase = np.asarray(steps % self.period, dtype=np.int64)
+        visits = (np.asarray(steps, dtype=np.int64) // self.period).astype(np.float64)[:, None]  # earlier visits
+        mean_all, var_all = a[f"{self.prefix}.mean"], a[f"{self.prefix}.var"]
+        m, v = mean_all[rows, phase], var_all[rows, phase]
+        g = a[f"{self.prefix}.g"][rows][:, None]
+        w = np.minimum(visits, 1.0) if self.level else visits / (visits + 1.0)
+        dev = z - m * w
+        first = np.maximum(dev * dev, 1e-12) if self.level else np.maximum(dev * dev, 1.0)
+        g_prior = np.where(np.isfinite(g), g, first)
+        # a phase is never scored against a scale narrower than the key's overall one: a few visits cannot
+        # estimate a variance well, and a phase that looked calm twice must not turn ordinary noise into alarms
+        v_eff = np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS), g_prior)
+        out = dev / np.sqrt(v_eff)
+        # learning: influence clipped at clip standard deviations of the phase's current scale (not at the
+        # phase's first visit, which sets its mean)
+        bound = np.where(visits > 0, np.sqrt(self.clip2 * v_eff), np.inf)
+        d = np.clip(z - m, -bound, bound)
+        alpha = np.maximum(self.alpha, 1.0 / (visits + 1.0))
+        new_m = m + alpha * d
+        new_v = (1.0 - alpha) * (v + alpha * d * d)
+        dev2 = np.minimum(dev * dev, self.clip2 * g_prior)
+        seen = np.maximum(np.asarray(steps, dtype=np.float64)[:, None] - (self.period if self.level else 0), 0.0)
+        ga = np.maximum(self.g_alpha, 1.0 / (seen + 1.0))
+        new_g = (g_prior + ga * (dev2 - g_prior)).mean(axis=1)
+        learn_g = valid & (visits[:, 0] > 0) if self.level else valid
+        keep = valid[:, None]
+        mean_all[rows, phase] = np.where(keep, new_m, m)
+        var_all[rows, phase] = np.where(keep, new_v, v)
+        a[f"{self.prefix}.g"][rows] = np.where(learn_g, new_g, a[f"{self.prefix}.g"][rows])
+        return np.asarray(np.where(keep, out, z))
+
+
+class Phase:
+    """The value against the key's own values at the same phase of its season (a seasonal-naive check).
+
+    A one-step forecaster follows a day that has an unusual shape (a missing peak, a higher plateau, a
+    holiday's traffic): each step is close to the last, so its residual stays small. Against the same phase
+    of earlier periods the day stands out at every step. ``x`` is normalised by
+    :class:`SeasonalNormaliser` in ``level`` form (per-phase EWMA mean and spread of the value, half-life
+    ``halflife`` periods, never a narrower scale than the key's overall spread around its phase means), and
+    the surprise is the chi-square tail of the normalised value; nothing during the first period (no phase
+    seen yet). It needs the model's season (``{"season": {"period": P}}``, the trainer writes it when it finds
+    one), whose period it takes unless given its own. A new daily shape is learnt within a few ``halflife``
+    periods and stops alarming. State: ``2 P F + 1`` float64 per key.
+    """
+
+    name: ClassVar[str] = "phase"
+
+    def __init__(self, options: Mapping[str, Any], n_features: int, domain: str) -> None:
+        if not options.get("period"):
+            msg = ("scorer 'phase' needs a season: the model has none (its trainer found no period); "
+                   "give one as {\"phase\": {\"period\": P}} or leave 'phase' out")
+            raise ValueError(msg)
+        self.norm = SeasonalNormaliser(options, n_features, "s.phase", level=True)
+        self.f = n_features
+
+    def columns(self) -> list[Column]:
+        return self.norm.columns()
+
+    def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray:
+        if wave.clock is None:
+            msg = "scorer 'phase' needs the model's season (the scorer's seasonal stage sets the clock)"
+            raise ValueError(msg)
+        steps = wave.clock
+        finite = np.isfinite(wave.x).all(axis=1)
+        x = wave.x if wave.x_finite else np.where(finite[:, None], wave.x, 0.0)
+        out = self.norm.normalise(table, rows, steps, x, finite)
+        return np.asarray(np.where(finite & (steps >= self.norm.period),
+                                   chi2_surprise((out * out).sum(axis=1), self.f), 0.0))
