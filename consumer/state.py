@@ -7,10 +7,20 @@ scoped by partition: a revoked partition's rows are dropped at once, so a rebala
 behind, and idle keys are evicted after a TTL so memory is bounded by the *active* key space, not by every
 key ever seen.
 
+Storage is narrower than arithmetic: a column declared ``float64`` (``int64``) is *stored* as ``float32``
+(``int32``) unless declared ``wide`` (positions such as offsets). Scorer state is a third of a key's bytes; at a
+million keys halving it saves ~60 MB, and a detector's state (EWMA moments, counters, ranges of float32
+inputs) loses nothing that matters to a decision by being rounded to float32 between two steps.
+Detectors still compute in the declared dtype: :attr:`StateTable.arrays` hands them each narrowed column
+as a :class:`Narrowed` whose gather widens and whose scatter rounds (to nearest), so the rounding happens
+in one place; :attr:`StateTable.stored` holds the arrays as stored.
+
 A row's snapshot (:meth:`StateTable.snapshot`, or :meth:`StateTable.snapshots` for many rows at once) is
 immutable bytes: a small header (layout identity, input offset it reflects, last event time, steps) and the
-raw column values. Columns marked ``keep_on_reset`` (ordering bookkeeping) survive a re-warm; everything
-else returns to its declared initial value.
+raw column values as stored. The layout identity hashes every column's stored dtype, so a snapshot written
+with another layout is recognised; one written before narrowing (every column at its declared dtype, the
+*wide* layout) is still read, its values rounded to the stored dtypes. Columns marked ``keep_on_reset``
+(ordering bookkeeping) survive a re-warm; everything else returns to its declared initial value.
 """
 
 from __future__ import annotations
@@ -19,33 +29,70 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from rnnwatch.consumer.errors import StateError
 from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, key_hashes
 
-__all__ = ["NO_TIME", "Column", "Snapshot", "StateTable"]
+__all__ = ["NO_TIME", "Column", "Narrowed", "Snapshot", "StateTable"]
 
 NO_TIME = np.iinfo(np.int64).min  # "no event seen yet" for last_event_ms
 _MAGIC = b"RNW1"
 _HEADER = struct.Struct("<4sH")  # magic, identity length
 _TAIL = struct.Struct("<qqq")  # input offset, last event ms, steps
+_NARROW = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): np.dtype(np.int32)}
 
 
 @dataclass(frozen=True)
 class Column:
-    """One per-key array of ``shape`` (excluding the row axis) with its initial value."""
+    """One per-key array of ``shape`` (excluding the row axis) with its initial value.
+
+    ``dtype`` is what readers compute with; the table stores ``float64``/``int64`` columns at half width
+    (:attr:`stored`) unless ``wide`` (values that need every bit: input offsets, step numbers).
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
     init: np.ndarray = field(compare=False, repr=False)
+    wide: bool = False
 
     @classmethod
-    def filled(cls, name: str, shape: tuple[int, ...], dtype: type | np.dtype, value: float) -> Column:
+    def filled(cls, name: str, shape: tuple[int, ...], dtype: type | np.dtype, value: float, *,
+               wide: bool = False) -> Column:
         dt = np.dtype(dtype)
-        return cls(name, shape, dt, np.full(shape, value, dtype=dt))
+        return cls(name, shape, dt, np.full(shape, value, dtype=dt), wide)
+
+    @property
+    def stored(self) -> np.dtype:
+        """The dtype of the table's array (and of the snapshot's bytes)."""
+        return self.dtype if self.wide else _NARROW.get(self.dtype, self.dtype)
+
+
+class Narrowed:
+    """A column stored narrower than it is read: ``col[rows]`` widens to ``dtype``, ``col[rows] = v`` rounds.
+
+    Only bounded values belong here: a float beyond ``float32``'s range would become an infinity (numpy warns),
+    so a column whose values are unbounded (squares of surprises) is declared ``wide``.
+    """
+
+    __slots__ = ("dtype", "stored")
+
+    def __init__(self, stored: np.ndarray, dtype: np.dtype) -> None:
+        self.stored, self.dtype = stored, dtype
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        wide: np.ndarray = self.stored[index].astype(self.dtype)
+        return wide
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self.stored[index] = value
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored.shape
 
 
 @dataclass(frozen=True)
@@ -68,12 +115,15 @@ class StateTable:
             msg = f"duplicate state column names: {names}"
             raise ValueError(msg)
         self.columns = tuple(columns)
-        layout = ";".join(f"{c.name}:{c.shape}:{c.dtype.str}" for c in columns)
-        self.identity = f"{identity}/{hashlib.sha256(layout.encode()).hexdigest()[:8]}"
+        self.identity = _identity(identity, [(c.name, c.shape, c.stored) for c in columns])
+        # the layout of snapshots written before storage was narrowed (every column at its declared dtype)
+        self._wide_identity = _identity(identity, [(c.name, c.shape, c.dtype) for c in columns])
         self._capacity = max(1, capacity)
-        self.arrays: dict[str, np.ndarray] = {
-            c.name: np.empty((self._capacity, *c.shape), dtype=c.dtype) for c in columns
+        self.stored: dict[str, np.ndarray] = {
+            c.name: np.empty((self._capacity, *c.shape), dtype=c.stored) for c in columns
         }
+        self.arrays: dict[str, np.ndarray | Narrowed] = {}
+        self._expose()
         self.steps = np.zeros(self._capacity, dtype=np.int64)
         self.last_event_ms = np.full(self._capacity, NO_TIME, dtype=np.int64)
         self.last_offset = np.full(self._capacity, -1, dtype=np.int64)
@@ -85,8 +135,10 @@ class StateTable:
         self._index = KeyIndex(self._capacity)
         self._free = np.arange(self._capacity - 1, -1, -1, dtype=np.int64)  # a stack: the next row is on top
         self._n_free = self._capacity
-        self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.dtype, c.shape) for c in columns]
+        self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.stored, c.shape) for c in columns]
         self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
+        self._wide_layout = [(c.name, n, c.dtype, c.shape) for c, (_, n, _, _) in zip(columns, self._layout,
+                                                                                      strict=True)]
 
     # -- lookup -----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -136,7 +188,7 @@ class StateTable:
         if rows.size == 0:
             return
         for c in self.columns:
-            self.arrays[c.name][rows] = c.init
+            self.stored[c.name][rows] = c.init
         self.steps[rows] = 0
         self.dirty[rows] = True
 
@@ -199,7 +251,7 @@ class StateTable:
             pos += 8
         for name, count, dtype, _ in self._layout:
             width = count * dtype.itemsize
-            part = np.ascontiguousarray(self.arrays[name][rows])  # native order, as decode() reads it
+            part = np.ascontiguousarray(self.stored[name][rows])  # native order, as decode() reads it
             buf[:, pos:pos + width] = part.view(np.uint8).reshape(n, width)
             pos += width
         data = buf.tobytes()
@@ -220,14 +272,20 @@ class StateTable:
         except (struct.error, UnicodeDecodeError) as exc:
             msg = f"truncated or garbled snapshot header ({exc})"
             raise StateError(msg) from exc
-        if identity != self.identity:
+        if identity == self.identity:
+            layout = self._layout
+        elif identity == self._wide_identity:  # written before storage was narrowed: read, then rounded
+            layout = self._wide_layout
+        else:
             return Snapshot(identity, offset, last_ms, steps, {})
-        if len(blob) - pos != self._row_bytes:
-            msg = f"snapshot payload is {len(blob) - pos} bytes, expected {self._row_bytes}"
+        row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in layout)
+        if len(blob) - pos != row_bytes:
+            msg = f"snapshot payload is {len(blob) - pos} bytes, expected {row_bytes}"
             raise StateError(msg)
         values = {}
-        for name, n, dtype, shape in self._layout:
-            values[name] = np.frombuffer(blob, dtype=dtype, count=n, offset=pos).reshape(shape)
+        for (name, n, dtype, shape), (_, _, stored, _) in zip(layout, self._layout, strict=True):
+            values[name] = np.frombuffer(blob, dtype=dtype, count=n, offset=pos).reshape(shape).astype(
+                stored, copy=False)
             pos += n * dtype.itemsize
         return Snapshot(identity, offset, last_ms, steps, values)
 
@@ -241,7 +299,7 @@ class StateTable:
         rows, _ = self.rows_for(partition, [key])
         row = int(rows[0])
         for c in self.columns:
-            self.arrays[c.name][row] = snap.values[c.name]
+            self.stored[c.name][row] = snap.values[c.name]
         self.steps[row] = snap.steps
         self.last_offset[row] = snap.input_offset
         self.last_event_ms[row] = snap.last_event_ms
@@ -259,7 +317,7 @@ class StateTable:
         rows = self._free[self._n_free - n:self._n_free][::-1].copy()
         self._n_free -= n
         for c in self.columns:
-            self.arrays[c.name][rows] = c.init
+            self.stored[c.name][rows] = c.init
         self.steps[rows] = 0
         self.last_event_ms[rows] = NO_TIME
         self.last_offset[rows] = -1
@@ -270,6 +328,12 @@ class StateTable:
         self.partition[rows] = partition
         self.keys[rows] = keys
         return rows
+
+    def _expose(self) -> None:
+        """Point :attr:`arrays` at the stored arrays (again, after they were replaced by a growth)."""
+        for c in self.columns:
+            arr = self.stored[c.name]
+            self.arrays[c.name] = arr if c.stored == c.dtype else Narrowed(arr, c.dtype)
 
     def _release(self, rows: np.ndarray) -> None:
         if rows.size == 0:
@@ -284,10 +348,11 @@ class StateTable:
     def _grow(self) -> None:
         old = self._capacity
         new = old * 2
-        for name, arr in self.arrays.items():
+        for name, arr in self.stored.items():
             grown = np.empty((new, *arr.shape[1:]), dtype=arr.dtype)
             grown[:old] = arr
-            self.arrays[name] = grown
+            self.stored[name] = grown
+        self._expose()
         self.steps = np.concatenate([self.steps, np.zeros(old, dtype=np.int64)])
         self.last_event_ms = np.concatenate([self.last_event_ms, np.full(old, NO_TIME, dtype=np.int64)])
         self.last_offset = np.concatenate([self.last_offset, np.full(old, -1, dtype=np.int64)])
@@ -304,6 +369,11 @@ class StateTable:
         self._n_free += old
         self._index.grow(new)
         self._capacity = new
+
+
+def _identity(base: str, layout: Sequence[tuple[str, tuple[int, ...], np.dtype]]) -> str:
+    text = ";".join(f"{name}:{shape}:{dtype.str}" for name, shape, dtype in layout)
+    return f"{base}/{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def _objects(keys: Sequence[bytes]) -> np.ndarray:

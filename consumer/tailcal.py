@@ -63,8 +63,8 @@ class TailCalibrator:
     def columns(self) -> list[Column]:
         m1 = 1.0 / _LN10
         return [Column.filled(f"{self.prefix}.u", (), np.float64, self.u0),
-                Column.filled(f"{self.prefix}.m1", (), np.float64, m1),
-                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1),
+                Column.filled(f"{self.prefix}.m1", (), np.float64, m1, wide=True),  # moments of an unbounded
+                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1, wide=True),  # excess: not float32
                 Column.filled(f"{self.prefix}.k", (), np.float64, 0.0)]
 
     def calibrate(self, table: StateTable, rows: np.ndarray, raw: np.ndarray, learn: np.ndarray) -> np.ndarray:
