@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from rnnwatch.consumer.errors import StateError
+from rnnwatch.consumer.keyarena import KEY_SLOT_BYTES, KeyArena, Packed
 from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, key_hashes
 
 __all__ = ["NO_TIME", "Column", "Narrowed", "Snapshot", "StateTable"]
@@ -131,7 +132,7 @@ class StateTable:
         self.changelog_offset = np.full(self._capacity, -1, dtype=np.int64)  # of the last acknowledged snapshot
         self.dirty = np.zeros(self._capacity, dtype=bool)
         self.partition = np.full(self._capacity, -1, dtype=np.int32)
-        self.keys = np.full(self._capacity, None, dtype=object)  # bytes of each used row, None when free
+        self.keys = KeyArena(self._capacity)  # the key of each used row (``keys[row]``), None when free
         self._index = KeyIndex(self._capacity)
         self._free = np.arange(self._capacity - 1, -1, -1, dtype=np.int64)  # a stack: the next row is on top
         self._n_free = self._capacity
@@ -149,12 +150,12 @@ class StateTable:
 
         A key's first record in ``keys`` is the new one; later records of it find its row.
         """
-        wanted = _objects(keys)
         hashes = key_hashes(partition, keys)
-        rows = self._index.lookup(partition, wanted, hashes, self.keys, self.partition)
+        rows = self._index.lookup(partition, Packed.of(keys), hashes, self.keys, self.partition)
         is_new = np.zeros(len(keys), dtype=bool)
         missing = np.flatnonzero(rows < 0)
         if missing.size:
+            wanted = _objects(keys)
             missing_keys = wanted[missing].tolist()
             first = dict(zip(missing_keys[::-1], missing[::-1].tolist(), strict=True))  # key -> first record
             at = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
@@ -166,7 +167,7 @@ class StateTable:
 
     def rows_of(self, partition: int, keys: Sequence[bytes]) -> np.ndarray:
         """Row of each key in ``partition``, -1 where it has none (nothing is allocated)."""
-        return self._index.lookup(partition, _objects(keys), key_hashes(partition, keys), self.keys, self.partition)
+        return self._index.lookup(partition, Packed.of(keys), key_hashes(partition, keys), self.keys, self.partition)
 
     def row_of(self, partition: int, key: bytes) -> int | None:
         return self._index.find(partition, key, self.keys, self.partition)
@@ -180,7 +181,7 @@ class StateTable:
     def items(self, partition: int) -> list[tuple[bytes, int]]:
         """(key, row) of every key of ``partition``."""
         rows = self.rows_of_partition(partition)
-        return list(zip(self.keys[rows].tolist(), rows.tolist(), strict=True))
+        return list(zip(self.keys.get(rows), rows.tolist(), strict=True))  # type: ignore[arg-type]
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def reset(self, rows: np.ndarray) -> None:
@@ -213,14 +214,14 @@ class StateTable:
 
         ``model_state`` (``m.*`` columns), ``scorer_state`` (``s.*``: the forecast kept for the next residual,
         detectors, tail calibration, incidents), ``bookkeeping`` (ordering, durability and eviction arrays),
-        ``key_index`` (hash and slots, at the index's highest load) and ``key_ref`` (the pointer to the key's
-        ``bytes``; the key object itself adds about 33 bytes plus its length).
+        ``key_index`` (hash and slots, at the index's highest load) and ``keys`` (where the key's bytes are in the
+        packed key buffer, which adds the key's length: ``consumer.keyarena``).
         """
         model = sum(n * dtype.itemsize for name, n, dtype, _ in self._layout if name.startswith("m."))
         bookkeeping = sum(a.itemsize for a in (self.steps, self.last_event_ms, self.last_offset, self.last_seen_s,
                                                self.changelog_offset, self.dirty, self.partition))
         return {"model_state": model, "scorer_state": self._row_bytes - model, "bookkeeping": bookkeeping,
-                "key_index": KEY_INDEX_BYTES, "key_ref": self.keys.itemsize}
+                "key_index": KEY_INDEX_BYTES, "keys": KEY_SLOT_BYTES}
 
     # -- snapshots --------------------------------------------------------------------------------------
     @property
@@ -326,7 +327,7 @@ class StateTable:
         # indexed before they are marked used: a rebuild inside insert() places the rows in use so far
         self._index.insert(hashes, rows, lambda: np.flatnonzero(self.partition >= 0))
         self.partition[rows] = partition
-        self.keys[rows] = keys
+        self.keys.put(rows, keys.tolist())
         return rows
 
     def _expose(self) -> None:
@@ -340,7 +341,7 @@ class StateTable:
             return
         self._index.remove(rows)
         self.partition[rows] = -1
-        self.keys[rows] = None
+        self.keys.remove(rows)
         self.dirty[rows] = False
         self._free[self._n_free:self._n_free + rows.size] = rows
         self._n_free += rows.size
@@ -360,7 +361,7 @@ class StateTable:
         self.changelog_offset = np.concatenate([self.changelog_offset, np.full(old, -1, dtype=np.int64)])
         self.dirty = np.concatenate([self.dirty, np.zeros(old, dtype=bool)])
         self.partition = np.concatenate([self.partition, np.full(old, -1, dtype=np.int32)])
-        self.keys = np.concatenate([self.keys, np.full(old, None, dtype=object)])
+        self.keys.grow(new)
         free = np.empty(new, dtype=np.int64)
         # the new rows go under the free ones, highest first, so the lowest new row is allocated next
         free[:old] = np.arange(new - 1, old - 1, -1)

@@ -131,7 +131,7 @@ def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
     t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0),
                     Column.filled("s.n", (), np.int64, 0)], identity="model-a", capacity=8)
     parts = t.bytes_per_key()
-    assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["key_ref"] == 8
+    assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["keys"] == 12
     arrays = [*t.stored.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
               t.dirty, t.partition]
     assert parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] == sum(a.nbytes for a in arrays) // 8
@@ -196,3 +196,16 @@ def test_a_snapshot_written_before_narrowing_is_restored_rounded() -> None:
     assert again.identity == t.identity and len(t.snapshot(row)) == t.snapshot_bytes < len(_OLD_SNAPSHOT)
     for c in t.columns:
         np.testing.assert_array_equal(again.values[c.name], t.stored[c.name][row])
+
+
+def test_the_table_holds_no_reference_to_a_records_key_object() -> None:
+    """Keys are copied into the packed key buffer: a record's ``bytes`` (56 bytes for a 7-byte key, with its
+    pointer) is freed with its batch instead of living as long as the key's row."""
+    import sys
+
+    t = _table()
+    key = b"".join([b"S", b"000123"])  # a fresh object, as a Kafka client hands it over
+    before = sys.getrefcount(key)
+    rows, _ = t.rows_for(0, [key])
+    assert sys.getrefcount(key) == before
+    assert t.keys[int(rows[0])] == key and t.items(0) == [(key, int(rows[0]))]

@@ -1,0 +1,128 @@
+"""The state table's keys, packed in one byte buffer instead of one Python ``bytes`` object per key.
+
+A ``bytes`` object costs 33 bytes plus its length, rounded up to 8, plus the 8-byte pointer that holds it: 56
+bytes for a 7-byte symbol, more than the key index and the bookkeeping together. Here a key costs its length
+plus 12 (start and length per row), and the record's own ``bytes`` object is freed with the batch. A row's key
+is ``buf[start:start + length]``; a removed key leaves its bytes behind until the buffer is compacted (on an
+append that needs room while the dead bytes outweigh the live ones), so appends stay amortised O(1) and the
+buffer holds at most about twice the live bytes. Keys of a batch are compared with rows' keys vectorised
+(:meth:`KeyArena.equal` against a :class:`Packed` batch): no Python call per key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["KEY_SLOT_BYTES", "KeyArena", "Packed"]
+
+_NONE = -1  # length of a row without a key
+KEY_SLOT_BYTES = 8 + 4  # per row: start (int64) and length (int32); the key's bytes come on top
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A batch of keys as one buffer: key ``i`` is ``data[start[i]:start[i] + length[i]]``."""
+
+    data: np.ndarray  # uint8
+    start: np.ndarray  # int64
+    length: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, keys: Sequence[bytes]) -> Packed:
+        length = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        start = np.zeros(len(keys), dtype=np.int64)
+        np.cumsum(length[:-1], out=start[1:])
+        return cls(np.frombuffer(b"".join(keys), dtype=np.uint8), start, length)
+
+
+class KeyArena:
+    """Per row: its key's bytes in a shared buffer (``None`` for a free row)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.start = np.zeros(capacity, dtype=np.int64)
+        self.length = np.full(capacity, _NONE, dtype=np.int32)
+        self._buf = np.empty(1024, dtype=np.uint8)
+        self._end = 0  # bytes of the buffer in use, dead ones included
+        self._live = 0  # bytes of keys still held
+
+    def __len__(self) -> int:
+        return self.length.size
+
+    def __getitem__(self, row: int) -> bytes | None:
+        n = int(self.length[row])
+        if n < 0:
+            return None
+        s = int(self.start[row])
+        return self._buf[s:s + n].tobytes()
+
+    def __iter__(self) -> Iterator[bytes | None]:
+        return iter(self.get(np.arange(self.length.size)))
+
+    def get(self, rows: np.ndarray) -> list[bytes | None]:
+        """The key of each row (``None`` where a row has none)."""
+        buf = self._buf
+        return [None if n < 0 else buf[s:s + n].tobytes()
+                for s, n in zip(self.start[rows].tolist(), self.length[rows].tolist(), strict=True)]
+
+    @property
+    def buffer_bytes(self) -> int:
+        return self._buf.nbytes
+
+    def grow(self, capacity: int) -> None:
+        """Room for rows up to ``capacity``."""
+        old = self.length.size
+        self.start = np.concatenate([self.start, np.zeros(capacity - old, dtype=np.int64)])
+        self.length = np.concatenate([self.length, np.full(capacity - old, _NONE, dtype=np.int32)])
+
+    def put(self, rows: np.ndarray, keys: Sequence[bytes]) -> None:
+        """Store ``keys[i]`` as the key of ``rows[i]`` (rows without a key)."""
+        packed = Packed.of(keys)
+        size = packed.data.size
+        if self._end + size > self._buf.size:
+            self._make_room(size)
+        self._buf[self._end:self._end + size] = packed.data
+        self.start[rows] = self._end + packed.start
+        self.length[rows] = packed.length
+        self._end += size
+        self._live += size
+
+    def remove(self, rows: np.ndarray) -> None:
+        """Forget the keys of these rows (each has one)."""
+        self._live -= int(self.length[rows].sum())
+        self.length[rows] = _NONE
+
+    def equal(self, rows: np.ndarray, batch: Packed, at: np.ndarray) -> np.ndarray:
+        """Whether the key of ``rows[i]`` is the batch's key ``at[i]`` (rows with a key), compared bytewise."""
+        lens = batch.length[at]
+        same: np.ndarray = self.length[rows] == lens
+        pairs = np.flatnonzero(same)
+        if pairs.size:
+            ours, theirs = _positions(self.start[rows[pairs]], lens[pairs]), _positions(
+                batch.start[at[pairs]], lens[pairs])
+            differ = self._buf[ours] != batch.data[theirs]
+            same[pairs[np.repeat(np.arange(pairs.size), lens[pairs])[differ]]] = False
+        return same
+
+    def _make_room(self, size: int) -> None:
+        """Copy the live keys to the front of a buffer with room for ``size`` more bytes: the same size when at
+        least half of the old one is dead (compaction), else twice the size (growth), doubled until they fit."""
+        capacity = self._buf.size if 2 * self._live < self._end else 2 * self._buf.size
+        while self._live + size > capacity:
+            capacity *= 2
+        rows = np.flatnonzero(self.length >= 0)
+        lens = self.length[rows].astype(np.int64)
+        buf = np.empty(capacity, dtype=np.uint8)
+        buf[:self._live] = self._buf[_positions(self.start[rows], lens)]
+        self.start[rows] = np.cumsum(lens) - lens
+        self._buf, self._end = buf, self._live
+
+
+def _positions(start: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Every byte position of the ranges ``[start[i], start[i] + length[i])``, range after range."""
+    total = int(length.sum())
+    ends = np.cumsum(length)
+    positions: np.ndarray = np.repeat(start - (ends - length), length) + np.arange(total)
+    return positions
