@@ -49,3 +49,18 @@ def test_equal_compares_rows_with_a_batch_bytewise() -> None:
     expected = [s == batch[a] for s, a in zip([stored[r] for r in rows.tolist()], at.tolist(), strict=True)]
     assert arena.equal(rows, packed, at).tolist() == expected == [True, False, True, False, True, True, False]
     assert arena.equal(rows[:0], packed, at[:0]).tolist() == []
+
+
+def test_equal_agrees_with_bytes_comparison_for_uniform_few_and_many_key_lengths() -> None:
+    rng = np.random.default_rng(8)
+    for max_len in (1, 3, 40):  # one length (and empty keys), a few lengths, more than are compared one by one
+        stored = [bytes(rng.integers(0, 3, size=int(rng.integers(0, max_len + 1)), dtype=np.uint8))
+                  for _ in range(200)]
+        arena = KeyArena(200)
+        arena.put(np.arange(200), stored)
+        batch = [stored[i] if rng.random() < 0.5 else bytes(rng.integers(0, 3, size=len(stored[i]), dtype=np.uint8))
+                 for i in rng.integers(0, 200, size=300)]
+        rows = rng.integers(0, 200, size=300)
+        got = arena.equal(rows, Packed.of(batch), np.arange(300)).tolist()
+        assert got == [stored[r] == b for r, b in zip(rows.tolist(), batch, strict=True)]
+        assert any(got) and not all(got)
