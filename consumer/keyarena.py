@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rnnwatch.consumer import pages
+
 __all__ = ["KEY_SLOT_BYTES", "KeyArena", "Packed"]
 
 _NONE = -1  # length of a row without a key
@@ -44,9 +46,9 @@ class KeyArena:
     """Per row: its key's bytes in a shared buffer (``None`` for a free row)."""
 
     def __init__(self, capacity: int) -> None:
-        self.start = np.zeros(capacity, dtype=np.int64)
-        self.length = np.full(capacity, _NONE, dtype=np.int32)
-        self._buf = np.empty(1024, dtype=np.uint8)
+        self.start = pages.full((capacity,), 0, np.int64)
+        self.length = pages.full((capacity,), _NONE, np.int32)
+        self._buf = pages.empty((1024,), np.uint8)
         self._end = 0  # bytes of the buffer in use, dead ones included
         self._live = 0  # bytes of keys still held
 
@@ -75,9 +77,8 @@ class KeyArena:
 
     def grow(self, capacity: int) -> None:
         """Room for rows up to ``capacity``."""
-        old = self.length.size
-        self.start = np.concatenate([self.start, np.zeros(capacity - old, dtype=np.int64)])
-        self.length = np.concatenate([self.length, np.full(capacity - old, _NONE, dtype=np.int32)])
+        self.start = pages.grown(self.start, capacity, 0)
+        self.length = pages.grown(self.length, capacity, _NONE)
 
     def put(self, rows: np.ndarray, keys: Sequence[bytes]) -> None:
         """Store ``keys[i]`` as the key of ``rows[i]`` (rows without a key)."""
@@ -126,7 +127,7 @@ class KeyArena:
             capacity *= 2
         rows = np.flatnonzero(self.length >= 0)
         lens = self.length[rows].astype(np.int64)
-        buf = np.empty(capacity, dtype=np.uint8)
+        buf = pages.empty((capacity,), np.uint8)
         buf[:self._live] = self._buf[_positions(self.start[rows], lens)]
         self.start[rows] = np.cumsum(lens) - lens
         self._buf, self._end = buf, self._live

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from rnnwatch.consumer import pages
 from rnnwatch.consumer.keyarena import KeyArena, Packed
 
 __all__ = ["KEY_INDEX_BYTES", "KeyIndex", "key_hashes"]
@@ -44,16 +45,14 @@ class KeyIndex:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.row_hash = np.zeros(capacity, dtype=np.uint64)
-        self._slots = np.full(_table_size(capacity), _EMPTY, dtype=np.int32)
+        self.row_hash = pages.full((capacity,), 0, np.uint64)
+        self._slots = pages.full((_table_size(capacity),), _EMPTY, np.int32)
         self._live = 0
         self._deleted = 0
 
     def grow(self, capacity: int) -> None:
         """Room for rows up to ``capacity`` (the slot table grows on insert)."""
-        grown = np.zeros(capacity, dtype=np.uint64)
-        grown[:self.row_hash.size] = self.row_hash
-        self.row_hash = grown
+        self.row_hash = pages.grown(self.row_hash, capacity, 0)
 
     def lookup(self, partition: int, keys: Packed, hashes: np.ndarray, table_keys: KeyArena,
                table_partition: np.ndarray) -> np.ndarray:
@@ -97,7 +96,7 @@ class KeyIndex:
         """Add rows for keys known to be absent (distinct); ``live_rows()``: every indexed row, for a rebuild."""
         self.row_hash[rows] = hashes
         if 2 * (self._live + self._deleted + rows.size) > self._slots.size:
-            self._slots = np.full(_table_size(self._live + rows.size), _EMPTY, dtype=np.int32)
+            self._slots = pages.full((_table_size(self._live + rows.size),), _EMPTY, np.int32)
             self._live = self._deleted = 0
             self._place(live_rows())
         self._place(rows)

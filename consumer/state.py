@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnwatch.consumer import pages
 from rnnwatch.consumer.errors import StateError
 from rnnwatch.consumer.keyarena import KEY_SLOT_BYTES, KeyArena, Packed
 from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, key_hashes
@@ -121,20 +122,22 @@ class StateTable:
         self._wide_identity = _identity(identity, [(c.name, c.shape, c.dtype) for c in columns])
         self._capacity = max(1, capacity)
         self.stored: dict[str, np.ndarray] = {
-            c.name: np.empty((self._capacity, *c.shape), dtype=c.stored) for c in columns
+            c.name: pages.empty((self._capacity, *c.shape), c.stored) for c in columns
         }
         self.arrays: dict[str, np.ndarray | Narrowed] = {}
         self._expose()
-        self.steps = np.zeros(self._capacity, dtype=np.int64)
-        self.last_event_ms = np.full(self._capacity, NO_TIME, dtype=np.int64)
-        self.last_offset = np.full(self._capacity, -1, dtype=np.int64)
-        self.last_seen_s = np.zeros(self._capacity, dtype=np.float64)  # monotonic clock
-        self.changelog_offset = np.full(self._capacity, -1, dtype=np.int64)  # of the last acknowledged snapshot
-        self.dirty = np.zeros(self._capacity, dtype=bool)
-        self.partition = np.full(self._capacity, -1, dtype=np.int32)
+        cap = (self._capacity,)
+        self.steps = pages.full(cap, 0, np.int64)
+        self.last_event_ms = pages.full(cap, NO_TIME, np.int64)
+        self.last_offset = pages.full(cap, -1, np.int64)
+        self.last_seen_s = pages.full(cap, 0.0, np.float64)  # monotonic clock
+        self.changelog_offset = pages.full(cap, -1, np.int64)  # of the last acknowledged snapshot
+        self.dirty = pages.full(cap, False, np.bool_)
+        self.partition = pages.full(cap, -1, np.int32)
         self.keys = KeyArena(self._capacity)  # the key of each used row (``keys[row]``), None when free
         self._index = KeyIndex(self._capacity)
-        self._free = np.arange(self._capacity - 1, -1, -1, dtype=np.int64)  # a stack: the next row is on top
+        self._free = pages.empty(cap, np.int64)  # a stack: the next row is on top
+        self._free[:] = np.arange(self._capacity - 1, -1, -1)
         self._n_free = self._capacity
         self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.stored, c.shape) for c in columns]
         self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
@@ -350,19 +353,17 @@ class StateTable:
         old = self._capacity
         new = old * 2
         for name, arr in self.stored.items():
-            grown = np.empty((new, *arr.shape[1:]), dtype=arr.dtype)
-            grown[:old] = arr
-            self.stored[name] = grown
+            self.stored[name] = pages.grown(arr, new)
         self._expose()
-        self.steps = np.concatenate([self.steps, np.zeros(old, dtype=np.int64)])
-        self.last_event_ms = np.concatenate([self.last_event_ms, np.full(old, NO_TIME, dtype=np.int64)])
-        self.last_offset = np.concatenate([self.last_offset, np.full(old, -1, dtype=np.int64)])
-        self.last_seen_s = np.concatenate([self.last_seen_s, np.zeros(old)])
-        self.changelog_offset = np.concatenate([self.changelog_offset, np.full(old, -1, dtype=np.int64)])
-        self.dirty = np.concatenate([self.dirty, np.zeros(old, dtype=bool)])
-        self.partition = np.concatenate([self.partition, np.full(old, -1, dtype=np.int32)])
+        self.steps = pages.grown(self.steps, new, 0)
+        self.last_event_ms = pages.grown(self.last_event_ms, new, NO_TIME)
+        self.last_offset = pages.grown(self.last_offset, new, -1)
+        self.last_seen_s = pages.grown(self.last_seen_s, new, 0.0)
+        self.changelog_offset = pages.grown(self.changelog_offset, new, -1)
+        self.dirty = pages.grown(self.dirty, new, False)
+        self.partition = pages.grown(self.partition, new, -1)
         self.keys.grow(new)
-        free = np.empty(new, dtype=np.int64)
+        free = pages.empty((new,), np.int64)
         # the new rows go under the free ones, highest first, so the lowest new row is allocated next
         free[:old] = np.arange(new - 1, old - 1, -1)
         free[old:old + self._n_free] = self._free[:self._n_free]
