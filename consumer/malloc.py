@@ -11,7 +11,7 @@ wave of 500,000 float64 values). The state table maps its own arrays (``consumer
 threshold. glibc also gives each thread that contends for the heap an arena of its own (up to 8 per core);
 librdkafka's threads then hold freed buffers in arenas of their own: at most ``ARENAS`` of them, measured with
 1,000,000 keys (confluent): peak RSS 536 -> 515 MiB. Done by the CLI, not the library: a process's allocator
-belongs to the program that owns it.
+belongs to the program that owns it (`rnnwatch run`, before numpy's and the clients' threads exist).
 """
 
 from __future__ import annotations

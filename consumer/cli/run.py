@@ -14,7 +14,6 @@ from types import FrameType
 
 from rnnwatch.consumer.cli.status_line import StatusPrinter
 from rnnwatch.consumer.logs import configure_logging
-from rnnwatch.consumer.malloc import fix_mmap_threshold
 from rnnwatch.consumer.service import Service
 from rnnwatch.consumer.settings import add_arguments, load_settings, unknown_env_names
 
@@ -34,7 +33,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    fix_mmap_threshold()  # before any client allocates its buffers
     settings = load_settings(args)
     configure_logging(settings.log_level, settings.log_format)
     for warning in unknown_env_names(os.environ):

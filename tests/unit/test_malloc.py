@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+
+import pytest
+
+cli_main = importlib.import_module("rnnwatch.consumer.cli.main")  # the module (the package exports its main())
 
 _PROBE = """
 import ctypes, sys
@@ -66,3 +71,14 @@ libc.fflush(ctypes.c_void_p(out))
         done = subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True)
         counts[mode] = done.stdout.count("<heap nr=")
     assert counts["fixed"] <= 2 < counts["dynamic"]
+
+
+def test_rnnwatch_run_tunes_the_allocator_before_anything_else(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(cli_main, "fix_mmap_threshold", lambda: calls.append("tuned") or True)
+    for command in ("run", "check"):
+        with pytest.raises(SystemExit):
+            cli_main.main([command, "--help"])
+    capsys.readouterr()
+    assert calls == ["tuned"]  # `run` only: the other commands keep glibc's defaults
