@@ -106,6 +106,8 @@ class KeyArena:
         lens = batch.length[at]
         same: np.ndarray = self.length[rows] == lens
         pending = np.flatnonzero(same & (lens > 0))
+        if pending.size == 0:
+            return same
         ours, theirs = self.start[rows[pending]], batch.start[at[pending]]
         ours_w, theirs_w = _words(self._buf), _words(batch.data)
         off = 0

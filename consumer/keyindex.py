@@ -69,7 +69,8 @@ class KeyIndex:
             live = np.flatnonzero(cand >= 0)
             hit_rows, hit_at = cand[live], pending[live]
             same = (self.row_hash[hit_rows] == hashes[hit_at]) & (table_partition[hit_rows] == partition)
-            same[same] = table_keys.equal(hit_rows[same], keys, hit_at[same])  # confirm: hashes may collide
+            if same.any():  # confirm: hashes may collide
+                same[same] = table_keys.equal(hit_rows[same], keys, hit_at[same])
             found = live[same]
             rows[pending[found]] = cand[found]
             keep = np.ones(pending.size, dtype=bool)

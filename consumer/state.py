@@ -287,10 +287,11 @@ class StateTable:
             msg = f"snapshot payload is {len(blob) - pos} bytes, expected {row_bytes}"
             raise StateError(msg)
         values = {}
-        for (name, n, dtype, shape), (_, _, stored, _) in zip(layout, self._layout, strict=True):
-            values[name] = np.frombuffer(blob, dtype=dtype, count=n, offset=pos).reshape(shape).astype(
-                stored, copy=False)
+        for name, n, dtype, shape in layout:
+            values[name] = np.frombuffer(blob, dtype=dtype, count=n, offset=pos).reshape(shape)
             pos += n * dtype.itemsize
+        if layout is self._wide_layout:  # rounded to the stored dtypes, as the table would round them
+            values = {name: values[name].astype(stored) for name, _, stored, _ in self._layout}
         return Snapshot(identity, offset, last_ms, steps, values)
 
     def load(self, partition: int, key: bytes, snap: Snapshot, *, last_seen_s: float = 0.0,
