@@ -212,6 +212,10 @@ class StateStore:
         self.table.dirty[rows] = True
 
     # -- writing ----------------------------------------------------------------------------------------
+    def changed_keys(self) -> int:
+        """Keys changed since the last checkpoint: how many snapshots the next one writes."""
+        return int(np.count_nonzero(self.table.dirty))
+
     def write_snapshots(self, send: Send, flush: Callable[[], None] = lambda: None) -> int:
         """Send a snapshot of every dirty row; returns how many. The caller flushes, then :meth:`apply_acks`.
 
