@@ -243,17 +243,23 @@ class StateStore:
         ages_ms = ((self.monotonic() - table.last_seen_s[rows]) * 1000).astype(np.int64)  # int(): toward zero
         seen = (self.wall_ms() - ages_ms).tolist()
         model = table.identity.encode()
-        dirty = table.dirty
-        for row, partition, blob, offset, seen_ms in zip(rows.tolist(), table.partition[rows].tolist(), blobs,
-                                                         table.last_offset[rows].tolist(), seen, strict=True):
-            key = table.keys[row]
-            if key is None:
-                continue
-            headers = [(HEADER_OFFSET, str(offset).encode()), (HEADER_MODEL, model),
-                       (HEADER_SEEN, str(seen_ms).encode())]
-            self._send(send, partition, key, blob, headers)
+        row_list = rows.tolist()
+        acks, inflight, seq = self._acks.append, self._inflight, self._seq
+        sent: list[int] = []  # handed to the producer: unmarked even when a later send raises (it and later stay)
+        try:
+            for row, partition, blob, offset, seen_ms in zip(row_list, table.partition[rows].tolist(), blobs,
+                                                             table.last_offset[rows].tolist(), seen, strict=True):
+                key = table.keys[row]
+                if key is not None:
+                    n = next(seq)
+                    send(partition, key, blob,
+                         [(HEADER_OFFSET, b"%d" % offset), (HEADER_MODEL, model), (HEADER_SEEN, b"%d" % seen_ms)],
+                         lambda offset, p=partition, k=key, n=n: acks((p, k, n, offset)))
+                    inflight[(partition, key)] = n
+                    sent.append(row)
+        finally:
             if clear_dirty:
-                dirty[row] = False  # only now: a send that raised leaves this and later rows marked
+                table.dirty[sent] = False
         return int(rows.size)
 
     def _send(self, send: Send, partition: int, key: bytes, value: bytes | None,
