@@ -48,6 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -106,6 +107,12 @@ class Evicted:
     changelog_offset: int
     seen_ms: int  # wall clock of the key's last record
     input_offset: int
+
+
+def _acked(acks: Callable[[tuple[int, bytes | None, int, int]], None], partition: int, key: bytes, seq: int,
+           offset: int) -> None:
+    """A snapshot's delivery callback (producer thread): queue where it landed for :meth:`StateStore.apply_acks`."""
+    acks((partition, key, seq, offset))
 
 
 class StateStore:
@@ -254,7 +261,7 @@ class StateStore:
                     n = next(seq)
                     send(partition, key, blob,
                          [(HEADER_OFFSET, b"%d" % offset), (HEADER_MODEL, model), (HEADER_SEEN, b"%d" % seen_ms)],
-                         lambda offset, p=partition, k=key, n=n: acks((p, k, n, offset)))
+                         partial(_acked, acks, partition, key, n))
                     inflight[(partition, key)] = n
                     sent.append(row)
         finally:
