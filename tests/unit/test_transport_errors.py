@@ -96,7 +96,7 @@ class _RdLagConsumer:
     def subscribe(self, *args: Any, **kwargs: Any) -> None:
         pass
 
-    def get_watermark_offsets(self, tp: Any, cached: bool = False) -> tuple[int, int]:
+    def get_watermark_offsets(self, tp: Any, timeout: float | None = None, cached: bool = False) -> tuple[int, int]:
         return 0, 100
 
     def position(self, tps: list[Any]) -> list[Any]:
@@ -104,14 +104,16 @@ class _RdLagConsumer:
         return [confluent_kafka.TopicPartition(tps[0].topic, tps[0].partition, self.offset)]
 
 
-@pytest.mark.parametrize(("offset", "processed", "expected"), [
-    (40, {0: 90}, {0: 10}),  # what rnnwatch processed wins
-    (40, {}, {0: 60}),  # nothing processed yet: the client's position
-    (confluent_kafka.OFFSET_INVALID, {}, {}),  # no position yet: unknown, not the whole partition
+@pytest.mark.parametrize(("offset", "reset", "processed", "expected"), [
+    (40, "latest", {0: 90}, {0: 10}),  # what rnnwatch processed wins
+    (40, "latest", {}, {0: 60}),  # nothing processed yet: the client's position
+    # nothing consumed, nothing committed (librdkafka has no position): where the reset policy starts it
+    (confluent_kafka.OFFSET_INVALID, "latest", {}, {0: 0}),
+    (confluent_kafka.OFFSET_INVALID, "earliest", {}, {0: 100}),
 ])
-def test_librdkafka_lag(offset: int, processed: dict[int, int], expected: dict[int, int]) -> None:
+def test_librdkafka_lag(offset: int, reset: str, processed: dict[int, int], expected: dict[int, int]) -> None:
     consumer = _RdLagConsumer(offset)
-    source = ConfluentSource(consumer, "t")  # type: ignore[arg-type]
+    source = ConfluentSource(consumer, "t", reset)  # type: ignore[arg-type]
     source.assignment.assigned = {0}
     assert source.lag(processed) == expected
     assert consumer.position_calls == (0 if processed else 1)
