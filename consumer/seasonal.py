@@ -19,11 +19,14 @@ It keeps learning from every point (the influence of one point on ``m_p`` and ``
 ``clip`` standard deviations): a real shock at a misfit's phase still stands out against the phase's own
 spread, it echoes at most ``alpha * clip`` of a standard deviation at that phase one period later, and a
 regime change (a new daily shape) is learnt within a few ``halflife`` periods, after which it stops
-alarming. State: ``2 P F + 1`` float64 and the clock per key (P = 288 at 5-minute data with a daily period:
+alarming. State: ``2 P F + 1`` float64 and the clock (two int64) per key (P = 288 at 5-minute data with a daily period:
 4.6 kB); the stage exists only for a model whose trainer found a period, so other models pay nothing.
-The phase is the key's season clock modulo P: the rows of ``step_ms`` (the training rows' median spacing)
-its event times say have passed since its first step, at least one per record (one per record without event
-times), so a gap in a feed does not shift the key's phases (``s.season.clock``, one int64 per key). The
+The phase is the key's season clock modulo P: the slot of ``step_ms`` (the training rows' median spacing)
+its event time falls in, counted from the key's first event time, and at least one more per record (one per
+record without event times). So a gap in a feed does not shift the key's phases, nor does jitter (a row 0.4
+steps late is in its own slot, where adding rounded spacings would count 1.8 steps and 0.2 as 1 and drift
+ahead); and records without meaningful event times (a CSV's row numbers, a replay stamped at ingest time)
+count rows (``s.season.clock`` and ``s.season.origin``, two int64 per key). The
 ``phase`` detector (:class:`Phase`) uses the same normaliser on the value itself: what the forecaster
 follows (a day of an unusual shape), the same phase of earlier periods does not.
 """
@@ -75,23 +78,28 @@ class SeasonalNormaliser:
                 Column.filled(f"{self.prefix}.g", (), np.float64, math.nan)]
 
     def clock_columns(self) -> list[Column]:
-        return [Column.filled("s.season.clock", (), np.int64, 0)]
+        return [Column.filled("s.season.clock", (), np.int64, 0),
+                Column.filled("s.season.origin", (), np.int64, NO_TIME)]
 
     def clock(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, event_ms: np.ndarray | None) -> np.ndarray:
         """The key's position in its season, in rows of ``step_ms`` since its first step (int64 [n]).
 
-        It advances by the rows the event time says have passed (a gap of a day moves it a day's rows), at
-        least one per record; by one per record without event times or ``step_ms``.
+        The slot of ``step_ms`` the event time falls in, counted from the key's first event time (a gap of a day
+        moves it a day's rows), and at least one more than the last record's; one per record without event
+        times or ``step_ms``.
         """
-        prev = table.arrays["s.season.clock"][rows]
-        last = table.last_event_ms[rows]
-        if event_ms is None or self.step_ms <= 0:
-            advance = np.ones(len(rows), dtype=np.int64)
-        else:
-            elapsed = np.where(last == NO_TIME, 0, np.asarray(event_ms, dtype=np.int64) - last)
-            advance = np.maximum(np.rint(elapsed / self.step_ms), 1).astype(np.int64)
-        now = np.where(steps > 0, prev + advance, 0)
-        table.arrays["s.season.clock"][rows] = now
+        a = table.arrays
+        now = np.where(steps > 0, a["s.season.clock"][rows] + 1, 0)
+        if event_ms is not None and self.step_ms > 0:
+            t = np.asarray(event_ms, dtype=np.int64)
+            origin = a["s.season.origin"][rows]
+            # the key's first event time, or (its earlier records had none) the time its clock would have started
+            unset = (steps <= 0) | (origin == NO_TIME)
+            origin = np.where(unset, t - np.rint(now * self.step_ms).astype(np.int64), origin)
+            a["s.season.origin"][rows] = origin
+            slot = np.rint((t - origin) / self.step_ms)
+            now = np.maximum(now, np.minimum(slot, 2.0 ** 62)).astype(np.int64)
+        a["s.season.clock"][rows] = now
         return np.asarray(now)
 
     def normalise(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, z: np.ndarray,

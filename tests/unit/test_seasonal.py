@@ -314,3 +314,14 @@ def test_a_restore_across_a_gap_keeps_the_phase(tmp_path: Path) -> None:
     assert (resumed.alarm == whole.alarm[cut:]).all()
     assert _clock(second) == _clock(first) + (values.size - 1 - (20 * PERIOD - 1))
     assert resumed.alarm[:PERIOD].sum() <= 1
+
+
+def test_the_trainer_finds_the_season_in_jittered_and_duplicated_rows() -> None:
+    """The trainer places rows in the same slots as the scorer's clock: jitter of up to 0.4 rows, a row recorded
+    twice and a few missing rows do not hide an hourly series' day."""
+    rng = np.random.default_rng(6)
+    n = 400
+    hours = np.arange(n) * HOUR_MS + rng.integers(-int(0.4 * HOUR_MS), int(0.4 * HOUR_MS), n)
+    days = np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 0.1, n)
+    idx = np.sort(np.r_[np.arange(n)[np.arange(n) % 37 != 5], np.arange(0, n, 29)])  # holes and duplicates
+    assert find_period(days[idx], hours[idx]) == 24
