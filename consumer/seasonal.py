@@ -47,6 +47,7 @@ __all__ = ["SEASON_OPTIONS", "Phase", "SeasonalNormaliser"]
 
 SEASON_OPTIONS = "season"  # scorer options: {"season": {"period": P, "step_ms": ms, "halflife": periods, "clip": sd}}
 _PRIOR_VISITS = 2.0
+_MIN_VAR = 1e-12  # the narrowest scale (squared) a phase is scored against, as the level form's first spread
 
 
 class SeasonalNormaliser:
@@ -121,7 +122,10 @@ class SeasonalNormaliser:
         g_prior = np.where(np.isfinite(g), g, first)
         # a phase is never scored against a scale narrower than the key's overall one: a few visits cannot
         # estimate a variance well, and a phase that looked calm twice must not turn ordinary noise into alarms
-        v_eff = np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS), g_prior)
+        # and never 0: a series that repeats exactly has spread 0 at every phase and around them (0/0 would put
+        # NaN into the detectors' state); a departure from an exact repeat scores very large, but finite
+        v_eff = np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS),
+                           np.maximum(g_prior, _MIN_VAR))
         out = dev / np.sqrt(v_eff)
         # learning: influence clipped at clip standard deviations of the phase's current scale (not at the
         # phase's first visit, which sets its mean)

@@ -195,7 +195,7 @@ def _feed(runner: StepRunner, values: np.ndarray, event_ms: np.ndarray, keys: li
             partition=np.zeros(1, dtype=np.int32), offset=np.array([first_offset + i], dtype=np.int64), keys=[keys[i]],
             event_ms=np.asarray(event_ms[i:i + 1], dtype=np.int64),
             x=np.asarray(values[i:i + 1], dtype=np.float32).reshape(1, 1), timestamp_ms=np.zeros(1, dtype=np.int64)))
-        for name in ("status", "alarm"):
+        for name in ("status", "alarm", "surprise"):
             getattr(merged, name)[i] = getattr(part, name)[0]
     return merged
 
@@ -325,3 +325,20 @@ def test_the_trainer_finds_the_season_in_jittered_and_duplicated_rows() -> None:
     days = np.sin(2 * np.pi * np.arange(n) / 24) + rng.normal(0, 0.1, n)
     idx = np.sort(np.r_[np.arange(n)[np.arange(n) % 37 != 5], np.arange(0, n, 29)])  # holes and duplicates
     assert find_period(days[idx], hours[idx]) == 24
+
+
+@pytest.mark.parametrize("spec", ["gaussian+phase", "gaussian+likelihood+phase"])
+def test_an_exact_repeat_keeps_every_score_finite_and_a_later_shock_alarms(tmp_path: Path, spec: str) -> None:
+    """A series that repeats exactly (a synthetic or quantised signal: every phase's spread is 0, and so is the
+    key's spread around its phase means): no 0/0 reaches the scores or the detectors' state, and a shock after
+    twenty identical periods still alarms."""
+    values = np.tile(np.where(np.arange(PERIOD) < WIDTH, 60.0, 50.0), 30)
+    shock = 25 * PERIOD + 70
+    values[shock] += 5.0
+    runner = _runner(tmp_path, spec=spec)
+    res = _feed(runner, values, np.arange(values.size, dtype=np.int64) * 1000)
+    assert res.alarm[shock]
+    assert np.isfinite(res.surprise).all()
+    for name in runner.table.arrays:
+        if name.startswith(("s.season", "s.phase")):
+            assert np.isfinite(runner.table.arrays[name][:len(runner.table)]).all(), name
