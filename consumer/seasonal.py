@@ -6,14 +6,17 @@ period. Scored against the key's overall residual scale, it alarms once a period
 sits between the residual and the detectors (``consumer.detectors``): with a ``period`` P (found label-free
 by the trainer, ``export.period``), the residual ``z`` at phase ``p = step mod P`` is replaced by::
 
-    z' = (z - m_p w) / sqrt(v_eff),   w = n_p / (n_p + 1),   v_eff = (n_p v_p + K g) / (n_p + K)
+    z' = (z - m_p w) / sqrt(v_eff),   w = n_p / (n_p + 1),
+    v_eff = max((n_p v_p + K g) / (n_p + K), g, (m_p (1 - w))^2, 1e-12)
 
 ``m_p``, ``v_p``: EWMAs (half-life ``halflife`` periods, a running mean over the first visits) of the
 residual and of its squared deviation at phase p; ``n_p`` the periods the key's season clock has completed
 (no state of its own); ``g`` the key's EWMA variance of the deseasoned residual over every phase (half-life
 ``halflife`` periods in steps), the prior a young phase borrows (``K = 2`` visits' weight). So a phase
 seen once barely moves the residual, a phase seen every period with the same misfit is scored against
-that misfit and its own spread, and every other phase against the key's overall scale.
+that misfit and its own spread, and every other phase against the key's overall scale. The part of the
+phase's mean the shrinkage withholds, ``m_p (1 - w)``, counts as uncertainty: a misfit that repeats exactly
+(a noiseless series, whose overall scale collapses) is not news once a period.
 
 It keeps learning from every point (the influence of one point on ``m_p`` and ``v_p`` clipped at
 ``clip`` standard deviations): a real shock at a misfit's phase still stands out against the phase's own
@@ -121,11 +124,13 @@ class SeasonalNormaliser:
         first = np.maximum(dev * dev, 1e-12) if self.level else np.maximum(dev * dev, 1.0)
         g_prior = np.where(np.isfinite(g), g, first)
         # a phase is never scored against a scale narrower than the key's overall one: a few visits cannot
-        # estimate a variance well, and a phase that looked calm twice must not turn ordinary noise into alarms
-        # and never 0: a series that repeats exactly has spread 0 at every phase and around them (0/0 would put
-        # NaN into the detectors' state); a departure from an exact repeat scores very large, but finite
+        # estimate a variance well, and a phase that looked calm twice must not turn ordinary noise into alarms;
+        # nor narrower than the part of its mean the shrinkage ``w`` withholds (uncertainty about the misfit, not
+        # news: a misfit that repeats exactly, spread 0, would otherwise alarm once a period); and never 0 (a
+        # series that repeats exactly would put 0/0 = NaN into the detectors' state)
+        held = m * (1.0 - w)
         v_eff = np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS),
-                           np.maximum(g_prior, _MIN_VAR))
+                           np.maximum(np.maximum(g_prior, held * held), _MIN_VAR))
         out = dev / np.sqrt(v_eff)
         # learning: influence clipped at clip standard deviations of the phase's current scale (not at the
         # phase's first visit, which sets its mean)
