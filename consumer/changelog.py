@@ -48,6 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -106,6 +107,12 @@ class Evicted:
     changelog_offset: int
     seen_ms: int  # wall clock of the key's last record
     input_offset: int
+
+
+def _acked(acks: Callable[[tuple[int, bytes | None, int, int]], None], partition: int, key: bytes, seq: int,
+           offset: int) -> None:
+    """A snapshot's delivery callback (producer thread): queue where it landed for :meth:`StateStore.apply_acks`."""
+    acks((partition, key, seq, offset))
 
 
 class StateStore:
@@ -212,6 +219,10 @@ class StateStore:
         self.table.dirty[rows] = True
 
     # -- writing ----------------------------------------------------------------------------------------
+    def changed_keys(self) -> int:
+        """Keys changed since the last checkpoint: how many snapshots the next one writes."""
+        return int(np.count_nonzero(self.table.dirty))
+
     def write_snapshots(self, send: Send, flush: Callable[[], None] = lambda: None) -> int:
         """Send a snapshot of every dirty row; returns how many. The caller flushes, then :meth:`apply_acks`.
 
@@ -239,17 +250,23 @@ class StateStore:
         ages_ms = ((self.monotonic() - table.last_seen_s[rows]) * 1000).astype(np.int64)  # int(): toward zero
         seen = (self.wall_ms() - ages_ms).tolist()
         model = table.identity.encode()
-        dirty = table.dirty
-        for row, partition, blob, offset, seen_ms in zip(rows.tolist(), table.partition[rows].tolist(), blobs,
-                                                         table.last_offset[rows].tolist(), seen, strict=True):
-            key = table.keys[row]
-            if key is None:
-                continue
-            headers = [(HEADER_OFFSET, str(offset).encode()), (HEADER_MODEL, model),
-                       (HEADER_SEEN, str(seen_ms).encode())]
-            self._send(send, partition, key, blob, headers)
+        row_list = rows.tolist()
+        acks, inflight, seq = self._acks.append, self._inflight, self._seq
+        sent: list[int] = []  # handed to the producer: unmarked even when a later send raises (it and later stay)
+        try:
+            for row, partition, blob, offset, seen_ms in zip(row_list, table.partition[rows].tolist(), blobs,
+                                                             table.last_offset[rows].tolist(), seen, strict=True):
+                key = table.keys[row]
+                if key is not None:
+                    n = next(seq)
+                    send(partition, key, blob,
+                         [(HEADER_OFFSET, b"%d" % offset), (HEADER_MODEL, model), (HEADER_SEEN, b"%d" % seen_ms)],
+                         partial(_acked, acks, partition, key, n))
+                    inflight[(partition, key)] = n
+                    sent.append(row)
+        finally:
             if clear_dirty:
-                dirty[row] = False  # only now: a send that raised leaves this and later rows marked
+                table.dirty[sent] = False
         return int(rows.size)
 
     def _send(self, send: Send, partition: int, key: bytes, value: bytes | None,

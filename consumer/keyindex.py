@@ -16,6 +16,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from rnnwatch.consumer import pages
+from rnnwatch.consumer.keyarena import KeyArena, Packed
+
 __all__ = ["KEY_INDEX_BYTES", "KeyIndex", "key_hashes"]
 
 _EMPTY, _DELETED = -1, -2
@@ -42,21 +45,19 @@ class KeyIndex:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.row_hash = np.zeros(capacity, dtype=np.uint64)
-        self._slots = np.full(_table_size(capacity), _EMPTY, dtype=np.int32)
+        self.row_hash = pages.full((capacity,), 0, np.uint64)
+        self._slots = pages.full((_table_size(capacity),), _EMPTY, np.int32)
         self._live = 0
         self._deleted = 0
 
     def grow(self, capacity: int) -> None:
         """Room for rows up to ``capacity`` (the slot table grows on insert)."""
-        grown = np.zeros(capacity, dtype=np.uint64)
-        grown[:self.row_hash.size] = self.row_hash
-        self.row_hash = grown
+        self.row_hash = pages.grown(self.row_hash, capacity, 0)
 
-    def lookup(self, partition: int, keys: np.ndarray, hashes: np.ndarray, table_keys: np.ndarray,
+    def lookup(self, partition: int, keys: Packed, hashes: np.ndarray, table_keys: KeyArena,
                table_partition: np.ndarray) -> np.ndarray:
-        """Row of each key (object array) in ``partition``; -1 where the key has no row."""
-        n = keys.size
+        """Row of each key of the batch in ``partition``; -1 where the key has no row."""
+        n = hashes.size
         rows = np.full(n, -1, dtype=np.int64)
         mask = self._slots.size - 1
         pos = (hashes & np.uint64(mask)).astype(np.int64)
@@ -68,7 +69,8 @@ class KeyIndex:
             live = np.flatnonzero(cand >= 0)
             hit_rows, hit_at = cand[live], pending[live]
             same = (self.row_hash[hit_rows] == hashes[hit_at]) & (table_partition[hit_rows] == partition)
-            same[same] = table_keys[hit_rows[same]] == keys[hit_at[same]]  # confirm: hashes may collide
+            if same.any():  # confirm: hashes may collide
+                same[same] = table_keys.equal(hit_rows[same], keys, hit_at[same])
             found = live[same]
             rows[pending[found]] = cand[found]
             keep = np.ones(pending.size, dtype=bool)
@@ -77,7 +79,7 @@ class KeyIndex:
             pos[pending] = (pos[pending] + 1) & mask
         return rows
 
-    def find(self, partition: int, key: bytes, table_keys: np.ndarray, table_partition: np.ndarray) -> int | None:
+    def find(self, partition: int, key: bytes, table_keys: KeyArena, table_partition: np.ndarray) -> int | None:
         """Row of one key (a short Python probe: no array set-up for a single key)."""
         h = (hash(key) & _U64) ^ _partition_salt(partition)
         slots, mask = self._slots, self._slots.size - 1
@@ -95,7 +97,7 @@ class KeyIndex:
         """Add rows for keys known to be absent (distinct); ``live_rows()``: every indexed row, for a rebuild."""
         self.row_hash[rows] = hashes
         if 2 * (self._live + self._deleted + rows.size) > self._slots.size:
-            self._slots = np.full(_table_size(self._live + rows.size), _EMPTY, dtype=np.int32)
+            self._slots = pages.full((_table_size(self._live + rows.size),), _EMPTY, np.int32)
             self._live = self._deleted = 0
             self._place(live_rows())
         self._place(rows)

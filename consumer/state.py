@@ -7,10 +7,20 @@ scoped by partition: a revoked partition's rows are dropped at once, so a rebala
 behind, and idle keys are evicted after a TTL so memory is bounded by the *active* key space, not by every
 key ever seen.
 
+Storage is narrower than arithmetic: a column declared ``float64`` (``int64``) is *stored* as ``float32``
+(``int32``) unless declared ``wide`` (positions such as offsets). Scorer state is a third of a key's bytes; at a
+million keys halving it saves ~60 MB, and a detector's state (EWMA moments, counters, ranges of float32
+inputs) loses nothing that matters to a decision by being rounded to float32 between two steps.
+Detectors still compute in the declared dtype: :attr:`StateTable.arrays` hands them each narrowed column
+as a :class:`Narrowed` whose gather widens and whose scatter rounds (to nearest), so the rounding happens
+in one place; :attr:`StateTable.stored` holds the arrays as stored.
+
 A row's snapshot (:meth:`StateTable.snapshot`, or :meth:`StateTable.snapshots` for many rows at once) is
 immutable bytes: a small header (layout identity, input offset it reflects, last event time, steps) and the
-raw column values. Columns marked ``keep_on_reset`` (ordering bookkeeping) survive a re-warm; everything
-else returns to its declared initial value.
+raw column values as stored. The layout identity hashes every column's stored dtype, so a snapshot written
+with another layout is recognised; one written before narrowing (every column at its declared dtype, the
+*wide* layout) is still read, its values rounded to the stored dtypes. Columns marked ``keep_on_reset``
+(ordering bookkeeping) survive a re-warm; everything else returns to its declared initial value.
 """
 
 from __future__ import annotations
@@ -19,33 +29,77 @@ import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from rnnwatch.consumer import pages
 from rnnwatch.consumer.errors import StateError
+from rnnwatch.consumer.keyarena import KEY_SLOT_BYTES, KeyArena, Packed
 from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, key_hashes
 
-__all__ = ["NO_TIME", "Column", "Snapshot", "StateTable"]
+__all__ = ["NO_TIME", "Column", "Narrowed", "Snapshot", "StateTable"]
 
 NO_TIME = np.iinfo(np.int64).min  # "no event seen yet" for last_event_ms
 _MAGIC = b"RNW1"
 _HEADER = struct.Struct("<4sH")  # magic, identity length
 _TAIL = struct.Struct("<qqq")  # input offset, last event ms, steps
+_NARROW = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): np.dtype(np.int32)}
 
 
 @dataclass(frozen=True)
 class Column:
-    """One per-key array of ``shape`` (excluding the row axis) with its initial value."""
+    """One per-key array of ``shape`` (excluding the row axis) with its initial value.
+
+    ``dtype`` is what readers compute with; the table stores ``float64``/``int64`` columns at half width
+    (:attr:`stored`) unless ``wide`` (values that need every bit: input offsets, step numbers).
+    """
 
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
     init: np.ndarray = field(compare=False, repr=False)
+    wide: bool = False
 
     @classmethod
-    def filled(cls, name: str, shape: tuple[int, ...], dtype: type | np.dtype, value: float) -> Column:
+    def filled(cls, name: str, shape: tuple[int, ...], dtype: type | np.dtype, value: float, *,
+               wide: bool = False) -> Column:
         dt = np.dtype(dtype)
-        return cls(name, shape, dt, np.full(shape, value, dtype=dt))
+        return cls(name, shape, dt, np.full(shape, value, dtype=dt), wide)
+
+    @property
+    def stored(self) -> np.dtype:
+        """The dtype of the table's array (and of the snapshot's bytes)."""
+        return self.dtype if self.wide else _NARROW.get(self.dtype, self.dtype)
+
+
+class Narrowed:
+    """A column stored narrower than it is read: ``col[rows]`` widens to ``dtype``, ``col[rows] = v`` rounds.
+
+    Only bounded values belong here: a float beyond ``float32``'s range would become an infinity (numpy warns),
+    so a column whose values are unbounded (squares of surprises) is declared ``wide``.
+    """
+
+    __slots__ = ("dtype", "stored")
+
+    def __init__(self, stored: np.ndarray, dtype: np.dtype) -> None:
+        self.stored, self.dtype = stored, dtype
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        wide: np.ndarray = self.stored[index].astype(self.dtype)
+        return wide
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self.stored[index] = value
+
+    def take(self, rows: np.ndarray, axis: int = 0) -> np.ndarray:
+        """``ndarray.take``'s gather, widened (the detectors' cheap gather of a wave's rows)."""
+        wide: np.ndarray = self.stored.take(rows, axis=axis).astype(self.dtype)
+        return wide
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stored.shape
 
 
 @dataclass(frozen=True)
@@ -68,25 +122,32 @@ class StateTable:
             msg = f"duplicate state column names: {names}"
             raise ValueError(msg)
         self.columns = tuple(columns)
-        layout = ";".join(f"{c.name}:{c.shape}:{c.dtype.str}" for c in columns)
-        self.identity = f"{identity}/{hashlib.sha256(layout.encode()).hexdigest()[:8]}"
+        self.identity = _identity(identity, [(c.name, c.shape, c.stored) for c in columns])
+        # the layout of snapshots written before storage was narrowed (every column at its declared dtype)
+        self._wide_identity = _identity(identity, [(c.name, c.shape, c.dtype) for c in columns])
         self._capacity = max(1, capacity)
-        self.arrays: dict[str, np.ndarray] = {
-            c.name: np.empty((self._capacity, *c.shape), dtype=c.dtype) for c in columns
+        self.stored: dict[str, np.ndarray] = {
+            c.name: pages.empty((self._capacity, *c.shape), c.stored) for c in columns
         }
-        self.steps = np.zeros(self._capacity, dtype=np.int64)
-        self.last_event_ms = np.full(self._capacity, NO_TIME, dtype=np.int64)
-        self.last_offset = np.full(self._capacity, -1, dtype=np.int64)
-        self.last_seen_s = np.zeros(self._capacity, dtype=np.float64)  # monotonic clock
-        self.changelog_offset = np.full(self._capacity, -1, dtype=np.int64)  # of the last acknowledged snapshot
-        self.dirty = np.zeros(self._capacity, dtype=bool)
-        self.partition = np.full(self._capacity, -1, dtype=np.int32)
-        self.keys = np.full(self._capacity, None, dtype=object)  # bytes of each used row, None when free
+        self.arrays: dict[str, np.ndarray | Narrowed] = {}
+        self._expose()
+        cap = (self._capacity,)
+        self.steps = pages.full(cap, 0, np.int64)
+        self.last_event_ms = pages.full(cap, NO_TIME, np.int64)
+        self.last_offset = pages.full(cap, -1, np.int64)
+        self.last_seen_s = pages.full(cap, 0.0, np.float64)  # monotonic clock
+        self.changelog_offset = pages.full(cap, -1, np.int64)  # of the last acknowledged snapshot
+        self.dirty = pages.full(cap, False, np.bool_)
+        self.partition = pages.full(cap, -1, np.int32)
+        self.keys = KeyArena(self._capacity)  # the key of each used row (``keys[row]``), None when free
         self._index = KeyIndex(self._capacity)
-        self._free = np.arange(self._capacity - 1, -1, -1, dtype=np.int64)  # a stack: the next row is on top
+        self._free = pages.empty(cap, np.int64)  # a stack: the next row is on top
+        self._free[:] = np.arange(self._capacity - 1, -1, -1)
         self._n_free = self._capacity
-        self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.dtype, c.shape) for c in columns]
+        self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.stored, c.shape) for c in columns]
         self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
+        self._wide_layout = [(c.name, n, c.dtype, c.shape) for c, (_, n, _, _) in zip(columns, self._layout,
+                                                                                      strict=True)]
 
     # -- lookup -----------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -97,12 +158,12 @@ class StateTable:
 
         A key's first record in ``keys`` is the new one; later records of it find its row.
         """
-        wanted = _objects(keys)
         hashes = key_hashes(partition, keys)
-        rows = self._index.lookup(partition, wanted, hashes, self.keys, self.partition)
+        rows = self._index.lookup(partition, Packed.of(keys), hashes, self.keys, self.partition)
         is_new = np.zeros(len(keys), dtype=bool)
         missing = np.flatnonzero(rows < 0)
         if missing.size:
+            wanted = _objects(keys)
             missing_keys = wanted[missing].tolist()
             first = dict(zip(missing_keys[::-1], missing[::-1].tolist(), strict=True))  # key -> first record
             at = np.sort(np.fromiter(first.values(), dtype=np.int64, count=len(first)))
@@ -114,7 +175,7 @@ class StateTable:
 
     def rows_of(self, partition: int, keys: Sequence[bytes]) -> np.ndarray:
         """Row of each key in ``partition``, -1 where it has none (nothing is allocated)."""
-        return self._index.lookup(partition, _objects(keys), key_hashes(partition, keys), self.keys, self.partition)
+        return self._index.lookup(partition, Packed.of(keys), key_hashes(partition, keys), self.keys, self.partition)
 
     def row_of(self, partition: int, key: bytes) -> int | None:
         return self._index.find(partition, key, self.keys, self.partition)
@@ -128,7 +189,7 @@ class StateTable:
     def items(self, partition: int) -> list[tuple[bytes, int]]:
         """(key, row) of every key of ``partition``."""
         rows = self.rows_of_partition(partition)
-        return list(zip(self.keys[rows].tolist(), rows.tolist(), strict=True))
+        return list(zip(self.keys.get(rows), rows.tolist(), strict=True))  # type: ignore[arg-type]
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def reset(self, rows: np.ndarray) -> None:
@@ -136,7 +197,7 @@ class StateTable:
         if rows.size == 0:
             return
         for c in self.columns:
-            self.arrays[c.name][rows] = c.init
+            self.stored[c.name][rows] = c.init
         self.steps[rows] = 0
         self.dirty[rows] = True
 
@@ -161,14 +222,14 @@ class StateTable:
 
         ``model_state`` (``m.*`` columns), ``scorer_state`` (``s.*``: the forecast kept for the next residual,
         detectors, tail calibration, incidents), ``bookkeeping`` (ordering, durability and eviction arrays),
-        ``key_index`` (hash and slots, at the index's highest load) and ``key_ref`` (the pointer to the key's
-        ``bytes``; the key object itself adds about 33 bytes plus its length).
+        ``key_index`` (hash and slots, at the index's highest load) and ``keys`` (where the key's bytes are in the
+        packed key buffer, which adds the key's length: ``consumer.keyarena``).
         """
         model = sum(n * dtype.itemsize for name, n, dtype, _ in self._layout if name.startswith("m."))
         bookkeeping = sum(a.itemsize for a in (self.steps, self.last_event_ms, self.last_offset, self.last_seen_s,
                                                self.changelog_offset, self.dirty, self.partition))
         return {"model_state": model, "scorer_state": self._row_bytes - model, "bookkeeping": bookkeeping,
-                "key_index": KEY_INDEX_BYTES, "key_ref": self.keys.itemsize}
+                "key_index": KEY_INDEX_BYTES, "keys": KEY_SLOT_BYTES}
 
     # -- snapshots --------------------------------------------------------------------------------------
     @property
@@ -199,7 +260,7 @@ class StateTable:
             pos += 8
         for name, count, dtype, _ in self._layout:
             width = count * dtype.itemsize
-            part = np.ascontiguousarray(self.arrays[name][rows])  # native order, as decode() reads it
+            part = np.ascontiguousarray(self.stored[name][rows])  # native order, as decode() reads it
             buf[:, pos:pos + width] = part.view(np.uint8).reshape(n, width)
             pos += width
         data = buf.tobytes()
@@ -220,15 +281,22 @@ class StateTable:
         except (struct.error, UnicodeDecodeError) as exc:
             msg = f"truncated or garbled snapshot header ({exc})"
             raise StateError(msg) from exc
-        if identity != self.identity:
+        if identity == self.identity:
+            layout = self._layout
+        elif identity == self._wide_identity:  # written before storage was narrowed: read, then rounded
+            layout = self._wide_layout
+        else:
             return Snapshot(identity, offset, last_ms, steps, {})
-        if len(blob) - pos != self._row_bytes:
-            msg = f"snapshot payload is {len(blob) - pos} bytes, expected {self._row_bytes}"
+        row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in layout)
+        if len(blob) - pos != row_bytes:
+            msg = f"snapshot payload is {len(blob) - pos} bytes, expected {row_bytes}"
             raise StateError(msg)
         values = {}
-        for name, n, dtype, shape in self._layout:
+        for name, n, dtype, shape in layout:
             values[name] = np.frombuffer(blob, dtype=dtype, count=n, offset=pos).reshape(shape)
             pos += n * dtype.itemsize
+        if layout is self._wide_layout:  # rounded to the stored dtypes, as the table would round them
+            values = {name: values[name].astype(stored) for name, _, stored, _ in self._layout}
         return Snapshot(identity, offset, last_ms, steps, values)
 
     def load(self, partition: int, key: bytes, snap: Snapshot, *, last_seen_s: float = 0.0,
@@ -241,7 +309,7 @@ class StateTable:
         rows, _ = self.rows_for(partition, [key])
         row = int(rows[0])
         for c in self.columns:
-            self.arrays[c.name][row] = snap.values[c.name]
+            self.stored[c.name][row] = snap.values[c.name]
         self.steps[row] = snap.steps
         self.last_offset[row] = snap.input_offset
         self.last_event_ms[row] = snap.last_event_ms
@@ -259,7 +327,7 @@ class StateTable:
         rows = self._free[self._n_free - n:self._n_free][::-1].copy()
         self._n_free -= n
         for c in self.columns:
-            self.arrays[c.name][rows] = c.init
+            self.stored[c.name][rows] = c.init
         self.steps[rows] = 0
         self.last_event_ms[rows] = NO_TIME
         self.last_offset[rows] = -1
@@ -268,15 +336,21 @@ class StateTable:
         # indexed before they are marked used: a rebuild inside insert() places the rows in use so far
         self._index.insert(hashes, rows, lambda: np.flatnonzero(self.partition >= 0))
         self.partition[rows] = partition
-        self.keys[rows] = keys
+        self.keys.put(rows, keys.tolist())
         return rows
+
+    def _expose(self) -> None:
+        """Point :attr:`arrays` at the stored arrays (again, after they were replaced by a growth)."""
+        for c in self.columns:
+            arr = self.stored[c.name]
+            self.arrays[c.name] = arr if c.stored == c.dtype else Narrowed(arr, c.dtype)
 
     def _release(self, rows: np.ndarray) -> None:
         if rows.size == 0:
             return
         self._index.remove(rows)
         self.partition[rows] = -1
-        self.keys[rows] = None
+        self.keys.remove(rows)
         self.dirty[rows] = False
         self._free[self._n_free:self._n_free + rows.size] = rows
         self._n_free += rows.size
@@ -284,19 +358,18 @@ class StateTable:
     def _grow(self) -> None:
         old = self._capacity
         new = old * 2
-        for name, arr in self.arrays.items():
-            grown = np.empty((new, *arr.shape[1:]), dtype=arr.dtype)
-            grown[:old] = arr
-            self.arrays[name] = grown
-        self.steps = np.concatenate([self.steps, np.zeros(old, dtype=np.int64)])
-        self.last_event_ms = np.concatenate([self.last_event_ms, np.full(old, NO_TIME, dtype=np.int64)])
-        self.last_offset = np.concatenate([self.last_offset, np.full(old, -1, dtype=np.int64)])
-        self.last_seen_s = np.concatenate([self.last_seen_s, np.zeros(old)])
-        self.changelog_offset = np.concatenate([self.changelog_offset, np.full(old, -1, dtype=np.int64)])
-        self.dirty = np.concatenate([self.dirty, np.zeros(old, dtype=bool)])
-        self.partition = np.concatenate([self.partition, np.full(old, -1, dtype=np.int32)])
-        self.keys = np.concatenate([self.keys, np.full(old, None, dtype=object)])
-        free = np.empty(new, dtype=np.int64)
+        for name, arr in self.stored.items():
+            self.stored[name] = pages.grown(arr, new)
+        self._expose()
+        self.steps = pages.grown(self.steps, new, 0)
+        self.last_event_ms = pages.grown(self.last_event_ms, new, NO_TIME)
+        self.last_offset = pages.grown(self.last_offset, new, -1)
+        self.last_seen_s = pages.grown(self.last_seen_s, new, 0.0)
+        self.changelog_offset = pages.grown(self.changelog_offset, new, -1)
+        self.dirty = pages.grown(self.dirty, new, False)
+        self.partition = pages.grown(self.partition, new, -1)
+        self.keys.grow(new)
+        free = pages.empty((new,), np.int64)
         # the new rows go under the free ones, highest first, so the lowest new row is allocated next
         free[:old] = np.arange(new - 1, old - 1, -1)
         free[old:old + self._n_free] = self._free[:self._n_free]
@@ -304,6 +377,11 @@ class StateTable:
         self._n_free += old
         self._index.grow(new)
         self._capacity = new
+
+
+def _identity(base: str, layout: Sequence[tuple[str, tuple[int, ...], np.dtype]]) -> str:
+    text = ";".join(f"{name}:{shape}:{dtype.str}" for name, shape, dtype in layout)
+    return f"{base}/{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def _objects(keys: Sequence[bytes]) -> np.ndarray:

@@ -41,7 +41,7 @@ import math
 
 import numpy as np
 
-from rnnwatch.consumer.state import Column, StateTable
+from rnnwatch.consumer.state import Column, Narrowed, StateTable
 from rnnwatch.consumer.waveops import every
 
 __all__ = ["TailCalibrator"]
@@ -65,8 +65,8 @@ class TailCalibrator:
     def columns(self) -> list[Column]:
         m1 = 1.0 / _LN10
         return [Column.filled(f"{self.prefix}.u", (), np.float64, self.u0),
-                Column.filled(f"{self.prefix}.m1", (), np.float64, m1),
-                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1),
+                Column.filled(f"{self.prefix}.m1", (), np.float64, m1, wide=True),  # moments of an unbounded
+                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1, wide=True),  # excess: not float32
                 Column.filled(f"{self.prefix}.k", (), np.float64, 0.0)]
 
     def calibrate(self, table: StateTable, rows: np.ndarray, raw: np.ndarray, learn: np.ndarray) -> np.ndarray:
@@ -89,8 +89,8 @@ class TailCalibrator:
         a[self._names[0]][rows] = new_u if every(learn) else np.where(learn, new_u, u)
         return np.asarray(np.maximum(out, 0.0))
 
-    def _exceed(self, a: dict[str, np.ndarray], rows: np.ndarray, x: np.ndarray, m1: np.ndarray, u: np.ndarray,
-                learn: np.ndarray, out: np.ndarray, new_u: np.ndarray, at: np.ndarray) -> None:
+    def _exceed(self, a: dict[str, np.ndarray | Narrowed], rows: np.ndarray, x: np.ndarray, m1: np.ndarray,
+                u: np.ndarray, learn: np.ndarray, out: np.ndarray, new_u: np.ndarray, at: np.ndarray) -> None:
         """Keys whose raw surprise exceeds u by ``x > 0``: Pareto surprise into ``out[at]``, u up, moments learn."""
         _, p1, p2, pk = (a[name] for name in self._names)
         m2, k = p2[rows], pk[rows]

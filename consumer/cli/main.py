@@ -16,6 +16,7 @@ import typing
 from collections.abc import Callable, Sequence
 
 from rnnwatch.consumer.errors import RnnwatchError
+from rnnwatch.consumer.malloc import fix_mmap_threshold
 
 __all__ = ["build_parser", "main", "run_command"]
 
@@ -97,6 +98,8 @@ def _delegate_to_export(name: str) -> Callable[[argparse.Namespace], int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # the service tunes its allocator before any import starts threads that malloc
+        fix_mmap_threshold()
     if argv and argv[0] in {name for name, *_ in _EXPORT_COMMANDS}:
         # argparse cannot hand "--flags" through to another parser; delegate before parsing.
         return _delegate_to_export(argv[0])(argparse.Namespace(rest=argv[1:]))

@@ -65,7 +65,7 @@ class ConfluentTransport:
     def source(self, topic: str) -> ConfluentSource:
         consumer = _build(lambda: Consumer(self.config.rdkafka_consumer(group=True), logger=log))
         _wait_for_broker(consumer, self.config)
-        return ConfluentSource(consumer, topic)
+        return ConfluentSource(consumer, topic, self.config.settings.auto_offset_reset)
 
     def producer(self) -> ConfluentProducer:
         config = self.config.rdkafka_producer(**{
@@ -109,9 +109,11 @@ def _batch(consumer: Consumer, timeout_ms: int, max_records: int) -> list[Messag
 class ConfluentSource:
     """The group member on librdkafka; callbacks (set by the service) run inside :meth:`poll`."""
 
-    def __init__(self, consumer: Consumer, topic: str) -> None:
+    def __init__(self, consumer: Consumer, topic: str, offset_reset: str = "latest") -> None:
         self.consumer = consumer
         self.topic = topic
+        self.offset_reset = offset_reset
+        self._starts: dict[int, int] = {}  # partition -> where the reset policy starts it (see _start)
         self.assignment = Assignment()
         self.on_revoked: Callable[[set[int], bool], None] = lambda parts, lost: None
         self.on_assigned: Callable[[set[int]], None] = lambda parts: None
@@ -123,6 +125,7 @@ class ConfluentSource:
         if partitions:
             consumer.pause(partitions)
         parts = {tp.partition for tp in partitions if tp.topic == self.topic}
+        self._forget_starts(parts)
         self.assignment.assigned |= parts
         self.assignment.to_restore |= parts
         self.on_assigned(parts)
@@ -137,6 +140,7 @@ class ConfluentSource:
 
     def _gone(self, partitions: list[CTP], *, lost: bool) -> None:
         parts = {tp.partition for tp in partitions if tp.topic == self.topic}
+        self._forget_starts(parts)
         self.assignment.assigned -= parts
         self.assignment.to_restore -= parts
         self.on_revoked(parts, lost)
@@ -203,9 +207,31 @@ class ConfluentSource:
         return out
 
     def _position(self, partition: int) -> int | None:
-        """The client's fetch position; None while it has none (a negative logical offset such as OFFSET_INVALID)."""
+        """The client's position, else where the partition starts; None while neither is known."""
         (tp,) = self.consumer.position([CTP(self.topic, partition)])
-        return tp.offset if tp.offset >= 0 else None
+        return tp.offset if tp.offset >= 0 else self._start(partition)
+
+    def _start(self, partition: int) -> int | None:
+        """Where the reset policy starts a partition nothing was consumed from and the group never committed.
+
+        librdkafka's ``position()`` is the last consumed message's offset + 1 and stays OFFSET_INVALID until a
+        message arrives (kafka-python resolves its fetch position instead): an empty partition would never show
+        lag 0, and `--until-caught-up` would wait forever. A committed offset is already in the checkpointer's
+        positions, so what is left is the policy: the log start (``earliest``) or its end (``latest``). Asked once
+        per assignment (a broker round trip).
+        """
+        if partition not in self._starts:
+            try:
+                low, high = self.consumer.get_watermark_offsets(CTP(self.topic, partition), timeout=5, cached=False)
+            except KafkaException as exc:
+                log.debug("no watermarks for %s[%d] yet: %s", self.topic, partition, exc)
+                return None
+            self._starts[partition] = int(low if self.offset_reset == "earliest" else high)
+        return self._starts[partition]
+
+    def _forget_starts(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self._starts.pop(p, None)
 
     def close(self, *, leave: bool = True) -> None:
         """Close (librdkafka always leaves the group on close; ``leave`` is kafka-python's concern)."""

@@ -239,13 +239,14 @@ def _memory(reports: Sequence[Report]) -> list[str]:
 
 
 def _table_bytes(row: dict[str, Any]) -> str:
-    """``sum (model + scorer + bookkeeping + index + key pointer)``, or ``-`` for reports without it."""
+    """``sum (model + scorer + bookkeeping + index + keys)``, or ``-`` for reports without it."""
     parts = row.get("table_bytes_per_key")
     if not isinstance(parts, dict):
         return "-"
     return (f"{num(parts['sum'])} ({num(parts['model_state'])} model + {num(parts['scorer_state'])} scorer + "
             f"{num(parts['bookkeeping'])} bookkeeping + {num(parts['key_index'])} index + "
-            f"{num(parts['key_ref'])} key pointer)")
+            + (f"{num(parts['keys'])} key slots + the key's length)" if "keys" in parts  # packed keys
+               else f"{num(parts['key_ref'])} key pointer)"))  # reports from before the packed keys
 
 
 def _definitions(reports: Sequence[Report]) -> list[str]:

@@ -194,3 +194,20 @@ def test_sigterm_past_the_grace_period_exits_non_zero_without_committing(ewma_pa
         assert proc.returncode == 1, err[-2000:]
         assert "did not finish within the 1.5s grace period" in err
         assert sum(v or 0 for v in committed(own.bootstrap_servers, "gg", "ticks").values()) == 0
+
+
+def test_until_caught_up_ends_on_partitions_with_nothing_to_read(broker: EmbeddedBroker,
+                                                                  topic_factory: Callable[..., str],
+                                                                  bundled_model: Path, transport: str) -> None:
+    """A backfill over a topic whose partitions are empty (or some of them) ends instead of waiting forever."""
+    topic = topic_factory(partitions=3)
+    produce(broker.bootstrap_servers, topic, price_feed(1, 30))  # one key: one partition holds it all
+    out = subprocess.run(_run_args(broker, topic, f"{topic}-g", bundled_model, "--until-caught-up", "--transport",
+                                   transport), capture_output=True, text=True, timeout=90, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["records"] == 30
+    empty = topic_factory(partitions=2)
+    out = subprocess.run(_run_args(broker, empty, f"{empty}-g", bundled_model, "--until-caught-up", "--transport",
+                                   transport), capture_output=True, text=True, timeout=90, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["records"] == 0

@@ -83,3 +83,17 @@ def test_an_unreachable_broker_fails_within_the_wait_and_says_so(transport: str)
                   "--transport", transport)
     with pytest.raises(BrokerError, match="after 1000 ms"):
         open_transport(KafkaConfig.from_settings(s)).source("t")
+
+
+def test_the_librdkafka_prefetch_queue_is_bounded_and_librdkafka_accepts_it() -> None:
+    """librdkafka's defaults queue up to 100,000 messages per partition (64 MiB of payload plus a few hundred
+    bytes of bookkeeping each): one poll's records per partition and 16 MiB are enough to keep a poll fed."""
+    import confluent_kafka
+
+    config = KafkaConfig.from_settings(_settings("--max-poll-records", "5000"))
+    for group in (True, False):
+        rd = config.rdkafka_consumer(group=group)
+        assert rd["queued.min.messages"] == 5000 and rd["queued.max.messages.kbytes"] == 16 * 1024
+    confluent_kafka.Consumer({**config.rdkafka_consumer(group=True), "bootstrap.servers": "127.0.0.1:9"}).close()
+    mine = KafkaConfig.from_settings(_settings("--kafka-config", "queued.max.messages.kbytes=65536"))
+    assert mine.rdkafka_consumer(group=True)["queued.max.messages.kbytes"] == "65536"  # the user's word wins

@@ -103,7 +103,7 @@ def _reference_snapshot(t: StateTable, row: int) -> bytes:
     ident = t.identity.encode()
     parts = [struct.pack("<4sH", b"RNW1", len(ident)), ident,
              struct.pack("<qqq", int(t.last_offset[row]), int(t.last_event_ms[row]), int(t.steps[row]))]
-    parts.extend(t.arrays[c.name][row].tobytes() for c in t.columns)
+    parts.extend(t.stored[c.name][row].tobytes() for c in t.columns)
     return b"".join(parts)
 
 
@@ -114,7 +114,7 @@ def test_batched_snapshots_are_byte_identical_to_the_per_row_layout() -> None:
     rows, _ = t.rows_for(1, [b"a", b"b", b"c", b"d", b"e"])  # grows past the capacity
     rng = np.random.default_rng(3)
     t.arrays["m.h"][rows] = rng.normal(size=(5, 2, 3))
-    t.arrays["s.n"][rows] = [-1, 0, 2**40, 7, 3]
+    t.arrays["s.n"][rows] = [-1, 0, 2**30, 7, 3]
     t.arrays["s.flag"][rows] = [True, False, True, False, True]
     t.arrays["s.var"][rows] = rng.normal(size=(5, 1))
     t.steps[rows], t.last_offset[rows] = [1, 2, 3, 4, 5], [10, -1, 2**50, 0, 9]
@@ -131,7 +131,81 @@ def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
     t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0),
                     Column.filled("s.n", (), np.int64, 0)], identity="model-a", capacity=8)
     parts = t.bytes_per_key()
-    assert parts["model_state"] == 12 and parts["scorer_state"] == 16 and parts["key_ref"] == 8
-    arrays = [*t.arrays.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
+    assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["keys"] == 12
+    arrays = [*t.stored.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
               t.dirty, t.partition]
     assert parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] == sum(a.nbytes for a in arrays) // 8
+
+
+def test_wide_dtypes_are_stored_at_half_width_and_read_back_widened() -> None:
+    t = StateTable([Column.filled("s.var", (2,), np.float64, 1.0), Column.filled("s.n", (), np.int64, 0),
+                    Column.filled("s.at", (), np.int64, -1, wide=True)], identity="model-a", capacity=2)
+    assert [t.stored[c].dtype for c in ("s.var", "s.n", "s.at")] == [np.float32, np.int32, np.int64]
+    rows, _ = t.rows_for(0, [b"a", b"b", b"c"])  # grows: the views follow the new arrays
+    t.arrays["s.var"][rows] = [[0.1, 2.0], [1e-30, -3.5], [np.nan, np.inf]]
+    t.arrays["s.n"][rows] = [1, 2**31 - 1, -7]
+    t.arrays["s.at"][rows] = [2**40, 0, -1]
+    var, n, at = t.arrays["s.var"][rows], t.arrays["s.n"][rows], t.arrays["s.at"][rows]
+    assert (var.dtype, n.dtype, at.dtype) == (np.float64, np.int64, np.int64)
+    np.testing.assert_array_equal(var, np.array([[0.1, 2.0], [1e-30, -3.5], [np.nan, np.inf]], np.float32))
+    assert n.tolist() == [1, 2**31 - 1, -7] and at.tolist() == [2**40, 0, -1]
+    t.reset(rows[:1])
+    assert t.arrays["s.var"][rows[0]].tolist() == [1.0, 1.0] and t.arrays["s.n"][rows[0]] == 0
+
+
+def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None:
+    """Every scorer value but the wide ones (incident positions, unbounded surprises) costs 4 bytes per key."""
+    from rnnwatch.consumer.contract import load_signature
+    from rnnwatch.consumer.runner import make_runner
+    from rnnwatch.consumer.settings import bundled_model_path
+
+    table = make_runner(load_signature(bundled_model_path())).table
+    scorer = [c for c in table.columns if c.name.startswith("s.")]
+    bound = sum(int(np.prod(c.shape)) * (8 if c.wide else 4) for c in scorer)
+    assert {c.name for c in scorer if c.wide} <= {"s.incident.open", "s.incident.last", "s.incident.peak",
+                                                   *(f"s.{d}.tail.m{i}" for d in ("gaussian", "volatility")
+                                                     for i in (1, 2))}
+    assert table.bytes_per_key()["scorer_state"] == bound
+    assert bound < sum(int(np.prod(c.shape)) * c.dtype.itemsize for c in scorer) * 0.7
+
+
+# A snapshot written by rnnwatch before storage was narrowed (commit 22cb895, every column at its declared
+# dtype), for _OLD_COLUMNS below with identity "model-a": key b"k" on partition 2, input offset 1234, last event
+# 99 ms, 41 steps, m.h = [1.5, -2.25, 1e-30], s.var = [0.1, 3.75], s.n = 2**30 + 3, s.at = 2**40 + 1.
+_OLD_SNAPSHOT = bytes.fromhex(
+    "524e573110006d6f64656c2d612f3838316439396635d204000000000000630000000000000029000000000000000000"
+    "c03f000010c06042a20d9a9999999999b93f0000000000000e4003000040000000000100000000010000"
+)
+
+
+def _old_columns() -> list[Column]:
+    return [Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (2,), np.float64, 1.0),
+            Column.filled("s.n", (), np.int64, 0), Column.filled("s.at", (), np.int64, -1, wide=True)]
+
+
+def test_a_snapshot_written_before_narrowing_is_restored_rounded() -> None:
+    t = StateTable(_old_columns(), identity="model-a")
+    snap = t.decode(_OLD_SNAPSHOT)
+    assert snap.values, "an old snapshot of the same model must not count as another model's"
+    assert (snap.input_offset, snap.last_event_ms, snap.steps) == (1234, 99, 41)
+    row = t.load(2, b"k", snap)
+    np.testing.assert_array_equal(t.arrays["m.h"][row], np.array([1.5, -2.25, 1e-30], np.float32))
+    assert t.arrays["s.var"][row].tolist() == np.array([0.1, 3.75], np.float32).astype(np.float64).tolist()
+    assert t.arrays["s.n"][row] == 2**30 + 3 and t.arrays["s.at"][row] == 2**40 + 1
+    again = t.decode(t.snapshot(row))  # written anew in the narrow layout, read back exactly
+    assert again.identity == t.identity and len(t.snapshot(row)) == t.snapshot_bytes < len(_OLD_SNAPSHOT)
+    for c in t.columns:
+        np.testing.assert_array_equal(again.values[c.name], t.stored[c.name][row])
+
+
+def test_the_table_holds_no_reference_to_a_records_key_object() -> None:
+    """Keys are copied into the packed key buffer: a record's ``bytes`` (56 bytes for a 7-byte key, with its
+    pointer) is freed with its batch instead of living as long as the key's row."""
+    import sys
+
+    t = _table()
+    key = b"".join([b"S", b"000123"])  # a fresh object, as a Kafka client hands it over
+    before = sys.getrefcount(key)
+    rows, _ = t.rows_for(0, [key])
+    assert sys.getrefcount(key) == before
+    assert t.keys[int(rows[0])] == key and t.items(0) == [(key, int(rows[0]))]

@@ -1,0 +1,66 @@
+"""The packed key arena against a dict: same keys per row through puts, removals, compactions and growth."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnwatch.consumer.keyarena import KeyArena, Packed
+
+
+def test_keys_per_row_agree_with_a_dict_through_removals_compactions_and_growth() -> None:
+    rng = np.random.default_rng(5)
+    arena, model, capacity = KeyArena(4), {}, 4
+    universe = [bytes(rng.integers(0, 256, size=int(rng.integers(0, 40)), dtype=np.uint8)) for _ in range(500)]
+    universe += [b"", b"\x00", b"k1", b"k1\x00"]
+    buffers, peak_live = set(), 0
+    for _ in range(300):
+        free = [r for r in range(capacity) if r not in model]
+        n = int(rng.integers(1, 30))
+        if len(free) < n:
+            arena.grow(2 * capacity + n)
+            free += list(range(capacity, 2 * capacity + n))
+            capacity = 2 * capacity + n
+        rows = np.array(rng.choice(free, size=n, replace=False), dtype=np.int64)
+        keys = [universe[i] for i in rng.integers(0, len(universe), size=n)]
+        arena.put(rows, keys)
+        model.update(zip(rows.tolist(), keys, strict=True))
+        peak_live = max(peak_live, sum(len(k) for k in model.values()))
+        if rng.random() < 0.5:
+            gone = np.array([r for r in model if rng.random() < 0.4], dtype=np.int64)
+            arena.remove(gone)
+            for r in gone.tolist():
+                del model[r]
+        buffers.add(arena.buffer_bytes)
+        every = np.arange(capacity)
+        assert arena.get(every) == [model.get(r) for r in range(capacity)]
+        assert all(arena[r] == model.get(r) for r in range(capacity))
+        assert arena.buffer_bytes <= max(1024, 4 * peak_live)  # compaction bounds the dead bytes
+    assert len(buffers) > 2  # grew (and compacted) along the way
+
+
+def test_equal_compares_rows_with_a_batch_bytewise() -> None:
+    arena = KeyArena(6)
+    stored = [b"abc", b"abd", b"", b"ab", b"\x00\x01", b"xyz"]
+    arena.put(np.arange(6), stored)
+    batch = [b"abc", b"abc", b"", b"abc", b"\x00\x01", b"xyz", b"xy"]
+    packed = Packed.of(batch)
+    rows = np.array([0, 1, 2, 3, 4, 5, 5])
+    at = np.arange(7)
+    expected = [s == batch[a] for s, a in zip([stored[r] for r in rows.tolist()], at.tolist(), strict=True)]
+    assert arena.equal(rows, packed, at).tolist() == expected == [True, False, True, False, True, True, False]
+    assert arena.equal(rows[:0], packed, at[:0]).tolist() == []
+
+
+def test_equal_agrees_with_bytes_comparison_for_uniform_few_and_many_key_lengths() -> None:
+    rng = np.random.default_rng(8)
+    for max_len in (1, 3, 40):  # one length (and empty keys), a few lengths, more than are compared one by one
+        stored = [bytes(rng.integers(0, 3, size=int(rng.integers(0, max_len + 1)), dtype=np.uint8))
+                  for _ in range(200)]
+        arena = KeyArena(200)
+        arena.put(np.arange(200), stored)
+        batch = [stored[i] if rng.random() < 0.5 else bytes(rng.integers(0, 3, size=len(stored[i]), dtype=np.uint8))
+                 for i in rng.integers(0, 200, size=300)]
+        rows = rng.integers(0, 200, size=300)
+        got = arena.equal(rows, Packed.of(batch), np.arange(300)).tolist()
+        assert got == [stored[r] == b for r, b in zip(rows.tolist(), batch, strict=True)]
+        assert any(got) and not all(got)
