@@ -6,24 +6,31 @@ period. Scored against the key's overall residual scale, it alarms once a period
 sits between the residual and the detectors (``consumer.detectors``): with a ``period`` P (found label-free
 by the trainer, ``export.period``), the residual ``z`` at phase ``p = step mod P`` is replaced by::
 
-    z' = (z - m_p w) / sqrt(v_eff),   w = n_p / (n_p + 1),   v_eff = (n_p v_p + K g) / (n_p + K)
+    z' = (z - m_p w) / sqrt(v_eff),   w = n_p / (n_p + 1),
+    v_eff = max((n_p v_p + K g) / (n_p + K), g, (m_p (1 - w))^2, 1e-12)
 
 ``m_p``, ``v_p``: EWMAs (half-life ``halflife`` periods, a running mean over the first visits) of the
 residual and of its squared deviation at phase p; ``n_p`` the periods the key's season clock has completed
 (no state of its own); ``g`` the key's EWMA variance of the deseasoned residual over every phase (half-life
 ``halflife`` periods in steps), the prior a young phase borrows (``K = 2`` visits' weight). So a phase
 seen once barely moves the residual, a phase seen every period with the same misfit is scored against
-that misfit and its own spread, and every other phase against the key's overall scale.
+that misfit and its own spread, and every other phase against the key's overall scale. The part of the
+phase's mean the shrinkage withholds, ``m_p (1 - w)``, counts as uncertainty: a misfit that repeats exactly
+(a noiseless series, whose overall scale collapses) is not news once a period.
 
 It keeps learning from every point (the influence of one point on ``m_p`` and ``v_p`` clipped at
 ``clip`` standard deviations): a real shock at a misfit's phase still stands out against the phase's own
 spread, it echoes at most ``alpha * clip`` of a standard deviation at that phase one period later, and a
 regime change (a new daily shape) is learnt within a few ``halflife`` periods, after which it stops
-alarming. State: ``2 P F + 1`` float64 and the clock per key (P = 288 at 5-minute data with a daily period:
-4.6 kB); the stage exists only for a model whose trainer found a period, so other models pay nothing.
-The phase is the key's season clock modulo P: the rows of ``step_ms`` (the training rows' median spacing)
-its event times say have passed since its first step, at least one per record (one per record without event
-times), so a gap in a feed does not shift the key's phases (``s.season.clock``, one int64 per key). The
+alarming. State: ``2 P F + 1`` values (stored as float32, ``consumer.state``) and the clock (two int64) per key
+(P = 288 at 5-minute data with a daily period: 2.3 kB); the stage exists only for a model whose trainer found a
+period, so other models pay nothing.
+The phase is the key's season clock modulo P: the slot of ``step_ms`` (the training rows' median spacing)
+its event time falls in, counted from the key's first event time, and at least one more per record (one per
+record without event times). So a gap in a feed does not shift the key's phases, nor does jitter (a row 0.4
+steps late is in its own slot, where adding rounded spacings would count 1.8 steps and 0.2 as 1 and drift
+ahead); and records without meaningful event times (a CSV's row numbers, a replay stamped at ingest time)
+count rows (``s.season.clock`` and ``s.season.origin``, two int64 per key). The
 ``phase`` detector (:class:`Phase`) uses the same normaliser on the value itself: what the forecaster
 follows (a day of an unusual shape), the same phase of earlier periods does not.
 """
@@ -44,6 +51,7 @@ __all__ = ["SEASON_OPTIONS", "Phase", "SeasonalNormaliser"]
 
 SEASON_OPTIONS = "season"  # scorer options: {"season": {"period": P, "step_ms": ms, "halflife": periods, "clip": sd}}
 _PRIOR_VISITS = 2.0
+_MIN_VAR = 1e-12  # the narrowest scale (squared) a phase is scored against, as the level form's first spread
 
 
 class SeasonalNormaliser:
@@ -75,23 +83,29 @@ class SeasonalNormaliser:
                 Column.filled(f"{self.prefix}.g", (), np.float64, math.nan)]
 
     def clock_columns(self) -> list[Column]:
-        return [Column.filled("s.season.clock", (), np.int64, 0)]
+        # positions in time: every bit is needed (an epoch-ms origin does not fit the table's half-width int32)
+        return [Column.filled("s.season.clock", (), np.int64, 0, wide=True),
+                Column.filled("s.season.origin", (), np.int64, NO_TIME, wide=True)]
 
     def clock(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, event_ms: np.ndarray | None) -> np.ndarray:
         """The key's position in its season, in rows of ``step_ms`` since its first step (int64 [n]).
 
-        It advances by the rows the event time says have passed (a gap of a day moves it a day's rows), at
-        least one per record; by one per record without event times or ``step_ms``.
+        The slot of ``step_ms`` the event time falls in, counted from the key's first event time (a gap of a day
+        moves it a day's rows), and at least one more than the last record's; one per record without event
+        times or ``step_ms``.
         """
-        prev = table.arrays["s.season.clock"][rows]
-        last = table.last_event_ms[rows]
-        if event_ms is None or self.step_ms <= 0:
-            advance = np.ones(len(rows), dtype=np.int64)
-        else:
-            elapsed = np.where(last == NO_TIME, 0, np.asarray(event_ms, dtype=np.int64) - last)
-            advance = np.maximum(np.rint(elapsed / self.step_ms), 1).astype(np.int64)
-        now = np.where(steps > 0, prev + advance, 0)
-        table.arrays["s.season.clock"][rows] = now
+        a = table.arrays
+        now = np.where(steps > 0, a["s.season.clock"][rows] + 1, 0)
+        if event_ms is not None and self.step_ms > 0:
+            t = np.asarray(event_ms, dtype=np.int64)
+            origin = a["s.season.origin"][rows]
+            # the key's first event time, or (its earlier records had none) the time its clock would have started
+            unset = (steps <= 0) | (origin == NO_TIME)
+            origin = np.where(unset, t - np.rint(now * self.step_ms).astype(np.int64), origin)
+            a["s.season.origin"][rows] = origin
+            slot = np.rint((t - origin) / self.step_ms)
+            now = np.maximum(now, np.minimum(slot, 2.0 ** 62)).astype(np.int64)
+        a["s.season.clock"][rows] = now
         return np.asarray(now)
 
     def normalise(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, z: np.ndarray,
@@ -112,8 +126,13 @@ class SeasonalNormaliser:
         first = np.maximum(dev * dev, 1e-12) if self.level else np.maximum(dev * dev, 1.0)
         g_prior = np.where(np.isfinite(g), g, first)
         # a phase is never scored against a scale narrower than the key's overall one: a few visits cannot
-        # estimate a variance well, and a phase that looked calm twice must not turn ordinary noise into alarms
-        v_eff = np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS), g_prior)
+        # estimate a variance well, and a phase that looked calm twice must not turn ordinary noise into alarms;
+        # nor narrower than the part of its mean the shrinkage ``w`` withholds (uncertainty about the misfit, not
+        # news: a misfit that repeats exactly, spread 0, would otherwise alarm once a period); and never 0 (a
+        # series that repeats exactly would put 0/0 = NaN into the detectors' state)
+        held = m * (1.0 - w)
+        v_eff = np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS),
+                           np.maximum(np.maximum(g_prior, held * held), _MIN_VAR))
         out = dev / np.sqrt(v_eff)
         # learning: influence clipped at clip standard deviations of the phase's current scale (not at the
         # phase's first visit, which sets its mean)
