@@ -8,20 +8,14 @@ import sys
 
 import pytest
 
+from tests.unit.mallinfo import MALLINFO2_PRELUDE
+
 cli_main = importlib.import_module("rnnwatch.consumer.cli.main")  # the module (the package exports its main())
 
-_PROBE = """
-import ctypes, sys
+_PROBE = MALLINFO2_PRELUDE + """
+import sys
 import numpy as np
 from rnnwatch.consumer.malloc import fix_mmap_threshold
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "fixed":
     assert fix_mmap_threshold()
 big = np.ones(16 << 20, dtype=np.uint8)  # a large fetch response: freeing it raises a dynamic threshold to 16 MiB

@@ -8,19 +8,11 @@ import sys
 import numpy as np
 
 from rnnwatch.consumer import pages
+from tests.unit.mallinfo import MALLINFO2_PRELUDE
 
-_PROBE = """
-import ctypes
+_PROBE = MALLINFO2_PRELUDE + """
 import numpy as np
 from rnnwatch.consumer.state import Column, StateTable
-
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-libc = ctypes.CDLL(None)
-libc.mallinfo2.restype = MallInfo2
 table = StateTable([Column.filled("m.h", (8,), np.float32, 0.0), Column.filled("s.var", (), np.float64, 1.0)],
                    identity="probe")
 before = libc.mallinfo2().arena
