@@ -74,7 +74,7 @@ class Gaussian:
         self.alpha, self.clip, self.k = alpha_of_halflife(float(o["halflife"])), float(o["clip"]), n_features
 
     def columns(self) -> list[Column]:
-        return [Column.filled("s.var", (), np.float64, 1.0), Column.filled("s.n", (), np.int64, 0)]
+        return [Column.filled("s.var", (), np.float64, 1.0), Column.filled("s.n", (), np.int64, 0, counter=True)]
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray:
         a = table.arrays
@@ -116,7 +116,7 @@ class Likelihood:
         return [Column.filled("s.likelihood.mean", (), np.float64, 0.0),
                 Column.filled("s.likelihood.var", (), np.float64, 0.0),
                 Column.filled("s.likelihood.recent", (), np.float64, 0.0),
-                Column.filled("s.likelihood.n", (), np.int64, 0)]
+                Column.filled("s.likelihood.n", (), np.int64, 0, counter=True)]
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray:
         a = table.arrays
@@ -170,7 +170,8 @@ class Novelty:
         f = (self.f,)
         return [Column.filled("s.novelty.lo", f, np.float64, np.inf),
                 Column.filled("s.novelty.hi", f, np.float64, -np.inf),
-                Column.filled("s.novelty.rate", (), np.float64, 1.0), Column.filled("s.novelty.n", (), np.int64, 0)]
+                Column.filled("s.novelty.rate", (), np.float64, 1.0),
+                Column.filled("s.novelty.n", (), np.int64, 0, counter=True)]
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray:
         a = table.arrays
@@ -228,7 +229,7 @@ class Volatility:
         return [Column.filled("s.volatility.prev", f, np.float64, np.nan),
                 Column.filled("s.volatility.var", f, np.float64, 0.0),
                 Column.filled("s.volatility.long", f, np.float64, 0.0),
-                Column.filled("s.volatility.n", (), np.int64, 0)]
+                Column.filled("s.volatility.n", (), np.int64, 0, counter=True)]
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Wave) -> np.ndarray:
         a = table.arrays

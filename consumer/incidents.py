@@ -42,10 +42,10 @@ class Incidents:
 
     @staticmethod
     def columns() -> list[Column]:
-        return [Column.filled("s.incident.open", (), np.int64, NONE, wide=True),  # an input offset
-                Column.filled("s.incident.last", (), np.int64, NONE, wide=True),  # a step number
+        return [Column.filled("s.incident.open", (), np.int64, NONE),  # an input offset
+                Column.filled("s.incident.last", (), np.int64, NONE),  # a step number
                 Column.filled("s.incident.peak", (), np.float64, 0.0, wide=True),  # a surprise: unbounded
-                Column.filled("s.incident.updates", (), np.int64, 0)]
+                Column.filled("s.incident.updates", (), np.int64, 0, counter=True)]
 
     def mark(self, table: StateTable, rows: np.ndarray, alarm: np.ndarray, steps: np.ndarray,
              offsets: np.ndarray, surprise: np.ndarray) -> IncidentMarks:

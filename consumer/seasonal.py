@@ -83,9 +83,8 @@ class SeasonalNormaliser:
                 Column.filled(f"{self.prefix}.g", (), np.float64, math.nan)]
 
     def clock_columns(self) -> list[Column]:
-        # positions in time: every bit is needed (an epoch-ms origin does not fit the table's half-width int32)
-        return [Column.filled("s.season.clock", (), np.int64, 0, wide=True),
-                Column.filled("s.season.origin", (), np.int64, NO_TIME, wide=True)]
+        return [Column.filled("s.season.clock", (), np.int64, 0),  # positions in time: int64 keeps every bit
+                Column.filled("s.season.origin", (), np.int64, NO_TIME)]
 
     def clock(self, table: StateTable, rows: np.ndarray, steps: np.ndarray, event_ms: np.ndarray | None) -> np.ndarray:
         """The key's position in its season, in rows of ``step_ms`` since its first step (int64 [n]).

@@ -7,10 +7,12 @@ scoped by partition: a revoked partition's rows are dropped at once, so a rebala
 behind, and idle keys are evicted after a TTL so memory is bounded by the *active* key space, not by every
 key ever seen.
 
-Storage is narrower than arithmetic: a column declared ``float64`` (``int64``) is *stored* as ``float32``
-(``int32``) unless declared ``wide`` (positions such as offsets). Scorer state is a third of a key's bytes; at a
-million keys halving it saves ~60 MB, and a detector's state (EWMA moments, counters, ranges of float32
-inputs) loses nothing that matters to a decision by being rounded to float32 between two steps.
+Storage is narrower than arithmetic: a column declared ``float64`` is *stored* as ``float32`` unless declared
+``wide`` (unbounded values), and an ``int64`` column declared a ``counter`` as ``int32``; other ``int64``
+columns (offsets, steps, event times) keep every bit, so a new column is safe unless it says otherwise. Scorer
+state is a third of a key's bytes; at a million keys halving it saves ~60 MB, and a detector's state (EWMA
+moments, counters, ranges of float32 inputs) loses nothing that matters to a decision by being rounded to
+float32 between two steps.
 Detectors still compute in the declared dtype: :attr:`StateTable.arrays` hands them each narrowed column
 as a :class:`Narrowed` whose gather widens and whose scatter rounds (to nearest), so the rounding happens
 in one place; :attr:`StateTable.stored` holds the arrays as stored.
@@ -44,15 +46,17 @@ NO_TIME = np.iinfo(np.int64).min  # "no event seen yet" for last_event_ms
 _MAGIC = b"RNW1"
 _HEADER = struct.Struct("<4sH")  # magic, identity length
 _TAIL = struct.Struct("<qqq")  # input offset, last event ms, steps
-_NARROW = {np.dtype(np.float64): np.dtype(np.float32), np.dtype(np.int64): np.dtype(np.int32)}
+_NARROW_FLOAT = (np.dtype(np.float64), np.dtype(np.float32))
+_NARROW_COUNTER = (np.dtype(np.int64), np.dtype(np.int32))
 
 
 @dataclass(frozen=True)
 class Column:
     """One per-key array of ``shape`` (excluding the row axis) with its initial value.
 
-    ``dtype`` is what readers compute with; the table stores ``float64``/``int64`` columns at half width
-    (:attr:`stored`) unless ``wide`` (values that need every bit: input offsets, step numbers).
+    ``dtype`` is what readers compute with; the table stores a ``float64`` column at half width (:attr:`stored`)
+    unless ``wide`` (an unbounded value), and an ``int64`` column only when it is a ``counter`` (a count that
+    grows by at most one per step: ``int32`` holds 2^31 steps). Any other ``int64`` keeps every bit.
     """
 
     name: str
@@ -60,17 +64,19 @@ class Column:
     dtype: np.dtype
     init: np.ndarray = field(compare=False, repr=False)
     wide: bool = False
+    counter: bool = False
 
     @classmethod
     def filled(cls, name: str, shape: tuple[int, ...], dtype: type | np.dtype, value: float, *,
-               wide: bool = False) -> Column:
+               wide: bool = False, counter: bool = False) -> Column:
         dt = np.dtype(dtype)
-        return cls(name, shape, dt, np.full(shape, value, dtype=dt), wide)
+        return cls(name, shape, dt, np.full(shape, value, dtype=dt), wide, counter)
 
     @property
     def stored(self) -> np.dtype:
         """The dtype of the table's array (and of the snapshot's bytes)."""
-        return self.dtype if self.wide else _NARROW.get(self.dtype, self.dtype)
+        wide, narrow = _NARROW_COUNTER if self.counter else _NARROW_FLOAT
+        return narrow if self.dtype == wide and not self.wide else self.dtype
 
 
 class Narrowed:

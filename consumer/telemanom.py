@@ -46,7 +46,7 @@ class Telemanom:
     def columns(self) -> list[Column]:
         return [Column.filled("s.telemanom.errors", (self.window,), np.float64, np.nan),
                 Column.filled("s.telemanom.smooth", (), np.float64, np.nan),
-                Column.filled("s.telemanom.n", (), np.int64, 0)]
+                Column.filled("s.telemanom.n", (), np.int64, 0, counter=True)]
 
     def surprise(self, table: StateTable, rows: np.ndarray, wave: Any) -> np.ndarray:
         a = table.arrays

@@ -129,7 +129,7 @@ def test_batched_snapshots_are_byte_identical_to_the_per_row_layout() -> None:
 
 def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
     t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0),
-                    Column.filled("s.n", (), np.int64, 0)], identity="model-a", capacity=8)
+                    Column.filled("s.n", (), np.int64, 0, counter=True)], identity="model-a", capacity=8)
     parts = t.bytes_per_key()
     assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["keys"] == 12
     arrays = [*t.stored.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
@@ -138,8 +138,9 @@ def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
 
 
 def test_wide_dtypes_are_stored_at_half_width_and_read_back_widened() -> None:
-    t = StateTable([Column.filled("s.var", (2,), np.float64, 1.0), Column.filled("s.n", (), np.int64, 0),
-                    Column.filled("s.at", (), np.int64, -1, wide=True)], identity="model-a", capacity=2)
+    t = StateTable([Column.filled("s.var", (2,), np.float64, 1.0),
+                    Column.filled("s.n", (), np.int64, 0, counter=True), Column.filled("s.at", (), np.int64, -1)],
+                   identity="model-a", capacity=2)
     assert [t.stored[c].dtype for c in ("s.var", "s.n", "s.at")] == [np.float32, np.int32, np.int64]
     rows, _ = t.rows_for(0, [b"a", b"b", b"c"])  # grows: the views follow the new arrays
     t.arrays["s.var"][rows] = [[0.1, 2.0], [1e-30, -3.5], [np.nan, np.inf]]
@@ -153,6 +154,16 @@ def test_wide_dtypes_are_stored_at_half_width_and_read_back_widened() -> None:
     assert t.arrays["s.var"][rows[0]].tolist() == [1.0, 1.0] and t.arrays["s.n"][rows[0]] == 0
 
 
+def test_an_int64_column_keeps_every_bit_unless_it_is_declared_a_counter() -> None:
+    """A position in time (an epoch-ms origin, an offset) must not wrap at 2^31 because nobody marked it wide."""
+    t = StateTable([Column.filled("s.origin", (), np.int64, 0), Column.filled("s.n", (), np.int64, 0, counter=True)],
+                   identity="model-a", capacity=2)
+    rows, _ = t.rows_for(0, [b"a"])
+    t.arrays["s.origin"][rows] = [1_700_000_000_000]
+    assert t.arrays["s.origin"][rows].tolist() == [1_700_000_000_000]
+    assert (t.stored["s.origin"].dtype, t.stored["s.n"].dtype) == (np.int64, np.int32)
+
+
 def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None:
     """Every scorer value but the wide ones (incident positions, unbounded surprises) costs 4 bytes per key."""
     from rnnwatch.consumer.contract import load_signature
@@ -161,8 +172,9 @@ def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None
 
     table = make_runner(load_signature(bundled_model_path())).table
     scorer = [c for c in table.columns if c.name.startswith("s.")]
-    bound = sum(int(np.prod(c.shape)) * (8 if c.wide else 4) for c in scorer)
-    assert {c.name for c in scorer if c.wide} <= {"s.incident.open", "s.incident.last", "s.incident.peak",
+    full = {c.name for c in scorer if c.stored.itemsize == 8}
+    bound = sum(int(np.prod(c.shape)) * (8 if c.name in full else 4) for c in scorer)
+    assert full <= {"s.incident.open", "s.incident.last", "s.incident.peak",
                                                    *(f"s.{d}.tail.m{i}" for d in ("gaussian", "volatility")
                                                      for i in (1, 2))}
     assert table.bytes_per_key()["scorer_state"] == bound
@@ -180,7 +192,7 @@ _OLD_SNAPSHOT = bytes.fromhex(
 
 def _old_columns() -> list[Column]:
     return [Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (2,), np.float64, 1.0),
-            Column.filled("s.n", (), np.int64, 0), Column.filled("s.at", (), np.int64, -1, wide=True)]
+            Column.filled("s.n", (), np.int64, 0, counter=True), Column.filled("s.at", (), np.int64, -1)]
 
 
 def test_a_snapshot_written_before_narrowing_is_restored_rounded() -> None:
