@@ -19,10 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.bench.bench_stats import paired
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,14 +85,9 @@ def main() -> None:
             for n in args.keys:
                 waves = max(50, 20000 // n)
                 data = np.exp(np.cumsum(0.01 * rng.normal(size=(waves, n, 1)), axis=0)).astype(np.float32)
-                times: dict[str, list[float]] = {"base": [], "new": []}
-                for _ in range(args.rounds):
-                    times["base"].append(_time(base, spec, n, waves, data))
-                    times["new"].append(_time("rnnwatch.consumer", spec, n, waves, data))
-                b, new = float(np.median(times["base"])), float(np.median(times["new"]))
-                ratios = np.array(times["new"]) / np.array(times["base"])
-                report["results"].append({"spec": spec, "keys": n, "base_us": round(b, 1), "new_us": round(new, 1),
-                                          "ratio": round(float(np.median(ratios)), 3)})
+                timed = paired(partial(_time, base, spec, n, waves, data),
+                               partial(_time, "rnnwatch.consumer", spec, n, waves, data), args.rounds)
+                report["results"].append({"spec": spec, "keys": n, **timed})
         print(json.dumps(report, indent=1))
 
 

@@ -6,7 +6,8 @@ Nothing here touches a broker, so tests/unit/test_bench_helpers.py checks it dir
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import statistics
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["best_run", "latency_summary", "percentile", "rate", "ratio"]
@@ -68,3 +69,19 @@ def latency_summary(latencies_ms: Sequence[float]) -> dict[str, Any]:
             "p90_ms": round(percentile(latencies_ms, 90), 1),
             "p99_ms": round(percentile(latencies_ms, 99), 1),
             "max_ms": round(max(latencies_ms), 1)}
+
+
+def paired(base: Callable[[], float], new: Callable[[], float], rounds: int,
+           digits: int = 1) -> dict[str, float]:
+    """Time two revisions alternately ``rounds`` times: medians of each and the median of the paired ratios.
+
+    Alternating in one process puts both under the same machine load, which a sequential A then B would not.
+    """
+    times: dict[str, list[float]] = {"base": [], "new": []}
+    for _ in range(rounds):
+        times["base"].append(base())
+        times["new"].append(new())
+    ratios = [n / b for b, n in zip(times["base"], times["new"], strict=True)]
+    return {"base_us": round(statistics.median(times["base"]), digits),
+            "new_us": round(statistics.median(times["new"]), digits),
+            "ratio": round(statistics.median(ratios), 3)}

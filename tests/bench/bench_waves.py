@@ -17,12 +17,14 @@ import importlib
 import json
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tests.bench.bench_scorer import ROOT, _base_package
+from tests.bench.bench_stats import paired
 
 MODEL = ROOT / "consumer" / "data" / "model.onnx"
 
@@ -74,14 +76,9 @@ def main() -> None:
             records = max(args.records, n)  # with many keys: one record per key, every wave of new keys
             per_poll = max(args.per_poll, n) if n > args.records // 2 else args.per_poll
             polls = {pkg: _polls(pkg, n, records, per_poll) for pkg in (base, "rnnwatch.consumer")}
-            times: dict[str, list[float]] = {"base": [], "new": []}
-            for _ in range(args.rounds):
-                times["base"].append(_time(base, polls[base]))
-                times["new"].append(_time("rnnwatch.consumer", polls["rnnwatch.consumer"]))
-            b, new = float(np.median(times["base"])), float(np.median(times["new"]))
-            ratios = np.array(times["new"]) / np.array(times["base"])
-            report["results"].append({"keys": n, "records": records, "base_us": round(b, 2), "new_us": round(new, 2),
-                                      "ratio": round(float(np.median(ratios)), 3)})
+            timed = paired(partial(_time, base, polls[base]),
+                           partial(_time, "rnnwatch.consumer", polls["rnnwatch.consumer"]), args.rounds, digits=2)
+            report["results"].append({"keys": n, "records": records, **timed})
         print(json.dumps(report, indent=1))
 
 

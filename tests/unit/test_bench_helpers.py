@@ -253,3 +253,19 @@ def test_the_readme_tables_are_what_the_committed_reports_render_to() -> None:
     block = bench_render.render([json.loads(p.read_text()) for p in reports])
     readme = README.read_text()
     assert bench_render.replace_block(readme, block) == readme, "README out of date: run `make bench-readme`"
+
+
+def test_paired_timing_alternates_the_revisions_and_reports_the_median_ratio() -> None:
+    calls: list[str] = []
+    base_times, new_times = iter([10.0, 30.0, 20.0]), iter([5.0, 45.0, 12.0])
+
+    def base() -> float:
+        calls.append("base")
+        return next(base_times)
+
+    def new() -> float:
+        calls.append("new")
+        return next(new_times)
+
+    assert bench_stats.paired(base, new, 3) == {"base_us": 20.0, "new_us": 12.0, "ratio": 0.6}
+    assert calls == ["base", "new"] * 3  # alternated, so both see the same load
