@@ -19,7 +19,7 @@ flagged in :attr:`StepResults.reset`, which the pipeline counts and logs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from rnnwatch.consumer.waveops import any_true, every
 
 __all__ = ["StepModel", "StepResults", "StepRunner", "make_runner"]  # StepModel lives in session; re-exported
 
-_SCORED = ("score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected", "residual")
+_SCORED = tuple(f.name for f in fields(ScoreBatch))  # every per-record field a wave's scoring fills
 
 @dataclass
 class StepResults:
