@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 
 from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from tests.chaos.test_crash_recovery import PARTITIONS, _assert_state_equal, _events, _final_state, _same, member_args
 from tests.chaos.test_rebalance import Member
-from tests.integration.helpers import committed, produce
+from tests.integration.helpers import committed, produce, ticks
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.slow]
 ASSIGNED = re.compile(r"assigned partitions \[([\d, ]*)\]")
@@ -54,14 +53,7 @@ def random_walk_feed(symbols: int, steps: int, seed: int) -> list[tuple[bytes | 
     returns = rng.normal(0, 0.01, (symbols, steps))
     jumps = rng.random((symbols, steps)) < 0.002
     returns[jumps] += rng.choice([-0.15, 0.15], size=int(jumps.sum()))
-    prices = 100 * np.exp(np.cumsum(returns, axis=1))
-    out: list[tuple[bytes | None, bytes]] = []
-    for t in range(steps):
-        for k in range(symbols):
-            sym = f"S{k:03d}"
-            out.append((sym.encode(), orjson.dumps({"symbol": sym, "ts": 1_600_000_000 + 60 * t,
-                                                    "price": round(float(prices[k, t]), 4)})))
-    return out
+    return ticks(100 * np.exp(np.cumsum(returns, axis=1)))
 
 
 def _input_free(event_id: str) -> str:

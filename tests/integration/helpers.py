@@ -37,9 +37,14 @@ def price_feed(symbols: int, steps: int, *, shock: tuple[int, int] | None = None
     prices = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (symbols, steps)), axis=1))
     if shock is not None:
         prices[shock[0], shock[1]] *= 1.3
+    return ticks(prices)
+
+
+def ticks(prices: np.ndarray) -> list[tuple[bytes | None, bytes]]:
+    """One tick per (symbol, step) of a [symbols, steps] price array, keyed by symbol, time-ordered, a minute apart."""
     out: list[tuple[bytes | None, bytes]] = []
-    for t in range(steps):
-        for k in range(symbols):
+    for t in range(prices.shape[1]):
+        for k in range(prices.shape[0]):
             sym = f"S{k:03d}"
             out.append((sym.encode(), orjson.dumps({"symbol": sym, "ts": 1_600_000_000 + 60 * t,
                                                     "price": round(float(prices[k, t]), 4)})))
