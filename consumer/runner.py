@@ -33,7 +33,10 @@ from rnnwatch.consumer.waveops import any_true, every
 
 __all__ = ["StepModel", "StepResults", "StepRunner", "make_runner"]  # StepModel lives in session; re-exported
 
-_SCORED = tuple(f.name for f in fields(ScoreBatch))  # every per-record field a wave's scoring fills
+_SCORED = tuple(f.name for f in fields(ScoreBatch))
+# Blocks of more keys go wave by wave: a block's scorer recursions cost per point in Python, a wave's numpy calls
+# per wave; with ~100 keys a wave's numpy calls cost as much as its points' Python steps (tests/bench/bench_waves).
+BLOCK_MAX_KEYS = 64  # every per-record field a wave's scoring fills
 
 @dataclass
 class StepResults:
@@ -92,10 +95,51 @@ class StepRunner:
         applied = batch.offset > table.last_offset[rows]  # restored state already reflects the rest
         results.status[~applied] = ALREADY_APPLIED
         scored: list[tuple[np.ndarray, ScoreBatch]] = []
-        for wave in _waves(rows, batch.offset, applied):
-            self._step_wave(batch, rows, wave, results, scored)
+        for block in _blocks(rows, batch.offset, applied):
+            small = block.shape[0] > 1 and block.shape[1] <= BLOCK_MAX_KEYS
+            if not (small and self._step_block(batch, rows, block, results, scored)):
+                for wave in block:
+                    self._step_wave(batch, rows, wave, results, scored)
         _fill(results, scored)
         return results
+
+    def _step_block(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults,
+                    scored_waves: list[tuple[np.ndarray, ScoreBatch]]) -> bool:
+        """Step T consecutive waves of the same K keys (``idx``: record indices [T, K]) as one block: the keys'
+        state is gathered once, carried through the T model calls, scored by the scorer's block path and
+        scattered once. The same results and state as wave by wave; False (nothing changed) where the block
+        needs the per-wave path: a duplicate or out-of-order record, a gap that resets, a non-finite output."""
+        table = self.table
+        T = idx.shape[0]
+        r = rows[idx[0]]
+        ts = batch.event_ms[idx]
+        last = table.last_event_ms[r]
+        if not (every(ts[0] > last) and every(ts[1:] > ts[:-1])):
+            return False
+        if self.gap_ms > 0:
+            before = np.concatenate([last[None], ts[:-1]])
+            gap = (before != NO_TIME) & (ts - before > self.gap_ms)
+            if self.reset_on_gap and any_true(gap):
+                return False
+        x = batch.x[idx]
+        stepped = self._run_block_model(x, {name: table.arrays[col].take(r, axis=0) for name, col in self._state_cols})
+        if stepped is None:
+            return False
+        forecast, scale, states, seconds = stepped
+        if self.gap_ms > 0:
+            results.gap[idx[gap]] = True
+        offsets = batch.offset[idx]
+        scored = self.scorer.score_block(table, r, x, forecast, scale, table.steps[r], offsets, ts)
+        for name, col in self._state_cols:
+            table.arrays[col][r] = states[name]
+        table.last_offset[r] = offsets[-1]
+        table.steps[r] += T
+        table.last_event_ms[r] = ts[-1]
+        table.dirty[r] = True
+        results.step_seconds.extend(seconds)
+        results.wave_keys.extend([int(r.size)] * T)
+        scored_waves.append((idx.reshape(-1), scored))
+        return True
 
     def _step_wave(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults,
                    scored_waves: list[tuple[np.ndarray, ScoreBatch]]) -> None:
@@ -136,6 +180,24 @@ class StepRunner:
         scored_waves.append((idx, scored))
 
 
+    def _run_block_model(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, dict[str, np.ndarray], list[float]] | None:
+        """The model over a block's T steps (x: [T, K, F]), each step's new state fed to the next: forecasts and
+        scales [T, K, F], the last states and each call's seconds; None when any output of any step is not finite
+        (the per-wave path then resets those keys at the step where it happens)."""
+        outputs: list[list[np.ndarray]] = []
+        seconds = []
+        for t in range(x.shape[0]):
+            t0 = time.perf_counter()
+            forecast, scale, model_score, states = self.model.run(x[t], states)
+            seconds.append(time.perf_counter() - t0)
+            outputs.append([a for a in (forecast, scale, model_score) if a is not None] + list(states.values()))
+        stacked = [np.stack(column) for column in zip(*outputs, strict=True)]  # forecast, [scale], [score], states
+        if not all(every(np.isfinite(a)) for a in stacked):  # one pass per output over the block
+            return None
+        return stacked[0], stacked[1] if self.model.signature.has_forecast_scale else None, states, seconds
+
+
 def _fill(results: StepResults, scored: list[tuple[np.ndarray, ScoreBatch]]) -> None:
     """Write the waves' scores into the per-record results: once per poll, not nine scatters per wave (with
     few keys a poll is thousands of small waves, and each scatter costs its fixed numpy overhead)."""
@@ -157,8 +219,13 @@ def _non_finite_rows(n: int, *arrays: np.ndarray | None) -> np.ndarray:
     return broken
 
 
-def _waves(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[np.ndarray]:
-    """Record indices per wave: wave k = the k-th applicable record (offset order) of each key."""
+def _blocks(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[np.ndarray]:
+    """The waves (see :func:`_waves`) grouped into blocks of consecutive waves of the same keys: record indices
+    [T, K] per block, row k of a block the k-th wave of it, keys in the same (row) order in every wave.
+
+    Wave k holds the keys with more than k records, so the key set changes only at a wave index that is some
+    key's record count: a key count with few keys gives few long blocks.
+    """
     idx = np.flatnonzero(applied)
     if idx.size == 0:
         return []
@@ -166,10 +233,12 @@ def _waves(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[n
     sorted_rows = rows[order]
     starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
     group_len = np.diff(np.r_[starts, sorted_rows.size])
-    rank = np.arange(sorted_rows.size) - np.repeat(starts, group_len)
-    by_wave = np.argsort(rank, kind="stable")
-    bounds = np.searchsorted(rank[by_wave], np.arange(int(rank.max()) + 2))
-    return [order[by_wave[bounds[k]:bounds[k + 1]]] for k in range(len(bounds) - 1)]
+    blocks, lo = [], 0
+    for hi in np.unique(group_len).tolist():
+        keys = starts[group_len >= hi]
+        blocks.append(order[keys[None, :] + np.arange(lo, hi)[:, None]])
+        lo = hi
+    return blocks
 
 
 def make_runner(signature: StepSignature, *, threshold: float | None = None, warmup_steps: int | None = None,
