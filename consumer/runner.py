@@ -96,38 +96,44 @@ class StepRunner:
         results.status[~applied] = ALREADY_APPLIED
         scored: list[tuple[np.ndarray, ScoreBatch]] = []
         for block in _blocks(rows, batch.offset, applied):
-            small = block.shape[0] > 1 and block.shape[1] <= BLOCK_MAX_KEYS
-            if not (small and self._step_block(batch, rows, block, results, scored)):
-                for wave in block:
-                    self._step_wave(batch, rows, wave, results, scored)
+            small = block.shape[1] <= BLOCK_MAX_KEYS
+            lo = 0
+            while lo < block.shape[0]:  # runs of waves as blocks; a wave a block cannot take goes on its own
+                used = self._step_block(batch, rows, block[lo:], results, scored) if small else 0
+                if used == 0:
+                    self._step_wave(batch, rows, block[lo], results, scored)
+                lo += max(used, 1)
         _fill(results, scored)
         return results
 
     def _step_block(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults,
-                    scored_waves: list[tuple[np.ndarray, ScoreBatch]]) -> bool:
-        """Step T consecutive waves of the same K keys (``idx``: record indices [T, K]) as one block: the keys'
-        state is gathered once, carried through the T model calls, scored by the scorer's block path and
-        scattered once. The same results and state as wave by wave; False (nothing changed) where the block
-        needs the per-wave path: a duplicate or out-of-order record, a gap that resets, a non-finite output."""
+                    scored_waves: list[tuple[np.ndarray, ScoreBatch]]) -> int:
+        """Step the leading waves of ``idx`` (record indices [T, K]: consecutive waves of the same K keys) as one
+        block: the keys' state is gathered once, carried through the model (one call with a sequence form,
+        ``consumer.sequence``), scored by the scorer's block path and scattered once; the same results and state
+        as wave by wave. Returns how many waves it stepped: it stops before the first wave the per-wave path must
+        handle (a duplicate or out-of-order record, a gap that resets, a non-finite model output) and steps
+        nothing (0) unless at least two waves precede it."""
         table = self.table
-        T = idx.shape[0]
         r = rows[idx[0]]
         ts = batch.event_ms[idx]
-        last = table.last_event_ms[r]
-        if not (every(ts[0] > last) and every(ts[1:] > ts[:-1])):
-            return False
-        if self.gap_ms > 0:
-            before = np.concatenate([last[None], ts[:-1]])
-            gap = (before != NO_TIME) & (ts - before > self.gap_ms)
-            if self.reset_on_gap and any_true(gap):
-                return False
-        x = batch.x[idx]
-        stepped = self._run_block_model(x, {name: table.arrays[col].take(r, axis=0) for name, col in self._state_cols})
-        if stepped is None:
-            return False
-        forecast, scale, states, seconds = stepped
-        if self.gap_ms > 0:
-            results.gap[idx[gap]] = True
+        before = np.concatenate([table.last_event_ms[r][None], ts[:-1]])
+        ok = (ts > before).all(axis=1)
+        gap = (before != NO_TIME) & (ts - before > self.gap_ms) if self.gap_ms > 0 else None
+        if gap is not None and self.reset_on_gap:
+            ok &= ~gap.any(axis=1)
+        T = idx.shape[0] if every(ok) else int(np.argmin(ok))
+        if T < 2:
+            return 0
+        x = batch.x[idx[:T]]
+        states = {name: table.arrays[col].take(r, axis=0) for name, col in self._state_cols}
+        forecast, scale, states, seconds = self._run_block_model(x, states)
+        T = int(forecast.shape[0])
+        if T < 2:
+            return 0
+        idx, x, ts = idx[:T], x[:T], ts[:T]
+        if gap is not None:
+            results.gap[idx[gap[:T]]] = True
         offsets = batch.offset[idx]
         scored = self.scorer.score_block(table, r, x, forecast, scale, table.steps[r], offsets, ts)
         for name, col in self._state_cols:
@@ -136,10 +142,10 @@ class StepRunner:
         table.steps[r] += T
         table.last_event_ms[r] = ts[-1]
         table.dirty[r] = True
-        results.step_seconds.extend(seconds)
+        results.step_seconds.extend(seconds[:T])
         results.wave_keys.extend([int(r.size)] * T)
         scored_waves.append((idx.reshape(-1), scored))
-        return True
+        return T
 
     def _step_wave(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults,
                    scored_waves: list[tuple[np.ndarray, ScoreBatch]]) -> None:
@@ -181,21 +187,34 @@ class StepRunner:
 
 
     def _run_block_model(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
-            np.ndarray, np.ndarray | None, dict[str, np.ndarray], list[float]] | None:
+            np.ndarray, np.ndarray | None, dict[str, np.ndarray], list[float]]:
         """The model over a block's T steps (x: [T, K, F]), each step's new state fed to the next: forecasts and
-        scales [T, K, F], the last states and each call's seconds; None when any output of any step is not finite
-        (the per-wave path then resets those keys at the step where it happens)."""
-        outputs: list[list[np.ndarray]] = []
-        seconds = []
-        for t in range(x.shape[0]):
+        scales of the steps before the first step with a non-finite output (its per-wave step resets keys), the
+        states after them and each call's seconds."""
+        T = x.shape[0]
+        if self.model.has_sequence(x.shape[1]):  # one onnxruntime call for the block (consumer.sequence)
             t0 = time.perf_counter()
-            forecast, scale, model_score, states = self.model.run(x[t], states)
-            seconds.append(time.perf_counter() - t0)
-            outputs.append([a for a in (forecast, scale, model_score) if a is not None] + list(states.values()))
-        stacked = [np.stack(column) for column in zip(*outputs, strict=True)]  # forecast, [scale], [score], states
-        if not all(every(np.isfinite(a)) for a in stacked):  # one pass per output over the block
-            return None
-        return stacked[0], stacked[1] if self.model.signature.has_forecast_scale else None, states, seconds
+            forecast, scale, model_score, every_state = self.model.run_sequence(x, states)
+            seconds = [(time.perf_counter() - t0) / T] * T  # the step-duration metric stays per wave
+        else:
+            outputs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]] = []
+            seconds = []
+            for t in range(T):
+                t0 = time.perf_counter()
+                outputs.append(self.model.run(x[t], states))
+                seconds.append(time.perf_counter() - t0)
+                states = outputs[-1][3]
+            forecast = np.stack([o[0] for o in outputs])
+            scale = None if outputs[0][1] is None else np.stack([o[1] for o in outputs])  # type: ignore[misc]
+            model_score = None if outputs[0][2] is None else np.stack([o[2] for o in outputs])  # type: ignore[misc]
+            every_state = {name: np.stack([o[3][name] for o in outputs]) for name in states}
+        finite = np.ones(T, dtype=bool)
+        for a in (forecast, scale, model_score, *every_state.values()):  # one pass per output over the block
+            if a is not None and not every(np.isfinite(a)):
+                finite &= np.isfinite(a).reshape(T, -1).all(axis=1)
+        n = T if every(finite) else int(np.argmin(finite))
+        last = {name: v[n - 1] for name, v in every_state.items()} if n else states
+        return forecast[:n], None if scale is None else scale[:n], last, seconds
 
 
 def _fill(results: StepResults, scored: list[tuple[np.ndarray, ScoreBatch]]) -> None:

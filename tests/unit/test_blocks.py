@@ -14,7 +14,7 @@ import pytest
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.runner import StepResults, StepRunner, make_runner
 from rnnwatch.consumer.scoring_config import ScoringOverrides
-from rnnwatch.consumer.types import TickBatch
+from rnnwatch.consumer.types import OUT_OF_ORDER, TickBatch
 from tests.unit.onnx_builders import exploding_model
 
 SPECS: list[tuple[str, dict[str, Any]]] = [
@@ -47,7 +47,8 @@ def _feed(rng: np.random.Generator, keys: int, n: int, *, messy: bool) -> tuple[
         event_ms[dup] = event_ms[dup - 1]  # a duplicate time (same key only by chance; other keys: fine)
         swap = rng.integers(1, n, 5)
         event_ms[swap] -= 5_000  # out of order for its key
-        event_ms[rng.integers(1, n, 3)] += 10_000_000  # gaps
+        for start in rng.integers(1, n, 3).tolist():
+            event_ms[start:] += 10_000_000  # a gap in time (every key's next record)
     return [b"k%d" % k for k in key.tolist()], x.astype(np.float32).reshape(n, 1), event_ms
 
 
@@ -85,18 +86,18 @@ def _assert_same_runs(block: StepRunner, waves: StepRunner, got: list[StepResult
 
 
 def _wave_by_wave(monkeypatch: pytest.MonkeyPatch, runner: StepRunner) -> None:
-    monkeypatch.setattr(runner, "_step_block", lambda *a: False)
+    monkeypatch.setattr(runner, "_step_block", lambda *a: 0)
 
 
 def _counting(runner: StepRunner) -> list[int]:
-    """Counts the blocks the runner stepped as blocks (so a test cannot pass by never taking the block path)."""
+    """The waves each block step took (0: none), so a test cannot pass by never taking the block path."""
     taken: list[int] = []
     step = runner._step_block
 
-    def counted(*a: Any) -> bool:
-        ok = step(*a)
-        taken.append(int(ok))
-        return ok
+    def counted(*a: Any) -> int:
+        used = step(*a)
+        taken.append(used)
+        return used
 
     runner._step_block = counted  # type: ignore[method-assign]
     return taken
@@ -119,9 +120,13 @@ def test_blocks_step_exactly_as_waves(bundled_model: Path, spec: str, options: d
     taken = _counting(block)
     got, want = _run(block, keys, x, event_ms, sizes), _run(waves, keys, x, event_ms, sizes)
     _assert_same_runs(block, waves, got, want)
-    assert sum(taken) >= 3  # blocks were stepped as blocks
+    assert sum(taken) > 400  # most of the ~600 waves were stepped in blocks
     merged = np.concatenate([w.alarm for w in want])
     assert merged.any() and np.concatenate([w.is_anomaly for w in want]).any()
+    status = np.concatenate([w.status for w in want])
+    if messy:  # the waves the blocks had to leave to the per-wave path were there
+        assert (status == OUT_OF_ORDER).any() and np.concatenate([w.gap for w in want]).any()
+        assert np.isnan(x).any()
 
 
 def test_blocks_fall_back_where_a_gap_resets_or_the_model_overflows(tmp_path: Path,
@@ -139,4 +144,20 @@ def test_blocks_fall_back_where_a_gap_resets_or_the_model_overflows(tmp_path: Pa
     with np.errstate(over="ignore"):  # a 1e20 point's surprise overflows the float32 tail state in both paths alike
         got, want = _run(block, keys, x, event_ms, [50, 300, 250]), _run(waves, keys, x, event_ms, [50, 300, 250])
     _assert_same_runs(block, waves, got, want)
-    assert np.concatenate([w.reset for w in want]).any() and 0 in taken and 1 in taken
+    assert np.concatenate([w.reset for w in want]).any() and 0 in taken and max(taken) >= 2
+
+
+@pytest.mark.parametrize("messy", [False, True], ids=["clean", "messy"])
+def test_blocks_without_a_sequence_form_step_the_model_call_by_call_exactly_as_waves(
+        bundled_model: Path, messy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    sig = load_signature(bundled_model)
+    scoring = ScoringOverrides(threshold_surprise=2.0, warmup_steps=15)
+    keys, x, event_ms = _feed(np.random.default_rng(11), 4, 2000, messy=messy)
+    block, waves = make_runner(sig, scoring=scoring), make_runner(sig, scoring=scoring)
+    assert block.model.has_sequence(4)
+    monkeypatch.setattr(block.model, "_sequence", None)
+    _wave_by_wave(monkeypatch, waves)
+    taken = _counting(block)
+    got, want = _run(block, keys, x, event_ms, [3, 900, 1097]), _run(waves, keys, x, event_ms, [3, 900, 1097])
+    _assert_same_runs(block, waves, got, want)
+    assert sum(taken) > 350  # of ~500 waves
