@@ -5,6 +5,17 @@ in the batch, so each wave has each key at most once and can be stepped as one b
 ordering checks (event time must increase per key), gather the keys' state rows, one ``session.run``,
 scatter the new state back, score against the forecast remembered from the key's previous step.
 
+With few keys a poll is thousands of waves of the same handful of keys, and a wave's fixed costs (a numpy call
+costs the same for 3 keys as for 300) were most of what a record cost. So consecutive waves of the same keys
+(up to ``BLOCK_MAX_KEYS``) are stepped as a *block*: their state is gathered once, the model runs the T steps in
+one call when it has a sequence form (``consumer.sequence``: its own step graph inside an ONNX ``Scan``, proven
+bit-identical when loaded) or call by call with the state carried between calls, the scorer runs its recursions
+over the block (``ResidualScorer.score_block``, ``consumer.blockscore``), and the state is scattered once. A
+block stops before a wave the per-wave path must take (a duplicate or out-of-order record, a gap that resets,
+a non-finite model output) and resumes after it. The results and the state are those of stepping wave by wave,
+bit for bit (``tests/unit/test_blocks.py``), and a block never spans two polls, so what a checkpoint commits
+is unchanged.
+
 The Kafka path and the offline path (``rnnwatch score``) both go through :meth:`StepRunner.process`, so a
 backtest and production produce the same numbers for the same input; a key's results do not depend on
 which other keys share its waves (the contract requires batch-invariant graphs) or on how its records are
@@ -33,10 +44,11 @@ from rnnwatch.consumer.waveops import any_true, every
 
 __all__ = ["StepModel", "StepResults", "StepRunner", "make_runner"]  # StepModel lives in session; re-exported
 
-_SCORED = tuple(f.name for f in fields(ScoreBatch))
+_SCORED = tuple(f.name for f in fields(ScoreBatch))  # every per-record field a wave's scoring fills
 # Blocks of more keys go wave by wave: a block's scorer recursions cost per point in Python, a wave's numpy calls
 # per wave; with ~100 keys a wave's numpy calls cost as much as its points' Python steps (tests/bench/bench_waves).
-BLOCK_MAX_KEYS = 64  # every per-record field a wave's scoring fills
+BLOCK_MAX_KEYS = 64
+SEQUENCE_ROWS = 4096  # key-steps per sequence call: bounds what onnxruntime holds (bundled model: 0.6 MB)
 
 @dataclass
 class StepResults:
@@ -192,9 +204,9 @@ class StepRunner:
         scales of the steps before the first step with a non-finite output (its per-wave step resets keys), the
         states after them and each call's seconds."""
         T = x.shape[0]
-        if self.model.has_sequence(x.shape[1]):  # one onnxruntime call for the block (consumer.sequence)
+        if self.model.has_sequence(x.shape[1]):  # one onnxruntime call per SEQUENCE_ROWS (consumer.sequence)
             t0 = time.perf_counter()
-            forecast, scale, model_score, every_state = self.model.run_sequence(x, states)
+            forecast, scale, model_score, every_state = self._run_sequence(x, states)
             seconds = [(time.perf_counter() - t0) / T] * T  # the step-duration metric stays per wave
         else:
             outputs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]] = []
@@ -215,6 +227,25 @@ class StepRunner:
         n = T if every(finite) else int(np.argmin(finite))
         last = {name: v[n - 1] for name, v in every_state.items()} if n else states
         return forecast[:n], None if scale is None else scale[:n], last, seconds
+
+
+    def _run_sequence(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        """``run_sequence`` in calls of at most SEQUENCE_ROWS key-steps: onnxruntime keeps the memory of its largest
+        call, and a call's outputs hold every step's state (see ``session.MAX_MODEL_BATCH``)."""
+        T, K = x.shape[:2]
+        span = max(2, SEQUENCE_ROWS // K)
+        if span >= T:
+            return self.model.run_sequence(x, states)
+        parts = []
+        for lo in range(0, T, span):
+            part = self.model.run_sequence(x[lo:lo + span], states)
+            states = {name: v[-1] for name, v in part[3].items()}
+            parts.append(part)
+        scale = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+        score = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+        return (np.concatenate([p[0] for p in parts]), scale, score,
+                {name: np.concatenate([p[3][name] for p in parts]) for name in states})
 
 
 def _fill(results: StepResults, scored: list[tuple[np.ndarray, ScoreBatch]]) -> None:

@@ -161,3 +161,20 @@ def test_blocks_without_a_sequence_form_step_the_model_call_by_call_exactly_as_w
     got, want = _run(block, keys, x, event_ms, [3, 900, 1097]), _run(waves, keys, x, event_ms, [3, 900, 1097])
     _assert_same_runs(block, waves, got, want)
     assert sum(taken) > 350  # of ~500 waves
+
+
+def test_a_block_longer_than_one_sequence_call_is_run_in_several_with_the_same_results(
+        bundled_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnwatch.consumer import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "SEQUENCE_ROWS", 13)  # 4 keys: 3 steps per call
+    sig = load_signature(bundled_model)
+    keys, x, event_ms = _feed(np.random.default_rng(12), 4, 1200, messy=False)
+    block, waves = make_runner(sig), make_runner(sig)
+    calls: list[int] = []
+    run_sequence = block.model.run_sequence
+    monkeypatch.setattr(block.model, "run_sequence", lambda x, s: calls.append(x.shape[0]) or run_sequence(x, s))
+    _wave_by_wave(monkeypatch, waves)
+    got, want = _run(block, keys, x, event_ms, [600, 600]), _run(waves, keys, x, event_ms, [600, 600])
+    _assert_same_runs(block, waves, got, want)
+    assert max(calls) <= 13 and calls.count(3) > 50  # 4 keys: 3 steps a call (fewer keys: more)
