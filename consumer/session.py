@@ -25,6 +25,7 @@ from rnnwatch.consumer.sequence import SEQ, same_bits, scan_wrapper
 __all__ = ["MAX_MODEL_BATCH", "StepModel"]
 
 MAX_MODEL_BATCH = 2048  # keys per onnxruntime call (see StepModel.run)
+_UNBUILT = object()
 
 
 class StepModel:
@@ -50,17 +51,20 @@ class StepModel:
         if signature.has_score:
             self._outputs.append(OUTPUT_SCORE)
         self._outputs.extend(STATE_OUT + n for n in self._state_names)
-        self._sequence = self._sequence_session(ort, options)
+        self._options = options
+        self._sequence: Any = _UNBUILT  # built when a block first asks (a run with many keys never does: no memory)
 
-    def _sequence_session(self, ort: Any, options: Any) -> Any:
+    def _sequence_session(self) -> Any:
         """The Scan wrapper's session (``consumer.sequence``) if it gives this model's outputs bit for bit on a
         probe block, else None (blocks are then stepped call by call)."""
+        import onnxruntime as ort
+
         outputs = [o for o in self._outputs if not o.startswith(STATE_OUT)]
         wrapped = scan_wrapper(self.signature.model_bytes, self._state_names, outputs)
         if wrapped is None:
             return None
         try:
-            session = ort.InferenceSession(wrapped, sess_options=options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(wrapped, sess_options=self._options, providers=["CPUExecutionProvider"])
             return session if self._proves(session) else None
         except Exception:  # noqa: BLE001 - onnxruntime's own untyped errors: the model is stepped call by call
             return None
@@ -84,13 +88,20 @@ class StepModel:
     def has_sequence(self, batch: int) -> bool:
         """Whether :meth:`run_sequence` can step ``batch`` keys (a wrapper that proved itself; a batch that fits
         one call, see :meth:`run`)."""
-        return self._sequence is not None and batch <= MAX_MODEL_BATCH
+        if batch > MAX_MODEL_BATCH:
+            return False
+        if self._sequence is _UNBUILT:
+            self._sequence = self._sequence_session()
+        return self._sequence is not None
 
     def run_sequence(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
         """T steps of a batch of keys in one call (x: [T, batch, F]): forecast, scale, score ([T, batch, ...]) and
         every step's new states ([T, batch, ...]; the last step's are the states to carry). Needs
         :meth:`has_sequence`; the same numbers as T calls of :meth:`run`."""
+        if not self.has_sequence(x.shape[1]):
+            msg = f"{self.signature.path}: no sequence form for a batch of {x.shape[1]} keys (check has_sequence)"
+            raise ModelError(msg)
         return self._run_sequence(self._sequence, x, states)
 
     def _run_sequence(self, session: Any, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
