@@ -18,6 +18,7 @@ a kernel here, seasons, and blocks with a non-finite input or residual go wave b
 
 from __future__ import annotations
 
+import math
 from array import array
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 
 from rnnwatch.consumer.state import StateTable
 from rnnwatch.consumer.tailcal import TailCalibrator
-from rnnwatch.consumer.tails import chi2_surprise
+from rnnwatch.consumer.tails import chi2_surprise, upper_surprise
 from rnnwatch.consumer.waveops import every, row_all, row_sum
 
 __all__ = ["Block", "calibrate_block", "kernel_of"]
@@ -50,6 +51,12 @@ def _rounder() -> Any:
 def _stored(table: StateTable, name: str, x: np.ndarray) -> np.ndarray:
     """x as column ``name`` stores it between waves (float32 when narrowed) and hands it back (float64)."""
     return x.astype(table.stored[name].dtype).astype(np.float64)
+
+
+def _tail(f: Any, x: np.ndarray, *args: Any) -> np.ndarray:
+    """A tail function of ``consumer.tails`` over a [T, K] block, called on it flattened: the tails are written
+    for the one axis of a wave (their branch for negative arguments indexes it)."""
+    return np.asarray(f(np.ascontiguousarray(x).reshape(-1), *args)).reshape(x.shape)
 
 
 def _wide(table: StateTable, name: str, rows: np.ndarray) -> np.ndarray:
@@ -87,7 +94,7 @@ class _Gaussian:
             new_var.append(var)
         table.arrays["s.var"][rows] = np.array(new_var)
         table.arrays["s.n"][rows] = np.array(n0, dtype=np.int64) + T
-        return chi2_surprise(q.T, d.k)
+        return _tail(chi2_surprise, q.T, d.k)
 
 
 class _Volatility:
@@ -132,7 +139,8 @@ class _Volatility:
         d2 = row_sum(ratio.reshape(K, F, T).transpose(2, 0, 1).reshape(T * K, F)).reshape(T, K)
         steps_seen = n0[None, :] + np.arange(T)[:, None]
         ready = steps_seen >= d.min_steps
-        out = chi2_surprise(d2, d.f) if every(ready) else np.where(ready, chi2_surprise(d2, d.f), 0.0)
+        surprise = _tail(chi2_surprise, d2, d.f)
+        out = surprise if every(ready) else np.where(ready, surprise, 0.0)
         a = table.arrays
         a["s.volatility.var"][rows] = np.array(new_var).reshape(K, F)
         a["s.volatility.long"][rows] = np.array(new_long).reshape(K, F)
@@ -193,7 +201,49 @@ class _Stuck:
         return out
 
 
-_KERNELS: dict[str, Any] = {"gaussian": _Gaussian, "volatility": _Volatility, "stuck": _Stuck}
+class _Likelihood:
+    def __init__(self, d: Any) -> None:
+        self.d = d
+
+    def prepare(self, table: StateTable, rows: np.ndarray, b: Block) -> Any:
+        return True
+
+    def run(self, table: StateTable, rows: np.ndarray, b: Block) -> np.ndarray:
+        d = self.d
+        T, K = b.z.shape[:2]
+        raw = np.log1p(row_sum((b.z * b.z).reshape(T * K, -1)) / b.n_features).reshape(T, K)
+        a = table.arrays
+        mean0, var0 = _wide(table, "s.likelihood.mean", rows).tolist(), _wide(table, "s.likelihood.var", rows).tolist()
+        recent0, n0 = _wide(table, "s.likelihood.recent", rows).tolist(), a["s.likelihood.n"][rows]
+        q = np.empty((K, T))
+        final = np.empty((3, K))
+        buf, short, se, alpha0 = _rounder(), d.short, d.se, d.alpha
+        for j, n in enumerate(n0.tolist()):
+            mean, var, recent, qj, raws = mean0[j], var0[j], recent0[j], q[j], raw[:, j].tolist()
+            for t in range(T):
+                r = raws[t]
+                recent = r if n == 0 else recent + short * (r - recent)
+                qj[t] = (recent - mean) / (math.sqrt(var if var > 1e-12 else 1e-12) * se)
+                buf[0] = recent
+                recent = buf[0]
+                n += 1
+                inv = 1.0 / (n if n > 1 else 1)
+                alpha = inv if inv > alpha0 else alpha0
+                dv = r - mean
+                buf[0] = mean + alpha * dv
+                mean = buf[0]
+                buf[0] = (1.0 - alpha) * (var + alpha * dv * dv)
+                var = buf[0]
+            final[:, j] = (mean, var, recent)
+        ready = (n0[None, :] + np.arange(T)[:, None]) >= d.min_steps
+        out = np.where(ready, _tail(upper_surprise, q.T), 0.0)
+        a["s.likelihood.mean"][rows], a["s.likelihood.var"][rows], a["s.likelihood.recent"][rows] = final
+        a["s.likelihood.n"][rows] = n0 + T
+        return np.asarray(out)
+
+
+_KERNELS: dict[str, Any] = {"gaussian": _Gaussian, "volatility": _Volatility, "stuck": _Stuck,
+                            "likelihood": _Likelihood}
 
 
 def kernel_of(detector: Any) -> Any | None:

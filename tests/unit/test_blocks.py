@@ -22,7 +22,8 @@ SPECS: list[tuple[str, dict[str, Any]]] = [
     ("gaussian+volatility+stuck", {"tail": {"off": 1}}),
     ("gaussian", {}),
     ("volatility", {"volatility": {"method": "garch"}}),  # no kernel: wave by wave inside the block
-    ("gaussian+likelihood+novelty", {}),
+    ("gaussian+likelihood+volatility", {}),
+    ("gaussian+likelihood+novelty", {}),  # novelty has no kernel: the block goes step by step
     ("stuck", {}),
 ]
 _FIELDS = ("status", "score", "tail", "surprise", "alarm", "is_anomaly", "is_update", "incident", "expected",
