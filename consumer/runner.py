@@ -5,6 +5,17 @@ in the batch, so each wave has each key at most once and can be stepped as one b
 ordering checks (event time must increase per key), gather the keys' state rows, one ``session.run``,
 scatter the new state back, score against the forecast remembered from the key's previous step.
 
+With few keys a poll is thousands of waves of the same handful of keys, and a wave's fixed costs (a numpy call
+costs the same for 3 keys as for 300) were most of what a record cost. So consecutive waves of the same keys
+(up to ``BLOCK_MAX_KEYS``) are stepped as a *block*: their state is gathered once, the model runs the T steps in
+one call when it has a sequence form (``consumer.sequence``: its own step graph inside an ONNX ``Scan``, proven
+bit-identical when loaded) or call by call with the state carried between calls, the scorer runs its recursions
+over the block (``ResidualScorer.score_block``, ``consumer.blockscore``), and the state is scattered once. A
+block stops before a wave the per-wave path must take (a duplicate or out-of-order record, a gap that resets,
+a non-finite model output) and resumes after it. The results and the state are those of stepping wave by wave,
+bit for bit (``tests/unit/test_blocks.py``), and a block never spans two polls, so what a checkpoint commits
+is unchanged.
+
 The Kafka path and the offline path (``rnnwatch score``) both go through :meth:`StepRunner.process`, so a
 backtest and production produce the same numbers for the same input; a key's results do not depend on
 which other keys share its waves (the contract requires batch-invariant graphs) or on how its records are
@@ -34,6 +45,10 @@ from rnnwatch.consumer.waveops import any_true, every
 __all__ = ["StepModel", "StepResults", "StepRunner", "make_runner"]  # StepModel lives in session; re-exported
 
 _SCORED = tuple(f.name for f in fields(ScoreBatch))  # every per-record field a wave's scoring fills
+# Blocks of more keys go wave by wave: a block's scorer recursions cost per point in Python, a wave's numpy calls
+# per wave; with ~100 keys a wave's numpy calls cost as much as its points' Python steps (tests/bench/bench_waves).
+BLOCK_MAX_KEYS = 64
+SEQUENCE_ROWS = 4096  # key-steps per sequence call: bounds what onnxruntime holds (bundled model: 0.6 MB)
 
 @dataclass
 class StepResults:
@@ -92,10 +107,57 @@ class StepRunner:
         applied = batch.offset > table.last_offset[rows]  # restored state already reflects the rest
         results.status[~applied] = ALREADY_APPLIED
         scored: list[tuple[np.ndarray, ScoreBatch]] = []
-        for wave in _waves(rows, batch.offset, applied):
-            self._step_wave(batch, rows, wave, results, scored)
+        for block in _blocks(rows, batch.offset, applied):
+            small = block.shape[1] <= BLOCK_MAX_KEYS
+            lo = 0
+            while lo < block.shape[0]:  # runs of waves as blocks; a wave a block cannot take goes on its own
+                used = self._step_block(batch, rows, block[lo:], results, scored) if small else 0
+                if used == 0:
+                    self._step_wave(batch, rows, block[lo], results, scored)
+                lo += max(used, 1)
         _fill(results, scored)
         return results
+
+    def _step_block(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults,
+                    scored_waves: list[tuple[np.ndarray, ScoreBatch]]) -> int:
+        """Step the leading waves of ``idx`` (record indices [T, K]: consecutive waves of the same K keys) as one
+        block: the keys' state is gathered once, carried through the model (one call with a sequence form,
+        ``consumer.sequence``), scored by the scorer's block path and scattered once; the same results and state
+        as wave by wave. Returns how many waves it stepped: it stops before the first wave the per-wave path must
+        handle (a duplicate or out-of-order record, a gap that resets, a non-finite model output) and steps
+        nothing (0) unless at least two waves precede it."""
+        table = self.table
+        r = rows[idx[0]]
+        ts = batch.event_ms[idx]
+        before = np.concatenate([table.last_event_ms[r][None], ts[:-1]])
+        ok = (ts > before).all(axis=1)
+        gap = (before != NO_TIME) & (ts - before > self.gap_ms) if self.gap_ms > 0 else None
+        if gap is not None and self.reset_on_gap:
+            ok &= ~gap.any(axis=1)
+        T = idx.shape[0] if every(ok) else int(np.argmin(ok))
+        if T < 2:
+            return 0
+        x = batch.x[idx[:T]]
+        states = {name: table.arrays[col].take(r, axis=0) for name, col in self._state_cols}
+        forecast, scale, states, seconds = self._run_block_model(x, states)
+        T = int(forecast.shape[0])
+        if T < 2:
+            return 0
+        idx, x, ts = idx[:T], x[:T], ts[:T]
+        if gap is not None:
+            results.gap[idx[gap[:T]]] = True
+        offsets = batch.offset[idx]
+        scored = self.scorer.score_block(table, r, x, forecast, scale, table.steps[r], offsets, ts)
+        for name, col in self._state_cols:
+            table.arrays[col][r] = states[name]
+        table.last_offset[r] = offsets[-1]
+        table.steps[r] += T
+        table.last_event_ms[r] = ts[-1]
+        table.dirty[r] = True
+        results.step_seconds.extend(seconds[:T])
+        results.wave_keys.extend([int(r.size)] * T)
+        scored_waves.append((idx.reshape(-1), scored))
+        return T
 
     def _step_wave(self, batch: TickBatch, rows: np.ndarray, idx: np.ndarray, results: StepResults,
                    scored_waves: list[tuple[np.ndarray, ScoreBatch]]) -> None:
@@ -136,6 +198,56 @@ class StepRunner:
         scored_waves.append((idx, scored))
 
 
+    def _run_block_model(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, dict[str, np.ndarray], list[float]]:
+        """The model over a block's T steps (x: [T, K, F]), each step's new state fed to the next: forecasts and
+        scales of the steps before the first step with a non-finite output (its per-wave step resets keys), the
+        states after them and each call's seconds."""
+        T = x.shape[0]
+        if self.model.has_sequence(x.shape[1]):  # one onnxruntime call per SEQUENCE_ROWS (consumer.sequence)
+            t0 = time.perf_counter()
+            forecast, scale, model_score, every_state = self._run_sequence(x, states)
+            seconds = [(time.perf_counter() - t0) / T] * T  # the step-duration metric stays per wave
+        else:
+            outputs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]] = []
+            seconds = []
+            for t in range(T):
+                t0 = time.perf_counter()
+                outputs.append(self.model.run(x[t], states))
+                seconds.append(time.perf_counter() - t0)
+                states = outputs[-1][3]
+            forecast = np.stack([o[0] for o in outputs])
+            scale = None if outputs[0][1] is None else np.stack([o[1] for o in outputs])  # type: ignore[misc]
+            model_score = None if outputs[0][2] is None else np.stack([o[2] for o in outputs])  # type: ignore[misc]
+            every_state = {name: np.stack([o[3][name] for o in outputs]) for name in states}
+        finite = np.ones(T, dtype=bool)
+        for a in (forecast, scale, model_score, *every_state.values()):  # one pass per output over the block
+            if a is not None and not every(np.isfinite(a)):
+                finite &= np.isfinite(a).reshape(T, -1).all(axis=1)
+        n = T if every(finite) else int(np.argmin(finite))
+        last = {name: v[n - 1] for name, v in every_state.items()} if n else states
+        return forecast[:n], None if scale is None else scale[:n], last, seconds
+
+
+    def _run_sequence(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        """``run_sequence`` in calls of at most SEQUENCE_ROWS key-steps: onnxruntime keeps the memory of its largest
+        call, and a call's outputs hold every step's state (see ``session.MAX_MODEL_BATCH``)."""
+        T, K = x.shape[:2]
+        span = max(2, SEQUENCE_ROWS // K)
+        if span >= T:
+            return self.model.run_sequence(x, states)
+        parts = []
+        for lo in range(0, T, span):
+            part = self.model.run_sequence(x[lo:lo + span], states)
+            states = {name: v[-1] for name, v in part[3].items()}
+            parts.append(part)
+        scale = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+        score = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+        return (np.concatenate([p[0] for p in parts]), scale, score,
+                {name: np.concatenate([p[3][name] for p in parts]) for name in states})
+
+
 def _fill(results: StepResults, scored: list[tuple[np.ndarray, ScoreBatch]]) -> None:
     """Write the waves' scores into the per-record results: once per poll, not nine scatters per wave (with
     few keys a poll is thousands of small waves, and each scatter costs its fixed numpy overhead)."""
@@ -157,8 +269,13 @@ def _non_finite_rows(n: int, *arrays: np.ndarray | None) -> np.ndarray:
     return broken
 
 
-def _waves(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[np.ndarray]:
-    """Record indices per wave: wave k = the k-th applicable record (offset order) of each key."""
+def _blocks(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[np.ndarray]:
+    """The waves (see :func:`_waves`) grouped into blocks of consecutive waves of the same keys: record indices
+    [T, K] per block, row k of a block the k-th wave of it, keys in the same (row) order in every wave.
+
+    Wave k holds the keys with more than k records, so the key set changes only at a wave index that is some
+    key's record count: a key count with few keys gives few long blocks.
+    """
     idx = np.flatnonzero(applied)
     if idx.size == 0:
         return []
@@ -166,10 +283,12 @@ def _waves(rows: np.ndarray, offsets: np.ndarray, applied: np.ndarray) -> list[n
     sorted_rows = rows[order]
     starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
     group_len = np.diff(np.r_[starts, sorted_rows.size])
-    rank = np.arange(sorted_rows.size) - np.repeat(starts, group_len)
-    by_wave = np.argsort(rank, kind="stable")
-    bounds = np.searchsorted(rank[by_wave], np.arange(int(rank.max()) + 2))
-    return [order[by_wave[bounds[k]:bounds[k + 1]]] for k in range(len(bounds) - 1)]
+    blocks, lo = [], 0
+    for hi in np.unique(group_len).tolist():
+        keys = starts[group_len >= hi]
+        blocks.append(order[keys[None, :] + np.arange(lo, hi)[:, None]])
+        lo = hi
+    return blocks
 
 
 def make_runner(signature: StepSignature, *, threshold: float | None = None, warmup_steps: int | None = None,

@@ -34,11 +34,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from rnnwatch.consumer.blockscore import Block, calibrate_block, kernel_of
 from rnnwatch.consumer.detector_protocol import Detector, Wave
 from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.incidents import Incidents
@@ -129,6 +130,9 @@ class ScoreBatch:
     residual: np.ndarray  # float32 [n, F]
 
 
+_SCORE_FIELDS = tuple(f.name for f in fields(ScoreBatch))
+
+
 class ResidualScorer:
     """Vectorised scorer over state-table rows: the configured detectors, the decision and the incidents."""
 
@@ -154,6 +158,10 @@ class ResidualScorer:
         self.bonferroni = math.log10(len(names))
         self.incidents = Incidents(config.incident_gap_steps, config.incident_updates)
         self.threshold_surprise = config.surprise_threshold
+        kernels = [kernel_of(d) for d in self.detectors]
+        # a block runs through the kernels only when every detector has one and no season deseasons z
+        blockable = self.season is None and all(k is not None for k in kernels)
+        self._kernels: list[Any] | None = kernels if blockable else None
 
     def columns(self) -> list[Column]:
         f = (self.n_features,)
@@ -203,6 +211,85 @@ class ResidualScorer:
         return ScoreBatch(score_of(surprise), tail_of(surprise), surprise, alarm, marks.opens, marks.updates,
                           marks.incident, expected, residual.astype(np.float32, copy=False))
 
+    def score_block(self, table: StateTable, rows: np.ndarray, x: np.ndarray, forecast: np.ndarray,
+                    scale: np.ndarray | None, steps: np.ndarray, offsets: np.ndarray,
+                    event_ms: np.ndarray) -> ScoreBatch:
+        """Score T consecutive steps of the same keys (x, forecast, scale, offsets, event_ms: [T, K, ...]; steps:
+        the keys' steps before the first) and remember the last forecast: the same results and state as T times
+        :meth:`score` then :meth:`remember`, flattened step-major (``consumer.blockscore`` says how).
+
+        Runs of steps where every value and residual is finite go through the detectors' block kernels; the
+        other steps (a key's first step has no forecast yet, a NaN value) go through :meth:`score` one by one.
+        """
+        a = table.arrays
+        T = x.shape[0]
+        expected = np.concatenate([a["s.forecast"].take(rows, axis=0)[None], forecast[:-1]])
+        steps_t = steps[None, :] + np.arange(T)[:, None]
+        sc = self._scales(table, rows, x.shape, scale) if self._kernels is not None else None
+        runs = _finite_runs(x, expected) if sc is not None else []
+        parts: list[ScoreBatch] = []
+        done = 0
+        for lo, hi in [*runs, (T, T)]:
+            for t in range(done, lo):  # the steps before the run, one by one
+                parts.append(self.score(table, rows, x[t], steps_t[t], offsets[t], event_ms[t]))
+                self.remember(table, rows, forecast[t], None if scale is None else scale[t])
+            fast = None
+            if hi > lo and sc is not None:
+                fast = self._fast_block(table, rows, x[lo:hi], expected[lo:hi], sc[lo:hi], steps_t[lo:hi],
+                                        offsets[lo:hi])
+            if fast is not None:
+                self.remember(table, rows, forecast[hi - 1], None if scale is None else scale[hi - 1])
+                parts.append(fast)
+            done = lo if fast is None else hi  # a run the kernels refused goes one by one with the next steps
+        return parts[0] if len(parts) == 1 else ScoreBatch(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in _SCORE_FIELDS))
+
+    def _scales(self, table: StateTable, rows: np.ndarray, shape: tuple[int, ...],
+                scale: np.ndarray | None) -> np.ndarray:
+        """The scale each step's residual is divided by: the previous step's forecast_scale, or residual_std."""
+        if self.config.uses_model_scale:
+            first = table.arrays["s.scale"].take(rows, axis=0)[None]
+            sc = np.concatenate([first, scale[:-1]]) if scale is not None else np.broadcast_to(first, shape)
+        else:
+            sc = np.broadcast_to(self.config.residual_std, shape)
+        usable = np.isfinite(sc) & (sc > 0)
+        return sc if every(usable) else np.where(usable, sc, self.config.residual_std)
+
+    def _fast_block(self, table: StateTable, rows: np.ndarray, x: np.ndarray, expected: np.ndarray,
+                    sc: np.ndarray, steps: np.ndarray, offsets: np.ndarray) -> ScoreBatch | None:
+        """Steps of :meth:`score_block` through the detectors' block kernels; None (nothing changed) when a
+        z-score or a detector's input is not finite (the step-by-step path handles those)."""
+        T, K, F = x.shape
+        residual = x - expected
+        z = (residual / sc).astype(np.float64)
+        xf = np.asarray(x, dtype=np.float64)
+        if not every(np.isfinite(z)):
+            return None
+        block = Block(xf, z, self.n_features)
+        kernels = self._kernels or []
+        prepared = [k.prepare(table, rows, block) for k in kernels]
+        if any(p is None for p in prepared):
+            return None
+        warm = steps >= self.config.warmup_steps
+        surprise = np.zeros((T, K))
+        for i, (k, p) in enumerate(zip(kernels, prepared, strict=True)):
+            raw = k.run(table, rows, block) if p is True else k.run(table, rows, block, p)
+            calibrator = self.calibrators[i] if self.calibrators is not None else None
+            if calibrator is not None:
+                raw = calibrate_block(calibrator, table, rows, raw, warm)
+            surprise = np.maximum(surprise, raw)
+        surprise = np.maximum(surprise - self.bonferroni, 0.0)
+        alarm = self.classify_surprise(surprise) & warm
+        opens, updates = np.zeros((T, K), dtype=bool), np.zeros((T, K), dtype=bool)
+        incident = np.full((T, K), -1, dtype=np.int64)
+        for t in np.flatnonzero(alarm.any(axis=1)).tolist():  # incidents step by step, only where a key alarms
+            marks = self.incidents.mark(table, rows, alarm[t], steps[t], offsets[t], surprise[t])
+            opens[t], updates[t], incident[t] = marks.opens, marks.updates, marks.incident
+        s = surprise.reshape(T * K)
+        return ScoreBatch(score_of(s), tail_of(s), s, alarm.reshape(-1), opens.reshape(-1), updates.reshape(-1),
+                          incident.reshape(-1), expected.reshape(T * K, F),
+                          residual.astype(np.float32, copy=False).reshape(T * K, F))
+
     def classify(self, score: np.ndarray) -> np.ndarray:
         """Decision on [0, 1] scores (the threshold's score equivalent)."""
         return np.asarray(score >= self.config.score_threshold)
@@ -218,6 +305,16 @@ class ResidualScorer:
 
     def severity(self, tail: np.ndarray) -> list[str]:
         return [severity_of(t, 10.0 ** -self.threshold_surprise) for t in tail.tolist()]
+
+
+def _finite_runs(x: np.ndarray, expected: np.ndarray) -> list[tuple[int, int]]:
+    """(lo, hi) of the runs of at least two steps where every key's value and residual are finite."""
+    T = x.shape[0]
+    ok = np.isfinite(x - expected).reshape(T, -1).all(axis=1) & np.isfinite(x).reshape(T, -1).all(axis=1)
+    if every(ok):
+        return [(0, T)]
+    edges = np.flatnonzero(np.diff(np.r_[0, ok.astype(np.int8), 0]))
+    return [(lo, hi) for lo, hi in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True) if hi - lo > 1]
 
 
 def severity_of(tail: float, tail_at_threshold: float) -> str:

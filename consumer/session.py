@@ -6,6 +6,8 @@ Kept apart from the runner (which decides *which* keys step together and carries
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rnnwatch.consumer.contract import (
@@ -18,10 +20,12 @@ from rnnwatch.consumer.contract import (
     StepSignature,
 )
 from rnnwatch.consumer.errors import ModelError
+from rnnwatch.consumer.sequence import SEQ, same_bits, scan_wrapper
 
 __all__ = ["MAX_MODEL_BATCH", "StepModel"]
 
 MAX_MODEL_BATCH = 2048  # keys per onnxruntime call (see StepModel.run)
+_UNBUILT = object()
 
 
 class StepModel:
@@ -47,6 +51,72 @@ class StepModel:
         if signature.has_score:
             self._outputs.append(OUTPUT_SCORE)
         self._outputs.extend(STATE_OUT + n for n in self._state_names)
+        self._options = options
+        self._sequence: Any = _UNBUILT  # built when a block first asks (a run with many keys never does: no memory)
+
+    def _sequence_session(self) -> Any:
+        """The Scan wrapper's session (``consumer.sequence``) if it gives this model's outputs bit for bit on a
+        probe block, else None (blocks are then stepped call by call)."""
+        import onnxruntime as ort
+
+        outputs = [o for o in self._outputs if not o.startswith(STATE_OUT)]
+        wrapped = scan_wrapper(self.signature.model_bytes, self._state_names, outputs)
+        if wrapped is None:
+            return None
+        try:
+            session = ort.InferenceSession(wrapped, sess_options=self._options, providers=["CPUExecutionProvider"])
+            return session if self._proves(session) else None
+        except Exception:  # noqa: BLE001 - onnxruntime's own untyped errors: the model is stepped call by call
+            return None
+
+    def _proves(self, session: Any) -> bool:
+        """Step a probe block (3 keys, 7 steps, values of each feature's domain) both ways; all outputs identical?"""
+        sig = self.signature
+        keys, steps = 3, 7
+        t = np.arange(steps * keys * sig.n_features, dtype=np.float64).reshape(steps, keys, sig.n_features)
+        x = (100.0 + 10.0 * np.sin(0.7 * t + 0.3)).astype(np.float32)
+        states = {s.name: np.broadcast_to(s.init, (keys, *s.shape)).astype(np.float32) for s in sig.states}
+        got = self._run_sequence(session, x, states)
+        want: list[list[np.ndarray]] = []
+        for step in range(steps):
+            forecast, scale, score, states = self._run(x[step], states)
+            want.append([a for a in (forecast, scale, score) if a is not None] + list(states.values()))
+        stacked = [np.stack(c) for c in zip(*want, strict=True)]
+        flat = [a for a in got[:3] if a is not None] + list(got[3].values())
+        return len(flat) == len(stacked) and all(same_bits(a, b) for a, b in zip(flat, stacked, strict=True))
+
+    def has_sequence(self, batch: int) -> bool:
+        """Whether :meth:`run_sequence` can step ``batch`` keys (a wrapper that proved itself; a batch that fits
+        one call, see :meth:`run`)."""
+        if batch > MAX_MODEL_BATCH:
+            return False
+        if self._sequence is _UNBUILT:
+            self._sequence = self._sequence_session()
+        return self._sequence is not None
+
+    def run_sequence(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        """T steps of a batch of keys in one call (x: [T, batch, F]): forecast, scale, score ([T, batch, ...]) and
+        every step's new states ([T, batch, ...]; the last step's are the states to carry). Needs
+        :meth:`has_sequence`; the same numbers as T calls of :meth:`run`."""
+        if not self.has_sequence(x.shape[1]):
+            msg = f"{self.signature.path}: no sequence form for a batch of {x.shape[1]} keys (check has_sequence)"
+            raise ModelError(msg)
+        return self._run_sequence(self._sequence, x, states)
+
+    def _run_sequence(self, session: Any, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
+            np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        feeds = {INPUT_X + SEQ: x, **{STATE_IN + n: states[n] for n in self._state_names}}
+        names = [o + SEQ for o in self._outputs if not o.startswith(STATE_OUT)]
+        names += [STATE_OUT + n + SEQ for n in self._state_names]
+        out = session.run(names, feeds)
+        forecast, i = out[0], 1
+        scale = score = None
+        if self.signature.has_forecast_scale:
+            scale, i = out[i], i + 1
+        if self.signature.has_score:
+            score, i = out[i].reshape(out[i].shape[0], -1), i + 1
+        return forecast, scale, score, dict(zip(self._state_names, out[i:], strict=True))
 
     def run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
