@@ -114,8 +114,8 @@ def _log_erfc(x: np.ndarray) -> np.ndarray:
         with np.errstate(under="ignore"):
             return np.asarray(np.where(x >= 0, np.log(t) + poly, np.log(2.0 - t * np.exp(poly))))
     out = np.log(t) + poly
-    neg = (~(x >= _ZERO)).nonzero()[0]  # NaN included, as np.where(x >= 0, ...) did
-    if neg.size:
+    neg = ~(x >= _ZERO)  # NaN included, as np.where(x >= 0, ...) did; a mask indexes blocks of any shape
+    if neg.any():
         with np.errstate(under="ignore"):
             out[neg] = np.log(2.0 - t[neg] * np.exp(poly[neg]))
     return np.asarray(out)

@@ -12,7 +12,7 @@ from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.scoring import ResidualScorer, ScorerConfig
 from rnnwatch.consumer.scoring_config import ScoringOverrides
 from rnnwatch.consumer.state import StateTable
-from rnnwatch.consumer.tails import chi2_surprise, gaussian_surprise, gaussian_tail, score_of
+from rnnwatch.consumer.tails import chi2_surprise, gaussian_surprise, gaussian_tail, score_of, upper_surprise
 
 SPECS = ["gaussian", "likelihood", "novelty", "volatility", "telemanom", "stuck", "gaussian+volatility+stuck",
          "gaussian+likelihood",
@@ -145,3 +145,10 @@ def test_a_shock_during_warm_up_does_not_mute_the_key(spec: str) -> None:
     run = _run(spec, values, threshold_surprise=3.0)
     assert not run.alarm[:20].any()
     assert run.opens[60]
+
+
+def test_one_sided_tails_of_a_block_equal_the_tails_of_its_rows() -> None:
+    """A [steps, keys] block of z (some below 0, some NaN) gets the same surprise as each row alone."""
+    z = np.array([[-1.5, 0.3, 2.0], [4.0, -0.2, np.nan], [-3.0, -7.0, 0.0]])
+    rows = np.stack([upper_surprise(row) for row in z])
+    np.testing.assert_array_equal(upper_surprise(z), rows)
