@@ -53,7 +53,20 @@ def render_table(report: dict[str, Any]) -> str:
             lines.append(f"false alarms on unfitted, unlabeled rows: {fa['alarm_rate']} alarm rows and "
                          f"{fa['incident_rate']} incidents per row (documented {fa['documented_rate']} alarm rows); "
                          f"label density {fa['windows_per_row']} windows per row")
+    for spread in report.get("seed_spread", []):
+        lines.append(_spread_line(spread))
     return "\n".join(lines)
+
+
+def _spread_line(spread: dict[str, Any]) -> str:
+    """``seed spread of SCORER over N seeds: swept std 71.0 ± 0.2 [70.8, 71.1] ... | shipped ...``."""
+    short = {"standard": "std", "reward_low_FP_rate": "lowFP", "reward_low_FN_rate": "lowFN"}
+    parts = []
+    for block in ("swept", "shipped"):
+        cells = [f"{short[p]} {e['mean']:.1f} ± {e['sd']:.1f} [{e['min']:.1f}, {e['max']:.1f}]"
+                 for p, e in spread[block].items()]
+        parts.append(f"{block} " + ", ".join(cells))
+    return f"seed spread of {spread['scorer']} over {len(spread['seeds'])} seeds: " + " | ".join(parts)
 
 
 def render_html(report: dict[str, Any], runs: Sequence[SeriesRun], labels: Sequence[str]) -> str:

@@ -4,6 +4,7 @@ that do not depend on how many processes ran the series."""
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -127,3 +128,34 @@ def test_rows_run_would_refuse_are_refused_per_row_and_scored_as_by_score(tiny_c
     [entry] = corpus_scores([run], "model")["series"]
     assert entry["rows"] == 500 and entry["scored"] == len(kept)
     assert entry["refused"] == {"bad_timestamp": 1, "non_finite": 2, "non_numeric": 1}
+
+
+def test_seeds_report_how_far_each_score_moves_with_the_trainer_seed(tiny_corpus: Path, tmp_path: Path,
+                                                                      in_process: None) -> None:
+    from rnnwatch.evaluate.cli import main
+
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--corpus", str(tiny_corpus), "--hidden", "8", "--epochs", "3", "--jobs", "1",
+                 "--seed", "3", "--seeds", "2", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    [spread] = report["seed_spread"]
+    assert spread["scorer"] == "model" and spread["seeds"] == [3, 4]
+    main_run = report["scorers"][0]
+    for block in ("swept", "shipped"):
+        for profile, entry in spread[block].items():
+            assert entry["per_seed"]["3"] == main_run[block][profile]["score"]  # the main blocks: the first seed
+            assert entry["min"] <= entry["mean"] <= entry["max"] and entry["sd"] >= 0
+    # the second seed is a real second run: what `--seed 4` alone reports
+    alone = tmp_path / "seed4.json"
+    assert main(["evaluate", "--corpus", str(tiny_corpus), "--hidden", "8", "--epochs", "3", "--jobs", "1",
+                 "--seed", "4", "--output", str(alone)]) == 0
+    seed4 = json.loads(alone.read_text())["scorers"][0]
+    assert {p: e["per_seed"]["4"] for p, e in spread["swept"].items()} == {
+        p: seed4["swept"][p]["score"] for p in spread["swept"]}
+
+
+def test_seeds_below_one_are_refused(tiny_corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from rnnwatch.evaluate.cli import main
+
+    assert main(["evaluate", "--corpus", str(tiny_corpus), "--seeds", "0"]) == 2
+    assert "--seeds must be >= 1, got 0" in capsys.readouterr().err
