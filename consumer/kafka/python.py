@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
     CommitFailedError,
     IllegalGenerationError,
@@ -30,6 +32,7 @@ from kafka.structs import OffsetAndMetadata
 
 from rnnwatch.consumer.errors import BrokerError, ConfigError, RebalancedError
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
+from rnnwatch.consumer.kafka.polled import Polled
 from rnnwatch.consumer.kafka.protocols import Assignment, Delivered, Headers, TopicPartition
 
 __all__ = ["PythonAdmin", "PythonProducer", "PythonReader", "PythonSource", "PythonTransport"]
@@ -120,14 +123,12 @@ class PythonSource:
         self.assignment.to_restore -= partitions
         self.on_revoked(partitions, lost)
 
-    def poll(self, timeout_ms: int, max_records: int) -> list[Any]:
+    def poll(self, timeout_ms: int, max_records: int) -> Polled:
         try:
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise _translate(exc, "poll") from exc
-        if len(polled) == 1:
-            return list(next(iter(polled.values())))
-        return [rec for records in polled.values() for rec in records]
+        return _columns(self.topic, list(chain.from_iterable(polled.values())))
 
     def resume(self, partitions: set[int]) -> None:
         if not self.throttled:
@@ -194,6 +195,15 @@ class PythonSource:
             if coordinator is not None and hasattr(coordinator, "reset_generation"):
                 coordinator.reset_generation()
         self.consumer.close(autocommit=False)
+
+
+def _columns(topic: str, records: list[ConsumerRecord]) -> Polled:
+    """kafka-python's records (namedtuples) as columns: one transpose in C, no Python step per record."""
+    if not records:
+        return Polled.columns(topic, (), (), (), (), (), None)
+    fields = dict(zip(ConsumerRecord._fields, zip(*records, strict=True), strict=True))
+    return Polled.columns(topic, fields["partition"], fields["offset"], fields["timestamp"], fields["key"],
+                          fields["value"], fields["headers"])
 
 
 class PythonProducer:
