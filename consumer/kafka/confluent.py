@@ -37,6 +37,7 @@ __all__ = ["ConfluentAdmin", "ConfluentProducer", "ConfluentReader", "ConfluentS
 
 log = logging.getLogger(__name__)
 _second = itemgetter(1)  # of a (timestamp type, timestamp) pair
+_UNASSIGNED = -1  # RD_KAFKA_PARTITION_UA
 
 _REBALANCED = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
 
@@ -268,12 +269,11 @@ class ConfluentProducer:
                 on_delivery(msg.offset(), None)
             else:
                 on_delivery(None, KafkaException(err))
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers, "on_delivery": done}
-        if partition is not None:
-            kwargs["partition"] = partition
+        part = _UNASSIGNED if partition is None else partition  # -1: librdkafka's partitioner picks
         for _ in range(600):  # the local queue is full: serve callbacks until there is room (a minute at most)
             try:
-                self._producer.produce(topic, **kwargs)
+                self._producer.produce(topic, value, key, partition=part, on_delivery=done,
+                                       headers=headers)  # type: ignore[arg-type]  # list is invariant: ours is narrower
                 return
             except BufferError:
                 self._producer.poll(0.1)

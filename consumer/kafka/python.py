@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
@@ -39,6 +41,8 @@ __all__ = ["PythonAdmin", "PythonProducer", "PythonReader", "PythonSource", "Pyt
 
 log = logging.getLogger(__name__)
 
+_FIELDS = tuple(itemgetter(ConsumerRecord._fields.index(name))  # Polled.columns' order
+                for name in ("partition", "offset", "timestamp", "key", "value", "headers"))
 _REBALANCED = (CommitFailedError, RebalanceInProgressError, IllegalGenerationError, UnknownMemberIdError)
 
 
@@ -198,12 +202,8 @@ class PythonSource:
 
 
 def _columns(topic: str, records: list[ConsumerRecord]) -> Polled:
-    """kafka-python's records (namedtuples) as columns: one transpose in C, no Python step per record."""
-    if not records:
-        return Polled.columns(topic, (), (), (), (), (), None)
-    fields = dict(zip(ConsumerRecord._fields, zip(*records, strict=True), strict=True))
-    return Polled.columns(topic, fields["partition"], fields["offset"], fields["timestamp"], fields["key"],
-                          fields["value"], fields["headers"])
+    """kafka-python's records (namedtuples) as columns: one C-level pass per field, no Python step per record."""
+    return Polled.columns(topic, *(list(map(get, records)) for get in _FIELDS))
 
 
 class PythonProducer:
@@ -218,8 +218,8 @@ class PythonProducer:
             future = self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
         except KafkaError as exc:
             raise _translate(exc, f"send to {topic}") from exc
-        future.add_callback(lambda md: on_delivery(md.offset, None))
-        future.add_errback(lambda exc: on_delivery(None, exc))
+        future.add_both(partial(_delivered, on_delivery))  # one callable for both outcomes: one partial per record
+
 
     def serve(self) -> None:
         """Nothing to do: kafka-python calls back from its IO thread."""
@@ -233,6 +233,14 @@ class PythonProducer:
 
     def close(self, timeout_s: float) -> None:
         self._producer.close(timeout=timeout_s)
+
+
+def _delivered(on_delivery: Delivered, outcome: Any) -> None:
+    """A send's future resolved: RecordMetadata, or the exception it failed with."""
+    if isinstance(outcome, BaseException):
+        on_delivery(None, outcome)
+    else:
+        on_delivery(outcome.offset, None)
 
 
 class PythonReader:
