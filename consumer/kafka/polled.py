@@ -81,6 +81,12 @@ class Polled(Sequence[Record]):
     def __iter__(self) -> Iterator[Record]:
         return (self[i] for i in range(len(self)))
 
+    def take(self, start: int, stop: int) -> Polled:
+        """Records ``start`` to ``stop`` (exclusive) as columns of their own."""
+        return Polled(self.topic, self.partition[start:stop], self.offset[start:stop], self.timestamp[start:stop],
+                      self.keys[start:stop], self.values[start:stop],
+                      None if self.headers is None else self.headers[start:stop])
+
     def positions(self) -> tuple[dict[int, int], dict[int, int]]:
         """(partition -> offset after its last record, partition -> records of it) of this poll."""
         if not len(self):

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
+from rnnwatch.consumer import decoder as decoder_module
 from rnnwatch.consumer.contract import FeatureSpec
 from rnnwatch.consumer.decoder import TickDecoder
 from rnnwatch.consumer.kafka.polled import Polled
@@ -119,3 +120,52 @@ def test_kafka_python_records_become_the_same_columns() -> None:
     assert list(polled) == list(expected)
     assert _decoded(polled) == _decoded(_mixed())
     assert len(_columns("in", [])) == 0
+
+
+@pytest.mark.parametrize("ids", [[7, 12, 7, 3], [1.5, 2.0, 1.5, 1e20], ["a", 12, "a", 3.25]])
+def test_series_ids_that_are_json_numbers_take_the_fast_path_with_the_careful_paths_keys(ids: list[Any]) -> None:
+    """No Kafka key, ``{"symbol": 7, ...}``: a feed keyed by numeric ids is not decoded record by record."""
+    records = [Record("in", 0, i, None, orjson.dumps({"symbol": s, "ts": 1_704_153_600 + i, "price": 1.0 + i}),
+                      NOW_MS, []) for i, s in enumerate(ids)]
+    assert _decoder()._fast_parse(Polled.of(records)) is not None
+    careful = _decoded([*records, Record("in", 0, 99, None, b"{bad", NOW_MS, [])])
+    fast = _decoded(records)
+    assert fast[:7] == careful[:7]
+    assert fast[2] == [str(s).encode() for s in ids]
+
+
+@pytest.mark.parametrize("chunk", [4, 5, 1024])
+def test_a_bad_record_sends_only_its_chunk_down_the_careful_path_with_the_same_outcome(
+        chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked decoding of a poll (fast where a chunk allows it) equals decoding each record on its own."""
+    monkeypatch.setattr(decoder_module, "CAREFUL_CHUNK", chunk)
+    good = [Record("in", i % 3, i, b"K%d" % (i % 4), _tick(ts=1_704_153_600 + i, price=1.0 + i), NOW_MS - i, [])
+            for i in range(23)]
+    records = list(good)
+    for at, record in [(2, b"{oops"), (9, _tick(price="x")), (10, b""), (22, _tick(price=-2.0))]:
+        records[at] = Record("in", 0, at, b"K0", record, NOW_MS, [])
+    decoder = _decoder()
+    careful_calls: list[int] = []
+    parse_one = decoder._parse_guarded
+
+    def careful(rec: Record) -> Any:
+        careful_calls.append(rec.offset)
+        return parse_one(rec)
+
+    monkeypatch.setattr(decoder, "_parse_guarded", careful)
+    got = _decoded_with(decoder, records)
+    alone = [_decoded([r]) for r in records]
+    assert got[2] == [k for one in alone for k in one[2]]
+    assert got[3] == [t for one in alone for t in one[3]] and got[4] == [v for one in alone for v in one[4]]
+    assert got[6] == [i for i, one in enumerate(alone) if one[6] == [0]]
+    assert got[7] == [(i, reason, detail) for i, one in enumerate(alone) for _, reason, detail in one[7]]
+    if chunk < len(records):  # only the chunks holding a bad record went record by record
+        assert set(careful_calls) == {i for i in range(len(records)) if any(i // chunk == b // chunk
+                                                                            for b in (2, 9, 10, 22))}
+
+
+def _decoded_with(decoder: TickDecoder, records: list[Record]) -> tuple[Any, ...]:
+    batch, kept, rejected = decoder.decode(records, NOW_MS)
+    return (batch.partition.tolist(), batch.offset.tolist(), batch.keys, batch.event_ms.tolist(),
+            batch.x.tolist(), batch.timestamp_ms.tolist(), kept.tolist(),
+            [(r.index, r.reason, r.detail) for r in rejected])
