@@ -220,7 +220,6 @@ class PythonProducer:
             raise _translate(exc, f"send to {topic}") from exc
         future.add_both(partial(_delivered, on_delivery))  # one callable for both outcomes: one partial per record
 
-
     def serve(self) -> None:
         """Nothing to do: kafka-python calls back from its IO thread."""
 
