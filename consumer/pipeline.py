@@ -20,6 +20,7 @@ from rnnwatch.consumer.contract import StepSignature
 from rnnwatch.consumer.crashpoints import maybe_crash
 from rnnwatch.consumer.decoder import Rejected, SourceRecord, TickDecoder
 from rnnwatch.consumer.events import AnomalyEvent, DeadLetter, event_id
+from rnnwatch.consumer.kafka.polled import Polled
 from rnnwatch.consumer.logs import RateLimitedLog
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.refusals import RefusalReport
@@ -60,22 +61,24 @@ class Pipeline:
         self._refusals = RefusalReport(topic, decoder.fields)
 
     def handle(self, records: Sequence[SourceRecord]) -> BatchOutcome:
+        """One poll (best as a transport's :class:`Polled` columns; any record lookalikes are turned into them)."""
         start = time.perf_counter()
         now_s = time.time()
-        n = len(records)
+        polled = Polled.of(records, self.topic)
+        n = len(polled)
         self.metrics.records_consumed.inc(n)
-        batch, kept, rejected = self.decoder.decode(records, int(now_s * 1000))
+        batch, kept, rejected = self.decoder.decode(polled, int(now_s * 1000))
         for rej in rejected:
-            self._dead_letter(records[rej.index], rej)
-        self._refusals.report(records, rejected)
+            self._dead_letter(polled[rej.index], rej)
+        self._refusals.report(polled, rejected)
         if self.store is not None and len(batch):
             self._revive(batch.partition, batch.keys)
         results = self.runner.process(batch)
         maybe_crash("batch.before_events")
         events = self._anomalies(batch, results)
         maybe_crash("batch.after_events")
-        self._observe(records, kept, results, start, now_s)
-        next_offsets, counts = _positions(records)
+        self._observe(polled, kept, results, start, now_s)
+        next_offsets, counts = polled.positions()
         processed = int((results.status == PROCESSED).sum())
         return BatchOutcome(n, processed, events, len(rejected), next_offsets, counts)
 
@@ -126,7 +129,7 @@ class Pipeline:
             events.append(event)
         return events
 
-    def _observe(self, records: Sequence[SourceRecord], kept: np.ndarray, results: StepResults, start: float,
+    def _observe(self, records: Polled, kept: np.ndarray, results: StepResults, start: float,
                  now_s: float) -> None:
         m = self.metrics
         status = results.status
@@ -150,9 +153,8 @@ class Pipeline:
         m.step_duration.observe_many(np.asarray(results.step_seconds))
         m.step_batch_keys.observe_many(np.asarray(results.wave_keys, dtype=np.float64))
         m.record_processing.observe(time.perf_counter() - start, count=len(records))
-        if records:
-            ts = np.fromiter((r.timestamp for r in records), dtype=np.float64, count=len(records))
-            m.record_age.observe_many(np.maximum(now_s - ts / 1000.0, 0.0))
+        if len(records):
+            m.record_age.observe_many(np.maximum(now_s - records.timestamp / 1000.0, 0.0))
         m.active_keys.set(len(self.runner.table))
 
 
@@ -170,14 +172,3 @@ class Pipeline:
 
 def _floats(values: Any) -> list[float]:
     return [float(v) for v in np.asarray(values, dtype=np.float64).tolist()]
-
-
-def _positions(records: Sequence[SourceRecord]) -> tuple[dict[int, int], dict[int, int]]:
-    next_offsets: dict[int, int] = {}
-    counts: dict[int, int] = {}
-    for rec in records:
-        p = rec.partition
-        if rec.offset + 1 > next_offsets.get(p, -1):
-            next_offsets[p] = rec.offset + 1
-        counts[p] = counts.get(p, 0) + 1
-    return next_offsets, counts

@@ -38,7 +38,7 @@ import numpy as np
 from rnnwatch.consumer import pages
 from rnnwatch.consumer.errors import StateError
 from rnnwatch.consumer.keyarena import KEY_SLOT_BYTES, KeyArena, Packed
-from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, key_hashes
+from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, distinct, key_hashes
 
 __all__ = ["NO_TIME", "Column", "Narrowed", "Snapshot", "StateTable"]
 
@@ -162,8 +162,21 @@ class StateTable:
     def rows_for(self, partition: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Row index of each key in ``partition`` (new keys get fresh rows); and a mask of the new ones.
 
-        A key's first record in ``keys`` is the new one; later records of it find its row.
+        A key's first record in ``keys`` is the new one; later records of it find its row. Each distinct key
+        is looked up once (:func:`~rnnwatch.consumer.keyindex.distinct`).
         """
+        once = distinct(keys)
+        if once is None:
+            return self._rows_for(partition, keys)
+        unique, where = once
+        rows, is_new = self._rows_for(partition, unique)
+        new = np.zeros(len(keys), dtype=bool)
+        if is_new.any():
+            _, first = np.unique(where, return_index=True)  # unique[j] first appears at keys[first[j]]
+            new[first[is_new]] = True
+        return rows[where], new
+
+    def _rows_for(self, partition: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
         hashes = key_hashes(partition, keys)
         rows = self._index.lookup(partition, Packed.of(keys), hashes, self.keys, self.partition)
         is_new = np.zeros(len(keys), dtype=bool)

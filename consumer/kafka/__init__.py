@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
+from rnnwatch.consumer.kafka.polled import Polled
 from rnnwatch.consumer.kafka.protocols import (
     Admin,
     Assignment,
@@ -23,7 +24,8 @@ from rnnwatch.consumer.kafka.protocols import (
 )
 
 __all__ = ["MAX_REQUEST_BYTES", "TRANSPORTS", "Admin", "Assignment", "Delivered", "GroupSource", "Headers",
-           "KafkaConfig", "PartitionReader", "Producer", "Record", "TopicPartition", "Transport", "open_transport"]
+           "KafkaConfig", "PartitionReader", "Polled", "Producer", "Record", "TopicPartition", "Transport",
+           "open_transport"]
 
 TRANSPORTS = ("kafka-python", "confluent")
 

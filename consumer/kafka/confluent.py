@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
@@ -29,11 +30,14 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type:
 
 from rnnwatch.consumer.errors import BrokerError, ConfigError, RebalancedError
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
+from rnnwatch.consumer.kafka.polled import Polled
 from rnnwatch.consumer.kafka.protocols import Assignment, Delivered, Headers, Record, TopicPartition
 
 __all__ = ["ConfluentAdmin", "ConfluentProducer", "ConfluentReader", "ConfluentSource", "ConfluentTransport"]
 
 log = logging.getLogger(__name__)
+_second = itemgetter(1)  # of a (timestamp type, timestamp) pair
+_UNASSIGNED = -1  # RD_KAFKA_PARTITION_UA
 
 _REBALANCED = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
 
@@ -81,20 +85,34 @@ class ConfluentTransport:
             {**self.config.rdkafka_admin(), "allow.auto.create.topics": False}, logger=log)))
 
 
-def _records(msgs: Sequence[Message], topic: str, where: str) -> list[Record]:
-    """Messages of ``topic`` as Records (the hot path: one comprehension); error events logged or raised."""
-    out = [Record(topic, m.partition(), m.offset(), m.key(), m.value(),  # type: ignore[arg-type]
-                  m.timestamp()[1], m.headers() or ())  # type: ignore[arg-type]
-           for m in msgs if m.error() is None]
-    if len(out) < len(msgs):
-        for m in msgs:
-            if (err := m.error()) is None:
-                continue
-            if err.fatal():
-                msg = f"{where}: fatal client error {err}"
-                raise BrokerError(msg)
-            log.warning("%s: %s", where, err, extra={"event": "broker_error", "reason": err.name()})
-    return out
+def _records(msgs: Sequence[Message], topic: str, where: str) -> Polled:
+    """Messages of ``topic`` as columns (the hot path: one C-level pass per field); error events logged or raised."""
+    if any(map(Message.error, msgs)):
+        msgs = _without_errors(msgs, where)
+    return Polled.columns(topic, list(map(Message.partition, msgs)), list(map(Message.offset, msgs)),
+                          list(map(_second, map(Message.timestamp, msgs))), list(map(Message.key, msgs)),
+                          list(map(Message.value, msgs)), list(map(Message.headers, msgs)))
+
+
+def _record_list(msgs: Sequence[Message], topic: str, where: str) -> list[Record]:
+    """Messages of ``topic`` as Record objects (the changelog reader: its records are used one by one)."""
+    if any(map(Message.error, msgs)):
+        msgs = _without_errors(msgs, where)
+    return [Record(topic, m.partition(), m.offset(), m.key(), m.value(),  # type: ignore[arg-type]
+                   m.timestamp()[1], m.headers() or ())  # type: ignore[arg-type]
+            for m in msgs]
+
+
+def _without_errors(msgs: Sequence[Message], where: str) -> list[Message]:
+    """The messages that are records; a fatal error raises, the others (events such as EOF, transport) are logged."""
+    for m in msgs:
+        if (err := m.error()) is None:
+            continue
+        if err.fatal():
+            msg = f"{where}: fatal client error {err}"
+            raise BrokerError(msg)
+        log.warning("%s: %s", where, err, extra={"event": "broker_error", "reason": err.name()})
+    return [m for m in msgs if m.error() is None]
 
 
 def _batch(consumer: Consumer, timeout_ms: int, max_records: int) -> list[Message]:
@@ -145,7 +163,7 @@ class ConfluentSource:
         self.assignment.to_restore -= parts
         self.on_revoked(parts, lost)
 
-    def poll(self, timeout_ms: int, max_records: int) -> list[Record]:
+    def poll(self, timeout_ms: int, max_records: int) -> Polled:
         try:
             return _records(_batch(self.consumer, timeout_ms, max_records), self.topic, "poll")
         except KafkaException as exc:
@@ -251,12 +269,11 @@ class ConfluentProducer:
                 on_delivery(msg.offset(), None)
             else:
                 on_delivery(None, KafkaException(err))
-        kwargs: dict[str, Any] = {"key": key, "value": value, "headers": headers, "on_delivery": done}
-        if partition is not None:
-            kwargs["partition"] = partition
+        part = _UNASSIGNED if partition is None else partition  # -1: librdkafka's partitioner picks
         for _ in range(600):  # the local queue is full: serve callbacks until there is room (a minute at most)
             try:
-                self._producer.produce(topic, **kwargs)
+                self._producer.produce(topic, value, key, partition=part, on_delivery=done,
+                                       headers=headers)  # type: ignore[arg-type]  # list is invariant: ours is narrower
                 return
             except BufferError:
                 self._producer.poll(0.1)
@@ -332,7 +349,7 @@ class ConfluentReader:
             return []
         (tp,) = self._tps
         try:
-            records = _records(_batch(self._consumer, timeout_ms, max_records), tp.topic, "changelog read")
+            records = _record_list(_batch(self._consumer, timeout_ms, max_records), tp.topic, "changelog read")
         except KafkaException as exc:
             raise _translate(exc, "changelog read") from exc
         if records:

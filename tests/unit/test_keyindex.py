@@ -67,3 +67,12 @@ def test_equal_length_keys_stay_bytes() -> None:
     t = _table()
     t.rows_for(0, [b"ab", b"cd"])
     assert sorted(k for k, _ in t.items(0)) == [b"ab", b"cd"]
+
+
+def test_distinct_keys_in_first_seen_order_and_where_each_record_points() -> None:
+    assert keyindex.distinct([b"a", b"b", b"c"]) is None
+    once = keyindex.distinct([b"b", b"a", b"b", b"c", b"a"])
+    assert once is not None
+    unique, where = once
+    assert unique == [b"b", b"a", b"c"]
+    assert where.tolist() == [0, 1, 0, 2, 1]

@@ -221,3 +221,17 @@ def test_the_table_holds_no_reference_to_a_records_key_object() -> None:
     rows, _ = t.rows_for(0, [key])
     assert sys.getrefcount(key) == before
     assert t.keys[int(rows[0])] == key and t.items(0) == [(key, int(rows[0]))]
+
+
+def test_a_batch_repeating_keys_gets_the_rows_and_new_marks_of_one_lookup_per_record() -> None:
+    """Distinct keys are looked up once (keyindex.distinct); rows and first-record marks are as key by key."""
+    keys = [b"a", b"b", b"a", b"c", b"b", b"d", b"c", b"a", b"e", b"e"]
+    batched = _table(capacity=2)
+    batched.rows_for(0, [b"b", b"x"])
+    rows, new = batched.rows_for(0, keys)
+    single = _table(capacity=2)
+    single.rows_for(0, [b"b", b"x"])
+    one_by_one = [single.rows_for(0, [k]) for k in keys]
+    assert rows.tolist() == [int(r[0]) for r, _ in one_by_one]
+    assert new.tolist() == [bool(n[0]) for _, n in one_by_one]
+    assert new.tolist() == [True, False, False, True, False, True, False, False, True, False]

@@ -12,7 +12,7 @@ from rnnwatch.consumer.errors import BrokerError, RebalancedError
 from rnnwatch.consumer.kafka.python import PythonSource
 
 confluent_kafka = pytest.importorskip("confluent_kafka", reason="the [fast] extra is installed by make install-dev")
-from confluent_kafka import KafkaError, KafkaException  # noqa: E402
+from confluent_kafka import KafkaError, KafkaException, Message  # noqa: E402
 
 from rnnwatch.consumer.kafka.confluent import ConfluentSource, _records  # noqa: E402
 
@@ -131,37 +131,18 @@ def test_librdkafka_commit_errors_are_translated(code: int, expected: type[Broke
     assert type(info.value) is expected
 
 
-class _Message:
-    def __init__(self, offset: int, error: KafkaError | None = None) -> None:
-        self._offset, self._error = offset, error
-
-    def error(self) -> KafkaError | None:
-        return self._error
-
-    def partition(self) -> int:
-        return 2
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes:
-        return b"{}"
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
-
-    def headers(self) -> None:
-        return None
+def _message(offset: int, error: KafkaError | None = None) -> Message:
+    """A librdkafka message as a poll returns it (confluent-kafka's test constructor: the real type)."""
+    return Message(topic="t", partition=2, offset=offset, key=b"k", value=b"{}", error=error,
+                   timestamp=(1, 1_700_000_000_000))
 
 
 def test_librdkafka_error_events_are_skipped_and_fatal_ones_raise() -> None:
     transient = KafkaError(KafkaError._TRANSPORT)
-    got = _records([_Message(7), _Message(-1, transient), _Message(8)], "t", "poll")  # type: ignore[list-item]
+    got = _records([_message(7), _message(-1, transient), _message(8)], "t", "poll")
     assert [(r.topic, r.partition, r.offset, r.key, r.timestamp, tuple(r.headers)) for r in got] == [
         ("t", 2, 7, b"k", 1_700_000_000_000, ()), ("t", 2, 8, b"k", 1_700_000_000_000, ())]
+    assert got.offset.tolist() == [7, 8] and got.headers is None
     fatal = KafkaError(KafkaError._FATAL, fatal=True)
     with pytest.raises(BrokerError, match="fatal"):
-        _records([_Message(7), _Message(-1, fatal)], "t", "poll")  # type: ignore[list-item]
+        _records([_message(7), _message(-1, fatal)], "t", "poll")
