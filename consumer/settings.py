@@ -155,7 +155,7 @@ class Settings:
     fetch_max_bytes: int = setting(64 * 1024 * 1024, "Most bytes per fetch response.", gt=0)
     max_partition_fetch_bytes: int = setting(16 * 1024 * 1024, "Most bytes per partition per fetch.", gt=0)
     fetch_max_wait_ms: int = setting(
-        100, "Longest the broker may hold a fetch that finds too little data (Kafka answers as soon as there is "
+        50, "Longest the broker may hold a fetch that finds too little data (Kafka answers as soon as there is "
         "some, so this bounds idle polling; brokers that hold every fetch add it to each record's latency).",
         gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = setting(
