@@ -154,6 +154,10 @@ class Settings:
     max_poll_records: int = setting(20000, "Most records handled per poll (one micro-batch).", gt=0)
     fetch_max_bytes: int = setting(64 * 1024 * 1024, "Most bytes per fetch response.", gt=0)
     max_partition_fetch_bytes: int = setting(16 * 1024 * 1024, "Most bytes per partition per fetch.", gt=0)
+    fetch_max_wait_ms: int = setting(
+        50, "Longest the broker may hold a fetch that finds too little data (Kafka answers as soon as there is "
+        "some, so this bounds idle polling; brokers that hold every fetch add it to each record's latency).",
+        gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = setting(
         "latest", "Where a group without committed offsets starts: latest = records from now on (Kafka's own "
         "default); earliest = backfill the topic's whole retained history first (events for all of it).")

@@ -110,7 +110,8 @@ class KafkaConfig:
         config: dict[str, Any] = {
             "enable_auto_commit": False, "auto_offset_reset": s.auto_offset_reset,
             "fetch_max_bytes": s.fetch_max_bytes, "max_partition_fetch_bytes": s.max_partition_fetch_bytes,
-            "max_poll_records": s.max_poll_records, "isolation_level": "read_committed"}
+            "fetch_max_wait_ms": s.fetch_max_wait_ms, "max_poll_records": s.max_poll_records,
+            "isolation_level": "read_committed"}
         if group:
             config.update(group_id=s.group_id, session_timeout_ms=s.session_timeout_ms,
                           heartbeat_interval_ms=self.heartbeat_interval_ms,
@@ -141,7 +142,7 @@ class KafkaConfig:
             **self.rdkafka_common(), "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": s.auto_offset_reset, "isolation.level": "read_committed",
             "fetch.max.bytes": s.fetch_max_bytes, "max.partition.fetch.bytes": s.max_partition_fetch_bytes,
-            "fetch.queue.backoff.ms": 10, "enable.partition.eof": False,
+            "fetch.wait.max.ms": s.fetch_max_wait_ms, "fetch.queue.backoff.ms": 10, "enable.partition.eof": False,
             "queued.min.messages": s.max_poll_records, "queued.max.messages.kbytes": RDKAFKA_PREFETCH_KBYTES}
         if group:
             config.update({"group.id": s.group_id, "session.timeout.ms": s.session_timeout_ms,

@@ -59,8 +59,8 @@ DEFINITIONS = {
     "floor": "the same shock records sent straight to a probe topic and read by the same reader: producer, "
              "broker and reader without rnnwatch",
     "age": "raw-client latency rows: receive wall clock minus the record's timestamp, for every record of the same "
-           "paced feed (half as long) read by the client alone, tuned as in the throughput peers, default fetch "
-           "wait (500 ms; rnnwatch uses kafka-python's)",
+           "paced feed (half as long) read by the client alone, tuned as in the throughput peers, with rnnwatch's "
+           "fetch wait (--fetch-max-wait-ms)",
     "cpu_seconds": "peers: CPU of the harness process over the run, client threads included; rnnwatch: user + "
                    "system CPU of the process over its whole life, start-up included",
     "cpu_us_per_record": "peers: cpu_seconds / records; rnnwatch: (cpu_seconds - startup_cpu_seconds, the CPU of "

@@ -6,8 +6,8 @@ Definition (per anomaly event)::
 
 * ``input.timestamp`` is the input record's Kafka timestamp as carried in the event body. The paced producer
   sets it explicitly to the wall clock at the moment it hands the record to its client, so the producer's
-  own batching (``linger.ms`` 1), the broker, rnnwatch's poll, decode, step, scoring, event send and the
-  event's delivery are all inside;
+  own batching (``linger.ms`` 5, librdkafka's default), the broker, rnnwatch's poll, decode, step, scoring,
+  event send and the event's delivery are all inside;
 * ``t_visible`` is the wall clock when a reader of the output topic (confluent-kafka, ``fetch.wait.max.ms``
   5, same host, same clock) receives the event: the event is acknowledged and readable downstream.
 

@@ -97,3 +97,22 @@ def test_the_librdkafka_prefetch_queue_is_bounded_and_librdkafka_accepts_it() ->
     confluent_kafka.Consumer({**config.rdkafka_consumer(group=True), "bootstrap.servers": "127.0.0.1:9"}).close()
     mine = KafkaConfig.from_settings(_settings("--kafka-config", "queued.max.messages.kbytes=65536"))
     assert mine.rdkafka_consumer(group=True)["queued.max.messages.kbytes"] == "65536"  # the user's word wins
+
+
+def test_the_group_consumers_fetch_wait_is_rnnwatchs_own_short_default_on_both_transports() -> None:
+    """Both clients default to a 500 ms fetch wait. A broker that holds every fetch for (a part of) it, as the
+    embedded one does even when records are waiting, adds that to every record's latency; Kafka answers as soon
+    as there is data, so the wait only bounds idle polling and a short one costs a few idle requests a second."""
+    from kafka import KafkaConsumer
+
+    default = Settings.__dataclass_fields__["fetch_max_wait_ms"].default
+    assert default < KafkaConsumer.DEFAULT_CONFIG["fetch_max_wait_ms"]
+    config = KafkaConfig.from_settings(_settings())
+    assert config.python_consumer(group=True)["fetch_max_wait_ms"] == default
+    assert config.rdkafka_consumer(group=True)["fetch.wait.max.ms"] == default
+    flagged = KafkaConfig.from_settings(_settings("--fetch-max-wait-ms", "20"))
+    assert flagged.python_consumer(group=True)["fetch_max_wait_ms"] == 20
+    assert flagged.rdkafka_consumer(group=True)["fetch.wait.max.ms"] == 20
+    passed = KafkaConfig.from_settings(_settings("--kafka-config", "fetch.wait.max.ms=7"))  # the pass-through wins
+    assert passed.python_consumer(group=True)["fetch_max_wait_ms"] == 7
+    assert passed.rdkafka_consumer(group=True)["fetch.wait.max.ms"] == "7"
