@@ -24,6 +24,7 @@ _NONE = -1  # length of a row without a key
 KEY_SLOT_BYTES = 8 + 4  # per row: start (int64) and length (int32); the key's bytes come on top
 _ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _PAD = bytes(8)  # after the last key of a buffer: an 8-byte word may be read from any key's start
+_COPY_BYTES = 1 << 16  # key bytes moved per slice of rows when the buffer is compacted (see _make_room)
 
 
 @dataclass(frozen=True)
@@ -123,17 +124,30 @@ class KeyArena:
 
     def _make_room(self, size: int) -> None:
         """Copy the live keys to the front of a buffer with room for ``size`` more bytes: the same size when at
-        least half of the old one is dead (compaction), else twice the size (growth), doubled until they fit."""
+        least half of the old one is dead (compaction), else twice the size (growth), doubled until they fit.
+
+        Without dead bytes (no key was removed since the last copy) the keys keep their places: one copy of the
+        used bytes. Otherwise they are packed in row order, a slice of rows at a time, so the positions of the
+        bytes moved (an int64 each) cover about ``_COPY_BYTES`` at once, not every key byte of the table.
+        """
         capacity = self._buf.size if 2 * self._live < self._end else 2 * self._buf.size
         while self._live + size + len(_PAD) > capacity:
             capacity *= 2
-        rows = np.flatnonzero(self.length >= 0)
-        lens = self.length[rows].astype(np.int64)
         buf = pages.empty((capacity,), np.uint8)
-        buf[:self._live] = self._buf[_positions(self.start[rows], lens)]
-        self.start[rows] = np.cumsum(lens) - lens
-        self._buf, self._end = buf, self._live
-
+        if self._live == self._end:
+            buf[:self._end] = self._buf[:self._end]
+            self._buf = buf
+            return
+        step = max(1, _COPY_BYTES // max(1, int(self.length.max())))
+        end = 0
+        for first in range(0, self.length.size, step):
+            rows = first + np.flatnonzero(self.length[first:first + step] >= 0)
+            lens = self.length[rows].astype(np.int64)
+            total = int(lens.sum())
+            buf[end:end + total] = self._buf[_positions(self.start[rows], lens)]
+            self.start[rows] = end + np.cumsum(lens) - lens
+            end += total
+        self._buf, self._end = buf, end
 
 def _words(buf: np.ndarray) -> np.ndarray:
     """The little-endian 8-byte word starting at every byte of ``buf`` (a view: word ``i`` is ``buf[i:i + 8]``)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 
 from rnnwatch.consumer.keyarena import KeyArena, Packed
@@ -64,3 +66,33 @@ def test_equal_agrees_with_bytes_comparison_for_uniform_few_and_many_key_lengths
         got = arena.equal(rows, Packed.of(batch), np.arange(300)).tolist()
         assert got == [stored[r] == b for r, b in zip(rows.tolist(), batch, strict=True)]
         assert any(got) and not all(got)
+
+
+def test_growing_and_compacting_the_buffer_copies_keys_without_a_temporary_per_key_byte() -> None:
+    """The buffer is mapped (``consumer.pages``), so what tracemalloc sees during a put is its temporaries. A copy
+    through an int64 position per key byte (8x the key bytes, twice) was the peak RSS of a million keys; the
+    copy goes in row slices, so a put that moves every key costs little more than one that moves none."""
+    n = 400_000
+    keys = [b"S%07d" % i for i in range(n)]
+    arena = KeyArena(n)
+    peaks: dict[bool, list[int]] = {False: [], True: []}  # by: did the put copy the buffer?
+    tracemalloc.start()
+    try:
+        for step in ("grow", "compact"):
+            if step == "compact":  # three quarters dead: the next put that needs room compacts
+                arena.remove(np.flatnonzero(np.arange(n) % 4 != 0))
+            for s in range(0, n, 10_000):
+                rows = np.arange(s, s + 10_000)
+                if step == "compact":
+                    rows = rows[rows % 4 != 0]
+                batch, before = [keys[i] for i in rows.tolist()], arena._buf  # noqa: SLF001 - was it replaced?
+                tracemalloc.reset_peak()
+                base = tracemalloc.get_traced_memory()[0]
+                arena.put(rows, batch)
+                moved = arena._buf is not before  # noqa: SLF001
+                peaks[moved].append(tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        tracemalloc.stop()
+    assert arena.get(np.arange(0, n, 997)) == [keys[i] for i in range(0, n, 997)]
+    assert arena.buffer_bytes >= 8 * n and len(peaks[True]) > 5  # the live keys (3.2 MB) are in it; it moved
+    assert max(peaks[True]) - max(peaks[False]) < arena.buffer_bytes // 8
