@@ -221,3 +221,21 @@ def test_the_table_holds_no_reference_to_a_records_key_object() -> None:
     rows, _ = t.rows_for(0, [key])
     assert sys.getrefcount(key) == before
     assert t.keys[int(rows[0])] == key and t.items(0) == [(key, int(rows[0]))]
+
+
+def test_no_per_row_array_is_left_out_of_bytes_per_key() -> None:
+    """Every array with one entry per row of capacity is a part of ``bytes_per_key`` (the index's row hashes are
+    half of its 16 bytes): a stack of free rows, 8 bytes per row, was not, and rows never used need none."""
+    t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0)],
+                   identity="model-a", capacity=4)
+    rows, _ = t.rows_for(0, [b"k%d" % i for i in range(1000)])  # grown past its capacity several times
+    t.release_rows(rows[10:20].tolist())
+    capacity = t.steps.shape[0]
+    per_row = [a for obj in (t, t.keys, t._index) for a in vars(obj).values()  # noqa: SLF001
+               if isinstance(a, np.ndarray) and a.shape[:1] == (capacity,)]
+    per_row += [a for a in t.stored.values()]
+    parts = t.bytes_per_key()
+    counted = parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] + parts["keys"] + 8
+    assert sum(a.nbytes for a in per_row) == counted * capacity
+    again, new = t.rows_for(0, [b"x%d" % i for i in range(12)])  # freed rows first (last freed first), then new
+    assert new.all() and again.tolist() == [*rows[19:9:-1].tolist(), 1000, 1001]
