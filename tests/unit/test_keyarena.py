@@ -85,11 +85,11 @@ def test_growing_and_compacting_the_buffer_copies_keys_without_a_temporary_per_k
                 rows = np.arange(s, s + 10_000)
                 if step == "compact":
                     rows = rows[rows % 4 != 0]
-                batch, before = [keys[i] for i in rows.tolist()], arena._buf  # noqa: SLF001 - was it replaced?
+                batch, before = [keys[i] for i in rows.tolist()], arena._buf  # was it replaced?
                 tracemalloc.reset_peak()
                 base = tracemalloc.get_traced_memory()[0]
                 arena.put(rows, batch)
-                moved = arena._buf is not before  # noqa: SLF001
+                moved = arena._buf is not before
                 peaks[moved].append(tracemalloc.get_traced_memory()[1] - base)
     finally:
         tracemalloc.stop()

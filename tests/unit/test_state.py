@@ -231,9 +231,9 @@ def test_no_per_row_array_is_left_out_of_bytes_per_key() -> None:
     rows, _ = t.rows_for(0, [b"k%d" % i for i in range(1000)])  # grown past its capacity several times
     t.release_rows(rows[10:20].tolist())
     capacity = t.steps.shape[0]
-    per_row = [a for obj in (t, t.keys, t._index) for a in vars(obj).values()  # noqa: SLF001
+    per_row = [a for obj in (t, t.keys, t._index) for a in vars(obj).values()
                if isinstance(a, np.ndarray) and a.shape[:1] == (capacity,)]
-    per_row += [a for a in t.stored.values()]
+    per_row += list(t.stored.values())
     parts = t.bytes_per_key()
     counted = parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] + parts["keys"] + 8
     assert sum(a.nbytes for a in per_row) == counted * capacity
