@@ -147,10 +147,10 @@ class StateTable:
         self.partition = pages.full(cap, -1, np.int32)
         self.keys = KeyArena(self._capacity)  # the key of each used row (``keys[row]``), None when free
         self._index = KeyIndex(self._capacity)
-        # free rows: every row from ``_unused`` up was never used; released rows wait on a stack (the last released
-        # is reused first, before the lowest unused row), which is as large as the releases made it, not per row
+        # free rows: every row from ``_unused`` up was never used; released rows wait on an int32 stack (the last
+        # released is reused first, before the lowest unused row), as large as the releases made it, not per row
         self._unused = 0
-        self._released = np.empty(0, dtype=np.int64)
+        self._released = np.empty(0, dtype=np.int32)  # rows never reach 2^31 (600 GB of state)
         self._n_released = 0
         self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.stored, c.shape) for c in columns]
         self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
@@ -369,6 +369,9 @@ class StateTable:
             self._released = pages.grown(self._released, max(need, 2 * self._released.size))
         self._released[self._n_released:need] = rows
         self._n_released = need
+        if need == self._unused:  # no row used (every partition revoked): start again from row 0, no stack
+            self._unused = self._n_released = 0
+            self._released = np.empty(0, dtype=np.int32)
 
     def _grow(self) -> None:
         """Double the capacity, one array at a time (each old array is freed as soon as it is copied: the
