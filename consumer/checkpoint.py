@@ -36,6 +36,7 @@ from rnnwatch.consumer.changelog import StateStore
 from rnnwatch.consumer.crashpoints import maybe_crash
 from rnnwatch.consumer.errors import DeliveryError
 from rnnwatch.consumer.kafka import GroupSource
+from rnnwatch.consumer.malloc import trim
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.sink import Sink
 
@@ -117,9 +118,9 @@ class Checkpointer:
         self._deadline = None if budget_s is None else start + budget_s
         self._flush()  # 1
         maybe_crash("checkpoint.before_snapshots")
-        written = self.store.write_snapshots(self.sink.send_snapshot, self._flush)  # 2
+        written = self.store.write_snapshots(self.sink.send_snapshot, self._between_chunks)  # 2
         self._flush()  # 3
-        moved = self.store.rewrite_old(self.sink.send_snapshot, self._flush) if rewrite else set()  # 4
+        moved = self.store.rewrite_old(self.sink.send_snapshot, self._between_chunks) if rewrite else set()  # 4
         if moved:
             self._flush()
         wanted = self.positions if partitions is None else {p: o for p, o in self.positions.items() if p in partitions}
@@ -161,6 +162,11 @@ class Checkpointer:
             self.poison(str(exc))
             raise
         self.store.apply_acks()
+
+    def _between_chunks(self) -> None:
+        """Flush a chunk of snapshots, then give the heap pages its delivered records held back (``malloc``)."""
+        self._flush()
+        trim()
 
     def forget(self, partitions: set[int]) -> None:
         for p in partitions:

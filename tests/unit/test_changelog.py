@@ -344,3 +344,25 @@ def test_a_checkpoint_of_many_keys_holds_no_array_over_every_changed_row(monkeyp
     assert written == n and not table.dirty.any()
     assert sorted(table.changelog_offset[rows].tolist()) == list(range(n))  # every row, once
     assert peak < 8 * n // 2
+
+
+def test_a_checkpoint_of_many_chunks_trims_the_heap_between_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chunk's snapshots are freed once delivered; the free pages they leave between live blocks go back to
+    the OS before the next chunk (``malloc.trim``). A checkpoint of one chunk (few keys) pays nothing."""
+    from rnnwatch.consumer import checkpoint
+
+    trims: list[int] = []
+
+    def counting_trim() -> bool:
+        trims.append(1)
+        return True
+
+    monkeypatch.setattr(checkpoint, "trim", counting_trim)
+    monkeypatch.setattr(changelog, "SNAPSHOT_CHUNK", 4)
+    owner = Owner(new_cluster(), Clock())
+    owner.step(keys(3))
+    owner.checkpoint()
+    assert trims == []
+    owner.step(keys(10))
+    owner.checkpoint()
+    assert len(trims) == 2  # between chunks 1-2 and 2-3
