@@ -225,7 +225,7 @@ def test_the_table_holds_no_reference_to_a_records_key_object() -> None:
 
 def test_no_per_row_array_is_left_out_of_bytes_per_key() -> None:
     """Every array with one entry per row of capacity is a part of ``bytes_per_key`` (the index's row hashes are
-    half of its 16 bytes): a stack of free rows, 8 bytes per row, was not, and rows never used need none."""
+    4 of its 12 bytes): a stack of free rows, 8 bytes per row, was not, and rows never used need none."""
     t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0)],
                    identity="model-a", capacity=4)
     rows, _ = t.rows_for(0, [b"k%d" % i for i in range(1000)])  # grown past its capacity several times
@@ -235,7 +235,7 @@ def test_no_per_row_array_is_left_out_of_bytes_per_key() -> None:
                if isinstance(a, np.ndarray) and a.shape[:1] == (capacity,)]
     per_row += list(t.stored.values())
     parts = t.bytes_per_key()
-    counted = parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] + parts["keys"] + 8
+    counted = parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] + parts["keys"] + 4
     assert sum(a.nbytes for a in per_row) == counted * capacity
     again, new = t.rows_for(0, [b"x%d" % i for i in range(12)])  # freed rows first (last freed first), then new
     assert new.all() and again.tolist() == [*rows[19:9:-1].tolist(), 1000, 1001]
@@ -255,3 +255,13 @@ def test_released_rows_cost_four_bytes_each_until_the_table_is_empty() -> None:
     assert len(t) == 0 and t._released.nbytes == 0
     rows, new = t.rows_for(0, [b"a", b"b"])
     assert new.all() and rows.tolist() == [0, 1]
+
+
+def test_the_key_index_costs_twelve_bytes_per_key() -> None:
+    """A 32-bit hash per row (slot positions and the filter before comparing keys need no more) and two int32
+    slots; collisions of the shorter hash are resolved by the keys, as before (tests/unit/test_keyindex.py)."""
+    t = _table()
+    rows, _ = t.rows_for(0, [b"k%d" % i for i in range(5_000)])
+    assert t.bytes_per_key()["key_index"] == 12
+    assert t.rows_of(0, [b"k%d" % i for i in range(5_000)]).tolist() == rows.tolist()
+    assert t.row_of(0, b"k4321") == rows[4321] and t.row_of(0, b"nope") is None
