@@ -2,8 +2,8 @@
 
 A ``bytes`` object costs 33 bytes plus its length, rounded up to 8, plus the 8-byte pointer that holds it: 56
 bytes for a 7-byte symbol, more than the key index and the bookkeeping together. Here a key costs its length
-plus 12 (start and length per row), and the record's own ``bytes`` object is freed with the batch. A row's key
-is ``buf[start:start + length]``; a removed key leaves its bytes behind until the buffer is compacted (on an
+plus 8 (start and length per row, ``uint32`` and ``int32`` while the buffer is under 4 GiB), and the record's
+own ``bytes`` object is freed with the batch. A row's key is ``buf[start:start + length]``; a removed key leaves its bytes behind until the buffer is compacted (on an
 append that needs room while the dead bytes outweigh the live ones), so appends stay amortised O(1) and the
 buffer holds at most about twice the live bytes. Keys of a batch are compared with rows' keys vectorised
 (:meth:`KeyArena.equal` against a :class:`Packed` batch): no Python call per key.
@@ -21,7 +21,8 @@ from rnnwatch.consumer import pages
 __all__ = ["KEY_SLOT_BYTES", "KeyArena", "Packed"]
 
 _NONE = -1  # length of a row without a key
-KEY_SLOT_BYTES = 8 + 4  # per row: start (int64) and length (int32); the key's bytes come on top
+KEY_SLOT_BYTES = 4 + 4  # per row: start (uint32) and length (int32); the key's bytes come on top
+_NARROW_BUFFER = 1 << 32  # a buffer this large or larger has int64 starts (4 GiB of keys: tens of millions)
 _ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _PAD = bytes(8)  # after the last key of a buffer: an 8-byte word may be read from any key's start
 _COPY_BYTES = 1 << 16  # key bytes moved per slice of rows when the buffer is compacted (see _make_room)
@@ -47,7 +48,7 @@ class KeyArena:
     """Per row: its key's bytes in a shared buffer (``None`` for a free row)."""
 
     def __init__(self, capacity: int) -> None:
-        self.start = pages.full((capacity,), 0, np.int64)
+        self.start = pages.full((capacity,), 0, np.uint32)
         self.length = pages.full((capacity,), _NONE, np.int32)
         self._buf = pages.empty((1024,), np.uint8)
         self._end = 0  # bytes of the buffer in use, dead ones included
@@ -133,6 +134,10 @@ class KeyArena:
         capacity = self._buf.size if 2 * self._live < self._end else 2 * self._buf.size
         while self._live + size + len(_PAD) > capacity:
             capacity *= 2
+        if capacity >= _NARROW_BUFFER and self.start.dtype != np.int64:  # offsets past 4 GiB: widened for good
+            wide = pages.empty(self.start.shape, np.int64)
+            wide[:] = self.start
+            self.start = wide
         buf = pages.empty((capacity,), np.uint8)
         if self._live == self._end:
             buf[:self._end] = self._buf[:self._end]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
-from rnnwatch.consumer.keyarena import KeyArena, Packed
+from rnnwatch.consumer import keyarena
+from rnnwatch.consumer.keyarena import KEY_SLOT_BYTES, KeyArena, Packed
 
 
 def test_keys_per_row_agree_with_a_dict_through_removals_compactions_and_growth() -> None:
@@ -96,3 +98,19 @@ def test_growing_and_compacting_the_buffer_copies_keys_without_a_temporary_per_k
     assert arena.get(np.arange(0, n, 997)) == [keys[i] for i in range(0, n, 997)]
     assert arena.buffer_bytes >= 8 * n and len(peaks[True]) > 5  # the live keys (3.2 MB) are in it; it moved
     assert max(peaks[True]) - max(peaks[False]) < arena.buffer_bytes // 8
+
+
+def test_a_row_costs_eight_bytes_and_starts_widen_past_the_narrow_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key's start is a uint32 while the buffer holds under 4 GiB (8 bytes per row with the length, was 12);
+    a buffer that outgrows it (here a 4 KiB limit) widens the starts to int64 and every key stays right."""
+    assert KEY_SLOT_BYTES == 8
+    assert KeyArena(4).start.dtype == np.uint32
+    monkeypatch.setattr(keyarena, "_NARROW_BUFFER", 4096)
+    arena = KeyArena(2_000)
+    keys = [b"key-%06d" % i for i in range(2_000)]
+    for s in range(0, 2_000, 100):
+        arena.put(np.arange(s, s + 100), keys[s:s + 100])
+    assert arena.start.dtype == np.int64 and arena.buffer_bytes > 4096
+    assert arena.get(np.arange(2_000)) == keys
+    packed = Packed.of(keys[::-1])
+    assert arena.equal(np.arange(2_000), packed, np.arange(2_000)[::-1]).all()

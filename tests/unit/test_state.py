@@ -131,7 +131,7 @@ def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
     t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0),
                     Column.filled("s.n", (), np.int64, 0, counter=True)], identity="model-a", capacity=8)
     parts = t.bytes_per_key()
-    assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["keys"] == 12
+    assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["keys"] == 8
     arrays = [*t.stored.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
               t.dirty, t.partition]
     assert parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] == sum(a.nbytes for a in arrays) // 8
