@@ -3,10 +3,11 @@
 A ``bytes`` object costs 33 bytes plus its length, rounded up to 8, plus the 8-byte pointer that holds it: 56
 bytes for a 7-byte symbol, more than the key index and the bookkeeping together. Here a key costs its length
 plus 8 (start and length per row, ``uint32`` and ``int32`` while the buffer is under 4 GiB), and the record's
-own ``bytes`` object is freed with the batch. A row's key is ``buf[start:start + length]``; a removed key leaves its bytes behind until the buffer is compacted (on an
-append that needs room while the dead bytes outweigh the live ones), so appends stay amortised O(1) and the
-buffer holds at most about twice the live bytes. Keys of a batch are compared with rows' keys vectorised
-(:meth:`KeyArena.equal` against a :class:`Packed` batch): no Python call per key.
+own ``bytes`` object is freed with the batch. A row's key is ``buf[start:start + length]``; a removed key
+leaves its bytes behind until the buffer is compacted (on an append that needs room while the dead bytes
+outweigh the live ones), so appends stay amortised O(1) and the buffer holds at most about twice the live
+bytes. Keys of a batch are compared with rows' keys vectorised (:meth:`KeyArena.equal` against a
+:class:`Packed` batch): no Python call per key.
 """
 
 from __future__ import annotations
