@@ -138,7 +138,7 @@ class StateTable:
         self.arrays: dict[str, np.ndarray | Narrowed] = {}
         self._expose()
         cap = (self._capacity,)
-        self.steps = pages.full(cap, 0, np.int64)
+        self.steps = pages.full(cap, 0, np.int32)  # a count of steps, as the counters (2^31 holds any key)
         self.last_event_ms = pages.full(cap, NO_TIME, np.int64)
         self.last_offset = pages.full(cap, -1, np.int64)
         self.last_seen_s = pages.full(cap, 0.0, np.float64)  # monotonic clock

@@ -285,3 +285,14 @@ def test_dropping_a_partition_needs_little_more_than_the_list_of_its_rows() -> N
         tracemalloc.stop()
     assert peak < 8 * n * 7 // 4  # its rows (int64) and their key lengths (int32), little else
     assert t.row_of(0, b"k5") is None and t.row_of(1, b"k5") is not None and len(t) == n
+
+
+def test_steps_are_a_count_stored_in_four_bytes_and_written_in_eight() -> None:
+    """A key's step count is stored as int32 like the counters (2^31 steps), 41 bytes of bookkeeping per key;
+    the snapshot keeps its 8-byte field, so snapshots read and write as before."""
+    t = _table()
+    assert t.steps.dtype == np.int32 and t.bytes_per_key()["bookkeeping"] == 41
+    rows, _ = t.rows_for(0, [b"k"])
+    t.steps[rows] = 2**31 - 1
+    blob = t.snapshot(int(rows[0]))
+    assert blob == _reference_snapshot(t, int(rows[0])) and t.decode(blob).steps == 2**31 - 1
