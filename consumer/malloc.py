@@ -15,8 +15,8 @@ belongs to the program that owns it (`rnnwatch run`, before numpy's and the clie
 
 What the threshold cannot help: a burst of small blocks (a large checkpoint's snapshots, copied into the
 producer's queue, freed on delivery) leaves free pages between blocks still in use, and the heap only shrinks
-from its top. :func:`trim` (``malloc_trim``) hands every free page of every arena back; a checkpoint calls it
-between its chunks. Measured with 1,000,000 keys (confluent): ~45 MiB free in the arenas during the final
+from its top. :func:`trim` (``malloc_trim``) hands every free page of every arena back; a large checkpoint calls it
+every few chunks. Measured with 1,000,000 keys (confluent): ~45 MiB free in the arenas during the final
 checkpoint, a few ms per call.
 """
 
