@@ -46,7 +46,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 REWRITE_FACTOR = 2  # rewrite when the changelog holds more than this many records per key past the low mark
 REWRITE_SLACK = 10_000  # ... plus this many (small partitions never churn)
 SNAPSHOT_CHUNK = 10_000  # snapshots sent between two flushes of a checkpoint (~5 MB of records)
+DIRTY_SCAN_ROWS = 16_384  # rows of the table searched for changed keys at once (see write_snapshots)
 EXPIRY_EVERY_S = 60.0
 
 # send(partition, key, value or None for a tombstone, headers, on_offset)
@@ -230,7 +231,29 @@ class StateStore:
         for the broker (the producer's buffers, delivery callbacks, in-flight bookkeeping) stays bounded
         however many keys changed: a checkpoint of a million keys must not hold a million records at once.
         """
-        return self._send_chunked(send, np.flatnonzero(self.table.dirty), flush, clear_dirty=True)
+        n = 0
+        for rows in self._dirty_chunks():
+            if n:
+                flush()
+            n += self._send_rows(send, rows, clear_dirty=True)
+        return n
+
+    def _dirty_chunks(self) -> Iterator[np.ndarray]:
+        """The dirty rows in chunks of ``SNAPSHOT_CHUNK``, found a slice of the table at a time: an index array
+        of every dirty row would be 8 bytes per changed key for the whole checkpoint (8 MB with a million)."""
+        dirty, parts, count = self.table.dirty, [], 0
+        for first in range(0, dirty.size, DIRTY_SCAN_ROWS):
+            rows = first + np.flatnonzero(dirty[first:first + DIRTY_SCAN_ROWS])
+            while rows.size:
+                take = rows[:SNAPSHOT_CHUNK - count]
+                parts.append(take)
+                count += take.size
+                rows = rows[take.size:]
+                if count == SNAPSHOT_CHUNK:
+                    yield np.concatenate(parts)
+                    parts, count = [], 0
+        if count:
+            yield np.concatenate(parts)
 
     def _send_chunked(self, send: Send, rows: np.ndarray, flush: Callable[[], None], *, clear_dirty: bool) -> int:
         n = 0

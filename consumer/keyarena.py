@@ -2,11 +2,12 @@
 
 A ``bytes`` object costs 33 bytes plus its length, rounded up to 8, plus the 8-byte pointer that holds it: 56
 bytes for a 7-byte symbol, more than the key index and the bookkeeping together. Here a key costs its length
-plus 12 (start and length per row), and the record's own ``bytes`` object is freed with the batch. A row's key
-is ``buf[start:start + length]``; a removed key leaves its bytes behind until the buffer is compacted (on an
-append that needs room while the dead bytes outweigh the live ones), so appends stay amortised O(1) and the
-buffer holds at most about twice the live bytes. Keys of a batch are compared with rows' keys vectorised
-(:meth:`KeyArena.equal` against a :class:`Packed` batch): no Python call per key.
+plus 8 (start and length per row, ``uint32`` and ``int32`` while the buffer is under 4 GiB), and the record's
+own ``bytes`` object is freed with the batch. A row's key is ``buf[start:start + length]``; a removed key
+leaves its bytes behind until the buffer is compacted (on an append that needs room while the dead bytes
+outweigh the live ones), so appends stay amortised O(1) and the buffer holds at most about twice the live
+bytes. Keys of a batch are compared with rows' keys vectorised (:meth:`KeyArena.equal` against a
+:class:`Packed` batch): no Python call per key.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from rnnwatch.consumer import pages
 __all__ = ["KEY_SLOT_BYTES", "KeyArena", "Packed"]
 
 _NONE = -1  # length of a row without a key
-KEY_SLOT_BYTES = 8 + 4  # per row: start (int64) and length (int32); the key's bytes come on top
+KEY_SLOT_BYTES = 4 + 4  # per row: start (uint32) and length (int32); the key's bytes come on top
+_NARROW_BUFFER = 1 << 32  # a buffer this large or larger has int64 starts (4 GiB of keys: tens of millions)
 _ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 _PAD = bytes(8)  # after the last key of a buffer: an 8-byte word may be read from any key's start
+_COPY_BYTES = 1 << 16  # key bytes moved per slice of rows when the buffer is compacted (see _make_room)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class KeyArena:
     """Per row: its key's bytes in a shared buffer (``None`` for a free row)."""
 
     def __init__(self, capacity: int) -> None:
-        self.start = pages.full((capacity,), 0, np.int64)
+        self.start = pages.full((capacity,), 0, np.uint32)
         self.length = pages.full((capacity,), _NONE, np.int32)
         self._buf = pages.empty((1024,), np.uint8)
         self._end = 0  # bytes of the buffer in use, dead ones included
@@ -123,17 +126,34 @@ class KeyArena:
 
     def _make_room(self, size: int) -> None:
         """Copy the live keys to the front of a buffer with room for ``size`` more bytes: the same size when at
-        least half of the old one is dead (compaction), else twice the size (growth), doubled until they fit."""
+        least half of the old one is dead (compaction), else twice the size (growth), doubled until they fit.
+
+        Without dead bytes (no key was removed since the last copy) the keys keep their places: one copy of the
+        used bytes. Otherwise they are packed in row order, a slice of rows at a time, so the positions of the
+        bytes moved (an int64 each) cover about ``_COPY_BYTES`` at once, not every key byte of the table.
+        """
         capacity = self._buf.size if 2 * self._live < self._end else 2 * self._buf.size
         while self._live + size + len(_PAD) > capacity:
             capacity *= 2
-        rows = np.flatnonzero(self.length >= 0)
-        lens = self.length[rows].astype(np.int64)
+        if capacity >= _NARROW_BUFFER and self.start.dtype != np.int64:  # offsets past 4 GiB: widened for good
+            wide = pages.empty(self.start.shape, np.int64)
+            wide[:] = self.start
+            self.start = wide
         buf = pages.empty((capacity,), np.uint8)
-        buf[:self._live] = self._buf[_positions(self.start[rows], lens)]
-        self.start[rows] = np.cumsum(lens) - lens
-        self._buf, self._end = buf, self._live
-
+        if self._live == self._end:
+            buf[:self._end] = self._buf[:self._end]
+            self._buf = buf
+            return
+        step = max(1, _COPY_BYTES // max(1, int(self.length.max())))
+        end = 0
+        for first in range(0, self.length.size, step):
+            rows = first + np.flatnonzero(self.length[first:first + step] >= 0)
+            lens = self.length[rows].astype(np.int64)
+            total = int(lens.sum())
+            buf[end:end + total] = self._buf[_positions(self.start[rows], lens)]
+            self.start[rows] = end + np.cumsum(lens) - lens
+            end += total
+        self._buf, self._end = buf, end
 
 def _words(buf: np.ndarray) -> np.ndarray:
     """The little-endian 8-byte word starting at every byte of ``buf`` (a view: word ``i`` is ``buf[i:i + 8]``)."""

@@ -2,8 +2,10 @@
 
 A ``dict`` per partition costs about 100 bytes per key (its entry and index slots plus an ``int`` object for
 the row), a third of a key's whole state with the bundled model; at a million keys that is ~100 MB. Here a
-key costs 16 bytes: its 64-bit hash per row and two ``int32`` slots of an open-addressing table (linear
-probing, load <= 1/2, deleted slots marked until the next rebuild). A batch of keys is looked up with a few
+key costs 12 bytes: the low 32 bits of its hash per row and two ``int32`` slots of an open-addressing table
+(linear probing, load <= 1/2, deleted slots marked until the next rebuild). A slot position uses fewer bits
+than 32 (the table has fewer than 2^32 slots), and a hash match is only a filter before the keys are
+compared, so the high half of a 64-bit hash bought nothing but 4 bytes per key. A batch of keys is looked up with a few
 vectorised probe rounds instead of a Python call per key.
 
 Hashes are Python's own ``hash(bytes)`` (SipHash, per process) mixed with the partition; a hash match is
@@ -22,7 +24,9 @@ from rnnwatch.consumer.keyarena import KeyArena, Packed
 __all__ = ["KEY_INDEX_BYTES", "KeyIndex", "distinct", "key_hashes"]
 
 _EMPTY, _DELETED = -1, -2
-KEY_INDEX_BYTES = 8 + 2 * 4  # per key: its hash, and two int32 slots (the table is at most half full)
+KEY_INDEX_BYTES = 4 + 2 * 4  # per key: its 32-bit hash, and two int32 slots (the table is at most half full)
+_U32 = (1 << 32) - 1
+_REMOVE_ROWS = 16_384  # rows removed from the index at once (see KeyIndex.remove)
 _U64 = (1 << 64) - 1
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads partitions over the hash space
 
@@ -32,9 +36,10 @@ def _partition_salt(partition: int) -> int:
 
 
 def key_hashes(partition: int, keys: Sequence[bytes]) -> np.ndarray:
-    """uint64 hash of each (partition, key)."""
+    """uint32 hash of each (partition, key): the low half of Python's 64-bit hash, mixed with the partition."""
     h = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)).view(np.uint64)
-    return h ^ np.uint64(_partition_salt(partition))
+    mixed: np.ndarray = (h ^ np.uint64(_partition_salt(partition))).astype(np.uint32)
+    return mixed
 
 
 def distinct(keys: Sequence[bytes]) -> tuple[list[bytes], np.ndarray] | None:
@@ -59,7 +64,7 @@ class KeyIndex:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.row_hash = pages.full((capacity,), 0, np.uint64)
+        self.row_hash = pages.full((capacity,), 0, np.uint32)
         self._slots = pages.full((_table_size(capacity),), _EMPTY, np.int32)
         self._live = 0
         self._deleted = 0
@@ -74,7 +79,7 @@ class KeyIndex:
         n = hashes.size
         rows = np.full(n, -1, dtype=np.int64)
         mask = self._slots.size - 1
-        pos = (hashes & np.uint64(mask)).astype(np.int64)
+        pos = (hashes & np.uint32(mask)).astype(np.int64)
         pending = np.arange(n)
         while pending.size:
             cand = self._slots[pos[pending]].astype(np.int64)
@@ -95,7 +100,7 @@ class KeyIndex:
 
     def find(self, partition: int, key: bytes, table_keys: KeyArena, table_partition: np.ndarray) -> int | None:
         """Row of one key (a short Python probe: no array set-up for a single key)."""
-        h = (hash(key) & _U64) ^ _partition_salt(partition)
+        h = ((hash(key) & _U64) ^ _partition_salt(partition)) & _U32
         slots, mask = self._slots, self._slots.size - 1
         pos = h & mask
         while True:
@@ -117,9 +122,14 @@ class KeyIndex:
         self._place(rows)
 
     def remove(self, rows: np.ndarray) -> None:
-        """Forget these rows (each indexed once)."""
+        """Forget these rows (each indexed once), a slice at a time: a revoked partition's every row at once
+        would need a few int64 arrays of its size (~12 MB for 300,000 keys) on top of the table."""
+        for start in range(0, rows.size, _REMOVE_ROWS):
+            self._remove(rows[start:start + _REMOVE_ROWS])
+
+    def _remove(self, rows: np.ndarray) -> None:
         mask = self._slots.size - 1
-        pos = (self.row_hash[rows] & np.uint64(mask)).astype(np.int64)
+        pos = (self.row_hash[rows] & np.uint32(mask)).astype(np.int64)
         pending = np.arange(rows.size)
         while pending.size:
             hit = self._slots[pos[pending]] == rows[pending]
@@ -131,7 +141,7 @@ class KeyIndex:
 
     def _place(self, rows: np.ndarray) -> None:
         mask = self._slots.size - 1
-        pos = (self.row_hash[rows] & np.uint64(mask)).astype(np.int64)
+        pos = (self.row_hash[rows] & np.uint32(mask)).astype(np.int64)
         pending = np.arange(rows.size)
         reused = 0
         while pending.size:

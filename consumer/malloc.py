@@ -12,14 +12,22 @@ threshold. glibc also gives each thread that contends for the heap an arena of i
 librdkafka's threads then hold freed buffers in arenas of their own: at most ``ARENAS`` of them, measured with
 1,000,000 keys (confluent): peak RSS 536 -> 515 MiB. Done by the CLI, not the library: a process's allocator
 belongs to the program that owns it (`rnnwatch run`, before numpy's and the clients' threads exist).
+
+What the threshold cannot help: a burst of small blocks (a large checkpoint's snapshots, copied into the
+producer's queue, freed on delivery) leaves free pages between blocks still in use, and the heap only shrinks
+from its top. :func:`trim` (``malloc_trim``) hands every free page of every arena back; a large checkpoint calls it
+every few chunks. Measured with 1,000,000 keys (confluent): ~45 MiB free in the arenas during the final
+checkpoint, a few ms per call.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import sys
+from collections.abc import Callable
 
-__all__ = ["ARENAS", "MMAP_THRESHOLD_BYTES", "fix_mmap_threshold"]
+__all__ = ["ARENAS", "MMAP_THRESHOLD_BYTES", "fix_mmap_threshold", "trim"]
 
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 ARENAS = 2
@@ -36,3 +44,25 @@ def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES, arenas: int = ARENAS)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, nbytes)) and bool(mallopt(_M_ARENA_MAX, arenas))
+
+
+def trim() -> bool:
+    """Give the free pages of malloc's arenas back to the OS (``malloc_trim(0)``); False where glibc is not there."""
+    libc_trim = _malloc_trim()
+    if libc_trim is None:
+        return False
+    libc_trim(0)  # returns whether anything was released: either way the call did its job
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    trim_fn: Callable[[int], int] = fn
+    return trim_fn

@@ -42,9 +42,13 @@ def full(shape: tuple[int, ...], value: object, dtype: type | np.dtype) -> np.nd
 
 
 def grown(arr: np.ndarray, rows: int, value: object = None) -> np.ndarray:
-    """``arr`` with room for ``rows`` rows: its rows first, the new ones set to ``value`` (left as is if None)."""
+    """``arr`` with room for ``rows`` rows: its rows first, the new ones set to ``value`` (left as is if None).
+
+    A new mapping is zeroed by the kernel: a zero ``value`` is not written there, so the new rows' pages stay
+    untouched (not resident) until they are used.
+    """
     out = empty((rows, *arr.shape[1:]), arr.dtype)
     out[:arr.shape[0]] = arr
-    if value is not None:
+    if value is not None and (out.base is None or bool(value)):
         out[arr.shape[0]:] = value
     return out

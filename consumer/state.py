@@ -138,7 +138,7 @@ class StateTable:
         self.arrays: dict[str, np.ndarray | Narrowed] = {}
         self._expose()
         cap = (self._capacity,)
-        self.steps = pages.full(cap, 0, np.int64)
+        self.steps = pages.full(cap, 0, np.int32)  # a count of steps, as the counters (2^31 holds any key)
         self.last_event_ms = pages.full(cap, NO_TIME, np.int64)
         self.last_offset = pages.full(cap, -1, np.int64)
         self.last_seen_s = pages.full(cap, 0.0, np.float64)  # monotonic clock
@@ -147,9 +147,11 @@ class StateTable:
         self.partition = pages.full(cap, -1, np.int32)
         self.keys = KeyArena(self._capacity)  # the key of each used row (``keys[row]``), None when free
         self._index = KeyIndex(self._capacity)
-        self._free = pages.empty(cap, np.int64)  # a stack: the next row is on top
-        self._free[:] = np.arange(self._capacity - 1, -1, -1)
-        self._n_free = self._capacity
+        # free rows: every row from ``_unused`` up was never used; released rows wait on an int32 stack (the last
+        # released is reused first, before the lowest unused row), as large as the releases made it, not per row
+        self._unused = 0
+        self._released = np.empty(0, dtype=np.int32)  # rows never reach 2^31 (600 GB of state)
+        self._n_released = 0
         self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.stored, c.shape) for c in columns]
         self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
         self._wide_layout = [(c.name, n, c.dtype, c.shape) for c, (_, n, _, _) in zip(columns, self._layout,
@@ -157,7 +159,7 @@ class StateTable:
 
     # -- lookup -----------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return self._capacity - self._n_free
+        return self._unused - self._n_released
 
     def rows_for(self, partition: int, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Row index of each key in ``partition`` (new keys get fresh rows); and a mask of the new ones.
@@ -341,10 +343,14 @@ class StateTable:
     def _allocate(self, partition: int, keys: np.ndarray, hashes: np.ndarray) -> np.ndarray:
         """Fresh rows at their initial values for distinct keys (object array) that have none."""
         n = keys.size
-        while self._n_free < n:
+        reused = min(n, self._n_released)
+        while self._capacity - self._unused < n - reused:
             self._grow()
-        rows = self._free[self._n_free - n:self._n_free][::-1].copy()
-        self._n_free -= n
+        rows = np.empty(n, dtype=np.int64)
+        rows[:reused] = self._released[self._n_released - reused:self._n_released][::-1]
+        rows[reused:] = np.arange(self._unused, self._unused + n - reused)
+        self._n_released -= reused
+        self._unused += n - reused
         for c in self.columns:
             self.stored[c.name][rows] = c.init
         self.steps[rows] = 0
@@ -371,29 +377,36 @@ class StateTable:
         self.partition[rows] = -1
         self.keys.remove(rows)
         self.dirty[rows] = False
-        self._free[self._n_free:self._n_free + rows.size] = rows
-        self._n_free += rows.size
+        need = self._n_released + rows.size
+        if need > self._released.size:
+            self._released = pages.grown(self._released, max(need, 2 * self._released.size))
+        self._released[self._n_released:need] = rows
+        self._n_released = need
+        if need == self._unused:  # no row used (every partition revoked): start again from row 0, no stack
+            self._unused = self._n_released = 0
+            self._released = np.empty(0, dtype=np.int32)
 
     def _grow(self) -> None:
-        old = self._capacity
-        new = old * 2
-        for name, arr in self.stored.items():
-            self.stored[name] = pages.grown(arr, new)
+        """Double the capacity, one array at a time (each old array is freed as soon as it is copied: the
+        narrowed views are dropped first, or they would hold every old column until the end).
+
+        Rows not used yet are only written where a free row must say so (partition, dirty, key length); a
+        mapping starts zeroed, and a row's other fields are set when it is allocated, so the pages of the new
+        half are touched (resident) only as keys arrive.
+        """
+        new = self._capacity * 2
+        self.arrays.clear()
+        for name in list(self.stored):
+            self.stored[name] = pages.grown(self.stored[name], new)
         self._expose()
-        self.steps = pages.grown(self.steps, new, 0)
-        self.last_event_ms = pages.grown(self.last_event_ms, new, NO_TIME)
-        self.last_offset = pages.grown(self.last_offset, new, -1)
+        self.steps = pages.grown(self.steps, new)
+        self.last_event_ms = pages.grown(self.last_event_ms, new)
+        self.last_offset = pages.grown(self.last_offset, new)
         self.last_seen_s = pages.grown(self.last_seen_s, new, 0.0)
-        self.changelog_offset = pages.grown(self.changelog_offset, new, -1)
+        self.changelog_offset = pages.grown(self.changelog_offset, new)
         self.dirty = pages.grown(self.dirty, new, False)
         self.partition = pages.grown(self.partition, new, -1)
         self.keys.grow(new)
-        free = pages.empty((new,), np.int64)
-        # the new rows go under the free ones, highest first, so the lowest new row is allocated next
-        free[:old] = np.arange(new - 1, old - 1, -1)
-        free[old:old + self._n_free] = self._free[:self._n_free]
-        self._free = free
-        self._n_free += old
         self._index.grow(new)
         self._capacity = new
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+import tracemalloc
 
-from rnnwatch.consumer.keyarena import KeyArena, Packed
+import numpy as np
+import pytest
+
+from rnnwatch.consumer import keyarena
+from rnnwatch.consumer.keyarena import KEY_SLOT_BYTES, KeyArena, Packed
 
 
 def test_keys_per_row_agree_with_a_dict_through_removals_compactions_and_growth() -> None:
@@ -64,3 +68,49 @@ def test_equal_agrees_with_bytes_comparison_for_uniform_few_and_many_key_lengths
         got = arena.equal(rows, Packed.of(batch), np.arange(300)).tolist()
         assert got == [stored[r] == b for r, b in zip(rows.tolist(), batch, strict=True)]
         assert any(got) and not all(got)
+
+
+def test_growing_and_compacting_the_buffer_copies_keys_without_a_temporary_per_key_byte() -> None:
+    """The buffer is mapped (``consumer.pages``), so what tracemalloc sees during a put is its temporaries. A copy
+    through an int64 position per key byte (8x the key bytes, twice) was the peak RSS of a million keys; the
+    copy goes in row slices, so a put that moves every key costs little more than one that moves none."""
+    n = 400_000
+    keys = [b"S%07d" % i for i in range(n)]
+    arena = KeyArena(n)
+    peaks: dict[bool, list[int]] = {False: [], True: []}  # by: did the put copy the buffer?
+    tracemalloc.start()
+    try:
+        for step in ("grow", "compact"):
+            if step == "compact":  # three quarters dead: the next put that needs room compacts
+                arena.remove(np.flatnonzero(np.arange(n) % 4 != 0))
+            for s in range(0, n, 10_000):
+                rows = np.arange(s, s + 10_000)
+                if step == "compact":
+                    rows = rows[rows % 4 != 0]
+                batch, before = [keys[i] for i in rows.tolist()], arena._buf  # was it replaced?
+                tracemalloc.reset_peak()
+                base = tracemalloc.get_traced_memory()[0]
+                arena.put(rows, batch)
+                moved = arena._buf is not before
+                peaks[moved].append(tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        tracemalloc.stop()
+    assert arena.get(np.arange(0, n, 997)) == [keys[i] for i in range(0, n, 997)]
+    assert arena.buffer_bytes >= 8 * n and len(peaks[True]) > 5  # the live keys (3.2 MB) are in it; it moved
+    assert max(peaks[True]) - max(peaks[False]) < arena.buffer_bytes // 8
+
+
+def test_a_row_costs_eight_bytes_and_starts_widen_past_the_narrow_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key's start is a uint32 while the buffer holds under 4 GiB (8 bytes per row with the length, was 12);
+    a buffer that outgrows it (here a 4 KiB limit) widens the starts to int64 and every key stays right."""
+    assert KEY_SLOT_BYTES == 8
+    assert KeyArena(4).start.dtype == np.uint32
+    monkeypatch.setattr(keyarena, "_NARROW_BUFFER", 4096)
+    arena = KeyArena(2_000)
+    keys = [b"key-%06d" % i for i in range(2_000)]
+    for s in range(0, 2_000, 100):
+        arena.put(np.arange(s, s + 100), keys[s:s + 100])
+    assert arena.start.dtype == np.int64 and arena.buffer_bytes > 4096
+    assert arena.get(np.arange(2_000)) == keys
+    packed = Packed.of(keys[::-1])
+    assert arena.equal(np.arange(2_000), packed, np.arange(2_000)[::-1]).all()

@@ -76,3 +76,29 @@ def test_rnnwatch_run_tunes_the_allocator_before_anything_else(monkeypatch: pyte
             cli_main.main([command, "--help"])
     capsys.readouterr()
     assert calls == ["tuned"]  # `run` only: the other commands keep glibc's defaults
+
+
+def test_trim_gives_back_the_free_pages_between_blocks_still_in_use() -> None:
+    """A burst of small blocks (a checkpoint's snapshots in librdkafka's queue) freed all but a few: the heap
+    cannot shrink from its top, its free pages stay resident until ``trim`` hands them back."""
+    probe = """
+import ctypes
+from rnnwatch.consumer.malloc import fix_mmap_threshold, trim
+fix_mmap_threshold()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+def anon_kib():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon"))
+blocks = [libc.malloc(1024) for _ in range(100_000)]
+for b in blocks:
+    ctypes.memset(b, 1, 1024)
+for i, b in enumerate(blocks):
+    if i % 64:
+        libc.free(b)
+before = anon_kib()
+assert trim()
+print(before - anon_kib())
+"""
+    done = subprocess.run([sys.executable, "-c", probe, "trim"], capture_output=True, text=True, check=True)
+    assert int(done.stdout) > 50_000  # of ~100 MB freed, at least half goes back

@@ -39,3 +39,34 @@ def test_mapped_arrays_behave_as_numpy_arrays() -> None:
     assert big.flags.writeable and big.shape == (100_000, 2) and (big == -1.5).all()
     more = pages.grown(big, 150_000, 0.0)
     assert more.shape == (150_000, 2) and (more[:100_000] == -1.5).all() and (more[100_000:] == 0).all()
+
+
+_UNTOUCHED_PROBE = """
+import numpy as np
+from rnnwatch.consumer.state import Column, StateTable
+
+def resident(arr):  # bytes of arr's pages present in memory (/proc/self/pagemap: bit 63 of a page's entry)
+    first, size = arr.__array_interface__["data"][0] // 4096, -(-arr.nbytes // 4096)
+    with open("/proc/self/pagemap", "rb") as f:
+        f.seek(first * 8)
+        entries = np.frombuffer(f.read(size * 8), dtype="<u8")
+    return int(((entries >> np.uint64(63)) & np.uint64(1)).sum()) * 4096
+
+table = StateTable([Column.filled("m.h", (1,), np.float32, 0.0)], identity="probe")
+keys = [b"k%d" % i for i in range(530_000)]
+for s in range(0, len(keys), 20_000):
+    table.rows_for(0, keys[s:s + 20_000])
+for name in ("last_event_ms", "last_offset", "changelog_offset", "last_seen_s"):  # the 8-byte ones
+    arr = getattr(table, name)
+    print(name, arr.nbytes, resident(arr))
+"""
+
+
+def test_rows_a_growth_adds_stay_untouched_until_keys_use_them() -> None:
+    """530,000 keys in a table grown to 1,048,576 rows: each bookkeeping array holds ~4.2 MB of used rows in
+    an 8.4 MB mapping, and only what is used is resident (the rest was filled with -1 or 0 before)."""
+    done = subprocess.run([sys.executable, "-c", _UNTOUCHED_PROBE], capture_output=True, text=True, check=True)
+    for line in done.stdout.splitlines():
+        name, nbytes, resident = line.split()
+        assert int(nbytes) == 8 * 1_048_576
+        assert int(resident) < 0.8 * int(nbytes), name  # 2 MiB pages (THP) round up what is used

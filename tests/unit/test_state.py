@@ -131,7 +131,7 @@ def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
     t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0),
                     Column.filled("s.n", (), np.int64, 0, counter=True)], identity="model-a", capacity=8)
     parts = t.bytes_per_key()
-    assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["keys"] == 12
+    assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["keys"] == 8
     arrays = [*t.stored.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
               t.dirty, t.partition]
     assert parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] == sum(a.nbytes for a in arrays) // 8
@@ -235,3 +235,78 @@ def test_a_batch_repeating_keys_gets_the_rows_and_new_marks_of_one_lookup_per_re
     assert rows.tolist() == [int(r[0]) for r, _ in one_by_one]
     assert new.tolist() == [bool(n[0]) for _, n in one_by_one]
     assert new.tolist() == [True, False, False, True, False, True, False, False, True, False]
+
+
+def test_no_per_row_array_is_left_out_of_bytes_per_key() -> None:
+    """Every array with one entry per row of capacity is a part of ``bytes_per_key`` (the index's row hashes are
+    4 of its 12 bytes): a stack of free rows, 8 bytes per row, was not, and rows never used need none."""
+    t = StateTable([Column.filled("m.h", (3,), np.float32, 0.5), Column.filled("s.var", (), np.float64, 1.0)],
+                   identity="model-a", capacity=4)
+    rows, _ = t.rows_for(0, [b"k%d" % i for i in range(1000)])  # grown past its capacity several times
+    t.release_rows(rows[10:20].tolist())
+    capacity = t.steps.shape[0]
+    per_row = [a for obj in (t, t.keys, t._index) for a in vars(obj).values()
+               if isinstance(a, np.ndarray) and a.shape[:1] == (capacity,)]
+    per_row += list(t.stored.values())
+    parts = t.bytes_per_key()
+    counted = parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] + parts["keys"] + 4
+    assert sum(a.nbytes for a in per_row) == counted * capacity
+    again, new = t.rows_for(0, [b"x%d" % i for i in range(12)])  # freed rows first (last freed first), then new
+    assert new.all() and again.tolist() == [*rows[19:9:-1].tolist(), 1000, 1001]
+
+
+def test_released_rows_cost_four_bytes_each_until_the_table_is_empty() -> None:
+    """Revoking every partition (a rebalance, the shutdown) releases every row: the stack of released rows is
+    int32 (rows never reach 2^31) and goes away once no row is used, rather than 8 MB per million keys."""
+    t = _table(capacity=4)
+    for p in range(4):
+        t.rows_for(p, [b"k%d" % i for i in range(50_000)])
+    t.drop_partition(0)
+    t.drop_partition(1)
+    assert t._released.dtype == np.int32 and t._released.nbytes <= 2 * 4 * 100_000
+    t.drop_partition(2)
+    t.drop_partition(3)
+    assert len(t) == 0 and t._released.nbytes == 0
+    rows, new = t.rows_for(0, [b"a", b"b"])
+    assert new.all() and rows.tolist() == [0, 1]
+
+
+def test_the_key_index_costs_twelve_bytes_per_key() -> None:
+    """A 32-bit hash per row (slot positions and the filter before comparing keys need no more) and two int32
+    slots; collisions of the shorter hash are resolved by the keys, as before (tests/unit/test_keyindex.py)."""
+    t = _table()
+    rows, _ = t.rows_for(0, [b"k%d" % i for i in range(5_000)])
+    assert t.bytes_per_key()["key_index"] == 12
+    assert t.rows_of(0, [b"k%d" % i for i in range(5_000)]).tolist() == rows.tolist()
+    assert t.row_of(0, b"k4321") == rows[4321] and t.row_of(0, b"nope") is None
+
+
+def test_dropping_a_partition_needs_little_more_than_the_list_of_its_rows() -> None:
+    """A revoked partition (a rebalance, the shutdown) leaves the key index a slice of rows at a time: removing
+    300,000 keys at once took ~12 MB of int64 temporaries on top of the table, at the end of a run its peak."""
+    import tracemalloc
+
+    t = _table()
+    n = 300_000
+    for p in range(2):
+        t.rows_for(p, [b"k%d" % i for i in range(n)])
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        assert t.drop_partition(0) == n
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * n * 7 // 4  # its rows (int64) and their key lengths (int32), little else
+    assert t.row_of(0, b"k5") is None and t.row_of(1, b"k5") is not None and len(t) == n
+
+
+def test_steps_are_a_count_stored_in_four_bytes_and_written_in_eight() -> None:
+    """A key's step count is stored as int32 like the counters (2^31 steps), 41 bytes of bookkeeping per key;
+    the snapshot keeps its 8-byte field, so snapshots read and write as before."""
+    t = _table()
+    assert t.steps.dtype == np.int32 and t.bytes_per_key()["bookkeeping"] == 41
+    rows, _ = t.rows_for(0, [b"k"])
+    t.steps[rows] = 2**31 - 1
+    blob = t.snapshot(int(rows[0]))
+    assert blob == _reference_snapshot(t, int(rows[0])) and t.decode(blob).steps == 2**31 - 1
