@@ -41,6 +41,11 @@ class Block:
     z: np.ndarray  # float64 [T, K, F], residual / the model's scale
     n_features: int
 
+    def z2(self) -> np.ndarray:
+        """[T, K] squared residual norm of each step (summed over features as a wave sums them)."""
+        T, K = self.z.shape[:2]
+        return np.asarray(row_sum((self.z * self.z).reshape(T * K, -1)).reshape(T, K))
+
 
 def _rounder() -> Any:
     """A one-slot float32 buffer: ``buf[0] = v; v = buf[0]`` rounds a float to float32 to nearest, as numpy's cast
@@ -63,17 +68,22 @@ def _wide(table: StateTable, name: str, rows: np.ndarray) -> np.ndarray:
     return np.asarray(table.arrays[name].take(rows, axis=0))
 
 
-class _Gaussian:
+class _Kernel:
+    """A detector's block form: ``prepare`` says whether the block can take it (and hands ``run`` what it
+    computed to decide), ``run`` steps the block and writes the detector's state back."""
+
     def __init__(self, d: Any) -> None:
         self.d = d
 
     def prepare(self, table: StateTable, rows: np.ndarray, b: Block) -> Any:
         return True
 
+
+class _Gaussian(_Kernel):
     def run(self, table: StateTable, rows: np.ndarray, b: Block) -> np.ndarray:
         d = self.d
         T, K = b.z.shape[:2]
-        z2 = row_sum((b.z * b.z).reshape(T * K, -1)).reshape(T, K)
+        z2 = b.z2()
         z2k = z2 / d.k
         var0, n0 = _wide(table, "s.var", rows).tolist(), table.arrays["s.n"][rows].tolist()
         q = np.empty((K, T))
@@ -97,10 +107,7 @@ class _Gaussian:
         return _tail(chi2_surprise, q.T, d.k)
 
 
-class _Volatility:
-    def __init__(self, d: Any) -> None:
-        self.d = d
-
+class _Volatility(_Kernel):
     def prepare(self, table: StateTable, rows: np.ndarray, b: Block) -> Any:
         prev = np.concatenate([_wide(table, "s.volatility.prev", rows)[None],
                                _stored(table, "s.volatility.prev", b.x[:-1])])
@@ -149,13 +156,7 @@ class _Volatility:
         return np.asarray(out)
 
 
-class _Stuck:
-    def __init__(self, d: Any) -> None:
-        self.d = d
-
-    def prepare(self, table: StateTable, rows: np.ndarray, b: Block) -> Any:
-        return True
-
+class _Stuck(_Kernel):
     def run(self, table: StateTable, rows: np.ndarray, b: Block) -> np.ndarray:
         d = self.d
         T, K, F = b.x.shape
@@ -201,17 +202,11 @@ class _Stuck:
         return out
 
 
-class _Likelihood:
-    def __init__(self, d: Any) -> None:
-        self.d = d
-
-    def prepare(self, table: StateTable, rows: np.ndarray, b: Block) -> Any:
-        return True
-
+class _Likelihood(_Kernel):
     def run(self, table: StateTable, rows: np.ndarray, b: Block) -> np.ndarray:
         d = self.d
         T, K = b.z.shape[:2]
-        raw = np.log1p(row_sum((b.z * b.z).reshape(T * K, -1)) / b.n_features).reshape(T, K)
+        raw = np.log1p(b.z2() / b.n_features)
         a = table.arrays
         mean0, var0 = _wide(table, "s.likelihood.mean", rows).tolist(), _wide(table, "s.likelihood.var", rows).tolist()
         recent0, n0 = _wide(table, "s.likelihood.recent", rows).tolist(), a["s.likelihood.n"][rows]
