@@ -30,12 +30,12 @@ flagged in :attr:`StepResults.reset`, which the pipeline counts and logs.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from rnnwatch.consumer.contract import StepSignature
-from rnnwatch.consumer.scoring import ResidualScorer, ScoreBatch
+from rnnwatch.consumer.scoring import SCORE_FIELDS, ResidualScorer, ScoreBatch
 from rnnwatch.consumer.scoring_config import ScoringOverrides, scorer_config
 from rnnwatch.consumer.session import StepModel
 from rnnwatch.consumer.state import NO_TIME, Column, StateTable
@@ -44,7 +44,6 @@ from rnnwatch.consumer.waveops import any_true, every
 
 __all__ = ["StepModel", "StepResults", "StepRunner", "make_runner"]  # StepModel lives in session; re-exported
 
-_SCORED = tuple(f.name for f in fields(ScoreBatch))  # every per-record field a wave's scoring fills
 # Blocks of more keys go wave by wave: a block's scorer recursions cost per point in Python, a wave's numpy calls
 # per wave; with ~100 keys a wave's numpy calls cost as much as its points' Python steps (tests/bench/bench_waves).
 BLOCK_MAX_KEYS = 64
@@ -197,7 +196,6 @@ class StepRunner:
             results.reset[idx[broken]] = True
         scored_waves.append((idx, scored))
 
-
     def _run_block_model(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray | None, dict[str, np.ndarray], list[float]]:
         """The model over a block's T steps (x: [T, K, F]), each step's new state fed to the next: forecasts and
@@ -228,7 +226,6 @@ class StepRunner:
         last = {name: v[n - 1] for name, v in every_state.items()} if n else states
         return forecast[:n], None if scale is None else scale[:n], last, seconds
 
-
     def _run_sequence(self, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
         """``run_sequence`` in calls of at most SEQUENCE_ROWS key-steps: onnxruntime keeps the memory of its largest
@@ -254,7 +251,7 @@ def _fill(results: StepResults, scored: list[tuple[np.ndarray, ScoreBatch]]) -> 
     if not scored:
         return
     idx = np.concatenate([i for i, _ in scored])
-    for name in _SCORED:
+    for name in SCORE_FIELDS:
         getattr(results, name)[idx] = np.concatenate([getattr(b, name) for _, b in scored])
 
 

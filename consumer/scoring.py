@@ -49,9 +49,9 @@ from rnnwatch.consumer.tailcal import TailCalibrator
 from rnnwatch.consumer.tails import chi2_tail, gaussian_tail, score_of, tail_of
 from rnnwatch.consumer.waveops import every, row_all
 
-__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SEVERITIES", "STAGE_OPTIONS", "TAIL_OPTIONS", "ResidualScorer", "ScoreBatch",
-           "ScorerConfig", "chi2_tail", "gaussian_tail", "parse_options", "parse_spec", "severity_of",
-           "surprise_of_threshold"]
+__all__ = ["DEFAULT_INCIDENT_GAP_STEPS", "SCORE_FIELDS", "SEVERITIES", "STAGE_OPTIONS", "TAIL_OPTIONS",
+           "ResidualScorer", "ScoreBatch", "ScorerConfig", "chi2_tail", "gaussian_tail", "parse_options", "parse_spec",
+           "severity_of", "surprise_of_threshold"]
 
 SEVERITIES = ("minor", "major", "critical")
 DEFAULT_INCIDENT_GAP_STEPS = 4  # alarms up to 3 quiet steps apart are one incident
@@ -130,7 +130,7 @@ class ScoreBatch:
     residual: np.ndarray  # float32 [n, F]
 
 
-_SCORE_FIELDS = tuple(f.name for f in fields(ScoreBatch))
+SCORE_FIELDS = tuple(f.name for f in fields(ScoreBatch))  # every per-record field scoring fills
 
 
 class ResidualScorer:
@@ -242,7 +242,7 @@ class ResidualScorer:
                 parts.append(fast)
             done = lo if fast is None else hi  # a run the kernels refused goes one by one with the next steps
         return parts[0] if len(parts) == 1 else ScoreBatch(
-            *(np.concatenate([getattr(p, f) for p in parts]) for f in _SCORE_FIELDS))
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in SCORE_FIELDS))
 
     def _scales(self, table: StateTable, rows: np.ndarray, shape: tuple[int, ...],
                 scale: np.ndarray | None) -> np.ndarray:
