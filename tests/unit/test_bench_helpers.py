@@ -239,6 +239,14 @@ def test_render_shows_every_run_side_by_side_and_an_unavailable_row_once() -> No
     assert "* **latency**: defined." in text
 
 
+def test_render_names_the_cluster_a_bootstrap_servers_report_ran_against() -> None:
+    report = _report(190_000.0, 123_500.0)
+    report["machine"]["broker"] = "external: kafka:9092 (Kafka API 3.9)"
+    text = bench_render.render([report])
+    assert "; Kafka cluster kafka:9092 (Kafka API 3.9);" in text
+    assert "Tansu" not in text
+
+
 def test_replace_block_swaps_only_the_marked_block() -> None:
     begin, end = bench_render.BEGIN, bench_render.END
     text = f"before\n{begin}\nold\n{end}\nafter\n"
