@@ -26,6 +26,7 @@ import ctypes
 import functools
 import sys
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["ARENAS", "MMAP_THRESHOLD_BYTES", "fix_mmap_threshold", "trim"]
 
@@ -36,19 +37,15 @@ _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt parameter numbers (malloc.h)
 
 def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD_BYTES, arenas: int = ARENAS) -> bool:
     """Fix glibc's mmap threshold at ``nbytes`` and its arenas at ``arenas``; False where glibc is not there."""
-    if not sys.platform.startswith("linux"):
+    mallopt = _glibc("mallopt", (ctypes.c_int, ctypes.c_int))
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, nbytes)) and bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 def trim() -> bool:
     """Give the free pages of malloc's arenas back to the OS (``malloc_trim(0)``); False where glibc is not there."""
-    libc_trim = _malloc_trim()
+    libc_trim = _glibc("malloc_trim", (ctypes.c_size_t,))
     if libc_trim is None:
         return False
     libc_trim(0)  # returns whether anything was released: either way the call did its job
@@ -56,13 +53,14 @@ def trim() -> bool:
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
+def _glibc(name: str, argtypes: tuple[Any, ...]) -> Callable[..., int] | None:
+    """glibc's function ``name`` (returning int) with its argument types, or None off glibc."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        fn = ctypes.CDLL(None).malloc_trim
+        fn = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    trim_fn: Callable[[int], int] = fn
-    return trim_fn
+    fn.argtypes, fn.restype = list(argtypes), ctypes.c_int
+    found: Callable[..., int] = fn
+    return found
