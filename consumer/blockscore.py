@@ -58,12 +58,6 @@ def _stored(table: StateTable, name: str, x: np.ndarray) -> np.ndarray:
     return x.astype(table.stored[name].dtype).astype(np.float64)
 
 
-def _tail(f: Any, x: np.ndarray, *args: Any) -> np.ndarray:
-    """A tail function of ``consumer.tails`` over a [T, K] block, called on it flattened: the tails are written
-    for the one axis of a wave (their branch for negative arguments indexes it)."""
-    return np.asarray(f(np.ascontiguousarray(x).reshape(-1), *args)).reshape(x.shape)
-
-
 def _wide(table: StateTable, name: str, rows: np.ndarray) -> np.ndarray:
     return np.asarray(table.arrays[name].take(rows, axis=0))
 
@@ -104,7 +98,7 @@ class _Gaussian(_Kernel):
             new_var.append(var)
         table.arrays["s.var"][rows] = np.array(new_var)
         table.arrays["s.n"][rows] = np.array(n0, dtype=np.int64) + T
-        return _tail(chi2_surprise, q.T, d.k)
+        return chi2_surprise(q.T, d.k)
 
 
 class _Volatility(_Kernel):
@@ -146,7 +140,7 @@ class _Volatility(_Kernel):
         d2 = row_sum(ratio.reshape(K, F, T).transpose(2, 0, 1).reshape(T * K, F)).reshape(T, K)
         steps_seen = n0[None, :] + np.arange(T)[:, None]
         ready = steps_seen >= d.min_steps
-        surprise = _tail(chi2_surprise, d2, d.f)
+        surprise = chi2_surprise(d2, d.f)
         out = surprise if every(ready) else np.where(ready, surprise, 0.0)
         a = table.arrays
         a["s.volatility.var"][rows] = np.array(new_var).reshape(K, F)
@@ -231,7 +225,7 @@ class _Likelihood(_Kernel):
                 var = buf[0]
             final[:, j] = (mean, var, recent)
         ready = (n0[None, :] + np.arange(T)[:, None]) >= d.min_steps
-        out = np.where(ready, _tail(upper_surprise, q.T), 0.0)
+        out = np.where(ready, upper_surprise(q.T), 0.0)
         a["s.likelihood.mean"][rows], a["s.likelihood.var"][rows], a["s.likelihood.recent"][rows] = final
         a["s.likelihood.n"][rows] = n0 + T
         return np.asarray(out)
