@@ -5,8 +5,8 @@ the row), a third of a key's whole state with the bundled model; at a million ke
 key costs 12 bytes: the low 32 bits of its hash per row and two ``int32`` slots of an open-addressing table
 (linear probing, load <= 1/2, deleted slots marked until the next rebuild). A slot position uses fewer bits
 than 32 (the table has fewer than 2^32 slots), and a hash match is only a filter before the keys are
-compared, so the high half of a 64-bit hash bought nothing but 4 bytes per key. A batch of keys is looked up with a few
-vectorised probe rounds instead of a Python call per key.
+compared, so the high half of a 64-bit hash bought nothing but 4 bytes per key. A batch of keys is looked up
+with a few vectorised probe rounds instead of a Python call per key.
 
 Hashes are Python's own ``hash(bytes)`` (SipHash, per process) mixed with the partition; a hash match is
 always confirmed by comparing the keys themselves, so two keys whose hashes collide stay two rows.

@@ -1,4 +1,4 @@
-"""A step model's sequence form: its step graph as the body of an ONNX ``Scan``, built when the model is loaded.
+"""A step model's sequence form: its step graph as the body of an ONNX ``Scan``, built when a block first needs it.
 
 With few keys the runner steps a poll's consecutive waves of the same keys as one block (``consumer.runner``),
 and one onnxruntime call per step (~30 us for the bundled GRU, most of it the call, not the arithmetic) is then
@@ -6,7 +6,7 @@ most of what a record costs. ``Scan`` runs the *same* step graph over the block'
 the state inside onnxruntime. Nothing is re-exported: the wrapper is built from the model's own bytes (with a
 few lines of protobuf, as the runtime does not depend on the ``onnx`` package), every model gets it, and it is
 used only after it proved on a probe block that it gives the step graph's outputs bit for bit
-(:func:`sequence_model`); otherwise the model is stepped call by call as before.
+(``StepModel.has_sequence`` in ``consumer.session``); otherwise the model is stepped call by call as before.
 
 The wrapper's outputs, per step (``[T, batch, ...]``): the model's forecast (and forecast_scale, score) and every
 new state, so the runner checks each step's outputs for non-finite values as it does step by step.
