@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -33,6 +32,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from rnnwatch.consumer.errors import BrokerError, ConfigError, RebalancedError
+from rnnwatch.consumer.kafka import columnar
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
 from rnnwatch.consumer.kafka.polled import Polled
 from rnnwatch.consumer.kafka.protocols import Assignment, Delivered, Headers, TopicPartition
@@ -75,6 +75,7 @@ class PythonTransport:
 
     def source(self, topic: str) -> PythonSource:
         consumer = connect(lambda: KafkaConsumer(**self.config.python_consumer(group=True)), self.config)
+        columnar.install(consumer)  # its polls return blocks of columns, not a ConsumerRecord per message
         source = PythonSource(consumer, topic)
         consumer.subscribe([topic], listener=_Listener(source))
         return source
@@ -132,7 +133,7 @@ class PythonSource:
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise _translate(exc, "poll") from exc
-        return _columns(self.topic, list(chain.from_iterable(polled.values())))
+        return columnar.polled(self.topic, polled)
 
     def resume(self, partitions: set[int]) -> None:
         if not self.throttled:
