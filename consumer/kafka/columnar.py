@@ -205,7 +205,9 @@ def _read_v2(batch: DefaultRecordBatch, parsed: _Parsed, epoch: int) -> None:
     append_time = batch.max_timestamp if batch.timestamp_type == _LOG_APPEND_TIME else None
     mark = len(parsed.offsets)
     try:
-        if _fast_rows(data, pos, count, base, first_ts, append_time, parsed) != len(data):
+        if count >= _VECTOR_MIN and _vector_rows(data, pos, count, base, first_ts, append_time, parsed):
+            pass
+        elif _fast_rows(data, pos, count, base, first_ts, append_time, parsed) != len(data):
             raise _Malformed
     except (_Malformed, IndexError, ValueError):
         for name in ("offsets", "timestamps", "keys", "values", "sizes"):
@@ -219,6 +221,103 @@ def _read_v2(batch: DefaultRecordBatch, parsed: _Parsed, epoch: int) -> None:
 
 class _Malformed(Exception):
     pass
+
+
+_VECTOR_MIN = 32  # records in a batch from which numpy's per-call overhead pays
+_PAD = bytes(8)
+
+
+def _vector_rows(data: bytes, pos: int, count: int, base: int, first_ts: int, append_time: int | None,
+                 parsed: _Parsed) -> bool:
+    """:func:`_fast_rows` for a long batch: one Python step per record (its length), the fields with numpy.
+
+    Returns False, having added nothing, for what it does not handle (headers, varints over 3 bytes, anything
+    malformed): the batch then goes through :func:`_fast_rows`.
+    """
+    starts = _walk(data, pos, count)
+    if starts is None:
+        return False
+    arr = np.frombuffer(data + _PAD, dtype=np.uint8)
+    got = _varints(arr, np.array(starts, dtype=np.int64))
+    if got is None:
+        return False
+    length, p = got
+    end = p + length
+    if (length < 0).any() or not (np.array_equal(end[:-1], starts[1:]) and end[-1] == len(data)):
+        return False
+    fields = []
+    for _ in range(4):  # attributes, timestamp delta, offset delta, key length
+        got = _varints(arr, p)
+        if got is None:
+            return False
+        value, p = got
+        fields.append(value)
+    _, ts, delta, key_len = fields
+    key_start, p = p, p + np.maximum(key_len, 0)
+    key_end = p
+    got = _varints(arr, p)
+    if got is None:
+        return False
+    value_len, value_start = got
+    value_end = value_start + np.maximum(value_len, 0)
+    if (value_end >= end).any() or arr[value_end].any() or not np.array_equal(value_end + 1, end):
+        return False  # headers (or a record that does not add up)
+    parsed.keys.extend(_slices(data, key_start, key_end, key_len))
+    parsed.values.extend(_slices(data, value_start, value_end, value_len))
+    parsed.offsets.extend((delta + base).tolist())
+    parsed.timestamps.extend((ts + first_ts).tolist() if append_time is None else [append_time] * count)
+    parsed.sizes.extend(length.tolist())
+    return True
+
+
+def _walk(data: bytes, pos: int, count: int) -> list[int] | None:
+    """Where each record starts, following the length varints; None if they do not reach the batch's end.
+
+    The lengths are decoded loosely here (sign ignored) and checked again by the caller, vectorised.
+    """
+    starts: list[int] = []
+    append = starts.append
+    try:
+        for _ in range(count):
+            append(pos)
+            b = data[pos]
+            if b < 128:
+                pos += 1 + (b >> 1)
+            elif (c := data[pos + 1]) < 128:
+                pos += 2 + (((b & 127) | (c << 7)) >> 1)
+            else:
+                length, pos = decode_varint(data, pos)
+                pos += length
+    except (IndexError, ValueError):
+        return None
+    return starts if pos == len(data) else None
+
+
+def _varints(arr: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Zigzag varints of up to 3 bytes at positions ``p``: (values, positions after); None if any is longer."""
+    b0 = arr[p].astype(np.int64)
+    more = b0 >= 128
+    if not more.any():
+        return (b0 >> 1) ^ -(b0 & 1), p + 1
+    b1 = arr[p + 1].astype(np.int64)
+    third = more & (b1 >= 128)
+    u = np.where(more, (b0 & 127) | ((b1 & 127) << 7), b0)
+    size = 1 + more
+    if third.any():
+        b2 = arr[p + 2].astype(np.int64)
+        if (third & (b2 >= 128)).any():
+            return None
+        u |= np.where(third, b2 << 14, 0)
+        size = size + third
+    return (u >> 1) ^ -(u & 1), p + size
+
+
+def _slices(data: bytes, start: np.ndarray, stop: np.ndarray, size: np.ndarray) -> list[bytes | None]:
+    out: list[bytes | None] = list(map(data.__getitem__, map(slice, start.tolist(), stop.tolist())))
+    if (size < 0).any():
+        for i in np.flatnonzero(size < 0).tolist():
+            out[i] = None
+    return out
 
 
 def _fast_rows(data: bytes, pos: int, count: int, base: int, first_ts: int, append_time: int | None,

@@ -125,6 +125,27 @@ def test_plain_batches_with_gaps_headers_nulls_and_long_fields(steps: list[int |
         assert len(result[0][0]) == 107 and result[0][1] == 180 and result[0][-1] is False  # all of them, and drained
 
 
+def long_batch(n: int, *, ts_jump: int = 0, header_at: int = -1) -> list[Any]:
+    """A batch long enough for the vectorised reader, with null keys and values and long fields."""
+    out = []
+    for delta, ts, key, value, _ in ticks(n):
+        key = None if delta % 9 == 4 else key
+        value = None if delta % 7 == 5 else b"z" * (20_000 if delta == 11 else 70_000) if delta in (11, 12) else value
+        out.append((delta, ts + (ts_jump if delta == n // 2 else 0), key, value,
+                    [("h", b"1"), ("x", None)] if delta == header_at else []))
+    return out
+
+
+@pytest.mark.parametrize("steps", STEPS)
+def test_long_batches_with_nulls_long_fields_headers_and_long_varints(steps: list[int | None]) -> None:
+    data = (v2(long_batch(40), base=0) + v2(long_batch(40, ts_jump=300_000_000), base=40)  # a 4-byte ts delta
+            + v2(long_batch(40, header_at=39), base=80) + v2(long_batch(300), base=120, codec=GZIP)
+            + v2(long_batch(35), base=420, append_time=True) + v2(long_batch(33), base=455, last_delta=40))
+    result = same(data, steps)
+    if steps == [None]:
+        assert len(result[0][0]) == 488 and result[0][1] == 496
+
+
 @pytest.mark.parametrize("steps", STEPS)
 def test_gzip_batches_and_a_fetch_that_starts_inside_a_batch(steps: list[int | None]) -> None:
     data = v2(ticks(40), base=100, codec=GZIP) + v2(ticks(40), base=140) + v2(ticks(5), base=180, codec=GZIP)
@@ -183,6 +204,10 @@ def test_corrupt_bytes_raise_kafka_pythons_errors_after_the_good_records(steps: 
     for data in (good + _recrc(lying), good + _recrc(lying)[:-1] + b"\0"):
         assert any(r[0] == "raised" for r in same(data, [*steps, 100, 100], check_crcs=check_crcs)
                    if isinstance(r, tuple))
+    phantom = bytearray(v2(long_batch(40), base=12))  # record 0 claims a header its bytes do not hold
+    length = phantom[_H.size] >> 1  # one byte: ticks(0) is short
+    phantom[_H.size + length] = 2
+    same(good + _recrc(phantom), [*steps, 100, 100], check_crcs=check_crcs)
     extra = bytearray(v2(ticks(4), base=12))  # a record count one short: bytes left over in the batch
     fields = list(_H.unpack_from(extra))
     fields[12] -= 1
