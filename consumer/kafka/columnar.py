@@ -64,9 +64,9 @@ class _Taken(list):  # type: ignore[type-arg]
 
 
 class _Parsed:
-    """Every record of one fetch, and where the fetch position stands after the last one (or at an error)."""
+    """Records parsed and not yet taken, and where the fetch position stands after the last batch read."""
 
-    def __init__(self) -> None:
+    def __init__(self, epoch: int) -> None:
         self.offsets: list[int] = []
         self.timestamps: list[int] = []
         self.keys: list[bytes | None] = []
@@ -74,13 +74,20 @@ class _Parsed:
         self.sizes: list[int] = []  # record body bytes (kafka-python's size_in_bytes)
         self.epochs: list[int] = []  # leader epoch of each record's batch
         self.headers: dict[int, list[tuple[str, bytes | None]]] = {}  # row -> headers, rows with any
-        self.next_offset: int | None = None  # next_fetch_offset when every record is taken (None: unchanged)
-        self.epoch = -1  # leader_epoch then
+        self.next_offset: int | None = None  # next_fetch_offset once all is taken (None: as the last record)
+        self.epoch = epoch  # leader_epoch then
         self.error: Exception | None = None
+        self.done = False  # every batch read (or one failed)
+
+    def drop(self, n: int) -> None:
+        for column in (self.offsets, self.timestamps, self.keys, self.values, self.sizes, self.epochs):
+            del column[:n]
+        if self.headers:
+            self.headers = {i - n: h for i, h in self.headers.items() if i >= n}
 
 
 class ColumnRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
-    """kafka-python's PartitionRecords, parsed into columns on the first ``take``."""
+    """kafka-python's PartitionRecords, parsed into columns a batch at a time as ``take`` needs records."""
 
     def __init__(self, fetch_offset: int, tp: Any, records: Any, key_deserializer: Any = None,
                  value_deserializer: Any = None, check_crcs: bool = True, isolation_level: Any = None,
@@ -97,26 +104,29 @@ class ColumnRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
             msg = "ColumnRecords hands back raw bytes: the consumer must have no key/value deserializer"
             raise ValueError(msg)
         self._records = records
-        self._parsed: _Parsed | None = None
-        self._cursor = 0
+        self._parsed = _Parsed(epoch=-1)  # kafka-python starts every PartitionRecords at leader_epoch -1
+        self._skipping = True  # records before fetch_offset are still being dropped
         self._dead = False
+        self._last_magic: int | None = None  # of the last batch read
+        self._last_next_offset: int | None = None
 
     def take(self, n: int | None = None) -> _Taken | list[Any]:
         self._maybe_raise_next_inline_exception()
         if self.record_iterator is None or self._dead:  # drained, or kafka-python's generator died raising
             return []
-        parsed = self._parse()
-        total = len(parsed.offsets)
-        start = self._cursor
-        stop = total if n is None else min(total, start + n)
-        rows = self._rows(parsed, start, stop) if stop > start else None
-        if rows is not None:
-            self._cursor = stop
-            self.records_read += stop - start
-            self.bytes_read += sum(parsed.sizes[start:stop])
+        parsed = self._parsed
+        self._fill(n)
+        ready = len(parsed.offsets)
+        stop = ready if n is None else min(ready, n)
+        rows = None
+        if stop:
+            rows = self._rows(parsed, stop)
+            self.records_read += stop
+            self.bytes_read += sum(parsed.sizes[:stop])
             self.next_fetch_offset = parsed.offsets[stop - 1] + 1
             self.leader_epoch = parsed.epochs[stop - 1]
-        if n is None or start + n > total:  # kafka-python's generator runs past the last record: to its end or error
+            parsed.drop(stop)
+        if n is None or n > ready:  # kafka-python's generator runs past the last record: to its end or error
             if parsed.next_offset is not None:
                 self.next_fetch_offset = parsed.next_offset
             self.leader_epoch = parsed.epoch
@@ -129,37 +139,38 @@ class ColumnRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
                 self.drain()
         return [] if rows is None else _Taken(rows)
 
-    def _rows(self, parsed: _Parsed, start: int, stop: int) -> Rows:
+    def _rows(self, parsed: _Parsed, stop: int) -> Rows:
         headers = None
-        if parsed.headers and any(start <= i < stop for i in parsed.headers):
-            headers = [parsed.headers.get(i, []) for i in range(start, stop)]
-        return Rows(self.topic_partition.partition, np.array(parsed.offsets[start:stop], dtype=np.int64),
-                    np.array(parsed.timestamps[start:stop], dtype=np.int64), parsed.keys[start:stop],
-                    parsed.values[start:stop], headers)
+        if parsed.headers and any(i < stop for i in parsed.headers):
+            headers = [parsed.headers.get(i, []) for i in range(stop)]
+        return Rows(self.topic_partition.partition, np.array(parsed.offsets[:stop], dtype=np.int64),
+                    np.array(parsed.timestamps[:stop], dtype=np.int64), parsed.keys[:stop], parsed.values[:stop],
+                    headers)
 
-    def _parse(self) -> _Parsed:
-        """Parse the whole fetch once, batch by batch as kafka-python's ``_unpack_records`` does."""
-        if self._parsed is not None:
-            return self._parsed
-        parsed = self._parsed = _Parsed()
-        parsed.epoch = self.leader_epoch
-        last_batch = None
+    def _fill(self, need: int | None) -> None:
+        """Read batches until ``need`` records are ready (None: all), as kafka-python's ``_unpack_records`` does."""
+        parsed = self._parsed
         try:
-            batch = self._records.next_batch()
-            while batch is not None:
-                last_batch, before = batch, len(parsed.offsets)
+            while not parsed.done and (need is None or len(parsed.offsets) < need):
+                batch = self._records.next_batch()
+                if batch is None:
+                    parsed.done = True
+                    if self._last_magic == 2:  # v2 keeps the last offset even if compaction removed its record
+                        parsed.next_offset = self._last_next_offset
+                    break
+                before = len(parsed.offsets)
+                self._last_magic, self._last_next_offset = batch.magic, None
                 try:
                     self._read_batch(batch, parsed)
                 finally:  # also when it raised after some records (kafka-python yielded those)
                     if len(parsed.offsets) > before:
                         parsed.next_offset = parsed.offsets[-1] + 1
-                batch = self._records.next_batch()
-            if last_batch is not None and last_batch.magic == 2:
-                parsed.next_offset = last_batch.next_offset
+                    if self._skipping:
+                        self._drop_before_fetch_offset(parsed)
+                if batch.magic == 2:
+                    self._last_next_offset = batch.next_offset
         except Exception as exc:  # noqa: BLE001 - kept for take() to raise, as kafka-python's generator does
-            parsed.error = exc
-        self._drop_before_fetch_offset(parsed)
-        return parsed
+            parsed.error, parsed.done = exc, True
 
     def _read_batch(self, batch: Any, parsed: _Parsed) -> None:
         if self.check_crcs and not batch.validate_crc():
@@ -187,12 +198,12 @@ class ColumnRecords(Fetcher.PartitionRecords):  # type: ignore[misc]
     def _drop_before_fetch_offset(self, parsed: _Parsed) -> None:
         """A fetch can start inside a batch: records before the fetch offset are not returned (kafka-python)."""
         skip = next((i for i, o in enumerate(parsed.offsets) if o >= self.fetch_offset), len(parsed.offsets))
+        if skip < len(parsed.offsets):
+            self._skipping = False
         if skip:
             self.records_read += skip
             self.bytes_read += sum(parsed.sizes[:skip])
-            for name in ("offsets", "timestamps", "keys", "values", "sizes", "epochs"):
-                del getattr(parsed, name)[:skip]
-            parsed.headers = {i - skip: h for i, h in parsed.headers.items() if i >= skip}
+            parsed.drop(skip)
 
 
 def _read_v2(batch: DefaultRecordBatch, parsed: _Parsed, epoch: int) -> None:

@@ -246,3 +246,11 @@ def test_blocks_of_several_partitions_become_one_polled_in_order() -> None:
     single = columnar.polled("in", {TP: list(first)})
     assert single.headers is None and single.offset.tolist() == [0, 1, 2, 3]
     assert len(columnar.polled("in", {})) == 0
+
+
+def test_batches_are_read_only_as_far_as_a_take_needs() -> None:
+    """A 16 MiB fetch is not turned into objects all at once: memory stays at about one poll's records."""
+    part = ColumnRecords(0, TP, MemoryRecords(v2(ticks(50)) + v2(ticks(50), base=50) + v2(ticks(50), base=100)),
+                         on_drain=lambda p: None)
+    assert len(part.take(60)) == 60
+    assert part._records.has_next() and len(part._parsed.offsets) == 40  # the 3rd batch is not read yet
