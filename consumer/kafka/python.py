@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -75,8 +76,8 @@ class PythonTransport:
 
     def source(self, topic: str) -> PythonSource:
         consumer = connect(lambda: KafkaConsumer(**self.config.python_consumer(group=True)), self.config)
-        columnar.install(consumer)  # its polls return blocks of columns, not a ConsumerRecord per message
-        source = PythonSource(consumer, topic)
+        # its polls return blocks of columns, not a ConsumerRecord per message (if proven on this kafka-python)
+        source = PythonSource(consumer, topic, columns=columnar.install(consumer))
         consumer.subscribe([topic], listener=_Listener(source))
         return source
 
@@ -115,9 +116,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 class PythonSource:
     """Owns the group consumer; reports assignment changes through callbacks set by the service."""
 
-    def __init__(self, consumer: KafkaConsumer, topic: str) -> None:
+    def __init__(self, consumer: KafkaConsumer, topic: str, *, columns: bool = False) -> None:
+        """``columns``: the consumer has :func:`columnar.install` (polls give Rows blocks, not ConsumerRecords)."""
         self.consumer = consumer
         self.topic = topic
+        self.columns = columns
         self.assignment = Assignment()
         self.on_revoked: Callable[[set[int], bool], None] = lambda parts, lost: None
         self.on_assigned: Callable[[set[int]], None] = lambda parts: None
@@ -133,7 +136,9 @@ class PythonSource:
             polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
             raise _translate(exc, "poll") from exc
-        return columnar.polled(self.topic, polled)
+        if self.columns:
+            return columnar.polled(self.topic, polled)
+        return _columns(self.topic, list(chain.from_iterable(polled.values())))
 
     def resume(self, partitions: set[int]) -> None:
         if not self.throttled:

@@ -13,7 +13,7 @@ from typing import Any
 
 import kafka
 import pytest
-from kafka.consumer.fetcher import Fetcher, IsolationLevel
+from kafka.consumer.fetcher import ConsumerRecord, Fetcher, IsolationLevel
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 from kafka.record.legacy_records import LegacyRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
@@ -22,6 +22,7 @@ from kafka.structs import TopicPartition
 
 from rnnwatch.consumer.kafka import columnar
 from rnnwatch.consumer.kafka.columnar import ColumnRecords, Rows
+from rnnwatch.consumer.kafka.python import PythonSource
 
 TP = TopicPartition("in", 3)
 Aborted = namedtuple("Aborted", "producer_id first_offset")
@@ -216,19 +217,42 @@ def test_corrupt_bytes_raise_kafka_pythons_errors_after_the_good_records(steps: 
 
 
 def test_kafka_pythons_fetcher_still_has_the_shape_columnar_relies_on() -> None:
-    """Fails loudly when a kafka-python upgrade moves what ColumnRecords hooks into."""
-    assert columnar.installable() is None
-    assert kafka.__version__.startswith("3.0."), "columnar.py is proven on kafka-python 3.0.x: re-prove it"
+    """Fails loudly when kafka-python moves out of the proven range or moves what ColumnRecords hooks into."""
+    assert columnar.installable() is None, "re-prove columnar.py on this kafka-python, then widen PROVEN"
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self._fetcher = Fetcher.__new__(Fetcher)
 
 
 def test_install_makes_polls_return_blocks() -> None:
-    class _Consumer:
-        _fetcher = Fetcher.__new__(Fetcher)
-
     consumer = _Consumer()
-    columnar.install(consumer)
+    assert columnar.install(consumer) is True
     assert consumer._fetcher.PartitionRecords is ColumnRecords
     assert Fetcher.PartitionRecords is not ColumnRecords  # other consumers (the changelog reader) keep theirs
+
+
+@pytest.mark.parametrize("version", ["3.1.0", "3.0.11", "4.0.0rc1"])
+def test_a_kafka_python_it_is_not_proven_on_keeps_its_own_records(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture,
+                                                                  version: str) -> None:
+    monkeypatch.setattr(kafka, "__version__", version)
+    consumer = _Consumer()
+    assert columnar.install(consumer) is False
+    assert "PartitionRecords" not in vars(consumer._fetcher)
+    assert f"kafka-python {version} is not a version it is proven on" in caplog.text
+
+
+def test_a_source_without_columns_gathers_kafka_pythons_records() -> None:
+    records = {TP: [ConsumerRecord("in", 3, 0, 5, 77, 0, b"k", b"v", [], None, 1, 1, -1)]}
+
+    class _Polling:
+        def poll(self, timeout_ms: int, max_records: int) -> dict[Any, Any]:
+            return records
+
+    polled = PythonSource(_Polling(), "in").poll(0, 10)  # type: ignore[arg-type]
+    assert [(r.partition, r.offset, r.timestamp, r.key, r.value) for r in polled] == [(3, 5, 77, b"k", b"v")]
 
 
 def test_blocks_of_several_partitions_become_one_polled_in_order() -> None:
