@@ -499,7 +499,9 @@ def install(consumer: Any) -> bool:
     On a kafka-python this is not proven on, nothing changes (polls return its ConsumerRecords) and a
     warning says why: slower, never wrong.
     """
-    problem = installable()
+    config = getattr(consumer, "config", {})
+    problem = installable() or ("the consumer has a key/value deserializer (columns hold raw bytes)"
+                                if config.get("key_deserializer") or config.get("value_deserializer") else None)
     if problem:
         log.warning("kafka-python records are parsed by kafka-python itself (slower): %s", problem,
                     extra={"event": "columnar_unavailable"})

@@ -222,8 +222,9 @@ def test_kafka_pythons_fetcher_still_has_the_shape_columnar_relies_on() -> None:
 
 
 class _Consumer:
-    def __init__(self) -> None:
+    def __init__(self, **config: Any) -> None:
         self._fetcher = Fetcher.__new__(Fetcher)
+        self.config = {"key_deserializer": None, "value_deserializer": None, **config}
 
 
 def test_install_makes_polls_return_blocks() -> None:
@@ -242,6 +243,12 @@ def test_a_kafka_python_it_is_not_proven_on_keeps_its_own_records(monkeypatch: p
     assert columnar.install(consumer) is False
     assert "PartitionRecords" not in vars(consumer._fetcher)
     assert f"kafka-python {version} is not a version it is proven on" in caplog.text
+
+
+def test_a_consumer_with_a_deserializer_keeps_its_own_records(caplog: pytest.LogCaptureFixture) -> None:
+    consumer = _Consumer(value_deserializer=bytes.decode)
+    assert columnar.install(consumer) is False
+    assert "PartitionRecords" not in vars(consumer._fetcher) and "deserializer" in caplog.text
 
 
 def test_a_source_without_columns_gathers_kafka_pythons_records() -> None:
