@@ -68,8 +68,12 @@ class SeriesScores:
 def score_array(model: str | Path | StepSignature, values: np.ndarray, *, threshold: float | None = None,
                 warmup_steps: int | None = None, halflife_steps: float | None = None, scorer: str | None = None,
                 scorer_options: Mapping[str, Any] | str | None = None, threshold_surprise: float | None = None,
-                incident_gap_steps: int | None = None, incident_updates: int | None = None) -> SeriesScores:
+                incident_gap_steps: int | None = None, incident_updates: int | None = None,
+                event_ms: np.ndarray | None = None) -> SeriesScores:
     """Score one key's series ``values`` ([T] or [T, F], message units) from a fresh state.
+
+    ``event_ms``: the rows' event times (epoch ms, as `run` reads them), which place a key in its model's season
+    across gaps; None scores rows without meaningful times (a season then counts rows).
 
     ``scorer`` / ``scorer_options`` (a mapping or its JSON text) / ``threshold_surprise`` / incident options
     override the model's defaults exactly as the flags of `run` and `score` do. Rows `run` would refuse (NaN
@@ -85,7 +89,7 @@ def score_array(model: str | Path | StepSignature, values: np.ndarray, *, thresh
     x = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
     runner = make_runner(signature, scoring=overrides)
     decoder = _decoder(signature, list(signature.feature_names), "", "")
-    event_ms = np.arange(len(x), dtype=np.int64)
+    event_ms = np.arange(len(x), dtype=np.int64) if event_ms is None else np.asarray(event_ms, dtype=np.int64)
     ok, rejected = decoder.check_values(x, event_ms, int(time.time() * 1000))
     kept = np.flatnonzero(ok)
     part = score_records(runner, [b"series"] * kept.size, event_ms[kept], x[kept].astype(np.float32))

@@ -40,7 +40,8 @@ from rnnwatch.consumer.scoring import DEFAULT_INCIDENT_GAP_STEPS
 from rnnwatch.export.signature import Scoring
 
 __all__ = ["HOLDOUT", "PROVISIONAL_THRESHOLD", "TARGET_FALSE_ALARM_RATE", "calibrate", "calibrate_scoring",
-           "calibrate_threshold", "default_scorer", "fit_tail_threshold", "held_out_threshold", "holdout_start"]
+           "calibrate_threshold", "default_scorer", "fit_tail_threshold", "held_out_surprise", "held_out_threshold",
+           "holdout_start"]
 
 HOLDOUT = 0.2
 TARGET_FALSE_ALARM_RATE = 1e-3  # alarm rows per row on data the model was not fitted on
@@ -117,22 +118,31 @@ def default_scorer(domain: str, period: int = 0) -> str:
 
 
 def calibrate_scoring(model_path: Path, series: list[np.ndarray], scoring: Scoring, scorer: str,
-                      target_rate: float = TARGET_FALSE_ALARM_RATE) -> Scoring:
-    """``scoring`` with ``scorer`` as the model's default and its surprise threshold calibrated on held-out rows.
+                      target_rate: float = TARGET_FALSE_ALARM_RATE,
+                      event_ms: Sequence[np.ndarray | None] | None = None) -> Scoring:
+    """``scoring`` with ``scorer`` as the model's default and its surprise threshold calibrated on held-out rows
+    (``event_ms``: each series' event times, or None, as :func:`calibrate` takes them).
 
     The [0, 1] ``threshold`` is written too (1 - 10**-threshold_surprise, clipped to what older readers accept).
     """
     from dataclasses import replace
 
-    surprise = calibrate(model_path, series, scoring.warmup_steps, scorer, target_rate)
+    surprise = calibrate(model_path, series, scoring.warmup_steps, scorer, target_rate, event_ms)
     threshold = float(np.clip(round(1 - 10 ** -surprise, 9), THRESHOLD_RANGE[0], 1 - 1e-9))
     return replace(scoring, scorer=scorer, threshold_surprise=round(surprise, 4), threshold=threshold)
 
 
 def calibrate(model_path: Path, series: list[np.ndarray], warmup: int, scorer: str,
-              target_rate: float = TARGET_FALSE_ALARM_RATE) -> float:
-    """Surprise threshold of ``scorer`` giving ``target_rate`` false alarms per held-out row."""
-    return held_out_threshold(_holdout_surprise(model_path, series, warmup, scorer), target_rate)
+              target_rate: float = TARGET_FALSE_ALARM_RATE,
+              event_ms: Sequence[np.ndarray | None] | None = None) -> float:
+    """Surprise threshold of ``scorer`` giving ``target_rate`` false alarms per held-out row.
+
+    ``event_ms``: each series' event times (None: rows without meaningful times). The held-out rows are scored
+    as `run` scores them: a model with a season places each row in it by its event time, so a gap in the
+    training rows does not shift the phases of the rows after it (counted by rows, it did, and the held-out
+    rows of a seasonal series with gaps were scored against the wrong phases).
+    """
+    return held_out_threshold(held_out_surprise(model_path, series, warmup, scorer, event_ms), target_rate)
 
 
 def held_out_threshold(surprise: np.ndarray | Sequence[np.ndarray], target_rate: float = TARGET_FALSE_ALARM_RATE,
@@ -193,12 +203,15 @@ def calibrate_threshold(model_path: Path, series: list[np.ndarray], warmup: int)
     return float(np.clip(round(1 - 10 ** -surprise, 6), *THRESHOLD_RANGE))
 
 
-def _holdout_surprise(model_path: Path, series: list[np.ndarray], warmup: int, scorer: str) -> list[np.ndarray]:
-    """Runtime surprises of every key's held-out rows (after warm-up), each key scored from a fresh state."""
+def held_out_surprise(model_path: Path, series: list[np.ndarray], warmup: int, scorer: str,
+                      event_ms: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+    """Runtime surprises of every key's held-out rows (after warm-up), each key scored from a fresh state at
+    its event times (``event_ms``, one array or None per series; None: rows without meaningful times)."""
     from rnnwatch.consumer.offline import score_array
 
+    times = list(event_ms) if event_ms is not None else [None] * len(series)
     held = []
-    for values in series:
-        surprise = score_array(model_path, values, scorer=scorer).surprise
+    for values, ms in zip(series, times, strict=True):
+        surprise = score_array(model_path, values, scorer=scorer, event_ms=ms).surprise
         held.append(surprise[max(warmup + 1, holdout_start(len(values))):])
     return held

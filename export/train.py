@@ -88,7 +88,8 @@ def train(config: TrainingConfig) -> TrainResult:
     out = Path(config.output)
     with proven_model(out) as draft:
         write_step_graph(graph, draft, spec)
-        scoring = calibrate_scoring(draft, [s.values for s in series], spec.scoring, scorer, config.target_rate)
+        scoring = calibrate_scoring(draft, [s.values for s in series], spec.scoring, scorer, config.target_rate,
+                                    [s.event_ms for s in series])
         parity = check_parity(draft, graph)
         final = _with_provenance(replace(spec, scoring=scoring), target_false_alarm_rate=config.target_rate,
                                  parity={k: float(f"{v:.3g}") for k, v in parity.items()})

@@ -137,3 +137,34 @@ def test_train_help_states_the_default_false_alarm_rate_the_trainer_uses(capsys:
         build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default {TARGET_FALSE_ALARM_RATE:g})" in text  # the help said 10^-2.5 while the trainer used 10^-3
+
+
+def test_held_out_rows_of_a_seasonal_model_are_scored_at_their_event_times(tmp_path: Path) -> None:
+    """Offline equals online for calibration too: a model with a season scores its held-out rows as `run` does,
+    each placed in the season by its event time. Hourly rows with a daily pulse and half a day missing from
+    the training rows: counted by rows, every phase after the gap was shifted by 12 hours, and the held-out
+    surprises the threshold is fitted on were not those `run` computes for the same rows (their top 1.03,
+    flattened by misplaced phases, against 2.03 at the event times and 1.97 for the rows without the gap)."""
+    import json
+
+    from rnnwatch.consumer import contract as c
+    from rnnwatch.consumer.contract import load_signature
+    from rnnwatch.consumer.offline import score_rows
+    from rnnwatch.export.calibrate import held_out_surprise, holdout_start
+    from tests.unit.onnx_builders import default_metadata, ewma_model
+
+    hour, period, spec = 3_600_000, 24, "gaussian+phase"
+    scoring = {"warmup_steps": 3, "threshold": 0.999, "halflife_steps": 50, "residual_std": [1.0],
+               "scorer": spec, "scorer_options": {"season": {"period": period, "step_ms": hour}}}
+    model = ewma_model(tmp_path / "seasonal.onnx", metadata=default_metadata(**{c.META_SCORING: json.dumps(scoring)}))
+    t = np.arange(40 * period)
+    values = 50.0 + np.where(t % period < 6, 10.0, 0.0) + np.random.default_rng(0).normal(0, 0.3, t.size)
+    kept = np.ones(t.size, dtype=bool)
+    kept[len(t) // 3:len(t) // 3 + period // 2] = False  # half a day missing from the training rows
+    x, event_ms = values[kept], t[kept] * hour
+    held = held_out_surprise(model, [x], 3, spec, [event_ms])[0]
+    runtime = score_rows(load_signature(model), [b"k"] * len(x), event_ms, x.reshape(-1, 1).astype(np.float32),
+                         scorer=spec).surprise
+    np.testing.assert_array_equal(held, runtime[holdout_start(len(x)):])
+    no_gap = held_out_surprise(model, [values], 3, spec, [t * hour])[0]
+    assert abs(held.max() - no_gap.max()) < 0.2, (held.max(), no_gap.max())  # the gap leaves the phases alone
