@@ -43,9 +43,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rnnwatch.consumer.detector_protocol import Wave, alpha_of_halflife, detector_options
 from rnnwatch.consumer.burst import Burst
 from rnnwatch.consumer.cusum import Cusum
+from rnnwatch.consumer.detector_protocol import Wave, alpha_of_halflife, detector_options
 from rnnwatch.consumer.reversal import Reversal
 from rnnwatch.consumer.seasonal import Phase
 from rnnwatch.consumer.state import Column, StateTable
