@@ -26,6 +26,7 @@ State per key (columns ``s.reversal.*``): the previous step's ``u`` and ``z^2`` 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -52,6 +53,10 @@ class Reversal:
         self.alpha, self.clip = alpha_of_halflife(float(o["halflife"])), float(o["clip"])
         self.min_steps, self.f = int(o["min_steps"]), n_features
         self.bonferroni = float(np.log10(n_features))
+
+    def block_kernel(self) -> ReversalKernel:
+        """Its form for a block of waves (``consumer.blockscore``)."""
+        return ReversalKernel(self)
 
     def columns(self) -> list[Column]:
         f = (self.f,)
@@ -83,4 +88,61 @@ class Reversal:
         a["s.reversal.u"][rows] = np.where(keep, u, prev_u)
         a["s.reversal.z2"][rows] = np.where(keep, z * z, prev_z2)
         a["s.reversal.n"][rows] = n1
+        return np.asarray(out)
+
+
+class ReversalKernel:
+    """The block form of :class:`Reversal` (``consumer.blockscore``): the variance recursion per key and feature in
+    Python floats, rounded to the stored float32 after every step as the state table rounds it between waves; the
+    pair surprises over the whole block at once. Bit for bit the wave path's numbers (``tests/unit/test_blocks.py``)."""
+
+    def __init__(self, d: Reversal) -> None:
+        self.d = d
+
+    def prepare(self, table: StateTable, rows: np.ndarray, b: Any) -> Any:
+        return True
+
+    def run(self, table: StateTable, rows: np.ndarray, b: Any) -> np.ndarray:
+        from array import array
+
+        d, a = self.d, table.arrays
+        z = b.z  # [T, K, F]
+        T, K, F = z.shape
+        buf = array("f", [0.0])
+        n0 = a["s.reversal.n"][rows]
+        var0 = a["s.reversal.var"].take(rows, axis=0).reshape(K * F).tolist()
+        z2prev0 = a["s.reversal.z2"].take(rows, axis=0).reshape(K * F).tolist()
+        z2 = (z * z).reshape(T, K * F)
+        z2s = z2.astype(np.float32).astype(np.float64)  # z^2 as stored between waves
+        var_used = np.empty((K * F, T))
+        final_var = []
+        alpha0, clip = d.alpha, d.clip
+        n0l = n0.tolist()
+        for c in range(K * F):
+            var, prev, n, vu = var0[c], z2prev0[c], n0l[c // F], var_used[c]
+            z2c = z2s[:, c].tolist()
+            for t in range(T):
+                vu[t] = var
+                if n >= 1:
+                    inv = 1.0 / (n if n > 1 else 1)
+                    alpha = inv if inv > alpha0 else alpha0
+                    cap = math.inf if alpha > alpha0 else clip * var
+                    v = var + alpha * ((prev if prev < cap else cap) - var)
+                    buf[0] = v if v > 1e-12 else 1e-12
+                    var = buf[0]
+                prev = z2c[t]
+                n += 1
+            final_var.append(var)
+        u = z / np.sqrt(var_used.reshape(K, F, T).transpose(2, 0, 1))
+        u_prev = np.concatenate([a["s.reversal.u"].take(rows, axis=0)[None],
+                                 u[:-1].astype(np.float32).astype(np.float64)])
+        opposite = (u * u_prev) < 0
+        size = np.minimum(np.abs(u), np.abs(u_prev))
+        pair = np.where(opposite, 2.0 * gaussian_surprise(size) + _LOG10_2, 0.0).max(axis=2) - d.bonferroni
+        ready = (n0[None, :] + np.arange(T)[:, None]) >= d.min_steps
+        out = np.where(ready, np.maximum(pair, 0.0), 0.0)
+        a["s.reversal.var"][rows] = np.array(final_var).reshape(K, F)
+        a["s.reversal.u"][rows] = u[-1]
+        a["s.reversal.z2"][rows] = z2[-1].reshape(K, F)
+        a["s.reversal.n"][rows] = n0 + T
         return np.asarray(out)
