@@ -240,6 +240,8 @@ def kernel_of(detector: Any) -> Any | None:
     name = getattr(detector, "name", "")
     if name == "volatility" and detector.garch:
         return None
+    if hasattr(detector, "block_kernel"):  # a detector in its own module brings its own (consumer.reversal)
+        return detector.block_kernel()
     kind = _KERNELS.get(name)
     return None if kind is None else kind(detector)
 

@@ -43,7 +43,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rnnwatch.consumer.burst import Burst
+from rnnwatch.consumer.cusum import Cusum
 from rnnwatch.consumer.detector_protocol import Wave, alpha_of_halflife, detector_options
+from rnnwatch.consumer.reversal import Reversal
 from rnnwatch.consumer.seasonal import Phase
 from rnnwatch.consumer.state import Column, StateTable
 from rnnwatch.consumer.stuck import Stuck
@@ -267,5 +270,6 @@ class Volatility:
         return out
 
 
-DETECTORS: dict[str, Any] = {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom, Stuck, Phase)}
+DETECTORS: dict[str, Any] = {d.name: d for d in (Gaussian, Likelihood, Novelty, Volatility, Telemanom, Stuck, Phase,
+                                                    Burst, Cusum, Reversal)}
 """name -> class(options, n_features, domain)"""

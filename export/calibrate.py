@@ -105,7 +105,7 @@ def fit_tail_threshold(surprise: np.ndarray, target_rate: float = TARGET_FALSE_A
 # (one member fewer: less multiple-testing cost). Not `volatility`: it scores raw differences, and a periodic
 # series' daily edges are large differences every day. NAB 18 series, swept standard, with the season:
 # gaussian+likelihood+volatility 50.8, gaussian+likelihood 54.4, gaussian+likelihood+phase 66.8, gaussian+phase 71.0.
-DEFAULT_SCORERS = {"positive": "gaussian+volatility+stuck", "real": "gaussian+likelihood+volatility",
+DEFAULT_SCORERS = {"positive": "gaussian+volatility+stuck+reversal", "real": "gaussian+likelihood+volatility",
                    "seasonal": "gaussian+phase"}
 
 

@@ -18,7 +18,8 @@ from rnnwatch.consumer.types import OUT_OF_ORDER, TickBatch
 from tests.unit.onnx_builders import exploding_model
 
 SPECS: list[tuple[str, dict[str, Any]]] = [
-    ("gaussian+volatility+stuck", {}),  # the bundled model's spec: every detector has a block kernel
+    ("gaussian+volatility+stuck+reversal", {}),  # the bundled model's spec: every detector has a block kernel
+    ("gaussian+volatility+stuck", {}),
     ("gaussian+volatility+stuck", {"tail": {"off": 1}}),
     ("gaussian", {}),
     ("volatility", {"volatility": {"method": "garch"}}),  # no kernel: wave by wave inside the block

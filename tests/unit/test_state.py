@@ -175,7 +175,7 @@ def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None
     full = {c.name for c in scorer if c.stored.itemsize == 8}
     bound = sum(int(np.prod(c.shape)) * (8 if c.name in full else 4) for c in scorer)
     assert full <= {"s.incident.open", "s.incident.last", "s.incident.peak",
-                                                   *(f"s.{d}.tail.m{i}" for d in ("gaussian", "volatility")
+                                                   *(f"s.{d}.tail.m{i}" for d in ("gaussian", "volatility", "reversal")
                                                      for i in (1, 2))}
     assert table.bytes_per_key()["scorer_state"] == bound
     assert bound < sum(int(np.prod(c.shape)) * c.dtype.itemsize for c in scorer) * 0.7
