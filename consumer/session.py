@@ -20,6 +20,7 @@ from rnnwatch.consumer.contract import (
     StepSignature,
 )
 from rnnwatch.consumer.errors import ModelError
+from rnnwatch.consumer.hoisted import HoistedSequence, hoisted_sequence
 from rnnwatch.consumer.sequence import SEQ, same_bits, scan_wrapper
 
 __all__ = ["MAX_MODEL_BATCH", "StepModel"]
@@ -59,12 +60,23 @@ class StepModel:
         probe block, else None (blocks are then stepped call by call)."""
         import onnxruntime as ort
 
+        def open_session(model: bytes) -> Any:
+            return ort.InferenceSession(model, sess_options=self._options, providers=["CPUExecutionProvider"])
+
+        sig = self.signature
         outputs = [o for o in self._outputs if not o.startswith(STATE_OUT)]
-        wrapped = scan_wrapper(self.signature.model_bytes, self._state_names, outputs)
+        init = {s.name: np.asarray(s.init, dtype=np.float32).reshape(s.shape) for s in sig.states}
+        try:  # the split form first (consumer.hoisted: less in the loop), else the whole step graph
+            hoisted = hoisted_sequence(sig.model_bytes, outputs, init, sig.n_features, open_session)
+            if hoisted is not None and self._proves(hoisted):
+                return hoisted
+        except Exception:  # noqa: BLE001, S110 - onnxruntime's own untyped errors: try the plain wrapper
+            pass
+        wrapped = scan_wrapper(sig.model_bytes, self._state_names, outputs)
         if wrapped is None:
             return None
         try:
-            session = ort.InferenceSession(wrapped, sess_options=self._options, providers=["CPUExecutionProvider"])
+            session = open_session(wrapped)
             return session if self._proves(session) else None
         except Exception:  # noqa: BLE001 - onnxruntime's own untyped errors: the model is stepped call by call
             return None
@@ -106,6 +118,8 @@ class StepModel:
 
     def _run_sequence(self, session: Any, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        if isinstance(session, HoistedSequence):
+            return session.run(x, states)
         feeds = {INPUT_X + SEQ: x, **{STATE_IN + n: states[n] for n in self._state_names}}
         names = [o + SEQ for o in self._outputs if not o.startswith(STATE_OUT)]
         names += [STATE_OUT + n + SEQ for n in self._state_names]

@@ -1,0 +1,62 @@
+"""The split sequence form (consumer.hoisted): shape-only values computed once per batch size, exact elementwise
+arithmetic on the inputs once per block, the rest in the loop; bit for bit the step graph's outputs at every batch
+size, and the plain wrapper when the split form does not prove itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from rnnwatch.consumer.contract import STATE_OUT, load_signature
+from rnnwatch.consumer.hoisted import EXACT_OPS, HoistedSequence, split_step_graph
+from rnnwatch.consumer.session import StepModel
+from tests.unit.test_sequence import _prices, assert_sequence_is_the_step_graph
+
+
+def _ops(model: bytes | None) -> list[str]:
+    return [] if model is None else [n.op_type for n in onnx.load_from_string(model).graph.node]
+
+
+def test_the_bundled_gru_loops_over_its_recurrence_only(bundled_model: Path) -> None:
+    sig = load_signature(bundled_model)
+    split = split_step_graph(sig.model_bytes, [s.name for s in sig.states], ["forecast", "forecast_scale"])
+    assert split is not None
+    assert split.shifted == ("t.prev", "t.seen") and split.recurrent == ("h",)  # t.prev = x, t.seen: a flag set once
+    assert set(_ops(split.pre)) - {"Constant"} <= EXACT_OPS  # never a Gemm or a Log over a batch unlike a wave
+    assert "Shape" in _ops(split.static) and STATE_OUT + "t.seen" in split.static_outputs
+    in_loop = [onnx.NodeProto.FromString(raw).op_type for raw in split.core_nodes]
+    assert "Shape" not in in_loop and {"Gemm", "MatMul"} & set(in_loop) and "Log" in in_loop
+    assert len(in_loop) < len(onnx.load_from_string(sig.model_bytes).graph.node)
+    model = StepModel(sig)
+    assert model.has_sequence(3) and isinstance(model._sequence, HoistedSequence)
+
+
+@pytest.mark.parametrize("keys", [1, 2, 3, 4, 6, 9, 64])
+def test_the_split_form_is_the_step_graph_bit_for_bit_at_every_batch_size(bundled_model: Path, keys: int) -> None:
+    """A batch's row count decides which kernel onnxruntime runs a row through (4-row blocks and a tail): the split
+    form must keep each row where stepping puts it, at every count."""
+    model = StepModel(load_signature(bundled_model))
+    assert model.has_sequence(keys) and isinstance(model._sequence, HoistedSequence)
+    x = _prices(np.random.default_rng(100 + keys), 23, keys)
+    x[5:9, 0] = x[4, 0]  # a frozen run
+    assert_sequence_is_the_step_graph(model, x)
+
+
+def test_a_split_form_that_does_not_prove_itself_leaves_the_plain_wrapper(bundled_model: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    proves = StepModel._proves
+    monkeypatch.setattr(StepModel, "_proves",
+                        lambda self, session: not isinstance(session, HoistedSequence) and proves(self, session))
+    model = StepModel(load_signature(bundled_model))
+    assert model.has_sequence(3) and not isinstance(model._sequence, HoistedSequence)
+    assert_sequence_is_the_step_graph(model, _prices(np.random.default_rng(1), 9, 3))
+
+
+def test_graphs_with_nothing_to_take_out_of_the_loop_are_not_split(ewma_path: Path) -> None:
+    sig = load_signature(ewma_path)
+    assert split_step_graph(sig.model_bytes, [s.name for s in sig.states], ["forecast", "forecast_scale"]) is None
+    model = StepModel(sig)
+    assert model.has_sequence(2) and not isinstance(model._sequence, HoistedSequence)
