@@ -30,7 +30,7 @@ import numpy as np
 from rnnwatch.consumer.contract import INPUT_X, OUTPUT_FORECAST, OUTPUT_SCALE, OUTPUT_SCORE, STATE_IN, STATE_OUT
 from rnnwatch.consumer.sequence import SEQ, _default_opset, _fields, _float_tensor, _int, _len, _node, _str
 
-__all__ = ["EXACT_OPS", "HoistedSequence", "Split", "core_scan", "hoisted_sequence", "split_step_graph"]
+__all__ = ["EXACT_OPS", "ROW_OPS", "HoistedSequence", "Split", "core_scan", "hoisted_sequence", "split_step_graph"]
 
 _MODEL_IR, _MODEL_GRAPH, _MODEL_OPSET = 1, 7, 8
 _GRAPH_NODE, _GRAPH_NAME, _GRAPH_INIT, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_SPARSE = 1, 2, 5, 11, 12, 15
@@ -43,6 +43,10 @@ _TENSOR_NAME, _SPARSE_VALUES = 8, 1
 # elements at that position: the same bits in a batch of T x K rows as in a batch of K.
 EXACT_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Neg", "Abs", "Where", "Greater", "Less", "Equal",
                        "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or", "Identity", "Max", "Min"})
+# After the loop, on the outputs' side, also onnxruntime's vectorised Exp / Sigmoid / Tanh (MLAS kernels: every
+# element through the same lanes, the tail included; measured identical at every batch size, and the probe blocks
+# of several batch sizes check it on the machine that runs them). ``Log`` is not one of them.
+ROW_OPS = EXACT_OPS | {"Exp", "Sigmoid", "Tanh"}
 _ELEMENT = {np.dtype(np.float32): 1, np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.int32): 6,
             np.dtype(np.int64): 7, np.dtype(np.bool_): 9, np.dtype(np.float16): 10, np.dtype(np.float64): 11}
 
@@ -70,6 +74,15 @@ class Split:
     core_nodes: tuple[bytes, ...]
     graph: tuple[tuple[int, Any, bytes], ...]  # the step graph's fields
     model: tuple[tuple[int, Any, bytes], ...]  # the model's fields
+    post_nodes: tuple[bytes, ...] = ()  # row-invariant nodes only the outputs need: run after the loop, batched
+    boundary: tuple[str, ...] = ()  # loop values the post nodes read (each step's, as scan outputs)
+    post_rows: tuple[str, ...] = ()  # pre values and inputs the post nodes read
+    loop_outputs: tuple[str, ...] = ()  # the step outputs computed in the loop
+
+    @property
+    def scanned(self) -> list[str]:
+        """The boundary values the loop gives per step besides the carried states (which it gives anyway)."""
+        return [v for v in self.boundary if v not in {STATE_OUT + s for s in self.recurrent}]
 
 
 def _parse_node(raw: bytes) -> _Node | None:
@@ -159,27 +172,31 @@ def split_step_graph(model_bytes: bytes, states: list[str], outputs: list[str]) 
         return None
     carried = {STATE_IN + s for s in recurrent}
     rows = {INPUT_X, *(STATE_IN + s for s in shifted)}
-    core: dict[int, _Node] = {}
-    crossing: list[str] = []
-    static_used: list[str] = []
-    todo = [*(STATE_OUT + s for s in recurrent), *outputs]
-    seen: set[str] = set()
-    while todo:  # the loop body: what the carried states and the outputs need, short of pre and static values
-        v = todo.pop()
-        if v in seen or v in carried or not v:
-            continue
-        seen.add(v)
-        if v in pre or v in rows:
-            crossing.append(v)
-        elif v in static:
-            static_used.append(v)
-        elif v in producer:
-            core[id(producer[v])] = producer[v]
-            todo.extend(producer[v].inputs)
-    if not crossing or (len(core) == sum(1 for _ in nodes)):
+    for_states = _loop(producer, [STATE_OUT + s for s in recurrent], carried, pre | rows | static)
+    loop = _loop(producer, [*(STATE_OUT + s for s in recurrent), *outputs], carried, pre | rows | static)
+    post = {k: n for k, n in loop.items() if k not in for_states and n.op in ROW_OPS
+            and not any(i in static for i in n.inputs)}
+    changed = True
+    while changed:  # a value the loop reads is computed in the loop
+        changed = False
+        for k, n in list(loop.items()):
+            if k not in post and any(id(producer[i]) in post for i in n.inputs if i in producer):
+                for i in n.inputs:
+                    post.pop(id(producer[i]), None) if i in producer else None
+                changed = True
+    for k in post:
+        loop.pop(k)
+    if len(loop) == len(nodes):
+        return None
+    made_in_loop = {o for n in loop.values() for o in n.outputs}
+    post_reads = list(dict.fromkeys(i for n in post.values() for i in n.inputs if i))
+    boundary = [v for v in post_reads if v in made_in_loop]
+    crossing = list(dict.fromkeys(i for n in loop.values() for i in n.inputs if i in pre or i in rows))
+    static_used = list(dict.fromkeys(i for n in loop.values() for i in n.inputs if i in static))
+    if not crossing:
         return None
     inputs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_INPUT}
-    pre_outputs = tuple(dict.fromkeys([*(c for c in crossing if c in pre),
+    pre_outputs = tuple(dict.fromkeys([*(c for c in [*crossing, *post_reads] if c in pre),
                                        *(STATE_OUT + s for s in shifted if STATE_OUT + s in pre)]))
     static_outputs = tuple(dict.fromkeys([*static_used, *(STATE_OUT + s for s in shifted
                                                           if STATE_OUT + s in static)]))
@@ -199,7 +216,24 @@ def split_step_graph(model_bytes: bytes, states: list[str], outputs: list[str]) 
         static_model = _model(model, _graph(parts, static_nodes, "static", list(inputs.values()),
                                             [_str(_VALUE_NAME, o) for o in static_outputs]))
     return Split(pre_model, static_model, tuple(shifted), tuple(recurrent), tuple(crossing), pre_outputs,
-                 static_outputs, tuple(outputs), tuple(ordered(list(core.values()))), tuple(parts), tuple(model))
+                 static_outputs, tuple(outputs), tuple(ordered(list(loop.values()))), tuple(parts), tuple(model),
+                 tuple(ordered(list(post.values()))), tuple(boundary),
+                 tuple(v for v in post_reads if v in pre or v in rows),
+                 tuple(o for o in outputs if o in made_in_loop))
+
+
+def _loop(producer: dict[str, _Node], targets: list[str], carried: set[str], outside: set[str]) -> dict[int, _Node]:
+    """The nodes computing ``targets`` from the carried states and the values computed ``outside`` the loop."""
+    picked: dict[int, _Node] = {}
+    todo, seen = list(targets), set()
+    while todo:
+        v = todo.pop()
+        if v in seen or v in carried or v in outside or v not in producer:
+            continue
+        seen.add(v)
+        picked[id(producer[v])] = producer[v]
+        todo.extend(producer[v].inputs)
+    return picked
 
 
 def _initializers(parts: tuple[tuple[int, Any, bytes], ...] | list[tuple[int, Any, bytes]],
@@ -251,13 +285,14 @@ def core_scan(split: Split, types: dict[str, tuple[int, int]]) -> bytes:
             + _initializers(parts, list(split.core_nodes))
             + b"".join(inputs[n] for n in carried_in)
             + b"".join(_len(_GRAPH_INPUT, _typed(c, *types[c])) for c in split.crossing)
-            + b"".join(outs[n] for n in [*carried_out, *split.outputs])
+            + b"".join(outs[n] for n in [*carried_out, *split.loop_outputs])
+            + b"".join(_len(_GRAPH_OUTPUT, _float_tensor(v)) for v in split.scanned)
             + b"".join(_len(_GRAPH_OUTPUT, _float_tensor(o + SEQ)) for o in carried_out))
     attrs = (_len(_NODE_ATTR, _str(_ATTR_NAME, "body") + _len(_ATTR_G, body) + _int(_ATTR_TYPE, _ATTR_GRAPH))
              + _len(_NODE_ATTR, _str(_ATTR_NAME, "num_scan_inputs") + _int(_ATTR_I, len(split.crossing))
                     + _int(_ATTR_TYPE, _ATTR_INT)))
     seq_in = [c + SEQ for c in split.crossing]
-    seq_out = [o + SEQ for o in [*split.outputs, *carried_out]]
+    seq_out = [o + SEQ for o in [*split.loop_outputs, *split.scanned, *carried_out]]
     scan = _node("Scan", [*carried_in, *seq_in], [*carried_out, *seq_out], "rnnwatch_core", attrs)
     outer = (_len(_GRAPH_NODE, scan) + _str(_GRAPH_NAME, "rnnwatch_core")
              + b"".join(_len(_GRAPH_INPUT, _float_tensor(n)) for n in carried_in)
@@ -268,16 +303,31 @@ def core_scan(split: Split, types: dict[str, tuple[int, int]]) -> bytes:
     return _model(split.model, outer)
 
 
+def post_model(split: Split, types: dict[str, tuple[int, int]]) -> bytes | None:
+    """The post nodes over T x K rows: the loop's boundary values (float) and the pre values and inputs they read
+    -> the step outputs they compute (None when the loop computes every output)."""
+    if not split.post_nodes:
+        return None
+    parts = split.graph
+    inputs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_INPUT}
+    outs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_OUTPUT}
+    declared = [inputs[v] if v in inputs else _len(_GRAPH_INPUT, _typed(v, *types[v])) for v in split.post_rows]
+    declared += [_len(_GRAPH_INPUT, _float_tensor(v)) for v in split.boundary]
+    return _model(split.model, _graph(list(parts), list(split.post_nodes), "post", declared, []) + b"".join(
+        outs[o] for o in split.outputs if o not in split.loop_outputs))
+
+
 class HoistedSequence:
     """T steps of K keys as static values (once per K), pre (batched over T x K rows) and the core's ``Scan``:
     the same (forecast, scale, score, every step's states) as ``StepModel.run_sequence``."""
 
     def __init__(self, split: Split, pre: Any, static: Any, core: Any, init: dict[str, np.ndarray],
-                 n_features: int) -> None:
+                 n_features: int, post: Any = None) -> None:
         self.split = split
         self.pre = pre
         self.static = static
         self.core = core
+        self.post = post
         self.init = init  # each state's initial row: the static model's inputs (their values are never read)
         self.n_features = n_features
         self._static: dict[int, dict[str, np.ndarray]] = {}
@@ -325,9 +375,15 @@ class HoistedSequence:
                 msg = f"{c}: {v.shape} is not one row per key-step"
                 raise ValueError(msg)
             feeds[c + SEQ] = v.reshape(T, K, *v.shape[1:])
-        names = [o + SEQ for o in [*sp.outputs, *(STATE_OUT + s for s in sp.recurrent)]]
+        names = [o + SEQ for o in [*sp.loop_outputs, *sp.scanned, *(STATE_OUT + s for s in sp.recurrent)]]
         out = dict(zip(names, self.core.run(names, feeds), strict=True))
         every.update({s: out[STATE_OUT + s + SEQ] for s in sp.recurrent})
+        if self.post is not None:  # the outputs' side over every step's rows at once
+            post_feeds = {v: values[v] for v in sp.post_rows}
+            post_feeds.update({v: out[v + SEQ].reshape(n, *out[v + SEQ].shape[2:]) for v in sp.boundary})
+            rest = [o for o in sp.outputs if o not in sp.loop_outputs]
+            for o, v in zip(rest, self.post.run(rest, post_feeds), strict=True):
+                out[o + SEQ] = v.reshape(T, K, *v.shape[1:])
         score = out.get(OUTPUT_SCORE + SEQ)
         return (out[OUTPUT_FORECAST + SEQ], out.get(OUTPUT_SCALE + SEQ),
                 None if score is None else score.reshape(T, -1), {s: every[s] for s in states})
@@ -352,9 +408,11 @@ def hoisted_sequence(model_bytes: bytes, outputs: list[str], init: dict[str, np.
     if pre is not None:
         values.update(zip(split.pre_outputs, pre.run(list(split.pre_outputs), rows), strict=True))
     types = {}
-    for name in [*split.crossing, *split.static_outputs]:
+    for name in dict.fromkeys([*split.crossing, *split.static_outputs, *split.post_rows]):
         v = np.asarray(values[name])
         if v.dtype not in _ELEMENT:
             return None
         types[name] = (_ELEMENT[v.dtype], v.ndim)
-    return HoistedSequence(split, pre, static, session(core_scan(split, types)), init, n_features)
+    post = post_model(split, types)
+    return HoistedSequence(split, pre, static, session(core_scan(split, types)), init, n_features,
+                           None if post is None else session(post))

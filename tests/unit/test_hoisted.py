@@ -5,6 +5,7 @@ size, and the plain wrapper when the split form does not prove itself."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -55,8 +56,38 @@ def test_a_split_form_that_does_not_prove_itself_leaves_the_plain_wrapper(bundle
     assert_sequence_is_the_step_graph(model, _prices(np.random.default_rng(1), 9, 3))
 
 
-def test_graphs_with_nothing_to_take_out_of_the_loop_are_not_split(ewma_path: Path) -> None:
+def test_a_model_whose_outputs_read_the_new_state_computes_them_after_the_loop(ewma_path: Path) -> None:
     sig = load_signature(ewma_path)
-    assert split_step_graph(sig.model_bytes, [s.name for s in sig.states], ["forecast", "forecast_scale"]) is None
+    split = split_step_graph(sig.model_bytes, [s.name for s in sig.states], ["forecast", "forecast_scale"])
+    assert split is not None and split.boundary == (STATE_OUT + "m",) and not split.loop_outputs
     model = StepModel(sig)
-    assert model.has_sequence(2) and not isinstance(model._sequence, HoistedSequence)
+    for keys in (1, 4, 6):
+        assert model.has_sequence(keys) and isinstance(model._sequence, HoistedSequence)
+        assert_sequence_is_the_step_graph(model, _prices(np.random.default_rng(keys), 11, keys))
+
+
+def test_graphs_with_nothing_to_take_out_of_the_loop_are_not_split() -> None:
+    """Every node reads the state or a Log (whose bits depend on where a value sits in its batch)."""
+    f = onnx.TensorProto.FLOAT
+    nodes = [onnx.helper.make_node("Log", ["x"], ["lx"]), onnx.helper.make_node("Add", ["state_in.m", "lx"], ["s"]),
+             onnx.helper.make_node("Log", ["s"], ["state_out.m"]),
+             onnx.helper.make_node("Log", ["state_out.m"], ["forecast"])]
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info(n, f, ["batch", 1])
+                                                for n in ("x", "state_in.m")],
+                                   [onnx.helper.make_tensor_value_info(n, f, ["batch", 1])
+                                    for n in ("forecast", "state_out.m")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    assert split_step_graph(model.SerializeToString(), ["m"], ["forecast"]) is None
+
+
+def test_a_split_form_wrong_at_one_batch_size_is_not_used(bundled_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a row lands in a batch can change its bits (kernel tails): the probe steps several batch sizes."""
+    run = HoistedSequence.run
+
+    def off_at_five(self: HoistedSequence, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[Any, ...]:
+        forecast, *rest = run(self, x, states)
+        return (np.nextafter(forecast, np.inf) if x.shape[1] == 5 else forecast, *rest)
+
+    monkeypatch.setattr(HoistedSequence, "run", off_at_five)
+    model = StepModel(load_signature(bundled_model))
+    assert model.has_sequence(3) and not isinstance(model._sequence, HoistedSequence)
