@@ -2,8 +2,8 @@
 size, exact elementwise arithmetic on the inputs once for all T steps, and only the rest in the ``Scan``.
 
 With few keys a block is thousands of steps of 3 or 4 keys, and a ``Scan`` step costs its nodes' fixed overhead
-(~0.4 us each, whatever the batch), not their arithmetic: the bundled GRU's 46 nodes were most of what a record
-cost. A third of them do not need to be in the loop:
+(~0.35 us each, whatever the batch), not their arithmetic: the bundled GRU's 46 nodes were most of what a record
+cost. Half of them do not need to be in the loop:
 
 * *static* values depend only on shapes (``Shape``, the index arithmetic a GRU's gate slicing does on it, a
   "seen" flag's ``ConstantOfShape``): computed once per batch size K by the step graph itself and read by the
@@ -13,16 +13,21 @@ cost. A third of them do not need to be in the loop:
   over the block's T x K rows. A state is non-recurrent when its new value does not read any state (``t.prev =
   x``; the seen flag): its value before step t is its new value of step t - 1, computed here from the inputs.
 
+* *post* nodes compute only outputs (the forecast's de-standardisation and ``Exp`` after the head's ``Gemm``) and are
+  row-invariant: run once over the block's rows after the loop, from the values the loop gives per step.
+
 Everything else stays in the loop, batch K as stepping wave by wave runs it: onnxruntime's ``Gemm`` and ``Log``
 give a row a result that depends on its position in the batch (a 4-row kernel and a tail kernel; vector packets and
-a scalar tail), so they are never run on a differently shaped batch. Graphs with subgraphs (``If``, ``Loop``) are not
-split. Like the plain wrapper (``consumer.sequence``) this form is used only after it proved on probe blocks that it
+a scalar tail), so they are never run on a differently shaped batch. In the loop, Slices that cut one tensor into
+consecutive pieces (a GRU's three gates) become one ``Split``. Bundled GRU: 46 nodes a step -> 22. Graphs with
+subgraphs (``If``, ``Loop``) are not split. Like the plain wrapper (``consumer.sequence``) this form is used only after it proved on probe blocks that it
 gives the step graph's outputs bit for bit (``StepModel.has_sequence`` in ``consumer.session``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -78,6 +83,10 @@ class Split:
     boundary: tuple[str, ...] = ()  # loop values the post nodes read (each step's, as scan outputs)
     post_rows: tuple[str, ...] = ()  # pre values and inputs the post nodes read
     loop_outputs: tuple[str, ...] = ()  # the step outputs computed in the loop
+    slices: tuple[tuple[bytes, tuple[str, ...], str], ...] = ()  # loop Slices with bounds fixed per batch size
+    params: tuple[str, ...] = ()  # those bounds (starts, ends, axes, steps)
+    params_model: bytes | None = None  # the step graph's inputs (any values, K rows) -> params
+    opset: int = 0
 
     @property
     def scanned(self) -> list[str]:
@@ -132,8 +141,9 @@ def _ancestors(targets: list[str], producer: dict[str, _Node], stop: set[str]) -
     return list(picked.values())
 
 
-def _classes(nodes: list[_Node], recurrent: list[str], shifted: list[str]) -> tuple[set[str], set[str]]:
-    """(pre values, static values) when ``recurrent`` states are carried and ``shifted`` ones known ahead."""
+def _classes(nodes: list[_Node], recurrent: list[str], shifted: list[str]) -> tuple[set[str], set[str], set[str]]:
+    """(pre values, static values, data values) when ``recurrent`` states are carried and ``shifted`` ones known
+    ahead."""
     rec = _tainted(nodes, {STATE_IN + s for s in recurrent}, through_shape=True)
     data = _tainted(nodes, {INPUT_X, *(STATE_IN + s for s in [*recurrent, *shifted])})
     shaped = {o for n in nodes if n.op == "Shape" for o in n.outputs}
@@ -146,7 +156,7 @@ def _classes(nodes: list[_Node], recurrent: list[str], shifted: list[str]) -> tu
         if (n.op in EXACT_OPS and not any(i in rec for i in n.inputs) and any(known)
                 and all(k or c for k, c in zip(known, constant, strict=True))):
             pre.update(n.outputs)
-    return pre, static
+    return pre, static, data
 
 
 def split_step_graph(model_bytes: bytes, states: list[str], outputs: list[str]) -> Split | None:
@@ -164,10 +174,10 @@ def split_step_graph(model_bytes: bytes, states: list[str], outputs: list[str]) 
     producer = {o: n for n in nodes for o in n.outputs}
     reads_state = _tainted(nodes, {STATE_IN + s for s in states})
     candidates = [s for s in states if STATE_OUT + s not in reads_state]
-    pre, static = _classes(nodes, [s for s in states if s not in candidates], candidates)
+    pre, static, _ = _classes(nodes, [s for s in states if s not in candidates], candidates)
     shifted = [s for s in candidates if STATE_OUT + s in pre or STATE_OUT + s in static]
     recurrent = [s for s in states if s not in shifted]
-    pre, static = _classes(nodes, recurrent, shifted)  # a state moved to the loop takes what reads it along
+    pre, static, data = _classes(nodes, recurrent, shifted)  # a state moved to the loop takes what reads it
     if not recurrent or any(o in pre or o in static for o in outputs):
         return None
     carried = {STATE_IN + s for s in recurrent}
@@ -215,11 +225,20 @@ def split_step_graph(model_bytes: bytes, states: list[str], outputs: list[str]) 
         static_nodes = ordered(_ancestors(list(static_outputs), producer, set()))
         static_model = _model(model, _graph(parts, static_nodes, "static", list(inputs.values()),
                                             [_str(_VALUE_NAME, o) for o in static_outputs]))
+    slices = [n for n in loop.values() if n.op == "Slice" and len(n.inputs) in (4, 5)
+              and all(i in producer and i not in data for i in n.inputs[1:])]
+    params = tuple(dict.fromkeys(i for n in slices for i in n.inputs[1:]))
+    params_model = None
+    if params:
+        params_model = _model(model, _graph(parts, ordered(_ancestors(list(params), producer, set())), "params",
+                                            list(inputs.values()), [_str(_VALUE_NAME, o) for o in params]))
     return Split(pre_model, static_model, tuple(shifted), tuple(recurrent), tuple(crossing), pre_outputs,
                  static_outputs, tuple(outputs), tuple(ordered(list(loop.values()))), tuple(parts), tuple(model),
                  tuple(ordered(list(post.values()))), tuple(boundary),
                  tuple(v for v in post_reads if v in pre or v in rows),
-                 tuple(o for o in outputs if o in made_in_loop))
+                 tuple(o for o in outputs if o in made_in_loop),
+                 tuple((n.raw, n.inputs, n.outputs[0]) for n in slices), params, params_model,
+                 _default_opset(model))
 
 
 def _loop(producer: dict[str, _Node], targets: list[str], carried: set[str], outside: set[str]) -> dict[int, _Node]:
@@ -271,7 +290,52 @@ def _typed(name: str, elem: int, rank: int) -> bytes:
     return _str(_VALUE_NAME, name) + _len(_VALUE_TYPE, _len(1, _int(1, elem) + _len(2, shape)))
 
 
-def core_scan(split: Split, types: dict[str, tuple[int, int]]) -> bytes:
+def fused_slices(split: Split, params: dict[str, np.ndarray]) -> list[tuple[list[bytes], bytes, bytes]]:
+    """Groups of loop Slices that cut one tensor into consecutive pieces along one axis, each as one ``Split``
+    (one node instead of several in every step: a piece's bytes are the same either way): (the Slices it replaces,
+    the Split node, its sizes initializer). ``params``: the Slices' bounds as evaluated for a batch size."""
+    if split.opset < 13:  # Split takes its sizes as an input from opset 13
+        return []
+    groups: dict[tuple[str, int], list[tuple[int, int, bytes, str]]] = {}
+    for raw, ins, out in split.slices:
+        starts, ends, axes = (np.asarray(params[i]).reshape(-1) for i in ins[1:4])
+        steps = np.asarray(params[ins[4]]).reshape(-1) if len(ins) == 5 else np.ones(1, np.int64)
+        if not (starts.size == ends.size == axes.size == steps.size == 1) or int(steps[0]) != 1:
+            continue
+        start, end = int(starts[0]), int(ends[0])
+        if 0 <= start < end < 2**31:
+            groups.setdefault((ins[0], int(axes[0])), []).append((start, end, raw, out))
+    fused: list[tuple[list[bytes], bytes, bytes]] = []
+    for (data, axis), pieces in groups.items():
+        pieces.sort()
+        if len(pieces) < 2 or pieces[0][0] != 0 or any(a[1] != b[0] for a, b in pairwise(pieces)):
+            continue
+        name = f"rnnwatch_split_{len(fused)}_sizes"
+        sizes = np.array([e - s for s, e, _, _ in pieces], dtype="<i8")
+        tensor = _int(1, len(sizes)) + _int(2, 7) + _str(_TENSOR_NAME, name) + _len(9, sizes.tobytes())
+        attrs = _len(_NODE_ATTR, _str(_ATTR_NAME, "axis") + _int(_ATTR_I, axis % 2**64) + _int(_ATTR_TYPE, _ATTR_INT))
+        node = _node("Split", [data, name], [o for _, _, _, o in pieces], f"rnnwatch_split_{len(fused)}", attrs)
+        fused.append(([r for _, _, r, _ in pieces], node, _len(_GRAPH_INIT, tensor)))
+    return fused
+
+
+def _loop_nodes(split: Split, fused: list[tuple[list[bytes], bytes, bytes]]) -> tuple[list[bytes], bytes]:
+    """The loop's nodes with each fused group's first Slice replaced by its Split (the others dropped), and the
+    Splits' sizes initializers."""
+    first = {group[0]: node for group, node, _ in fused}
+    dropped = {r for group, _, _ in fused for r in group[1:]}
+    nodes = [_parse_node(first.get(raw, raw)) for raw in split.core_nodes if raw not in dropped]
+    read = {*(STATE_OUT + s for s in split.recurrent), *split.loop_outputs, *split.scanned}
+    kept: list[bytes] = []
+    for n in reversed(nodes):  # what only the replaced Slices read (their bounds' Constants) goes too
+        if n is not None and any(o in read for o in n.outputs):
+            kept.append(n.raw)
+            read.update(n.inputs)
+    return kept[::-1], b"".join(init for _, _, init in fused)
+
+
+def core_scan(split: Split, types: dict[str, tuple[int, int]],
+              fused: list[tuple[list[bytes], bytes, bytes]] | None = None) -> bytes:
     """The core's ``Scan``: carried recurrent states, one scan input per crossing value and the static values read
     from the outer scope (``types``: each one's element type and rank per step); outputs the states after the last
     step, each step's outputs (``<output>.seq``) and each step's new recurrent states (``<state_out>.seq``)."""
@@ -281,8 +345,9 @@ def core_scan(split: Split, types: dict[str, tuple[int, int]]) -> bytes:
     carried_in = [STATE_IN + s for s in split.recurrent]
     carried_out = [STATE_OUT + s for s in split.recurrent]
     copies = b"".join(_len(_GRAPH_NODE, _node("Identity", [o], [o + SEQ], f"rnnwatch_core_{o}")) for o in carried_out)
-    body = (b"".join(_len(_GRAPH_NODE, raw) for raw in split.core_nodes) + copies + _str(_GRAPH_NAME, "core")
-            + _initializers(parts, list(split.core_nodes))
+    loop_nodes, sizes = _loop_nodes(split, fused or [])
+    body = (b"".join(_len(_GRAPH_NODE, raw) for raw in loop_nodes) + copies + _str(_GRAPH_NAME, "core")
+            + _initializers(parts, loop_nodes) + sizes
             + b"".join(inputs[n] for n in carried_in)
             + b"".join(_len(_GRAPH_INPUT, _typed(c, *types[c])) for c in split.crossing)
             + b"".join(outs[n] for n in [*carried_out, *split.loop_outputs])
@@ -322,15 +387,38 @@ class HoistedSequence:
     the same (forecast, scale, score, every step's states) as ``StepModel.run_sequence``."""
 
     def __init__(self, split: Split, pre: Any, static: Any, core: Any, init: dict[str, np.ndarray],
-                 n_features: int, post: Any = None) -> None:
+                 n_features: int, post: Any = None, params: Any = None,
+                 fused_at: dict[str, np.ndarray] | None = None, plain: Any = None) -> None:
         self.split = split
         self.pre = pre
         self.static = static
         self.core = core
         self.post = post
+        self.params = params  # the loop Slices' bounds per batch size (None: no Slice fused)
+        self.fused_at = fused_at or {}  # the bounds the core's Splits were built for
+        self.plain = plain  # () -> the core without fused Slices, for a batch size whose bounds differ
+        self._cores: dict[int, Any] = {}
         self.init = init  # each state's initial row: the static model's inputs (their values are never read)
         self.n_features = n_features
         self._static: dict[int, dict[str, np.ndarray]] = {}
+
+    def _inputs(self, keys: int) -> dict[str, np.ndarray]:
+        """The step graph's inputs for a batch of ``keys`` (values that are never read, only their shapes)."""
+        return {INPUT_X: np.ones((keys, self.n_features), np.float32),
+                **{STATE_IN + s: np.repeat(v[None], keys, axis=0) for s, v in self.init.items()}}
+
+    def core_for(self, keys: int) -> Any:
+        """The core for a batch of ``keys``: with the fused Splits when the Slices' bounds are the ones they were
+        built for (they do not depend on the batch size in any model seen; checked, not assumed)."""
+        if keys not in self._cores:
+            core = self.core
+            if self.params is not None:
+                names = list(self.split.params)
+                got = dict(zip(names, self.params.run(names, self._inputs(keys)), strict=True))
+                if any(not np.array_equal(got[n], v) for n, v in self.fused_at.items()):
+                    core = self.plain()
+            self._cores[keys] = core
+        return self._cores[keys]
 
     def statics(self, keys: int) -> dict[str, np.ndarray]:
         """The static values for a batch of ``keys`` (computed from shapes alone: any inputs of that shape do)."""
@@ -338,9 +426,8 @@ class HoistedSequence:
             sp = self.split
             got: dict[str, np.ndarray] = {}
             if self.static is not None:
-                feeds = {INPUT_X: np.ones((keys, self.n_features), np.float32),
-                         **{STATE_IN + s: np.repeat(v[None], keys, axis=0) for s, v in self.init.items()}}
-                got = dict(zip(sp.static_outputs, self.static.run(list(sp.static_outputs), feeds), strict=True))
+                got = dict(zip(sp.static_outputs, self.static.run(list(sp.static_outputs), self._inputs(keys)),
+                               strict=True))
             self._static[keys] = got
         return self._static[keys]
 
@@ -376,7 +463,7 @@ class HoistedSequence:
                 raise ValueError(msg)
             feeds[c + SEQ] = v.reshape(T, K, *v.shape[1:])
         names = [o + SEQ for o in [*sp.loop_outputs, *sp.scanned, *(STATE_OUT + s for s in sp.recurrent)]]
-        out = dict(zip(names, self.core.run(names, feeds), strict=True))
+        out = dict(zip(names, self.core_for(K).run(names, feeds), strict=True))
         every.update({s: out[STATE_OUT + s + SEQ] for s in sp.recurrent})
         if self.post is not None:  # the outputs' side over every step's rows at once
             post_feeds = {v: values[v] for v in sp.post_rows}
@@ -390,10 +477,11 @@ class HoistedSequence:
 
 
 def hoisted_sequence(model_bytes: bytes, outputs: list[str], init: dict[str, np.ndarray], n_features: int,
-                     session: Any) -> HoistedSequence | None:
+                     session: Any, *, fuse: bool = True) -> HoistedSequence | None:
     """The split form of a step model (None when its graph cannot be split). ``outputs``: the step outputs
     (forecast first, then forecast_scale and score when the model has them); ``init``: each state's initial row;
-    ``session(bytes)`` opens an onnxruntime session."""
+    ``session(bytes)`` opens an onnxruntime session; ``fuse``: Slices that cut one tensor into pieces become one
+    Split in the loop."""
     split = split_step_graph(model_bytes, list(init), outputs)
     if split is None:
         return None
@@ -414,5 +502,12 @@ def hoisted_sequence(model_bytes: bytes, outputs: list[str], init: dict[str, np.
             return None
         types[name] = (_ELEMENT[v.dtype], v.ndim)
     post = post_model(split, types)
-    return HoistedSequence(split, pre, static, session(core_scan(split, types)), init, n_features,
-                           None if post is None else session(post))
+    params = None if split.params_model is None or not fuse else session(split.params_model)
+    fused_at: dict[str, np.ndarray] = {}
+    fused: list[tuple[list[bytes], bytes, bytes]] = []
+    if params is not None:
+        fused_at = dict(zip(split.params, params.run(list(split.params), probe._inputs(keys)), strict=True))
+        fused = fused_slices(split, fused_at)
+    return HoistedSequence(split, pre, static, session(core_scan(split, types, fused)), init, n_features,
+                           None if post is None else session(post), params if fused else None, fused_at,
+                           lambda: session(core_scan(split, types)))

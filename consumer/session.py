@@ -66,12 +66,15 @@ class StepModel:
         sig = self.signature
         outputs = [o for o in self._outputs if not o.startswith(STATE_OUT)]
         init = {s.name: np.asarray(s.init, dtype=np.float32).reshape(s.shape) for s in sig.states}
-        try:  # the split form first (consumer.hoisted: less in the loop), else the whole step graph
-            hoisted = hoisted_sequence(sig.model_bytes, outputs, init, sig.n_features, open_session)
-            if hoisted is not None and self._proves(hoisted):
-                return hoisted
-        except Exception:  # noqa: BLE001, S110 - onnxruntime's own untyped errors: try the plain wrapper
-            pass
+        for fuse in (True, False):  # the split form first (consumer.hoisted: less in the loop), else the whole graph
+            try:
+                hoisted = hoisted_sequence(sig.model_bytes, outputs, init, sig.n_features, open_session, fuse=fuse)
+                if hoisted is None:
+                    break
+                if self._proves(hoisted):
+                    return hoisted
+            except Exception:  # noqa: BLE001, S110 - onnxruntime's own untyped errors: try the next form
+                pass
         wrapped = scan_wrapper(sig.model_bytes, self._state_names, outputs)
         if wrapped is None:
             return None

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from rnnwatch.consumer.contract import STATE_OUT, load_signature
-from rnnwatch.consumer.hoisted import EXACT_OPS, HoistedSequence, split_step_graph
+from rnnwatch.consumer.hoisted import EXACT_OPS, HoistedSequence, Split, _loop_nodes, fused_slices, split_step_graph
 from rnnwatch.consumer.session import StepModel
 from tests.unit.test_sequence import _prices, assert_sequence_is_the_step_graph
 
@@ -91,3 +91,38 @@ def test_a_split_form_wrong_at_one_batch_size_is_not_used(bundled_model: Path, m
     monkeypatch.setattr(HoistedSequence, "run", off_at_five)
     model = StepModel(load_signature(bundled_model))
     assert model.has_sequence(3) and not isinstance(model._sequence, HoistedSequence)
+
+
+def test_the_gate_slices_of_the_bundled_gru_are_one_split_per_step(bundled_model: Path) -> None:
+    model = StepModel(load_signature(bundled_model))
+    assert model.has_sequence(3) and isinstance(model._sequence, HoistedSequence)
+    hoisted = model._sequence
+    fused = fused_slices(hoisted.split, hoisted.fused_at)
+    assert [len(group) for group, _, _ in fused] == [3, 3]  # r, z, n gates of the input and the hidden projection
+    nodes, _ = _loop_nodes(hoisted.split, fused)
+    ops = [onnx.NodeProto.FromString(raw).op_type for raw in nodes]
+    assert ops.count("Split") == 2 and "Slice" not in ops
+
+
+def test_a_batch_size_whose_slice_bounds_differ_runs_the_unfused_loop(bundled_model: Path) -> None:
+    model = StepModel(load_signature(bundled_model))
+    assert model.has_sequence(4) and isinstance(model._sequence, HoistedSequence)
+    hoisted = model._sequence
+    fused_core = hoisted.core_for(4)
+    name = next(iter(hoisted.fused_at))
+    hoisted.fused_at[name] = hoisted.fused_at[name] + 1  # as if 6 keys cut their gates elsewhere
+    assert hoisted.core_for(6) is not fused_core and hoisted.core_for(4) is fused_core  # bounds checked per size
+    assert_sequence_is_the_step_graph(model, _prices(np.random.default_rng(6), 9, 6))
+
+
+def test_a_fused_loop_that_fails_leaves_the_split_form_without_fusing(bundled_model: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnwatch.consumer import hoisted as hoisted_module
+
+    def broken(split: Split, params: dict[str, np.ndarray]) -> list[tuple[list[bytes], bytes, bytes]]:
+        return [(group, node.replace(b"Split", b"Splat"), init) for group, node, init in fused_slices(split, params)]
+
+    monkeypatch.setattr(hoisted_module, "fused_slices", broken)
+    model = StepModel(load_signature(bundled_model))
+    assert model.has_sequence(3) and isinstance(model._sequence, HoistedSequence) and model._sequence.params is None
+    assert_sequence_is_the_step_graph(model, _prices(np.random.default_rng(3), 9, 3))
