@@ -11,8 +11,7 @@ cost. Half of them do not need to be in the loop:
 * *pre* values are exact elementwise operations (``Div``, ``Where``, ``Greater`` ...: IEEE operations whose result
   does not depend on where an element sits in its tensor) on the input and on *non-recurrent* states, run once
   over the block's T x K rows. A state is non-recurrent when its new value does not read any state (``t.prev =
-  x``; the seen flag): its value before step t is its new value of step t - 1, computed here from the inputs.
-
+  x``; the seen flag): its value before step t is its new value of step t - 1, computed here from the inputs;
 * *post* nodes compute only outputs (the forecast's de-standardisation and ``Exp`` after the head's ``Gemm``) and are
   row-invariant: run once over the block's rows after the loop, from the values the loop gives per step.
 
@@ -20,8 +19,9 @@ Everything else stays in the loop, batch K as stepping wave by wave runs it: onn
 give a row a result that depends on its position in the batch (a 4-row kernel and a tail kernel; vector packets and
 a scalar tail), so they are never run on a differently shaped batch. In the loop, Slices that cut one tensor into
 consecutive pieces (a GRU's three gates) become one ``Split``. Bundled GRU: 46 nodes a step -> 22. Graphs with
-subgraphs (``If``, ``Loop``) are not split. Like the plain wrapper (``consumer.sequence``) this form is used only after it proved on probe blocks that it
-gives the step graph's outputs bit for bit (``StepModel.has_sequence`` in ``consumer.session``).
+subgraphs (``If``, ``Loop``) are not split. Like the plain wrapper (``consumer.sequence``) this form is used only
+after it proved on probe blocks of 1 to 5 keys that it gives the step graph's outputs bit for bit
+(``StepModel.has_sequence`` in ``consumer.session``).
 """
 
 from __future__ import annotations
