@@ -397,6 +397,7 @@ class HoistedSequence:
         self.params = params  # the loop Slices' bounds per batch size (None: no Slice fused)
         self.fused_at = fused_at or {}  # the bounds the core's Splits were built for
         self.plain = plain  # () -> the core without fused Slices, for a batch size whose bounds differ
+        self.short: Any = None  # the whole step graph's Scan session, for blocks of a few steps (consumer.session)
         self._cores: dict[int, Any] = {}
         self.init = init  # each state's initial row: the static model's inputs (their values are never read)
         self.n_features = n_features

@@ -13,7 +13,7 @@ import pytest
 
 from rnnwatch.consumer.contract import STATE_OUT, load_signature
 from rnnwatch.consumer.hoisted import EXACT_OPS, HoistedSequence, Split, _loop_nodes, fused_slices, split_step_graph
-from rnnwatch.consumer.session import StepModel
+from rnnwatch.consumer.session import SPLIT_MIN_STEPS, StepModel
 from tests.unit.test_sequence import _prices, assert_sequence_is_the_step_graph
 
 
@@ -126,3 +126,18 @@ def test_a_fused_loop_that_fails_leaves_the_split_form_without_fusing(bundled_mo
     model = StepModel(load_signature(bundled_model))
     assert model.has_sequence(3) and isinstance(model._sequence, HoistedSequence) and model._sequence.params is None
     assert_sequence_is_the_step_graph(model, _prices(np.random.default_rng(3), 9, 3))
+
+
+def test_blocks_of_a_few_steps_run_the_whole_graph_in_one_call(bundled_model: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split form's four calls cost more than its shorter loop saves on a few steps."""
+    model = StepModel(load_signature(bundled_model))
+    assert model.has_sequence(3) and isinstance(model._sequence, HoistedSequence)
+    assert model._sequence.short is not None
+    calls: list[int] = []
+    run = HoistedSequence.run
+    monkeypatch.setattr(HoistedSequence, "run", lambda self, x, s: calls.append(x.shape[0]) or run(self, x, s))
+    rng = np.random.default_rng(5)
+    for steps in (2, SPLIT_MIN_STEPS - 1, SPLIT_MIN_STEPS, 30):
+        assert_sequence_is_the_step_graph(model, _prices(rng, steps, 3))
+    assert calls == [SPLIT_MIN_STEPS, 30]
