@@ -193,6 +193,25 @@ class _Stuck(_Kernel):
             rate, repeats, run, n = rate0[j], repeats0[j], run0[j], n0[j]
             reps = repeat[:, j].tolist()
             pj, rj = p[j], new_run[j]
+            if n >= 1 and 1.0 / (n if n > 1.0 else 1.0) <= alpha0 and n + T < 2**24:
+                # warm: the rate's weight is alpha0 all block long, and the count n + t is exact in float32
+                for t, rep in enumerate(reps):
+                    if rep:
+                        q = (repeats + 0.5) / ((n + t) + 1.0)
+                        pj[t] = q if q > rate else rate
+                        nr = run + 1.0
+                        rj[t] = nr
+                        buf[0] = nr
+                        run = buf[0]
+                        buf[0] = repeats + 1.0
+                        repeats = buf[0]
+                        buf[0] = rate + alpha0 * (1.0 - rate)
+                    else:
+                        run = 0.0
+                        buf[0] = rate + alpha0 * (0.0 - rate)
+                    rate = buf[0]
+                final[j] = (rate, repeats, run, n + T)
+                continue
             for t in range(T):
                 rep = reps[t]
                 if rep:
