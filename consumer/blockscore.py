@@ -80,25 +80,36 @@ class _Gaussian(_Kernel):
         z2 = b.z2()
         z2k = z2 / d.k
         var0, n0 = _wide(table, "s.var", rows).tolist(), table.arrays["s.n"][rows].tolist()
-        q = np.empty((K, T))
+        q: list[list[float]] = []
         new_var, buf, alpha0, clip = [], _rounder(), d.alpha, d.clip
         for j in range(K):
-            var, n, qj = var0[j], n0[j], q[j]
+            var, n = var0[j], n0[j]
+            qj: list[float] = []
+            put = qj.append
             z2j, z2kj = z2[:, j].tolist(), z2k[:, j].tolist()
-            for t in range(T):
-                n += 1
-                qj[t] = z2j[t] / var
-                inv = 1.0 / (n if n > 1 else 1)
-                alpha = inv if inv > alpha0 else alpha0
-                cv = clip * var
-                step = (cv if cv < z2kj[t] else z2kj[t]) - var
-                v = var + alpha * step
-                buf[0] = v if v > 1e-6 else 1e-6
-                var = buf[0]
+            if 1.0 / (n + 1 if n + 1 > 1 else 1) <= alpha0:  # warm: the EWMA weight is alpha0 all block long
+                for z2t, z2kt in zip(z2j, z2kj, strict=True):
+                    put(z2t / var)
+                    cv = clip * var
+                    v = var + alpha0 * ((cv if cv < z2kt else z2kt) - var)
+                    buf[0] = v if v > 1e-6 else 1e-6
+                    var = buf[0]
+            else:
+                for t in range(T):
+                    n += 1
+                    put(z2j[t] / var)
+                    inv = 1.0 / (n if n > 1 else 1)
+                    alpha = inv if inv > alpha0 else alpha0
+                    cv = clip * var
+                    step = (cv if cv < z2kj[t] else z2kj[t]) - var
+                    v = var + alpha * step
+                    buf[0] = v if v > 1e-6 else 1e-6
+                    var = buf[0]
+            q.append(qj)
             new_var.append(var)
         table.arrays["s.var"][rows] = np.array(new_var)
         table.arrays["s.n"][rows] = np.array(n0, dtype=np.int64) + T
-        return chi2_surprise(q.T, d.k)
+        return chi2_surprise(np.array(q).T, d.k)
 
 
 class _Volatility(_Kernel):
@@ -116,27 +127,42 @@ class _Volatility(_Kernel):
         var0 = _wide(table, "s.volatility.var", rows).reshape(K * F).tolist()
         long0 = _wide(table, "s.volatility.long", rows).reshape(K * F).tolist()
         n0 = table.arrays["s.volatility.n"][rows]
-        ratio = np.empty((K * F, T))
+        ratios: list[list[float]] = []
         r2c = r2.reshape(T, K * F)
         new_var, new_long, buf = [], [], _rounder()
         a_short, a_long = d.alpha, d.long_alpha
         n0l = n0.tolist()
         for c in range(K * F):
-            var, long, n, rc, r2j = var0[c], long0[c], n0l[c // F], ratio[c], r2c[:, c].tolist()
-            for t in range(T):
-                n += 1
-                fl = long * 1e-4
-                fl = fl if fl > 1e-18 else 1e-18
-                rc[t] = r2j[t] / (fl if fl > var else var)
-                inv = 1.0 / (n if n > 1 else 1)
-                first = inv if inv > a_long else a_long
-                alpha = inv if inv > a_short else a_short
-                buf[0] = long + first * (r2j[t] - long)
-                long = buf[0]
-                buf[0] = var + alpha * (r2j[t] - var)
-                var = buf[0]
+            var, long, n, r2j = var0[c], long0[c], n0l[c // F], r2c[:, c].tolist()
+            rc: list[float] = []
+            put = rc.append
+            inv0 = 1.0 / (n + 1 if n + 1 > 1 else 1)
+            if inv0 <= a_long and inv0 <= a_short:  # warm: both EWMA weights constant all block long
+                for r2t in r2j:
+                    fl = long * 1e-4
+                    fl = fl if fl > 1e-18 else 1e-18
+                    put(r2t / (fl if fl > var else var))
+                    buf[0] = long + a_long * (r2t - long)
+                    long = buf[0]
+                    buf[0] = var + a_short * (r2t - var)
+                    var = buf[0]
+            else:
+                for t in range(T):
+                    n += 1
+                    fl = long * 1e-4
+                    fl = fl if fl > 1e-18 else 1e-18
+                    put(r2j[t] / (fl if fl > var else var))
+                    inv = 1.0 / (n if n > 1 else 1)
+                    first = inv if inv > a_long else a_long
+                    alpha = inv if inv > a_short else a_short
+                    buf[0] = long + first * (r2j[t] - long)
+                    long = buf[0]
+                    buf[0] = var + alpha * (r2j[t] - var)
+                    var = buf[0]
+            ratios.append(rc)
             new_var.append(var)
             new_long.append(long)
+        ratio = np.array(ratios)
         d2 = row_sum(ratio.reshape(K, F, T).transpose(2, 0, 1).reshape(T * K, F)).reshape(T, K)
         steps_seen = n0[None, :] + np.arange(T)[:, None]
         ready = steps_seen >= d.min_steps
@@ -167,6 +193,25 @@ class _Stuck(_Kernel):
             rate, repeats, run, n = rate0[j], repeats0[j], run0[j], n0[j]
             reps = repeat[:, j].tolist()
             pj, rj = p[j], new_run[j]
+            if n >= 1 and 1.0 / (n if n > 1.0 else 1.0) <= alpha0 and n + T < 2**24:
+                # warm: the rate's weight is alpha0 all block long, and the count n + t is exact in float32
+                for t, rep in enumerate(reps):
+                    if rep:
+                        q = (repeats + 0.5) / ((n + t) + 1.0)
+                        pj[t] = q if q > rate else rate
+                        nr = run + 1.0
+                        rj[t] = nr
+                        buf[0] = nr
+                        run = buf[0]
+                        buf[0] = repeats + 1.0
+                        repeats = buf[0]
+                        buf[0] = rate + alpha0 * (1.0 - rate)
+                    else:
+                        run = 0.0
+                        buf[0] = rate + alpha0 * (0.0 - rate)
+                    rate = buf[0]
+                final[j] = (rate, repeats, run, n + T)
+                continue
             for t in range(T):
                 rep = reps[t]
                 if rep:
@@ -254,7 +299,7 @@ def calibrate_block(c: TailCalibrator, table: StateTable, rows: np.ndarray, raw:
     nu, n1, n2, nk = c._names
     u0l, m1l = _wide(table, nu, rows).tolist(), _wide(table, n1, rows).tolist()
     m2l, kl = _wide(table, n2, rows).tolist(), _wide(table, nk, rows).tolist()
-    us = np.empty((K, T))
+    us: list[list[float]] = []
     hit_t, hit_j, hit_m1, hit_m2, hit_x = [], [], [], [], []
     buf = _rounder()
     eta, level, alpha, prior = c.eta, c.level, c.alpha, c.prior
@@ -264,31 +309,56 @@ def calibrate_block(c: TailCalibrator, table: StateTable, rows: np.ndarray, raw:
         u, m1, m2, k = u0l[j], m1l[j], m2l[j], kl[j]
         raws = raw[:, j].tolist()
         learns = None if all_learn else learn[:, j].tolist()
-        uj = us[j]
-        for t in range(T):
-            uj[t] = u
-            x = raws[t] - u
-            lrn = True if learns is None else learns[t]
-            if x > 0:
-                hit_t.append(t)
-                hit_j.append(j)
-                hit_m1.append(m1)
-                hit_m2.append(m2)
-                hit_x.append(x)
-                new_u = u + (eta * m1) * up
-                if lrn:
+        uj: list[float] = []
+        put = uj.append
+        if learns is None:  # the common case: every step learns; below the quantile u only steps down
+            dn = (eta * m1) * down
+            for t, r in enumerate(raws):
+                put(u)
+                x = r - u
+                if x > 0:
+                    hit_t.append(t)
+                    hit_j.append(j)
+                    hit_m1.append(m1)
+                    hit_m2.append(m2)
+                    hit_x.append(x)
+                    new_u = u + (eta * m1) * up
                     s = 1.0 / (k + 1.0 + prior)
                     step = s if s > alpha else alpha
                     m1, m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
                     buf[0] = k + 1.0
                     k = buf[0]
-            else:
-                new_u = u + (eta * m1) * down
-            if lrn:
+                    dn = (eta * m1) * down
+                else:
+                    new_u = u + dn
                 buf[0] = new_u if new_u > 1e-6 else 1e-6
                 u = buf[0]
+        else:
+            for t in range(T):
+                put(u)
+                x = raws[t] - u
+                lrn = learns[t]
+                if x > 0:
+                    hit_t.append(t)
+                    hit_j.append(j)
+                    hit_m1.append(m1)
+                    hit_m2.append(m2)
+                    hit_x.append(x)
+                    new_u = u + (eta * m1) * up
+                    if lrn:
+                        s = 1.0 / (k + 1.0 + prior)
+                        step = s if s > alpha else alpha
+                        m1, m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
+                        buf[0] = k + 1.0
+                        k = buf[0]
+                else:
+                    new_u = u + (eta * m1) * down
+                if lrn:
+                    buf[0] = new_u if new_u > 1e-6 else 1e-6
+                    u = buf[0]
+        us.append(uj)
         u0l[j], m1l[j], m2l[j], kl[j] = u, m1, m2, k
-    out = raw * (c.u0 / np.maximum(us.T, 1e-9))
+    out = raw * (c.u0 / np.maximum(np.array(us).T, 1e-9))
     if hit_t:
         at = (np.array(hit_t), np.array(hit_j))
         out[at] = c.u0 + c._pareto(np.array(hit_m1), np.array(hit_m2), np.array(hit_x))

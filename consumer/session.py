@@ -20,11 +20,15 @@ from rnnwatch.consumer.contract import (
     StepSignature,
 )
 from rnnwatch.consumer.errors import ModelError
+from rnnwatch.consumer.hoisted import HoistedSequence, hoisted_sequence
 from rnnwatch.consumer.sequence import SEQ, same_bits, scan_wrapper
 
-__all__ = ["MAX_MODEL_BATCH", "StepModel"]
+__all__ = ["MAX_MODEL_BATCH", "SPLIT_MIN_STEPS", "StepModel"]
 
 MAX_MODEL_BATCH = 2048  # keys per onnxruntime call (see StepModel.run)
+# Blocks of fewer steps run the whole step graph in a Scan (one call, ~35 us) rather than the split form
+# (consumer.hoisted: four calls, ~110 us, then less per step): the two cost the same at about 6 steps.
+SPLIT_MIN_STEPS = 8
 _UNBUILT = object()
 
 
@@ -55,24 +59,49 @@ class StepModel:
         self._sequence: Any = _UNBUILT  # built when a block first asks (a run with many keys never does: no memory)
 
     def _sequence_session(self) -> Any:
-        """The Scan wrapper's session (``consumer.sequence``) if it gives this model's outputs bit for bit on a
-        probe block, else None (blocks are then stepped call by call)."""
+        """The split form (``consumer.hoisted``, with the plain wrapper for short blocks) or else the plain Scan
+        wrapper (``consumer.sequence``), whichever first gives this model's outputs bit for bit on the probe
+        blocks; None when neither does (blocks are then stepped call by call)."""
         import onnxruntime as ort
 
+        def open_session(model: bytes) -> Any:
+            return ort.InferenceSession(model, sess_options=self._options, providers=["CPUExecutionProvider"])
+
+        sig = self.signature
         outputs = [o for o in self._outputs if not o.startswith(STATE_OUT)]
+        init = {s.name: np.asarray(s.init, dtype=np.float32).reshape(s.shape) for s in sig.states}
+        plain = self._plain_session(open_session, outputs)
+        for fuse in (True, False):  # the split form first (consumer.hoisted: less in the loop), else the whole graph
+            try:
+                hoisted = hoisted_sequence(sig.model_bytes, outputs, init, sig.n_features, open_session, fuse=fuse)
+                if hoisted is None:
+                    break
+                if self._proves(hoisted):
+                    hoisted.short = plain
+                    return hoisted
+            except Exception:  # noqa: BLE001, S110 - onnxruntime's own untyped errors: try the next form
+                pass
+        return plain
+
+    def _plain_session(self, open_session: Any, outputs: list[str]) -> Any:
+        """The whole step graph in a Scan (``consumer.sequence``) if it proves itself, else None."""
         wrapped = scan_wrapper(self.signature.model_bytes, self._state_names, outputs)
         if wrapped is None:
             return None
         try:
-            session = ort.InferenceSession(wrapped, sess_options=self._options, providers=["CPUExecutionProvider"])
+            session = open_session(wrapped)
             return session if self._proves(session) else None
         except Exception:  # noqa: BLE001 - onnxruntime's own untyped errors: the model is stepped call by call
             return None
 
     def _proves(self, session: Any) -> bool:
-        """Step a probe block (3 keys, 7 steps, values of each feature's domain) both ways; all outputs identical?"""
+        """Step probe blocks (7 steps of 1 to 5 keys: a row's bits can depend on where it sits in a batch, e.g. in a
+        kernel's 4-row tail; values of each feature's domain) both ways; all outputs identical?"""
+        return all(self._proves_keys(session, keys) for keys in (3, 1, 2, 4, 5))
+
+    def _proves_keys(self, session: Any, keys: int) -> bool:
         sig = self.signature
-        keys, steps = 3, 7
+        steps = 7
         t = np.arange(steps * keys * sig.n_features, dtype=np.float64).reshape(steps, keys, sig.n_features)
         x = (100.0 + 10.0 * np.sin(0.7 * t + 0.3)).astype(np.float32)
         states = {s.name: np.broadcast_to(s.init, (keys, *s.shape)).astype(np.float32) for s in sig.states}
@@ -102,10 +131,15 @@ class StepModel:
         if not self.has_sequence(x.shape[1]):
             msg = f"{self.signature.path}: no sequence form for a batch of {x.shape[1]} keys (check has_sequence)"
             raise ModelError(msg)
-        return self._run_sequence(self._sequence, x, states)
+        session = self._sequence
+        if isinstance(session, HoistedSequence) and x.shape[0] < SPLIT_MIN_STEPS and session.short is not None:
+            session = session.short  # a few steps: one call of the whole graph costs less than the split's four
+        return self._run_sequence(session, x, states)
 
     def _run_sequence(self, session: Any, x: np.ndarray, states: dict[str, np.ndarray]) -> tuple[
             np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, np.ndarray]]:
+        if isinstance(session, HoistedSequence):
+            return session.run(x, states)
         feeds = {INPUT_X + SEQ: x, **{STATE_IN + n: states[n] for n in self._state_names}}
         names = [o + SEQ for o in self._outputs if not o.startswith(STATE_OUT)]
         names += [STATE_OUT + n + SEQ for n in self._state_names]

@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from rnnwatch.consumer.contract import load_signature
+from rnnwatch.consumer.hoisted import HoistedSequence
 from rnnwatch.consumer.runner import make_runner
 from rnnwatch.consumer.scoring_config import ScoringOverrides
 from rnnwatch.consumer.session import StepModel
@@ -31,6 +33,21 @@ def test_an_exported_architecture_runs_as_a_sequence_exactly_as_step_by_step(arc
         assert model.has_sequence(keys)
         x = (100 * np.exp(np.cumsum(rng.normal(0, 0.02, (steps, keys, 1)), axis=0))).astype(np.float32)
         assert_sequence_is_the_step_graph(model, x)
+
+
+@pytest.mark.parametrize("arch", list(ARCHITECTURES))
+def test_an_exported_architecture_loops_over_less_than_its_step_graph(arch: str, tmp_path: Path) -> None:
+    """The split form (consumer.hoisted) proves itself for every reference architecture, at batch sizes on both
+    sides of the kernels' 4-row blocks."""
+    graph = _graph(arch, "log-return")
+    export_step_model(graph, tmp_path / "m.onnx", _spec(graph, arch))
+    model = StepModel(load_signature(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(1)
+    for keys in (2, 3, 4, 5, 9):
+        assert model.has_sequence(keys) and isinstance(model._sequence, HoistedSequence)
+        x = (100 * np.exp(np.cumsum(rng.normal(0, 0.02, (19, keys, 1)), axis=0))).astype(np.float32)
+        assert_sequence_is_the_step_graph(model, x)
+    assert len(model._sequence.split.core_nodes) < len(onnx.load(tmp_path / "m.onnx").graph.node)
 
 
 @pytest.mark.parametrize("spec", ["gaussian+volatility+stuck", "gaussian+likelihood+volatility"])

@@ -180,3 +180,18 @@ def test_a_block_longer_than_one_sequence_call_is_run_in_several_with_the_same_r
     got, want = _run(block, keys, x, event_ms, [600, 600]), _run(waves, keys, x, event_ms, [600, 600])
     _assert_same_runs(block, waves, got, want)
     assert max(calls) <= 13 and calls.count(3) > 50  # 4 keys: 3 steps a call (fewer keys: more)
+
+
+def test_warm_keys_blocks_step_exactly_as_waves(bundled_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys past their running-mean phase (1/n under every EWMA weight) take the kernels' constant-weight loops."""
+    sig = load_signature(bundled_model)
+    keys, x, event_ms = _feed(np.random.default_rng(21), 3, 5400, messy=False)
+    block, waves = make_runner(sig), make_runner(sig)
+    _wave_by_wave(monkeypatch, waves)
+    got, want = _run(block, keys, x, event_ms, [2400]), _run(waves, keys, x, event_ms, [2400])
+    rows = np.flatnonzero(block.table.partition >= 0)
+    weights = [d.alpha for d in block.scorer.detectors if d.name == "gaussian"]
+    weights += [d.long_alpha for d in block.scorer.detectors if d.name == "volatility"]
+    assert (1.0 / (block.table.arrays["s.n"][rows] + 1) <= min(weights)).all()  # warm before the next poll
+    more, more_want = _run(block, keys, x, event_ms, [2400, 3000])[1:], _run(waves, keys, x, event_ms, [2400, 3000])[1:]
+    _assert_same_runs(block, waves, [*got, *more], [*want, *more_want])
