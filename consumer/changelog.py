@@ -67,6 +67,7 @@ from rnnwatch.consumer.restore import (
     Snap,
     read_range,
     read_snapshots,
+    release,
     run_to_end,
 )
 from rnnwatch.consumer.state import Snapshot, StateTable
@@ -173,7 +174,7 @@ class StateStore:
         best = Best(set(wanted))
         lo = min(e.changelog_offset for e in wanted.values())
         hi = max(e.changelog_offset for e in wanted.values()) + 1
-        run_to_end(read_range(self.reader, TopicPartition(self.topic, partition), lo, hi, best.add))
+        self._read(partition, lo, hi, best)
         stats, now_s, revived = RestoreStats(partition), self.monotonic(), 0
         for key, entry in wanted.items():
             snap = best.by_key.get(key)
@@ -187,6 +188,13 @@ class StateStore:
                 continue
             revived += self._install(partition, key, snap, stats, now_s)
         return revived
+
+    def _read(self, partition: int, lo: int, hi: int, best: Best) -> None:
+        """Changelog records [lo, hi) of ``partition`` into ``best``; the reader gives the partition up after."""
+        try:
+            run_to_end(read_range(self.reader, TopicPartition(self.topic, partition), lo, hi, best.add))
+        finally:
+            release(self.reader)
 
     def _install(self, partition: int, key: bytes, snap: Snap, stats: RestoreStats, last_seen_s: float) -> int:
         try:
@@ -391,7 +399,7 @@ class StateStore:
             return 0
         best = Best(set(old))
         lo, hi = min(e.changelog_offset for e in old.values()), max(e.changelog_offset for e in old.values()) + 1
-        run_to_end(read_range(self.reader, TopicPartition(self.topic, partition), lo, hi, best.add))
+        self._read(partition, lo, hi, best)
         for key, entry in old.items():
             snap = best.by_key.get(key)
             if snap is None or snap.value is None:

@@ -25,7 +25,7 @@ from rnnwatch.consumer.kafka.protocols import PartitionReader, TopicPartition
 
 __all__ = ["HEADER_MARKER", "HEADER_MODEL", "HEADER_OFFSET", "HEADER_SEEN", "MARKER_KEY", "Best", "Marker",
            "RestoreJob", "ScanResult", "Snap", "header_int", "partition_end", "read_range", "read_snapshots",
-           "run_to_end", "scan_partition"]
+           "release", "run_to_end", "scan_partition"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,17 @@ def read_range(consumer: PartitionReader, tp: TopicPartition, start: int, stop: 
         yield
 
 
+def release(consumer: PartitionReader) -> None:
+    """Give up the reader's partition once a read is done.
+
+    librdkafka keeps fetching an assigned partition in the background whether anyone reads it or not: a reader
+    left on a changelog partition buffers every snapshot the next checkpoints write there, up to its prefetch
+    bound (measured with 1,000,000 keys: +14 MiB peak RSS). The next read assigns what it reads.
+    """
+    if consumer.assignment():
+        consumer.assign([])
+
+
 def run_to_end(step: Step, timeout_s: float = SYNC_READ_TIMEOUT_S) -> Any:
     """Drive a reading generator to completion and return its value (for short synchronous reads).
 
@@ -283,6 +294,8 @@ class RestoreJob:
         if self._current is not None and self._current.partition == partition:
             self._current.step.close()
             self._current = None
+            if not self._queue:
+                release(self.consumer)
 
     def step(self, budget_s: float) -> list[Any]:
         """Work for about ``budget_s``; return what ``finish`` returned for each completed partition."""
@@ -300,6 +313,8 @@ class RestoreJob:
                 next(running.step)
             except StopIteration as end:
                 self._current = None
+                if not self._queue:
+                    release(self.consumer)
                 done.append(self.finish(running.partition, end.value, time.monotonic() - running.started))
             else:
                 self._report(running)

@@ -300,7 +300,9 @@ class ConfluentReader:
 
     Seeks re-assign at an explicit offset. The highwater is the larger of what ListOffsets said at
     ``seek_to_end`` and what fetches reported since (librdkafka's cached watermark), so a cached value left
-    from an earlier read of the partition never makes the end look earlier than it is.
+    from an earlier read of the partition never makes the end look earlier than it is. librdkafka fetches an
+    assigned partition in the background, read or not: callers give it up when a read is done
+    (``restore.release``), or it buffers what the checkpoints write to the changelog.
     """
 
     def __init__(self, consumer: Consumer, timeout_s: float) -> None:

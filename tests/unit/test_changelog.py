@@ -366,4 +366,86 @@ def test_a_checkpoint_of_many_chunks_trims_the_heap_between_them(monkeypatch: py
     assert trims == []
     owner.step(keys(20))
     owner.checkpoint()
-    assert len(trims) == 2  # five chunks, four flushes between them: a trim every second one
+    assert len(trims) == 1 + 2  # one before the first chunk; five chunks, four flushes between: every second one
+
+
+def test_the_restore_reader_holds_no_partition_once_the_restore_is_done() -> None:
+    """librdkafka keeps fetching an assigned partition in the background whether anyone reads it or not: a
+    reader left on the changelog after a restore buffered the snapshots the next checkpoints wrote there (up
+    to its prefetch bound, +14 MiB peak RSS measured with 1,000,000 keys). So a finished restore gives its
+    partition up; the next one assigns what it reads."""
+    c, clock = new_cluster(), Clock()
+    owner = Owner(c, clock)
+    owner.restore()
+    assert owner.reader.assignment() == set()
+    owner.step(keys(10))
+    owner.checkpoint()
+    again = Owner(c, clock)
+    assert again.restore().keys == 10 and again.reader.assignment() == set()
+
+
+def test_a_restore_revoked_half_way_gives_its_partition_up() -> None:
+    c, clock = new_cluster(), Clock()
+    owner = Owner(c, clock)
+    owner.restore()
+    owner.step(keys(50))
+    owner.checkpoint()
+    again = Owner(c, clock)
+    job = again.store.restore_job(warn_s=60)
+    job.add(0, None)
+    assert job.step(0.0) == []  # one fetch: the partition is assigned and half read
+    assert again.reader.assignment()
+    job.drop(0)
+    assert again.reader.assignment() == set()
+
+
+def test_revived_and_rewritten_evicted_keys_leave_the_reader_unassigned(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog, "REWRITE_SLACK", 0)
+    c, clock = new_cluster(), Clock()
+    owner = Owner(c, clock, ttl_ms=HOUR_MS, retention_ms=100 * HOUR_MS)
+    owner.restore()
+    owner.reader.assign([])  # whatever the restore did: only the rewrites and the revive below read now
+    idle = keys(20, "idle")
+    owner.step(idle)
+    owner.checkpoint()
+    clock.advance(2 * 3600)
+    owner.step(keys(2, "hot"))
+    owner.checkpoint()
+    assert owner.store.evict_idle(clock.mono, 3600) == 20
+    rewrote = False
+    for _ in range(40):  # the evicted keys' snapshots fall behind: a rewrite reads them back
+        before = len(c.topics[CL][0])
+        owner.step(keys(2, "hot"))
+        owner.checkpoint()
+        rewrote = rewrote or len(c.topics[CL][0]) - before > 10
+        assert owner.reader.assignment() == set()
+    assert rewrote
+    assert owner.store.revive(0, idle[:3]) == 3
+    assert owner.reader.assignment() == set()
+
+
+def test_a_checkpoint_of_many_chunks_first_trims_what_processing_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processing leaves free pages in the heap (a poll's temporaries, the consumer's fetched records); a large
+    checkpoint hands them back before its first chunk, then every ``TRIM_EVERY_CHUNKS`` chunks (the peak RSS
+    with 1,000,000 keys came at the start of the final checkpoint, before the first trim). A checkpoint of one
+    chunk (few keys) pays nothing."""
+    from rnnwatch.consumer import checkpoint
+
+    c = new_cluster()
+    sent_at_trim: list[int] = []
+
+    def counting_trim() -> bool:
+        sent_at_trim.append(len([r for r in c.all(CL) if r.key != changelog.MARKER_KEY]))
+        return True
+
+    monkeypatch.setattr(checkpoint, "trim", counting_trim)
+    monkeypatch.setattr(changelog, "SNAPSHOT_CHUNK", 4)
+    owner = Owner(c, Clock())
+    owner.step(keys(4))
+    owner.checkpoint()
+    assert sent_at_trim == []
+    owner.step(keys(20, "more"))
+    owner.checkpoint()
+    assert sent_at_trim[0] == 4  # before the first snapshot of this checkpoint (4 are from the one before)
+    assert sent_at_trim[1:] == [4 + 4 * checkpoint.TRIM_EVERY_CHUNKS * i for i in range(1, len(sent_at_trim))]
+    assert len(sent_at_trim) == 1 + (5 - 1) // checkpoint.TRIM_EVERY_CHUNKS
