@@ -5,8 +5,8 @@ A client hands out records in the order its fetches arrived, a partition's recor
 fetched batch per partition at a time). A poll of ``max_records`` taken from the head of that queue holds one or
 two partitions, so its waves hold only their keys, and the poll has as many waves as its busiest key has records
 (with 4 partitions and a backlog: ~280 keys a wave instead of 1,000, three to four times the waves and each wave
-costs a fixed ~0.35 ms). :class:`Carry` takes up to twice a poll from the client and hands out a poll with an
-even share of every partition at hand; what is left waits for the next poll.
+costs a fixed ~0.35 ms). With :class:`Carry` a source takes more than a poll from the client and hands out a
+poll with an even share of every partition at hand; what is left waits for the next poll.
 
 Invariants (what delivery relies on):
 
