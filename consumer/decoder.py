@@ -153,7 +153,9 @@ class TickDecoder:
         rejected: list[Rejected] = []
         kept, keys, event_ms, x = self._parse(polled, rejected)
         ok = self._range_check(x, event_ms, now_ms, kept, rejected)
-        idx = np.asarray(kept, dtype=np.int64)[ok]
+        # the fast path keeps range(n): numpy converts a range element by element (~50 ns each)
+        at = np.arange(len(kept), dtype=np.int64) if isinstance(kept, range) else np.asarray(kept, dtype=np.int64)
+        idx = at[ok]
         batch = TickBatch(
             partition=polled.partition[idx], offset=polled.offset[idx],
             keys=[keys[j] for j in np.flatnonzero(ok).tolist()] if not ok.all() else keys,
@@ -287,6 +289,9 @@ class TickDecoder:
         if not self.time_field:
             return polled.timestamp.copy()
         raw: list[Any] = list(map(dict.get, docs, repeat(self.time_field)))
+        known = self._cached_times(raw)
+        if known is not None:
+            return known
         kinds = set(map(type, raw))
         if kinds <= _NUMBER_TYPES:
             seconds = np.asarray(raw, dtype=np.float64)
@@ -305,6 +310,34 @@ class TickDecoder:
         if kinds == {str}:
             return self._iso_times(raw)
         return None
+
+    def _cached_times(self, raw: list[Any]) -> np.ndarray | None:
+        """ms of ``raw`` when every one is an ISO string that parses (new ones are parsed into the cache); None
+        when one is not a string (numbers, a missing field: :meth:`_fast_times` sorts them out) or does not parse.
+
+        The common case in one C-level pass: the cache's keys are strings, so a value found is a string.
+        """
+        cache = self._time_cache
+        n = len(raw)
+        try:
+            return np.fromiter(map(cache.__getitem__, raw), dtype=np.int64, count=n)
+        except (KeyError, TypeError):  # a string not seen yet, or not a string at all
+            pass
+        try:
+            new = set(raw).difference(cache)
+        except TypeError:  # unhashable: an object or a list
+            return None
+        if not set(map(type, new)) <= {str}:
+            return None
+        if len(cache) + len(new) > 100_000:
+            cache.clear()
+            new = set(raw)
+        try:
+            for text in new:
+                cache[text] = parse_event_time(text)
+        except ValueError:
+            return None
+        return np.fromiter(map(cache.__getitem__, raw), dtype=np.int64, count=n)
 
     def _iso_times(self, texts: list[str]) -> np.ndarray | None:
         """ms of ISO 8601 strings through the cache (ticks of many keys share timestamps); None if one is bad."""

@@ -19,12 +19,15 @@ from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.kafka.security import python_security, rdkafka_security
 from rnnwatch.consumer.settings import Settings, parse_servers
 
-__all__ = ["MAX_REQUEST_BYTES", "RDKAFKA_PREFETCH_KBYTES", "KafkaConfig"]
+__all__ = ["MAX_REQUEST_BYTES", "RDKAFKA_PARTITION_FETCH_BYTES", "RDKAFKA_PREFETCH_KBYTES", "KafkaConfig"]
 
 # The producers' request limit: no single record rnnwatch writes may be larger (checked at start-up by
 # ``limits.check_record_sizes``); brokers have their own limit (message.max.bytes, 1 MiB by default).
 MAX_REQUEST_BYTES = 8 * 1024 * 1024
 RDKAFKA_PREFETCH_KBYTES = 16 * 1024  # librdkafka's local queue: payload bound (its default is 64 MiB)
+# librdkafka's per-partition fetch (its initial size: it grows for a larger record): a partition's records reach
+# the queue in runs of at most this, short enough for one poll to span every partition (see kafka.carry)
+RDKAFKA_PARTITION_FETCH_BYTES = 512 * 1024
 
 # librdkafka name -> kafka-python name, where the plain dots-to-underscores rule does not give it
 _PY_ALIASES = {
@@ -135,13 +138,16 @@ class KafkaConfig:
         The prefetch queue is bounded to one poll's records per partition (``queued.min.messages``) and
         ``RDKAFKA_PREFETCH_KBYTES`` of payload: librdkafka's defaults (100,000 messages per partition, 64 MiB)
         hold ~100 MB of small records, as each queued message also costs a few hundred bytes of bookkeeping
-        that the byte bound does not count (measured: 1,000,000 keys, peak RSS 631 -> 538 MiB).
+        that the byte bound does not count (measured: 1,000,000 keys, peak RSS 631 -> 538 MiB). A partition is
+        fetched ``RDKAFKA_PARTITION_FETCH_BYTES`` at a time at most (``max_partition_fetch_bytes`` if smaller), so
+        the queue interleaves partitions and a poll spans them all (``kafka.carry``).
         """
         s = self.settings
         config: dict[str, Any] = {
             **self.rdkafka_common(), "enable.auto.commit": False, "enable.auto.offset.store": False,
             "auto.offset.reset": s.auto_offset_reset, "isolation.level": "read_committed",
-            "fetch.max.bytes": s.fetch_max_bytes, "max.partition.fetch.bytes": s.max_partition_fetch_bytes,
+            "fetch.max.bytes": s.fetch_max_bytes,
+            "max.partition.fetch.bytes": min(s.max_partition_fetch_bytes, RDKAFKA_PARTITION_FETCH_BYTES),
             "fetch.wait.max.ms": s.fetch_max_wait_ms, "fetch.queue.backoff.ms": 10, "enable.partition.eof": False,
             "queued.min.messages": s.max_poll_records, "queued.max.messages.kbytes": RDKAFKA_PREFETCH_KBYTES}
         if group:

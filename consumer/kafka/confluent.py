@@ -10,6 +10,12 @@ librdkafka's own rules, and how this module follows them:
   ``enable.auto.offset.store=false``): only the checkpoint commits, explicit offsets it decided;
 * the first record is waited for with ``poll(timeout)``, the rest of a batch taken with
   ``consume(n, 0)`` (``consume(n, timeout)`` would wait for all ``n``);
+* librdkafka hands out a partition's records in runs (a fetched batch at a time), so a poll taken from the head
+  of its queue holds one or two partitions and its waves a fraction of the keys: the source takes up to
+  ``LOOKAHEAD_POLLS`` polls' worth and hands out an even share of every partition, carrying the rest
+  (``kafka.carry``: per-partition order kept, carried records dropped on revoke and counted in the lag); and
+  fetches ask for at most ``RDKAFKA_PARTITION_FETCH_BYTES`` per partition (``kafka.config``), so the runs are
+  short enough for a poll to span every partition;
 * ``fetch.queue.backoff.ms=10`` (default 1 s stalls a consumer that drains the prefetch queue quickly);
 * client constructors do not connect: start-up checks the broker with a metadata request bounded by
   ``broker_wait_ms``; configuration errors (a ``--kafka-config`` name librdkafka does not know) become
@@ -29,6 +35,7 @@ from confluent_kafka import TopicPartition as CTP
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic  # type: ignore[attr-defined]
 
 from rnnwatch.consumer.errors import BrokerError, ConfigError, RebalancedError
+from rnnwatch.consumer.kafka.carry import Carry
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
 from rnnwatch.consumer.kafka.polled import Polled
 from rnnwatch.consumer.kafka.protocols import Assignment, Delivered, Headers, Record, TopicPartition
@@ -38,6 +45,10 @@ __all__ = ["ConfluentAdmin", "ConfluentProducer", "ConfluentReader", "ConfluentS
 log = logging.getLogger(__name__)
 _second = itemgetter(1)  # of a (timestamp type, timestamp) pair
 _UNASSIGNED = -1  # RD_KAFKA_PARTITION_UA
+# Records a poll takes from librdkafka, in polls: what its even share of each partition is chosen from. Waves of
+# a 4-partition backlog of 1,000 keys, 200,000 records: 723 without; 434 (1.25), 409 (1.5), 364 (2). At most
+# (LOOKAHEAD_POLLS - 1) polls are carried: 1.5 keeps half a poll (~2 MB with 20,000 small records).
+LOOKAHEAD_POLLS = 1.5
 
 _REBALANCED = {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
 
@@ -136,6 +147,7 @@ class ConfluentSource:
         self.on_revoked: Callable[[set[int], bool], None] = lambda parts, lost: None
         self.on_assigned: Callable[[set[int]], None] = lambda parts: None
         self.throttled = False
+        self._carry = Carry()  # taken from librdkafka, not handed out yet (see kafka.carry)
         consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
 
     def _assigned(self, consumer: Consumer, partitions: list[CTP]) -> None:
@@ -159,15 +171,25 @@ class ConfluentSource:
     def _gone(self, partitions: list[CTP], *, lost: bool) -> None:
         parts = {tp.partition for tp in partitions if tp.topic == self.topic}
         self._forget_starts(parts)
+        self._carry.drop(parts)  # their next owner reads them from the committed offset
         self.assignment.assigned -= parts
         self.assignment.to_restore -= parts
         self.on_revoked(parts, lost)
 
     def poll(self, timeout_ms: int, max_records: int) -> Polled:
+        """Up to ``max_records``: an even share of each partition among the records carried and taken now.
+
+        With records carried the queue is only drained (``consume(n, 0)``): they are handed out at once. While
+        throttled (backpressure) nothing is handed out; callbacks are still served.
+        """
+        carried = len(self._carry)
+        want = max(1, int(LOOKAHEAD_POLLS * max_records) - carried)
         try:
-            return _records(_batch(self.consumer, timeout_ms, max_records), self.topic, "poll")
+            msgs = self.consumer.consume(want, 0) if carried else _batch(self.consumer, timeout_ms, want)
+            fresh = _records(msgs, self.topic, "poll")
         except KafkaException as exc:
             raise _translate(exc, "poll") from exc
+        return self._carry.take(fresh, 0 if self.throttled else max_records)
 
     def _tps(self, partitions: set[int]) -> list[CTP]:
         return [CTP(self.topic, p) for p in sorted(partitions)]
@@ -213,13 +235,14 @@ class ConfluentSource:
         return None if tp.offset < 0 else int(tp.offset)
 
     def lag(self, positions: dict[int, int]) -> dict[int, int]:
-        """Highwater (as the last fetch reported it) minus our processed position."""
+        """Highwater (as the last fetch reported it) minus our processed position (carried records are not)."""
         out = {}
+        carried = self._carry.first_offsets()
         for p in self.assignment.assigned:
             _lo, hi = self.consumer.get_watermark_offsets(CTP(self.topic, p), cached=True)
             if hi is None or hi < 0:
                 continue
-            position = positions[p] if p in positions else self._position(p)
+            position = positions[p] if p in positions else carried.get(p, self._position(p))
             if position is not None:
                 out[p] = max(0, hi - position)
         return out

@@ -20,6 +20,7 @@ from rnnwatch.consumer.kafka.protocols import Record
 __all__ = ["HeaderList", "Polled"]
 
 HeaderList = Sequence[tuple[str, bytes | None]]
+_FEW_RUNS = 64  # runs of one partition up to which positions() goes run by run (else one sort of the poll)
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,6 +92,16 @@ class Polled(Sequence[Record]):
         """(partition -> offset after its last record, partition -> records of it) of this poll."""
         if not len(self):
             return {}, {}
+        starts = np.flatnonzero(np.r_[True, self.partition[1:] != self.partition[:-1]])
+        if starts.size <= _FEW_RUNS:  # a client's poll: partitions in runs, a run's top offset by one C-level reduce
+            top_of: dict[int, int] = {}
+            count_of: dict[int, int] = {}
+            tops = np.maximum.reduceat(self.offset, starts).tolist()
+            sizes = np.diff(np.r_[starts, len(self)]).tolist()
+            for part, top, size in zip(self.partition[starts].tolist(), tops, sizes, strict=True):
+                top_of[part] = max(top_of.get(part, top), top)
+                count_of[part] = count_of.get(part, 0) + size
+            return {p: t + 1 for p, t in sorted(top_of.items())}, dict(sorted(count_of.items()))
         parts, inverse, counts = np.unique(self.partition, return_inverse=True, return_counts=True)
         top = np.full(parts.size, -1, dtype=np.int64)
         np.maximum.at(top, inverse, self.offset)

@@ -116,3 +116,19 @@ def test_the_group_consumers_fetch_wait_is_rnnwatchs_own_short_default_on_both_t
     passed = KafkaConfig.from_settings(_settings("--kafka-config", "fetch.wait.max.ms=7"))  # the pass-through wins
     assert passed.python_consumer(group=True)["fetch_max_wait_ms"] == 7
     assert passed.rdkafka_consumer(group=True)["fetch.wait.max.ms"] == "7"
+
+
+def test_librdkafka_fetches_a_partition_in_short_runs_so_a_poll_spans_every_partition() -> None:
+    """librdkafka queues each fetched partition's records as one run: with the 16 MiB per partition kafka-python
+    uses, one partition's whole backlog comes first and a poll holds one partition (see kafka.carry)."""
+    from rnnwatch.consumer.kafka.config import RDKAFKA_PARTITION_FETCH_BYTES
+
+    default = Settings.__dataclass_fields__["max_partition_fetch_bytes"].default
+    assert default > RDKAFKA_PARTITION_FETCH_BYTES
+    config = KafkaConfig.from_settings(_settings())
+    assert config.rdkafka_consumer(group=True)["max.partition.fetch.bytes"] == RDKAFKA_PARTITION_FETCH_BYTES
+    assert config.python_consumer(group=True)["max_partition_fetch_bytes"] == default  # kafka-python's unchanged
+    small = KafkaConfig.from_settings(_settings("--max-partition-fetch-bytes", "65536"))  # a smaller one is kept
+    assert small.rdkafka_consumer(group=True)["max.partition.fetch.bytes"] == 65536
+    passed = KafkaConfig.from_settings(_settings("--kafka-config", "max.partition.fetch.bytes=8388608"))
+    assert passed.rdkafka_consumer(group=True)["max.partition.fetch.bytes"] == "8388608"  # the user's word wins
