@@ -174,7 +174,7 @@ def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None
     scorer = [c for c in table.columns if c.name.startswith("s.")]
     full = {c.name for c in scorer if c.stored.itemsize == 8}
     bound = sum(int(np.prod(c.shape)) * (8 if c.name in full else 4) for c in scorer)
-    assert full <= {"s.incident.open", "s.incident.last", "s.incident.peak"}  # tail moments are clipped: 4 bytes
+    assert full <= {"s.incident.open", "s.incident.peak"}  # tail moments are clipped, incident.last is a step
     assert table.bytes_per_key()["scorer_state"] == bound
     assert bound < sum(int(np.prod(c.shape)) * c.dtype.itemsize for c in scorer) * 0.7
 
@@ -300,11 +300,31 @@ def test_dropping_a_partition_needs_little_more_than_the_list_of_its_rows() -> N
 
 
 def test_steps_are_a_count_stored_in_four_bytes_and_written_in_eight() -> None:
-    """A key's step count is stored as int32 like the counters (2^31 steps), 41 bytes of bookkeeping per key;
+    """A key's step count is stored as int32 like the counters (2^31 steps), 39 bytes of bookkeeping per key;
     the snapshot keeps its 8-byte field, so snapshots read and write as before."""
     t = _table()
-    assert t.steps.dtype == np.int32 and t.bytes_per_key()["bookkeeping"] == 41
+    assert t.steps.dtype == np.int32 and t.bytes_per_key()["bookkeeping"] == 39
     rows, _ = t.rows_for(0, [b"k"])
     t.steps[rows] = 2**31 - 1
     blob = t.snapshot(int(rows[0]))
     assert blob == _reference_snapshot(t, int(rows[0])) and t.decode(blob).steps == 2**31 - 1
+
+
+def test_the_bundled_models_table_pays_back_the_reversal_detectors_bytes() -> None:
+    """Issue 9's 1M-key memory target: the reversal detector's 40 bytes were paid back by narrower columns."""
+    from rnnwatch.consumer.contract import load_signature
+    from rnnwatch.consumer.runner import make_runner
+    from rnnwatch.consumer.settings import bundled_model_path
+
+    parts = make_runner(load_signature(bundled_model_path())).table.bytes_per_key()
+    assert parts["scorer_state"] <= 140 and parts["bookkeeping"] <= 39
+    assert sum(parts.values()) <= 335
+
+
+def test_a_partition_beyond_int16_is_refused_with_a_clear_error() -> None:
+    """Partitions are stored as int16 (2 bytes per key): a larger one must fail loudly, never wrap."""
+    t = StateTable([Column.filled("s.var", (), np.float64, 1.0)], identity="model-a", capacity=2)
+    rows, _ = t.rows_for(32767, [b"a"])
+    assert t.partition[rows].tolist() == [32767] and t.row_of(32767, b"a") == rows[0]
+    with pytest.raises(StateError, match="32768"):
+        t.rows_for(32768, [b"b"])
