@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from rnnwatch.consumer.state import StateTable
-from rnnwatch.consumer.tailcal import TailCalibrator
+from rnnwatch.consumer.tailcal import MAX_EXCESS, TailCalibrator
 from rnnwatch.consumer.tails import chi2_surprise, upper_surprise
 from rnnwatch.consumer.waveops import every, row_all, row_sum
 
@@ -51,6 +51,13 @@ def _rounder() -> Any:
     """A one-slot float32 buffer: ``buf[0] = v; v = buf[0]`` rounds a float to float32 to nearest, as numpy's cast
     (and the state table's store of a half-width column) does."""
     return array("f", [0.0])
+
+
+def _f32(buf: Any, v: float) -> float:
+    """v rounded to float32 as the table stores a half-width column (the tail moments between steps)."""
+    buf[0] = v
+    r: float = buf[0]
+    return r
 
 
 def _stored(table: StateTable, name: str, x: np.ndarray) -> np.ndarray:
@@ -302,7 +309,7 @@ def calibrate_block(c: TailCalibrator, table: StateTable, rows: np.ndarray, raw:
     us: list[list[float]] = []
     hit_t, hit_j, hit_m1, hit_m2, hit_x = [], [], [], [], []
     buf = _rounder()
-    eta, level, alpha, prior = c.eta, c.level, c.alpha, c.prior
+    eta, level, alpha, prior, top = c.eta, c.level, c.alpha, c.prior, MAX_EXCESS
     down, up = -level, 1.0 - level
     all_learn = every(learn)
     for j in range(K):
@@ -325,7 +332,8 @@ def calibrate_block(c: TailCalibrator, table: StateTable, rows: np.ndarray, raw:
                     new_u = u + (eta * m1) * up
                     s = 1.0 / (k + 1.0 + prior)
                     step = s if s > alpha else alpha
-                    m1, m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
+                    xm = x if x < top else top
+                    m1, m2 = _f32(buf, m1 + step * (xm - m1)), _f32(buf, m2 + step * (xm * xm - m2))
                     buf[0] = k + 1.0
                     k = buf[0]
                     dn = (eta * m1) * down
@@ -348,7 +356,8 @@ def calibrate_block(c: TailCalibrator, table: StateTable, rows: np.ndarray, raw:
                     if lrn:
                         s = 1.0 / (k + 1.0 + prior)
                         step = s if s > alpha else alpha
-                        m1, m2 = m1 + step * (x - m1), m2 + step * (x * x - m2)
+                        xm = x if x < top else top
+                        m1, m2 = _f32(buf, m1 + step * (xm - m1)), _f32(buf, m2 + step * (xm * xm - m2))
                         buf[0] = k + 1.0
                         k = buf[0]
                 else:

@@ -43,7 +43,7 @@ class Incidents:
     @staticmethod
     def columns() -> list[Column]:
         return [Column.filled("s.incident.open", (), np.int64, NONE),  # an input offset
-                Column.filled("s.incident.last", (), np.int64, NONE),  # a step number
+                Column.filled("s.incident.last", (), np.int64, NONE, counter=True),  # a step number (int32 too)
                 Column.filled("s.incident.peak", (), np.float64, 0.0, wide=True),  # a surprise: unbounded
                 Column.filled("s.incident.updates", (), np.int64, 0, counter=True)]
 

@@ -39,10 +39,12 @@ from rnnwatch.consumer import pages
 from rnnwatch.consumer.errors import StateError
 from rnnwatch.consumer.keyarena import KEY_SLOT_BYTES, KeyArena, Packed
 from rnnwatch.consumer.keyindex import KEY_INDEX_BYTES, KeyIndex, distinct, key_hashes
+from rnnwatch.consumer.seconds import Seconds
 
-__all__ = ["NO_TIME", "Column", "Narrowed", "Snapshot", "StateTable"]
+__all__ = ["MAX_PARTITION", "NO_TIME", "Column", "Narrowed", "Snapshot", "StateTable"]
 
 NO_TIME = np.iinfo(np.int64).min  # "no event seen yet" for last_event_ms
+MAX_PARTITION = np.iinfo(np.int16).max  # partitions are stored as int16: 2 bytes per key
 _MAGIC = b"RNW1"
 _HEADER = struct.Struct("<4sH")  # magic, identity length
 _TAIL = struct.Struct("<qqq")  # input offset, last event ms, steps
@@ -141,10 +143,10 @@ class StateTable:
         self.steps = pages.full(cap, 0, np.int32)  # a count of steps, as the counters (2^31 holds any key)
         self.last_event_ms = pages.full(cap, NO_TIME, np.int64)
         self.last_offset = pages.full(cap, -1, np.int64)
-        self.last_seen_s = pages.full(cap, 0.0, np.float64)  # monotonic clock
+        self.last_seen_s = Seconds(self._capacity)  # monotonic clock, float32 from an origin (consumer.seconds)
         self.changelog_offset = pages.full(cap, -1, np.int64)  # of the last acknowledged snapshot
         self.dirty = pages.full(cap, False, np.bool_)
-        self.partition = pages.full(cap, -1, np.int32)
+        self.partition = pages.full(cap, -1, np.int16)  # a topic's partitions stay far below 2^15 (checked)
         self.keys = KeyArena(self._capacity)  # the key of each used row (``keys[row]``), None when free
         self._index = KeyIndex(self._capacity)
         # free rows: every row from ``_unused`` up was never used; released rows wait on an int32 stack (the last
@@ -231,7 +233,8 @@ class StateTable:
     def idle_rows(self, now_s: float, ttl_s: float) -> np.ndarray:
         """Rows not seen for ``ttl_s`` whose state is in an acknowledged snapshot (safe to drop from memory)."""
         used = self.partition >= 0
-        return np.flatnonzero(used & ~self.dirty & (self.changelog_offset >= 0) & (self.last_seen_s < now_s - ttl_s))
+        idle = self.last_seen_s.before(now_s - ttl_s)
+        return np.flatnonzero(used & ~self.dirty & (self.changelog_offset >= 0) & idle)
 
     def release_rows(self, rows: Sequence[int]) -> None:
         """Forget these rows' keys (eviction): the rows are reused for other keys."""
@@ -342,6 +345,10 @@ class StateTable:
     # -- internals --------------------------------------------------------------------------------------
     def _allocate(self, partition: int, keys: np.ndarray, hashes: np.ndarray) -> np.ndarray:
         """Fresh rows at their initial values for distinct keys (object array) that have none."""
+        if not 0 <= partition <= MAX_PARTITION:
+            msg = (f"partition {partition} is outside 0..{MAX_PARTITION}: the state table stores partitions as int16 "
+                   f"(a topic with {MAX_PARTITION + 1} or more partitions is not supported)")
+            raise StateError(msg)
         n = keys.size
         reused = min(n, self._n_released)
         while self._capacity - self._unused < n - reused:
@@ -402,7 +409,7 @@ class StateTable:
         self.steps = pages.grown(self.steps, new)
         self.last_event_ms = pages.grown(self.last_event_ms, new)
         self.last_offset = pages.grown(self.last_offset, new)
-        self.last_seen_s = pages.grown(self.last_seen_s, new, 0.0)
+        self.last_seen_s = self.last_seen_s.grown(new)
         self.changelog_offset = pages.grown(self.changelog_offset, new)
         self.dirty = pages.grown(self.dirty, new, False)
         self.partition = pages.grown(self.partition, new, -1)

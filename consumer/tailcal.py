@@ -22,7 +22,9 @@ law's parameters are tracked in O(1) state per key:
 The calibrated surprise above ``u`` is ``-log10(level) + log10(1 + xi x / sigma) / xi`` (``x / (sigma ln 10)``
 at xi = 0), and ``raw * (-log10(level)) / u`` below it. The prior (``u = -log10(level)``, exponential
 exceedances of mean ``1 / ln 10``) is the identity: a key starts from the parametric surprise and moves to
-its own tail as it learns. Why it matters:
+its own tail as it learns. The moments are stored at half width (float32), so the exceedance they learn is
+clipped to ``MAX_EXCESS`` (1e15 decades, far beyond any finite surprise) and its square stays finite. Why it
+matters:
 a forecaster's residuals are rarely Gaussian (periodic misfits at a square wave's edges, heavy tails of
 returns), and a parametric tail then says 1e-60 every day for the same harmless pattern. Calibrated per key,
 "1e-4" means "once in 10,000 of this key's points", comparable across keys and series, and one threshold
@@ -44,9 +46,14 @@ import numpy as np
 from rnnwatch.consumer.state import Column, Narrowed, StateTable
 from rnnwatch.consumer.waveops import every
 
-__all__ = ["TailCalibrator"]
+__all__ = ["MAX_EXCESS", "TailCalibrator"]
 
 _LN10 = math.log(10.0)
+# The largest exceedance (in decades of surprise) the moments learn. m1, m2 are stored as float32 (4 bytes per
+# key each instead of 8), whose range ends at 3.4e38: a clipped excess keeps m2 (its square's EWMA) finite. No
+# real surprise comes near it (a float64 tail ends at 1e-308, a surprise of 308); only an overflowing residual
+# (an infinite surprise) is clipped, and it then still teaches the key "far above u".
+MAX_EXCESS = 1e15
 
 
 class TailCalibrator:
@@ -65,8 +72,8 @@ class TailCalibrator:
     def columns(self) -> list[Column]:
         m1 = 1.0 / _LN10
         return [Column.filled(f"{self.prefix}.u", (), np.float64, self.u0),
-                Column.filled(f"{self.prefix}.m1", (), np.float64, m1, wide=True),  # moments of an unbounded
-                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1, wide=True),  # excess: not float32
+                Column.filled(f"{self.prefix}.m1", (), np.float64, m1),  # float32: the excess they learn is
+                Column.filled(f"{self.prefix}.m2", (), np.float64, 2.0 * m1 * m1),  # clipped to MAX_EXCESS
                 Column.filled(f"{self.prefix}.k", (), np.float64, 0.0)]
 
     def calibrate(self, table: StateTable, rows: np.ndarray, raw: np.ndarray, learn: np.ndarray) -> np.ndarray:
@@ -98,6 +105,7 @@ class TailCalibrator:
         new_u[at] = u + (self.eta * m1) * (1.0 - self.level)
         step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior))
         all_learn = every(learn)
+        x = np.minimum(x, MAX_EXCESS)  # the moments learn a bounded excess: x * x stays a finite float32
         for col, new, old in ((p1, m1 + step * (x - m1), m1), (p2, m2 + step * (x * x - m2), m2), (pk, k + 1.0, k)):
             col[rows] = new if all_learn else np.where(learn, new, old)
 

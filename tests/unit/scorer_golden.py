@@ -2,7 +2,8 @@
 
 The scorer's arithmetic is pinned bit for bit by ``tests/unit/data/scorer_golden.npz``, generated with
 ``python tests/unit/scorer_golden.py`` from the code before the scorer's fast path (commit 6f7a925), and
-regenerated when the math changed deliberately (the tail calibration's shape cap 0.5 -> 0.25). Waves
+regenerated when the math changed deliberately (the tail calibration's shape cap 0.5 -> 0.25; its moments
+m1, m2 stored as float32 with the learnt excess clipped to 1e15, branch slim-9). Waves
 cover what the fast path special-cases: keys missing from a wave, a key's first step (NaN forecast),
 non-finite and zero model scales, non-finite inputs, warm-up, shocks that open and continue incidents.
 

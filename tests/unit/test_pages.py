@@ -56,7 +56,7 @@ table = StateTable([Column.filled("m.h", (1,), np.float32, 0.0)], identity="prob
 keys = [b"k%d" % i for i in range(530_000)]
 for s in range(0, len(keys), 20_000):
     table.rows_for(0, keys[s:s + 20_000])
-for name in ("last_event_ms", "last_offset", "changelog_offset", "last_seen_s"):  # the 8-byte ones
+for name in ("last_event_ms", "last_offset", "changelog_offset"):  # the 8-byte ones
     arr = getattr(table, name)
     print(name, arr.nbytes, resident(arr))
 """

@@ -132,7 +132,7 @@ def test_bytes_per_key_adds_up_to_the_arrays_the_table_holds() -> None:
                     Column.filled("s.n", (), np.int64, 0, counter=True)], identity="model-a", capacity=8)
     parts = t.bytes_per_key()
     assert parts["model_state"] == 12 and parts["scorer_state"] == 8 and parts["keys"] == 8
-    arrays = [*t.stored.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s, t.changelog_offset,
+    arrays = [*t.stored.values(), t.steps, t.last_event_ms, t.last_offset, t.last_seen_s.stored, t.changelog_offset,
               t.dirty, t.partition]
     assert parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] == sum(a.nbytes for a in arrays) // 8
 
@@ -165,7 +165,7 @@ def test_an_int64_column_keeps_every_bit_unless_it_is_declared_a_counter() -> No
 
 
 def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None:
-    """Every scorer value but the wide ones (incident positions, unbounded surprises) costs 4 bytes per key."""
+    """Every scorer value but the wide ones (incident positions) costs 4 bytes per key."""
     from rnnwatch.consumer.contract import load_signature
     from rnnwatch.consumer.runner import make_runner
     from rnnwatch.consumer.settings import bundled_model_path
@@ -174,9 +174,7 @@ def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None
     scorer = [c for c in table.columns if c.name.startswith("s.")]
     full = {c.name for c in scorer if c.stored.itemsize == 8}
     bound = sum(int(np.prod(c.shape)) * (8 if c.name in full else 4) for c in scorer)
-    assert full <= {"s.incident.open", "s.incident.last", "s.incident.peak",
-                                                   *(f"s.{d}.tail.m{i}" for d in ("gaussian", "volatility", "reversal")
-                                                     for i in (1, 2))}
+    assert full <= {"s.incident.open", "s.incident.peak"}  # tail moments are clipped, incident.last is a step
     assert table.bytes_per_key()["scorer_state"] == bound
     assert bound < sum(int(np.prod(c.shape)) * c.dtype.itemsize for c in scorer) * 0.7
 
@@ -247,6 +245,7 @@ def test_no_per_row_array_is_left_out_of_bytes_per_key() -> None:
     capacity = t.steps.shape[0]
     per_row = [a for obj in (t, t.keys, t._index) for a in vars(obj).values()
                if isinstance(a, np.ndarray) and a.shape[:1] == (capacity,)]
+    per_row.append(t.last_seen_s.stored)  # a consumer.seconds.Seconds: its array is stored inside
     per_row += list(t.stored.values())
     parts = t.bytes_per_key()
     counted = parts["model_state"] + parts["scorer_state"] + parts["bookkeeping"] + parts["keys"] + 4
@@ -302,11 +301,59 @@ def test_dropping_a_partition_needs_little_more_than_the_list_of_its_rows() -> N
 
 
 def test_steps_are_a_count_stored_in_four_bytes_and_written_in_eight() -> None:
-    """A key's step count is stored as int32 like the counters (2^31 steps), 41 bytes of bookkeeping per key;
+    """A key's step count is stored as int32 like the counters (2^31 steps), 35 bytes of bookkeeping per key;
     the snapshot keeps its 8-byte field, so snapshots read and write as before."""
     t = _table()
-    assert t.steps.dtype == np.int32 and t.bytes_per_key()["bookkeeping"] == 41
+    assert t.steps.dtype == np.int32 and t.bytes_per_key()["bookkeeping"] == 35
     rows, _ = t.rows_for(0, [b"k"])
     t.steps[rows] = 2**31 - 1
     blob = t.snapshot(int(rows[0]))
     assert blob == _reference_snapshot(t, int(rows[0])) and t.decode(blob).steps == 2**31 - 1
+
+
+def test_the_bundled_models_table_pays_back_the_reversal_detectors_bytes() -> None:
+    """Issue 9's 1M-key memory target: the reversal detector's 40 bytes were paid back by narrower columns."""
+    from rnnwatch.consumer.contract import load_signature
+    from rnnwatch.consumer.runner import make_runner
+    from rnnwatch.consumer.settings import bundled_model_path
+
+    parts = make_runner(load_signature(bundled_model_path())).table.bytes_per_key()
+    assert parts["scorer_state"] <= 140 and parts["bookkeeping"] <= 35
+    assert sum(parts.values()) <= 331
+
+
+def test_a_partition_beyond_int16_is_refused_with_a_clear_error() -> None:
+    """Partitions are stored as int16 (2 bytes per key): a larger one must fail loudly, never wrap."""
+    t = StateTable([Column.filled("s.var", (), np.float64, 1.0)], identity="model-a", capacity=2)
+    rows, _ = t.rows_for(32767, [b"a"])
+    assert t.partition[rows].tolist() == [32767] and t.row_of(32767, b"a") == rows[0]
+    with pytest.raises(StateError, match="32768"):
+        t.rows_for(32768, [b"b"])
+
+
+def test_last_seen_is_four_bytes_and_ttl_eviction_is_unchanged_after_months() -> None:
+    """``last_seen_s`` is stored as float32 seconds from the first time written (4 bytes per key, not 8): a
+    monotonic clock months into a process still evicts a key exactly when a float64 clock would, to the second."""
+    t = _table(capacity=4)
+    rows, _ = t.rows_for(0, [b"first", b"later", b"idle"])
+    start = 2_000_000.0  # the monotonic clock of a machine up for 23 days
+    t.last_seen_s[rows[0]] = start
+    later = start + 120 * 86_400 + 0.25  # four months on
+    t.last_seen_s[rows[1:]] = [later, later - 61.0]
+    t.changelog_offset[rows] = [1, 2, 3]
+    assert t.last_seen_s.itemsize == 4 and t.bytes_per_key()["bookkeeping"] == 35
+    assert abs(t.last_seen_s[rows[1]] - later) <= 0.5 and t.last_seen_s[rows[0]] == start
+    for now, want in ((later + 59.0, [rows[0], rows[2]]), (later + 61.0, list(rows))):
+        assert t.idle_rows(now_s=now, ttl_s=60.0).tolist() == want
+
+
+def test_last_seen_before_a_time_is_the_float64_comparison() -> None:
+    from rnnwatch.consumer.seconds import Seconds
+
+    rng = np.random.default_rng(5)
+    s = Seconds(2000)
+    s[:] = 7_000.0 + np.cumsum(rng.exponential(3_000.0, 2000))
+    wide, origin = s.stored.astype(np.float64), s.origin or 0.0  # the stored offsets, exactly, and their origin
+    edges = wide[::7] + origin
+    for t in np.concatenate([edges, edges + 1e-3, edges - 1e-3, rng.uniform(edges[0], edges[-1], 300)]):
+        assert (s.before(float(t)) == (wide < t - origin)).all()  # the threshold is not rounded to float32

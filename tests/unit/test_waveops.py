@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rnnwatch.consumer.state import StateTable
-from rnnwatch.consumer.tailcal import TailCalibrator
+from rnnwatch.consumer.tailcal import MAX_EXCESS, TailCalibrator
 from rnnwatch.consumer.waveops import any_true, every, row_all, row_sum
 
 SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e150, -1e-320])
@@ -54,6 +54,7 @@ def _reference(cal: TailCalibrator, state: dict[str, np.ndarray], raw: np.ndarra
     if hits.size:
         out[hits] = cal.u0 + cal._pareto(m1[hits], m2[hits], x[hits])
     step = np.maximum(cal.alpha, 1.0 / (k + 1.0 + cal.prior)) * above
+    x = np.minimum(x, MAX_EXCESS)
     new = {"u": np.maximum(u + cal.eta * m1 * (above - cal.level), 1e-6), "m1": m1 + step * (x - m1),
            "m2": m2 + step * (x * x - m2), "k": k + above}
     for name, old in (("u", u), ("m1", m1), ("m2", m2), ("k", k)):
@@ -75,7 +76,7 @@ def test_tail_calibration_matches_its_every_key_form_over_many_waves() -> None:
         learn = rng.random(present.size) < (1.0 if w % 3 else 0.8)
         sub = {k: v[present] for k, v in state.items()}
         want = _reference(cal, sub, raw, learn)
-        for k, v in sub.items():  # the table stores u and k at half width (consumer.state): round as it does
+        for k, v in sub.items():  # the table stores its columns at half width (consumer.state): round as it does
             state[k][present] = v.astype(table.stored[f"s.t.{k}"].dtype)
         _same(cal.calibrate(table, rows[present], raw, learn), want)
         for name, v in state.items():
@@ -88,3 +89,23 @@ def test_the_pareto_shapes_clip_is_numpys_clip_bit_for_bit(hi: float) -> None:
     """tailcal._pareto clips the shape as minimum(hi, maximum(0, xi)): the same bits as np.clip, -0.0 and NaN too."""
     xi = _wave(np.random.default_rng(5), 4000, 1)[:, 0]
     _same(np.minimum(hi, np.maximum(0.0, xi)), np.clip(xi, 0.0, hi))
+
+
+def test_a_huge_surprise_leaves_the_tail_moments_finite_at_half_width() -> None:
+    """m1, m2 are stored as float32: the exceedance they learn is clipped so its square stays in range, and
+    the block form (blockscore.calibrate_block) rounds them after every step exactly as the table stores them."""
+    from rnnwatch.consumer.blockscore import calibrate_block
+
+    cal = TailCalibrator("s.t")
+    assert all(c.stored.itemsize == 4 for c in cal.columns())
+    raw = np.array([[1e30, 3.0, np.inf, 1e300], [0.5, 1e30, 2.0, 1e20], [4.0, 0.1, 1e30, 7.0]])
+    learn = np.ones_like(raw, dtype=bool)
+    tables = [StateTable(cal.columns(), identity="t") for _ in range(2)]
+    rows = [t.rows_for(0, [f"k{i}".encode() for i in range(raw.shape[1])])[0] for t in tables]
+    waves = np.stack([cal.calibrate(tables[0], rows[0], raw[t], learn[t]) for t in range(raw.shape[0])])
+    block = calibrate_block(cal, tables[1], rows[1], raw, learn)
+    _same(block, waves)
+    for name in ("u", "m1", "m2", "k"):
+        got = [t.arrays[f"s.t.{name}"][r] for t, r in zip(tables, rows, strict=True)]
+        _same(got[1], got[0])
+        assert np.isfinite(got[0]).all(), name
