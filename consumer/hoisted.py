@@ -33,17 +33,45 @@ from typing import Any
 import numpy as np
 
 from rnnwatch.consumer.contract import INPUT_X, OUTPUT_FORECAST, OUTPUT_SCALE, OUTPUT_SCORE, STATE_IN, STATE_OUT
-from rnnwatch.consumer.sequence import SEQ, _default_opset, _fields, _float_tensor, _int, _len, _node, _str
+from rnnwatch.consumer.onnxwire import (
+    ATTR_G,
+    ATTR_GRAPH,
+    ATTR_GRAPHS,
+    ATTR_I,
+    ATTR_INT,
+    ATTR_NAME,
+    ATTR_TYPE,
+    GRAPH_INIT,
+    GRAPH_INPUT,
+    GRAPH_NAME,
+    GRAPH_NODE,
+    GRAPH_OUTPUT,
+    GRAPH_SPARSE,
+    MODEL_GRAPH,
+    MODEL_IR,
+    MODEL_OPSET,
+    NODE_ATTR,
+    NODE_DOMAIN,
+    NODE_INPUT,
+    NODE_OP,
+    NODE_OUTPUT,
+    SPARSE_VALUES,
+    TENSOR_NAME,
+    VALUE_NAME,
+    VALUE_TYPE,
+    default_opset,
+    field_int,
+    field_len,
+    field_str,
+    fields,
+    float_tensor,
+    name_of,
+    node_proto,
+)
+from rnnwatch.consumer.sequence import SEQ
 
 __all__ = ["EXACT_OPS", "ROW_OPS", "HoistedSequence", "Split", "core_scan", "hoisted_sequence", "split_step_graph"]
 
-_MODEL_IR, _MODEL_GRAPH, _MODEL_OPSET = 1, 7, 8
-_GRAPH_NODE, _GRAPH_NAME, _GRAPH_INIT, _GRAPH_INPUT, _GRAPH_OUTPUT, _GRAPH_SPARSE = 1, 2, 5, 11, 12, 15
-_NODE_INPUT, _NODE_OUTPUT, _NODE_OP, _NODE_ATTR, _NODE_DOMAIN = 1, 2, 4, 5, 7
-_ATTR_NAME, _ATTR_I, _ATTR_G, _ATTR_GRAPHS, _ATTR_TYPE = 1, 3, 6, 11, 20
-_ATTR_INT, _ATTR_GRAPH = 2, 5
-_VALUE_NAME, _VALUE_TYPE = 1, 2
-_TENSOR_NAME, _SPARSE_VALUES = 8, 1
 # Elementwise operations whose every element is one IEEE operation (or a selection / comparison) of the inputs'
 # elements at that position: the same bits in a batch of T x K rows as in a batch of K. Not Max / Min: a vector
 # max and a scalar one can disagree on which operand a NaN gives back.
@@ -99,16 +127,16 @@ def _parse_node(raw: bytes) -> _Node | None:
     ins: list[str] = []
     outs: list[str] = []
     op, domain = "", ""
-    for f, v, _ in _fields(raw):
-        if f == _NODE_INPUT:
+    for f, v, _ in fields(raw):
+        if f == NODE_INPUT:
             ins.append(v.decode())
-        elif f == _NODE_OUTPUT:
+        elif f == NODE_OUTPUT:
             outs.append(v.decode())
-        elif f == _NODE_OP:
+        elif f == NODE_OP:
             op = v.decode()
-        elif f == _NODE_DOMAIN:
+        elif f == NODE_DOMAIN:
             domain = v.decode()
-        elif f == _NODE_ATTR and any(af in (_ATTR_G, _ATTR_GRAPHS) for af, _, _ in _fields(v)):
+        elif f == NODE_ATTR and any(af in (ATTR_G, ATTR_GRAPHS) for af, _, _ in fields(v)):
             return None  # a subgraph may read any outer value: its dependencies are not in its inputs
     return _Node(raw, tuple(ins), tuple(outs), op if domain in ("", "ai.onnx") else f"{domain}.{op}")
 
@@ -121,10 +149,6 @@ def _tainted(nodes: list[_Node], sources: set[str], *, through_shape: bool = Fal
         if (through_shape or n.op != "Shape") and any(i in out for i in n.inputs if i):
             out.update(n.outputs)
     return out
-
-
-def _name_of(value_info: bytes) -> str:
-    return next((v.decode() for f, v, _ in _fields(value_info) if f == _VALUE_NAME), "")
 
 
 def _ancestors(targets: list[str], producer: dict[str, _Node], stop: set[str]) -> list[_Node]:
@@ -163,12 +187,12 @@ def _classes(nodes: list[_Node], recurrent: list[str], shifted: list[str]) -> tu
 def split_step_graph(model_bytes: bytes, states: list[str], outputs: list[str]) -> Split | None:
     """The step graph split into static / pre / core (None when it has nothing to take out of the loop or cannot
     be split: a subgraph, a step output computed outside the loop)."""
-    model = list(_fields(model_bytes))
-    graph = next((v for f, v, _ in model if f == _MODEL_GRAPH), None)
-    if graph is None or _default_opset(model) < 9:
+    model = list(fields(model_bytes))
+    graph = next((v for f, v, _ in model if f == MODEL_GRAPH), None)
+    if graph is None or default_opset(model) < 9:
         return None
-    parts = list(_fields(graph))
-    parsed = [_parse_node(v) for f, v, _ in parts if f == _GRAPH_NODE]
+    parts = list(fields(graph))
+    parsed = [_parse_node(v) for f, v, _ in parts if f == GRAPH_NODE]
     if any(n is None for n in parsed):
         return None
     nodes = [n for n in parsed if n is not None]
@@ -206,7 +230,7 @@ def split_step_graph(model_bytes: bytes, states: list[str], outputs: list[str]) 
     static_used = list(dict.fromkeys(i for n in loop.values() for i in n.inputs if i in static))
     if not crossing:
         return None
-    inputs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_INPUT}
+    inputs = {name_of(v): raw for f, v, raw in parts if f == GRAPH_INPUT}
     pre_outputs = tuple(dict.fromkeys([*(c for c in [*crossing, *post_reads] if c in pre),
                                        *(STATE_OUT + s for s in shifted if STATE_OUT + s in pre)]))
     static_outputs = tuple(dict.fromkeys([*static_used, *(STATE_OUT + s for s in shifted
@@ -220,26 +244,26 @@ def split_step_graph(model_bytes: bytes, states: list[str], outputs: list[str]) 
     if pre_outputs:
         pre_nodes = ordered(_ancestors(list(pre_outputs), producer, rows))
         pre_model = _model(model, _graph(parts, pre_nodes, "pre", [inputs[n] for n in [INPUT_X, *(
-            STATE_IN + s for s in shifted)]], [_str(_VALUE_NAME, o) for o in pre_outputs]))
+            STATE_IN + s for s in shifted)]], [field_str(VALUE_NAME, o) for o in pre_outputs]))
     static_model = None
     if static_outputs:
         static_nodes = ordered(_ancestors(list(static_outputs), producer, set()))
         static_model = _model(model, _graph(parts, static_nodes, "static", list(inputs.values()),
-                                            [_str(_VALUE_NAME, o) for o in static_outputs]))
+                                            [field_str(VALUE_NAME, o) for o in static_outputs]))
     slices = [n for n in loop.values() if n.op == "Slice" and len(n.inputs) in (4, 5)
               and all(i in producer and i not in data for i in n.inputs[1:])]
     params = tuple(dict.fromkeys(i for n in slices for i in n.inputs[1:]))
     params_model = None
     if params:
         params_model = _model(model, _graph(parts, ordered(_ancestors(list(params), producer, set())), "params",
-                                            list(inputs.values()), [_str(_VALUE_NAME, o) for o in params]))
+                                            list(inputs.values()), [field_str(VALUE_NAME, o) for o in params]))
     return Split(pre_model, static_model, tuple(shifted), tuple(recurrent), tuple(crossing), pre_outputs,
                  static_outputs, tuple(outputs), tuple(ordered(list(loop.values()))), tuple(parts), tuple(model),
                  tuple(ordered(list(post.values()))), tuple(boundary),
                  tuple(v for v in post_reads if v in pre or v in rows),
                  tuple(o for o in outputs if o in made_in_loop),
                  tuple((n.raw, n.inputs, n.outputs[0]) for n in slices), params, params_model,
-                 _default_opset(model))
+                 default_opset(model))
 
 
 def _loop(producer: dict[str, _Node], targets: list[str], carried: set[str], outside: set[str]) -> dict[int, _Node]:
@@ -262,11 +286,11 @@ def _initializers(parts: tuple[tuple[int, Any, bytes], ...] | list[tuple[int, An
     read = {i for raw in nodes for n in [_parse_node(raw)] if n is not None for i in n.inputs}
     out = []
     for f, v, raw in parts:
-        if f == _GRAPH_INIT:
-            name = next((x.decode() for g, x, _ in _fields(v) if g == _TENSOR_NAME), "")
-        elif f == _GRAPH_SPARSE:
-            values = next((x for g, x, _ in _fields(v) if g == _SPARSE_VALUES), b"")
-            name = next((x.decode() for g, x, _ in _fields(values) if g == _TENSOR_NAME), "")
+        if f == GRAPH_INIT:
+            name = next((x.decode() for g, x, _ in fields(v) if g == TENSOR_NAME), "")
+        elif f == GRAPH_SPARSE:
+            values = next((x for g, x, _ in fields(v) if g == SPARSE_VALUES), b"")
+            name = next((x.decode() for g, x, _ in fields(values) if g == TENSOR_NAME), "")
         else:
             continue
         if name in read:
@@ -276,19 +300,19 @@ def _initializers(parts: tuple[tuple[int, Any, bytes], ...] | list[tuple[int, An
 
 def _graph(parts: list[tuple[int, Any, bytes]], nodes: list[bytes], name: str, inputs: list[bytes],
            outputs: list[bytes]) -> bytes:
-    return (b"".join(_len(_GRAPH_NODE, r) for r in nodes) + _str(_GRAPH_NAME, name) + _initializers(parts, nodes)
-            + b"".join(inputs) + b"".join(_len(_GRAPH_OUTPUT, o) for o in outputs))
+    return (b"".join(field_len(GRAPH_NODE, r) for r in nodes) + field_str(GRAPH_NAME, name)
+            + _initializers(parts, nodes) + b"".join(inputs) + b"".join(field_len(GRAPH_OUTPUT, o) for o in outputs))
 
 
 def _model(model: list[tuple[int, Any, bytes]] | tuple[tuple[int, Any, bytes], ...], graph: bytes) -> bytes:
-    ir = b"".join(raw for f, _, raw in model if f == _MODEL_IR)
-    return ir + b"".join(raw for f, _, raw in model if f == _MODEL_OPSET) + _len(_MODEL_GRAPH, graph)
+    ir = b"".join(raw for f, _, raw in model if f == MODEL_IR)
+    return ir + b"".join(raw for f, _, raw in model if f == MODEL_OPSET) + field_len(MODEL_GRAPH, graph)
 
 
 def _typed(name: str, elem: int, rank: int) -> bytes:
     """A ValueInfoProto: a tensor of ``elem`` type and ``rank`` dimensions of unknown size."""
-    shape = b"".join(_len(1, _str(2, f"d{i}")) for i in range(rank))
-    return _str(_VALUE_NAME, name) + _len(_VALUE_TYPE, _len(1, _int(1, elem) + _len(2, shape)))
+    shape = b"".join(field_len(1, field_str(2, f"d{i}")) for i in range(rank))
+    return field_str(VALUE_NAME, name) + field_len(VALUE_TYPE, field_len(1, field_int(1, elem) + field_len(2, shape)))
 
 
 def fused_slices(split: Split, params: dict[str, np.ndarray]) -> list[tuple[list[bytes], bytes, bytes]]:
@@ -313,10 +337,12 @@ def fused_slices(split: Split, params: dict[str, np.ndarray]) -> list[tuple[list
             continue
         name = f"rnnwatch_split_{len(fused)}_sizes"
         sizes = np.array([e - s for s, e, _, _ in pieces], dtype="<i8")
-        tensor = _int(1, len(sizes)) + _int(2, 7) + _str(_TENSOR_NAME, name) + _len(9, sizes.tobytes())
-        attrs = _len(_NODE_ATTR, _str(_ATTR_NAME, "axis") + _int(_ATTR_I, axis % 2**64) + _int(_ATTR_TYPE, _ATTR_INT))
-        node = _node("Split", [data, name], [o for _, _, _, o in pieces], f"rnnwatch_split_{len(fused)}", attrs)
-        fused.append(([r for _, _, r, _ in pieces], node, _len(_GRAPH_INIT, tensor)))
+        tensor = (field_int(1, len(sizes)) + field_int(2, 7) + field_str(TENSOR_NAME, name)
+                  + field_len(9, sizes.tobytes()))
+        attrs = field_len(NODE_ATTR, field_str(ATTR_NAME, "axis") + field_int(ATTR_I, axis % 2**64)
+                          + field_int(ATTR_TYPE, ATTR_INT))
+        node = node_proto("Split", [data, name], [o for _, _, _, o in pieces], f"rnnwatch_split_{len(fused)}", attrs)
+        fused.append(([r for _, _, r, _ in pieces], node, field_len(GRAPH_INIT, tensor)))
     return fused
 
 
@@ -341,31 +367,33 @@ def core_scan(split: Split, types: dict[str, tuple[int, int]],
     from the outer scope (``types``: each one's element type and rank per step); outputs the states after the last
     step, each step's outputs (``<output>.seq``) and each step's new recurrent states (``<state_out>.seq``)."""
     parts = split.graph
-    inputs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_INPUT}
-    outs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_OUTPUT}
+    inputs = {name_of(v): raw for f, v, raw in parts if f == GRAPH_INPUT}
+    outs = {name_of(v): raw for f, v, raw in parts if f == GRAPH_OUTPUT}
     carried_in = [STATE_IN + s for s in split.recurrent]
     carried_out = [STATE_OUT + s for s in split.recurrent]
-    copies = b"".join(_len(_GRAPH_NODE, _node("Identity", [o], [o + SEQ], f"rnnwatch_core_{o}")) for o in carried_out)
+    copies = b"".join(field_len(GRAPH_NODE, node_proto("Identity", [o], [o + SEQ], f"rnnwatch_core_{o}"))
+                      for o in carried_out)
     loop_nodes, sizes = _loop_nodes(split, fused or [])
-    body = (b"".join(_len(_GRAPH_NODE, raw) for raw in loop_nodes) + copies + _str(_GRAPH_NAME, "core")
+    body = (b"".join(field_len(GRAPH_NODE, raw) for raw in loop_nodes) + copies + field_str(GRAPH_NAME, "core")
             + _initializers(parts, loop_nodes) + sizes
             + b"".join(inputs[n] for n in carried_in)
-            + b"".join(_len(_GRAPH_INPUT, _typed(c, *types[c])) for c in split.crossing)
+            + b"".join(field_len(GRAPH_INPUT, _typed(c, *types[c])) for c in split.crossing)
             + b"".join(outs[n] for n in [*carried_out, *split.loop_outputs])
-            + b"".join(_len(_GRAPH_OUTPUT, _float_tensor(v)) for v in split.scanned)
-            + b"".join(_len(_GRAPH_OUTPUT, _float_tensor(o + SEQ)) for o in carried_out))
-    attrs = (_len(_NODE_ATTR, _str(_ATTR_NAME, "body") + _len(_ATTR_G, body) + _int(_ATTR_TYPE, _ATTR_GRAPH))
-             + _len(_NODE_ATTR, _str(_ATTR_NAME, "num_scan_inputs") + _int(_ATTR_I, len(split.crossing))
-                    + _int(_ATTR_TYPE, _ATTR_INT)))
+            + b"".join(field_len(GRAPH_OUTPUT, float_tensor(v)) for v in split.scanned)
+            + b"".join(field_len(GRAPH_OUTPUT, float_tensor(o + SEQ)) for o in carried_out))
+    attrs = (field_len(NODE_ATTR, field_str(ATTR_NAME, "body") + field_len(ATTR_G, body)
+                       + field_int(ATTR_TYPE, ATTR_GRAPH))
+             + field_len(NODE_ATTR, field_str(ATTR_NAME, "num_scan_inputs") + field_int(ATTR_I, len(split.crossing))
+                    + field_int(ATTR_TYPE, ATTR_INT)))
     seq_in = [c + SEQ for c in split.crossing]
     seq_out = [o + SEQ for o in [*split.loop_outputs, *split.scanned, *carried_out]]
-    scan = _node("Scan", [*carried_in, *seq_in], [*carried_out, *seq_out], "rnnwatch_core", attrs)
-    outer = (_len(_GRAPH_NODE, scan) + _str(_GRAPH_NAME, "rnnwatch_core")
-             + b"".join(_len(_GRAPH_INPUT, _float_tensor(n)) for n in carried_in)
-             + b"".join(_len(_GRAPH_INPUT, _typed(c + SEQ, types[c][0], types[c][1] + 1)) for c in split.crossing)
-             + b"".join(_len(_GRAPH_INPUT, _typed(v, *types[v])) for v in split.static_outputs
+    scan = node_proto("Scan", [*carried_in, *seq_in], [*carried_out, *seq_out], "rnnwatch_core", attrs)
+    outer = (field_len(GRAPH_NODE, scan) + field_str(GRAPH_NAME, "rnnwatch_core")
+             + b"".join(field_len(GRAPH_INPUT, float_tensor(n)) for n in carried_in)
+             + b"".join(field_len(GRAPH_INPUT, _typed(c + SEQ, types[c][0], types[c][1] + 1)) for c in split.crossing)
+             + b"".join(field_len(GRAPH_INPUT, _typed(v, *types[v])) for v in split.static_outputs
                         if not v.startswith(STATE_OUT))
-             + b"".join(_len(_GRAPH_OUTPUT, _float_tensor(n)) for n in [*carried_out, *seq_out]))
+             + b"".join(field_len(GRAPH_OUTPUT, float_tensor(n)) for n in [*carried_out, *seq_out]))
     return _model(split.model, outer)
 
 
@@ -375,10 +403,10 @@ def post_model(split: Split, types: dict[str, tuple[int, int]]) -> bytes | None:
     if not split.post_nodes:
         return None
     parts = split.graph
-    inputs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_INPUT}
-    outs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_OUTPUT}
-    declared = [inputs[v] if v in inputs else _len(_GRAPH_INPUT, _typed(v, *types[v])) for v in split.post_rows]
-    declared += [_len(_GRAPH_INPUT, _float_tensor(v)) for v in split.boundary]
+    inputs = {name_of(v): raw for f, v, raw in parts if f == GRAPH_INPUT}
+    outs = {name_of(v): raw for f, v, raw in parts if f == GRAPH_OUTPUT}
+    declared = [inputs[v] if v in inputs else field_len(GRAPH_INPUT, _typed(v, *types[v])) for v in split.post_rows]
+    declared += [field_len(GRAPH_INPUT, float_tensor(v)) for v in split.boundary]
     return _model(split.model, _graph(list(parts), list(split.post_nodes), "post", declared, []) + b"".join(
         outs[o] for o in split.outputs if o not in split.loop_outputs))
 

@@ -14,103 +14,37 @@ new state, so the runner checks each step's outputs for non-finite values as it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import numpy as np
 
 from rnnwatch.consumer.contract import INPUT_X, STATE_IN, STATE_OUT
+from rnnwatch.consumer.onnxwire import (
+    ATTR_G,
+    ATTR_GRAPH,
+    ATTR_I,
+    ATTR_INT,
+    ATTR_NAME,
+    ATTR_TYPE,
+    GRAPH_INPUT,
+    GRAPH_NAME,
+    GRAPH_NODE,
+    GRAPH_OUTPUT,
+    MODEL_GRAPH,
+    MODEL_IR,
+    MODEL_OPSET,
+    NODE_ATTR,
+    default_opset,
+    field_int,
+    field_len,
+    field_str,
+    fields,
+    float_tensor,
+    name_of,
+    node_proto,
+)
 
 __all__ = ["SEQ", "same_bits", "scan_wrapper"]
 
-_LEN, _VARINT = 2, 0
-# ONNX protobuf field numbers (onnx.proto3)
-_MODEL_IR, _MODEL_GRAPH, _MODEL_OPSET = 1, 7, 8
-_GRAPH_NODE, _GRAPH_NAME, _GRAPH_INPUT, _GRAPH_OUTPUT = 1, 2, 11, 12
-_NODE_INPUT, _NODE_OUTPUT, _NODE_NAME, _NODE_OP, _NODE_ATTR = 1, 2, 3, 4, 5
-_ATTR_NAME, _ATTR_I, _ATTR_G, _ATTR_TYPE = 1, 3, 6, 20
-_ATTR_INT, _ATTR_GRAPH = 2, 5
-_VALUE_NAME, _VALUE_TYPE = 1, 2
-_OPSET_DOMAIN, _OPSET_VERSION = 1, 2
-_FLOAT = 1
 SEQ = ".seq"  # suffix of the wrapper's per-step outputs
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        byte = buf[i]
-        value |= (byte & 0x7F) << shift
-        i += 1
-        if byte < 0x80:
-            return value, i
-        shift += 7
-
-
-def _fields(buf: bytes) -> Iterator[tuple[int, Any, bytes]]:
-    """(field number, value: int or payload bytes, the field's raw bytes) of a protobuf message."""
-    i = 0
-    while i < len(buf):
-        start = i
-        key, i = _read_varint(buf, i)
-        field, wire = key >> 3, key & 7
-        value: Any
-        if wire == _VARINT:
-            value, i = _read_varint(buf, i)
-        elif wire == _LEN:
-            size, i = _read_varint(buf, i)
-            value, i = buf[i:i + size], i + size
-        elif wire in (1, 5):  # fixed 64 / 32 bits
-            size = 8 if wire == 1 else 4
-            value, i = buf[i:i + size], i + size
-        else:
-            msg = f"protobuf wire type {wire} is not used by ONNX"
-            raise ValueError(msg)
-        yield field, value, buf[start:i]
-
-
-def _len(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | _LEN) + _varint(len(payload)) + payload
-
-
-def _int(field: int, value: int) -> bytes:
-    return _varint(field << 3 | _VARINT) + _varint(value)
-
-
-def _str(field: int, text: str) -> bytes:
-    return _len(field, text.encode())
-
-
-def _name_of(value_info: bytes) -> str:
-    return next((v.decode() for f, v, _ in _fields(value_info) if f == _VALUE_NAME), "")
-
-
-def _float_tensor(name: str) -> bytes:
-    """A ValueInfoProto: float tensor of any shape (the wrapper's inputs and outputs)."""
-    return _str(_VALUE_NAME, name) + _len(_VALUE_TYPE, _len(1, _int(1, _FLOAT)))
-
-
-def _node(op: str, inputs: list[str], outputs: list[str], name: str, attrs: bytes = b"") -> bytes:
-    return (b"".join(_str(_NODE_INPUT, i) for i in inputs) + b"".join(_str(_NODE_OUTPUT, o) for o in outputs)
-            + _str(_NODE_NAME, name) + _str(_NODE_OP, op) + attrs)
-
-
-def _default_opset(model: list[tuple[int, Any, bytes]]) -> int:
-    for field, value, _ in model:
-        if field == _MODEL_OPSET:
-            opset = {f: v for f, v, _ in _fields(value)}
-            if opset.get(_OPSET_DOMAIN, b"") in (b"", b"ai.onnx"):
-                return int(opset.get(_OPSET_VERSION, 0))
-    return 0
 
 
 def scan_wrapper(model_bytes: bytes, states: list[str], outputs: list[str]) -> bytes | None:
@@ -120,31 +54,34 @@ def scan_wrapper(model_bytes: bytes, states: list[str], outputs: list[str]) -> b
     outputs ``state_out.<s>`` (after the last step), ``<output>.seq`` for each of ``outputs`` (forecast, ...)
     and ``state_out.<s>.seq`` (every step's new state).
     """
-    model = list(_fields(model_bytes))
-    graph = next((v for f, v, _ in model if f == _MODEL_GRAPH), None)
-    opsets = [raw for f, _, raw in model if f == _MODEL_OPSET]
-    if graph is None or _default_opset(model) < 9:  # Scan-9 and later take no sequence_lens input
+    model = list(fields(model_bytes))
+    graph = next((v for f, v, _ in model if f == MODEL_GRAPH), None)
+    opsets = [raw for f, _, raw in model if f == MODEL_OPSET]
+    if graph is None or default_opset(model) < 9:  # Scan-9 and later take no sequence_lens input
         return None
-    parts = list(_fields(graph))
-    inputs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_INPUT}
-    outs = {_name_of(v): raw for f, v, raw in parts if f == _GRAPH_OUTPUT}
+    parts = list(fields(graph))
+    inputs = {name_of(v): raw for f, v, raw in parts if f == GRAPH_INPUT}
+    outs = {name_of(v): raw for f, v, raw in parts if f == GRAPH_OUTPUT}
     carried_in, carried_out = [STATE_IN + s for s in states], [STATE_OUT + s for s in states]
     if set(inputs) != {*carried_in, INPUT_X} or set(outs) != {*carried_out, *outputs}:
         return None
-    copies = b"".join(_len(_GRAPH_NODE, _node("Identity", [o], [o + SEQ], f"rnnwatch_seq_{o}")) for o in carried_out)
-    body = (b"".join(raw for f, _, raw in parts if f not in (_GRAPH_INPUT, _GRAPH_OUTPUT)) + copies
+    copies = b"".join(field_len(GRAPH_NODE, node_proto("Identity", [o], [o + SEQ], f"rnnwatch_seq_{o}"))
+                      for o in carried_out)
+    body = (b"".join(raw for f, _, raw in parts if f not in (GRAPH_INPUT, GRAPH_OUTPUT)) + copies
             + b"".join(inputs[n] for n in [*carried_in, INPUT_X])
             + b"".join(outs[n] for n in [*carried_out, *outputs])
-            + b"".join(_len(_GRAPH_OUTPUT, _float_tensor(o + SEQ)) for o in carried_out))
-    attrs = (_len(_NODE_ATTR, _str(_ATTR_NAME, "body") + _len(_ATTR_G, body) + _int(_ATTR_TYPE, _ATTR_GRAPH))
-             + _len(_NODE_ATTR, _str(_ATTR_NAME, "num_scan_inputs") + _int(_ATTR_I, 1) + _int(_ATTR_TYPE, _ATTR_INT)))
+            + b"".join(field_len(GRAPH_OUTPUT, float_tensor(o + SEQ)) for o in carried_out))
+    attrs = (field_len(NODE_ATTR, field_str(ATTR_NAME, "body") + field_len(ATTR_G, body)
+                       + field_int(ATTR_TYPE, ATTR_GRAPH))
+             + field_len(NODE_ATTR, field_str(ATTR_NAME, "num_scan_inputs") + field_int(ATTR_I, 1)
+                         + field_int(ATTR_TYPE, ATTR_INT)))
     seq_out = [o + SEQ for o in [*outputs, *carried_out]]
-    scan = _node("Scan", [*carried_in, INPUT_X + SEQ], [*carried_out, *seq_out], "rnnwatch_sequence", attrs)
-    outer = (_len(_GRAPH_NODE, scan) + _str(_GRAPH_NAME, "rnnwatch_sequence")
-             + b"".join(_len(_GRAPH_INPUT, _float_tensor(n)) for n in [*carried_in, INPUT_X + SEQ])
-             + b"".join(_len(_GRAPH_OUTPUT, _float_tensor(n)) for n in [*carried_out, *seq_out]))
-    ir = b"".join(raw for f, _, raw in model if f == _MODEL_IR)
-    return ir + b"".join(opsets) + _len(_MODEL_GRAPH, outer)
+    scan = node_proto("Scan", [*carried_in, INPUT_X + SEQ], [*carried_out, *seq_out], "rnnwatch_sequence", attrs)
+    outer = (field_len(GRAPH_NODE, scan) + field_str(GRAPH_NAME, "rnnwatch_sequence")
+             + b"".join(field_len(GRAPH_INPUT, float_tensor(n)) for n in [*carried_in, INPUT_X + SEQ])
+             + b"".join(field_len(GRAPH_OUTPUT, float_tensor(n)) for n in [*carried_out, *seq_out]))
+    ir = b"".join(raw for f, _, raw in model if f == MODEL_IR)
+    return ir + b"".join(opsets) + field_len(MODEL_GRAPH, outer)
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
