@@ -7,6 +7,14 @@ which the forecaster — having followed the shock — now misses) are one incid
 is one incident, not a flood. Only the opening point is an anomaly (``is_anomaly``, ``anomalies_total``);
 up to ``updates`` later points that beat the incident's peak surprise emit an update event.
 
+A point that continues an open incident without an event *reports* (``IncidentMarks.news``) only the surprise
+by which it beats the incident's peak so far, 0 when it does not: the product tells a person once per
+incident, so its scores rank incidents, not every row of one (the ramp of a real move, the reversal of a spike
+after the forecaster followed it). The alarm, the grouping and what the detectors learn stay those of the raw
+surprise; an opening point and an update event report theirs in full. NAB's optimiser over the per-row score
+(18 series, trainer seeds 0 / 1 / 2), standard and low FP: 72.8 / 72.0 / 71.2 -> 75.5 / 74.2 / 73.8 and
+60.2 / 59.4 / 56.2 -> 65.4 / 63.2 / 61.1; the price-shock corpus unchanged (72.2 / 70.3 / 77.8).
+
 The incident id is the input offset of its opening record (the event id ``<topic>-<partition>-<offset>``
 of the opening event), kept in the state table with the last alarm's step and the peak, so it is
 deterministic and survives a restore exactly like the model's state.
@@ -31,6 +39,7 @@ class IncidentMarks:
     opens: np.ndarray  # bool [n]: the point opens an incident (an anomaly)
     updates: np.ndarray  # bool [n]: the point updates its open incident (a new peak), emits an update event
     incident: np.ndarray  # int64 [n]: offset of the incident's opening record, -1 where no alarm
+    news: np.ndarray  # float64 [n]: the surprise each point reports (its excess over the peak inside an incident)
 
 
 class Incidents:
@@ -51,16 +60,18 @@ class Incidents:
              offsets: np.ndarray, surprise: np.ndarray) -> IncidentMarks:
         if not any_true(alarm):  # the common case: no state changes, nothing marked
             none = np.zeros(len(rows), dtype=bool)
-            return IncidentMarks(none, none, np.full(len(rows), NONE, dtype=np.int64))
+            return IncidentMarks(none, none, np.full(len(rows), NONE, dtype=np.int64), surprise)
         a = table.arrays
         open_, last = a["s.incident.open"][rows], a["s.incident.last"][rows]
         peak, updates = a["s.incident.peak"][rows], a["s.incident.updates"][rows]
         cont = alarm & (open_ != NONE) & (last != NONE) & (steps - last <= self.gap_steps)
         opens = alarm & ~cont
         upd = cont & (surprise > peak) & (updates < self.updates)
+        quiet = cont & ~upd  # in an open incident, no event: only what beats the peak is news
+        news = np.where(quiet, np.maximum(surprise - peak, 0.0), surprise) if any_true(quiet) else surprise
         new_open = np.where(opens, offsets, open_)
         a["s.incident.open"][rows] = new_open
         a["s.incident.last"][rows] = np.where(alarm, steps, last)
         a["s.incident.peak"][rows] = np.where(opens, surprise, np.where(cont, np.maximum(peak, surprise), peak))
         a["s.incident.updates"][rows] = np.where(opens, 0, updates + upd)
-        return IncidentMarks(opens, upd, np.where(alarm, new_open, NONE))
+        return IncidentMarks(opens, upd, np.where(alarm, new_open, NONE), news)

@@ -11,7 +11,9 @@ For a key at step t with input x_t and the forecast f_{t-1} (and scale s_{t-1}) 
 The detectors (``consumer.detectors``: gaussian, likelihood, novelty, volatility, telemanom, stuck) are
 chosen by a *spec*, ``"a+b"``; a combination alarms when any member is surprised enough, i.e. on the max of their
 surprises (the threshold is calibrated on that max, so the multiple testing is priced in). Alarms are
-grouped into incidents (``consumer.incidents``): only the opening point of an incident is an anomaly.
+grouped into incidents (``consumer.incidents``): only the opening point of an incident is an anomaly, and a
+point that continues an incident without an event reports (``surprise``, ``score``, ``tail``) only what beats
+the incident's peak; the alarm is decided on the raw surprise.
 Each detector's raw surprise is first calibrated to the key's own tail (``consumer.tailcal``, streaming
 peaks-over-threshold; not ``stuck``, whose surprise is already the key's own probability), and the max of
 k calibrated surprises is reduced by log10(k) (Bonferroni: the max of k p-values is k times likelier to be
@@ -208,7 +210,8 @@ class ResidualScorer:
         alarm = self.classify_surprise(surprise) & warm
         offs = steps if offsets is None else offsets  # any per-key increasing number identifies an incident
         marks = self.incidents.mark(table, rows, alarm, steps, offs, surprise)
-        return ScoreBatch(score_of(surprise), tail_of(surprise), surprise, alarm, marks.opens, marks.updates,
+        news = marks.news  # a row continuing an incident reports only what beats its peak (consumer.incidents)
+        return ScoreBatch(score_of(news), tail_of(news), news, alarm, marks.opens, marks.updates,
                           marks.incident, expected, residual.astype(np.float32, copy=False))
 
     def score_block(self, table: StateTable, rows: np.ndarray, x: np.ndarray, forecast: np.ndarray,
@@ -284,7 +287,7 @@ class ResidualScorer:
         incident = np.full((T, K), -1, dtype=np.int64)
         for t in np.flatnonzero(alarm.any(axis=1)).tolist():  # incidents step by step, only where a key alarms
             marks = self.incidents.mark(table, rows, alarm[t], steps[t], offsets[t], surprise[t])
-            opens[t], updates[t], incident[t] = marks.opens, marks.updates, marks.incident
+            opens[t], updates[t], incident[t], surprise[t] = marks.opens, marks.updates, marks.incident, marks.news
         s = surprise.reshape(T * K)
         return ScoreBatch(score_of(s), tail_of(s), s, alarm.reshape(-1), opens.reshape(-1), updates.reshape(-1),
                           incident.reshape(-1), expected.reshape(T * K, F),

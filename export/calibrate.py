@@ -206,12 +206,16 @@ def calibrate_threshold(model_path: Path, series: list[np.ndarray], warmup: int)
 def held_out_surprise(model_path: Path, series: list[np.ndarray], warmup: int, scorer: str,
                       event_ms: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
     """Runtime surprises of every key's held-out rows (after warm-up), each key scored from a fresh state at
-    its event times (``event_ms``, one array or None per series; None: rows without meaningful times)."""
+    its event times (``event_ms``, one array or None per series; None: rows without meaningful times).
+
+    The surprise every alarm is decided on: scored without incident grouping (gap 0), since a row continuing
+    an incident *reports* only what beats the incident's peak (``consumer.incidents``), and the low reported
+    rows inside one burst would split it into several bursts of evidence for a heavier tail."""
     from rnnwatch.consumer.offline import score_array
 
     times = list(event_ms) if event_ms is not None else [None] * len(series)
     held = []
     for values, ms in zip(series, times, strict=True):
-        surprise = score_array(model_path, values, scorer=scorer, event_ms=ms).surprise
+        surprise = score_array(model_path, values, scorer=scorer, event_ms=ms, incident_gap_steps=0).surprise
         held.append(surprise[max(warmup + 1, holdout_start(len(values))):])
     return held

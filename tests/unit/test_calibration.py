@@ -168,3 +168,21 @@ def test_held_out_rows_of_a_seasonal_model_are_scored_at_their_event_times(tmp_p
     np.testing.assert_array_equal(held, runtime[holdout_start(len(x)):])
     no_gap = held_out_surprise(model, [values], 3, spec, [t * hour])[0]
     assert abs(held.max() - no_gap.max()) < 0.2, (held.max(), no_gap.max())  # the gap leaves the phases alone
+
+
+def test_held_out_rows_are_calibrated_on_the_surprise_the_alarm_is_decided_on(ewma_path: Path) -> None:
+    """The threshold is calibrated on the raw surprise every alarm compares with the threshold, not on the
+    surprise a row reports (a row continuing an incident reports only what beats its peak, ``consumer.incidents``):
+    otherwise the rows of one burst reported low would split it into several and pass for a heavier tail."""
+    from rnnwatch.export.calibrate import held_out_surprise, holdout_start
+
+    rng = np.random.default_rng(2)
+    values = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 1000)))
+    values[900:904] *= np.array([1.3, 1.5, 1.8, 1.5])  # a four-row shock in the held-out rows
+    spec = SPECS[0]
+    held = held_out_surprise(ewma_path, [values], 3, spec)[0]
+    start = holdout_start(len(values))
+    raw = score_array(ewma_path, values, scorer=spec, incident_gap_steps=0).surprise[start:]
+    reported = score_array(ewma_path, values, scorer=spec).surprise[start:]
+    np.testing.assert_array_equal(held, raw)
+    assert (reported < raw).any()  # the shock's later rows report less than they alarm on

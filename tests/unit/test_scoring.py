@@ -88,3 +88,62 @@ def test_severity_levels() -> None:
     assert severity_of(1e-3, 1e-3) == "minor"
     assert severity_of(1e-5, 1e-3) == "major"
     assert severity_of(1e-7, 1e-3) == "critical"
+
+
+def _burst_run(gap: int, updates: int = 0) -> list:
+    """One key through a quiet stretch and a burst of four alarming residuals (the second below the first's
+    surprise, the third above it); the scorer groups alarms ``gap`` steps apart into one incident."""
+    cfg = ScorerConfig(threshold=0.999, warmup_steps=0, halflife_steps=20.0,
+                       residual_std=np.array([1.0], dtype=np.float32), uses_model_scale=False,
+                       options={"tail": {"off": 1}}, incident_gap_steps=gap, incident_updates=updates)
+    scorer = ResidualScorer(cfg, 1)
+    table = StateTable(scorer.columns(), identity="t")
+    rows, _ = table.rows_for(0, [b"a"])
+    table.arrays["s.n"][rows] = 1000  # past the running-mean start: the normaliser moves slowly
+    out = []
+    for step, r in enumerate([0.1, -0.2, 0.3, 4.0, 4.0, 9.0, 8.0, 0.2]):
+        scorer.remember(table, rows, np.zeros((1, 1), np.float32), None)
+        out.append(scorer.score(table, rows, np.array([[r]], dtype=np.float32), np.array([100 + step])))
+    return out
+
+
+def test_a_row_continuing_an_incident_reports_only_what_it_adds_to_the_incidents_peak() -> None:
+    """The product alerts once per incident, so a row that continues an open incident reports the surprise by
+    which it beats the incident's peak so far (0 when it does not): a ranking of the scores ranks incidents,
+    not every row of one. The alarm, the incident and what every detector learns are those of the raw surprise."""
+    raw = [b.surprise[0] for b in _burst_run(gap=0)]  # no grouping: every alarm is its own incident
+    grouped = _burst_run(gap=4)
+    reported = [b.surprise[0] for b in grouped]
+    assert [b.alarm[0] for b in grouped] == [False, False, False, True, True, True, True, False]
+    assert [b.is_anomaly[0] for b in grouped] == [False, False, False, True, False, False, False, False]
+    assert raw[4] < raw[3] < raw[5] and raw[6] < raw[5]
+    assert reported[:4] == raw[:4] and reported[7] == raw[7]
+    assert reported[4] == 0.0 and reported[6] == 0.0
+    assert reported[5] == pytest.approx(raw[5] - raw[3])
+    assert [b.score[0] for b in grouped] == pytest.approx([1 - 10 ** -s for s in reported])
+
+
+def test_an_update_event_reports_its_full_surprise() -> None:
+    """A new peak the product emits an update event for is news: it keeps its full surprise."""
+    raw = [b.surprise[0] for b in _burst_run(gap=0)]
+    grouped = _burst_run(gap=4, updates=1)
+    assert grouped[5].is_update[0]
+    assert grouped[5].surprise[0] == raw[5] and grouped[4].surprise[0] == 0.0
+
+
+def test_the_tail_calibration_leaves_an_already_calibrated_surprise_close_to_itself() -> None:
+    """A key whose raw surprise is already calibrated (P(S > s) = 10^-s: exponential exceedances, Pareto shape
+    0) should get it back. The moment-fitted shape is clipped at 0 from below, so its estimation noise only
+    ever makes the fitted tail heavier and mutes the key's next shock: with a memory of 100 exceedances a raw
+    5 scored 4.26 or less on a tenth of the keys, with the default 200 4.45 (the noise's variance halves)."""
+    from rnnwatch.consumer.tailcal import TailCalibrator
+
+    tc = TailCalibrator("s.t")
+    table = StateTable(tc.columns(), identity="t")
+    rows, _ = table.rows_for(0, [f"k{i}".encode() for i in range(200)])
+    rng = np.random.default_rng(1)
+    learn = np.ones(200, dtype=bool)
+    for _ in range(20_000):
+        tc.calibrate(table, rows, -np.log10(rng.uniform(size=200)), learn)
+    out = tc.calibrate(table, rows, np.full(200, 5.0), ~learn)
+    assert float(np.quantile(out, 0.1)) > 4.35
