@@ -31,9 +31,21 @@ def test_a_move_that_stays_is_not_a_reversal(noise: np.ndarray) -> None:
     z = noise.copy()
     z[ONSET] += 8.0  # a level shift: one large residual, then ordinary ones
     s = drive(Reversal({}, 1, "real"), z)
-    assert (s[ONSET] >= 3.0).mean() < 0.05  # the move itself pairs only with a large step before it the other way
+    # the move itself pairs only with a large move (of one step or two) before it the other way: three pairs,
+    # each about 1 in 50 at 3 (measured 5.5 %; 3.5 % when only the one-step pair was tested)
+    assert (s[ONSET] >= 3.0).mean() < 0.08
     # the next step scores as its own size: a 2-sigma step back (about 1 in 45) is a pair of 2-sigma moves
-    assert (s[ONSET + 1] >= 3.0).mean() < 0.05
+    assert (s[ONSET + 1] >= 3.0).mean() < 0.08
+
+
+def test_a_move_over_two_steps_undone_over_two_scores_as_a_pair(noise: np.ndarray) -> None:
+    # a flash crash made in two days and recovered over the next two (the price corpus' two-day flash crashes):
+    # one-step pairs see 4-sigma moves (the recovery's shrunk further by the variance that learnt the fall); the
+    # two-step sums are 5.7 sigma each way (measured with only the one-step pair: 10 % quantile 2.5, median 4.9)
+    z = noise.copy()
+    z[ONSET:ONSET + 4] += np.array([-4.0, -4.0, 4.0, 4.0])[:, None]
+    peak = drive(Reversal({}, 1, "real"), z)[ONSET:ONSET + 5].max(axis=0)
+    assert np.quantile(peak, 0.1) >= 3.3 and np.median(peak) >= 6.0, np.quantile(peak, [0.1, 0.5])
 
 
 def test_on_white_noise_a_surprise_of_s_comes_about_once_in_10_to_the_s_steps(noise: np.ndarray) -> None:

@@ -165,7 +165,8 @@ def test_an_int64_column_keeps_every_bit_unless_it_is_declared_a_counter() -> No
 
 
 def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None:
-    """Every scorer value but the wide ones (incident positions) costs 4 bytes per key."""
+    """Every scorer value but the wide ones (incident positions) costs at most 4 bytes per key (`reversal`'s recent
+    standardized residuals 2: float16)."""
     from rnnwatch.consumer.contract import load_signature
     from rnnwatch.consumer.runner import make_runner
     from rnnwatch.consumer.settings import bundled_model_path
@@ -173,8 +174,9 @@ def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None
     table = make_runner(load_signature(bundled_model_path())).table
     scorer = [c for c in table.columns if c.name.startswith("s.")]
     full = {c.name for c in scorer if c.stored.itemsize == 8}
-    bound = sum(int(np.prod(c.shape)) * (8 if c.name in full else 4) for c in scorer)
+    bound = sum(int(np.prod(c.shape)) * (8 if c.name in full else min(4, c.stored.itemsize)) for c in scorer)
     assert full <= {"s.incident.open", "s.incident.peak"}  # tail moments are clipped, incident.last is a step
+    assert {c.name for c in scorer if c.stored.itemsize == 2} == {"s.reversal.u", "s.reversal.u2"}
     assert table.bytes_per_key()["scorer_state"] == bound
     assert bound < sum(int(np.prod(c.shape)) * c.dtype.itemsize for c in scorer) * 0.7
 
