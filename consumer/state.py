@@ -48,6 +48,7 @@ MAX_PARTITION = np.iinfo(np.int16).max  # partitions are stored as int16: 2 byte
 _MAGIC = b"RNW1"
 _HEADER = struct.Struct("<4sH")  # magic, identity length
 _TAIL = struct.Struct("<qqq")  # input offset, last event ms, steps
+_FREE_SCAN_ROWS = 65_536  # rows searched for released ones at once (see StateTable._released_rows)
 _NARROW_FLOAT = (np.dtype(np.float64), np.dtype(np.float32))
 _NARROW_COUNTER = (np.dtype(np.int64), np.dtype(np.int32))
 
@@ -149,11 +150,12 @@ class StateTable:
         self.partition = pages.full(cap, -1, np.int16)  # a topic's partitions stay far below 2^15 (checked)
         self.keys = KeyArena(self._capacity)  # the key of each used row (``keys[row]``), None when free
         self._index = KeyIndex(self._capacity)
-        # free rows: every row from ``_unused`` up was never used; released rows wait on an int32 stack (the last
-        # released is reused first, before the lowest unused row), as large as the releases made it, not per row
+        # free rows: every row from ``_unused`` up was never used; a released row below it has partition -1 and is
+        # found by a scan when rows are wanted (lowest first, before the lowest unused row), so releasing costs no
+        # memory: a stack of released rows grew to 4 MB, plus the copy, as a million keys' partitions were revoked
         self._unused = 0
-        self._released = np.empty(0, dtype=np.int32)  # rows never reach 2^31 (600 GB of state)
         self._n_released = 0
+        self._free_from = 0  # no released row below this one
         self._layout = [(c.name, int(np.prod(c.shape, dtype=np.int64)), c.stored, c.shape) for c in columns]
         self._row_bytes = sum(n * dtype.itemsize for _, n, dtype, _ in self._layout)
         self._wide_layout = [(c.name, n, c.dtype, c.shape) for c, (_, n, _, _) in zip(columns, self._layout,
@@ -354,7 +356,7 @@ class StateTable:
         while self._capacity - self._unused < n - reused:
             self._grow()
         rows = np.empty(n, dtype=np.int64)
-        rows[:reused] = self._released[self._n_released - reused:self._n_released][::-1]
+        rows[:reused] = self._released_rows(reused)
         rows[reused:] = np.arange(self._unused, self._unused + n - reused)
         self._n_released -= reused
         self._unused += n - reused
@@ -384,14 +386,24 @@ class StateTable:
         self.partition[rows] = -1
         self.keys.remove(rows)
         self.dirty[rows] = False
-        need = self._n_released + rows.size
-        if need > self._released.size:
-            self._released = pages.grown(self._released, max(need, 2 * self._released.size))
-        self._released[self._n_released:need] = rows
-        self._n_released = need
-        if need == self._unused:  # no row used (every partition revoked): start again from row 0, no stack
-            self._unused = self._n_released = 0
-            self._released = np.empty(0, dtype=np.int32)
+        self._n_released += rows.size
+        self._free_from = min(self._free_from, int(rows.min()))
+        if self._n_released == self._unused:  # no row used (every partition revoked): start again from row 0
+            self._unused = self._n_released = self._free_from = 0
+
+    def _released_rows(self, n: int) -> np.ndarray:
+        """The ``n`` lowest released rows (``n`` <= how many there are), searched a slice of the table at a time
+        from the lowest row that may be free: no index array of the whole table."""
+        parts, found, first = [], 0, self._free_from
+        while found < n and first < self._unused:
+            free = first + np.flatnonzero(self.partition[first:min(first + _FREE_SCAN_ROWS, self._unused)] < 0)
+            parts.append(free[:n - found])
+            found += parts[-1].size
+            first += _FREE_SCAN_ROWS
+        rows = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        if rows.size:
+            self._free_from = int(rows[-1]) + 1
+        return rows
 
     def _grow(self) -> None:
         """Double the capacity, one array at a time (each old array is freed as soon as it is copied: the
