@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
+import numpy.ma  # np.unique imports it at its first call: ~50 ms of the first poll, else start-up's
 
 from rnnwatch.consumer.contract import StepSignature
 from rnnwatch.consumer.offload import Offload

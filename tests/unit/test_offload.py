@@ -4,6 +4,8 @@ and an error in the model call is raised by ``process`` on the caller's thread."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -109,3 +111,9 @@ def test_small_waves_run_inline() -> None:
     _, where = offload.start(8, threading.get_ident).result()
     assert where != threading.get_ident()
     offload.close()
+
+
+def test_runner_import_loads_what_the_first_poll_would_import() -> None:
+    """np.unique imports numpy.ma at its first call (~50 ms): importing the runner does it at start-up instead."""
+    code = "import sys, rnnwatch.consumer.runner; sys.exit(0 if 'numpy.ma' in sys.modules else 1)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
