@@ -104,12 +104,11 @@ def test_model_error_is_raised_by_process(bundled_model: Path) -> None:
     assert where and where[0] != caller  # it did fail on the worker
 
 
-def test_small_waves_run_inline() -> None:
-    offload = Offload(min_keys=8)
-    seconds, where = offload.start(7, threading.get_ident).result()
-    assert where == threading.get_ident() and seconds >= 0.0
-    _, where = offload.start(8, threading.get_ident).result()
-    assert where != threading.get_ident()
+def test_small_and_very_large_waves_run_inline() -> None:
+    offload = Offload(min_keys=8, max_keys=100)
+    for keys, inline in ((7, True), (8, False), (100, False), (101, True)):
+        seconds, where = offload.start(keys, threading.get_ident).result()
+        assert (where == threading.get_ident()) == inline and seconds >= 0.0, keys
     offload.close()
 
 
