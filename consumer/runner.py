@@ -3,7 +3,9 @@
 A micro-batch of records is split into waves: wave k holds the k-th record (in offset order) of every key
 in the batch, so each wave has each key at most once and can be stepped as one batch. For each wave:
 ordering checks (event time must increase per key), gather the keys' state rows, one ``session.run``,
-scatter the new state back, score against the forecast remembered from the key's previous step.
+scatter the new state back, score against the forecast remembered from the key's previous step. The scoring
+needs nothing from this step's model call, so a large wave's call runs on a second thread meanwhile
+(``consumer.offload``: onnxruntime releases the GIL; same calls, same results).
 
 With few keys a poll is thousands of waves of the same handful of keys, and a wave's fixed costs (a numpy call
 costs the same for 3 keys as for 300) were most of what a record cost. So consecutive waves of the same keys
@@ -32,10 +34,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
+import numpy.ma  # np.unique imports it at its first call: ~50 ms of the first poll, else start-up's
 
 from rnnwatch.consumer.contract import StepSignature
+from rnnwatch.consumer.offload import Offload
 from rnnwatch.consumer.scoring import SCORE_FIELDS, ResidualScorer, ScoreBatch
 from rnnwatch.consumer.scoring_config import ScoringOverrides, scorer_config
 from rnnwatch.consumer.session import StepModel
@@ -92,6 +97,7 @@ class StepRunner:
         self.gap_ms = gap_ms
         self.reset_on_gap = reset_on_gap
         self._state_cols = [(s.name, "m." + s.name) for s in model.signature.states]
+        self._offload = Offload()
 
     def process(self, batch: TickBatch, now_s: float | None = None) -> StepResults:
         n = len(batch)
@@ -179,11 +185,13 @@ class StepRunner:
             if self.reset_on_gap:
                 table.reset(r[gap])
         x = batch.x.take(idx, axis=0)
-        scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx], ts)
         states = {name: table.arrays[col].take(r, axis=0) for name, col in self._state_cols}
-        t0 = time.perf_counter()
-        forecast, scale, model_score, new_states = self.model.run(x, states)
-        results.step_seconds.append(time.perf_counter() - t0)
+        # the model call and the scoring of this wave are independent (scoring uses the forecasts remembered
+        # from each key's previous step): large waves run the call on a second thread meanwhile (offload)
+        model_call = self._offload.start(idx.size, partial(self.model.run, x, states))
+        scored = self.scorer.score(table, r, x, table.steps[r], batch.offset[idx], ts)
+        seconds, (forecast, scale, model_score, new_states) = model_call.result()
+        results.step_seconds.append(seconds)
         results.wave_keys.append(int(idx.size))
         for name, col in self._state_cols:
             table.arrays[col][r] = new_states[name]

@@ -12,6 +12,7 @@ import threading
 import time
 from types import FrameType
 
+from rnnwatch.consumer import gctune
 from rnnwatch.consumer.cli.status_line import StatusPrinter
 from rnnwatch.consumer.logs import configure_logging
 from rnnwatch.consumer.service import Service
@@ -38,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     for warning in unknown_env_names(os.environ):
         log.warning(warning)
     service = Service(settings)
+    gctune.settle(settings.max_poll_records)  # built: what exists now lives as long as the process
     _install_signal_handlers(service, settings.shutdown_grace_ms / 1000)
     service.start()
     status = StatusPrinter(service.registry).start() if sys.stderr.isatty() else None
