@@ -107,8 +107,8 @@ def test_model_error_is_raised_by_process(bundled_model: Path) -> None:
 def test_small_and_very_large_waves_run_inline() -> None:
     offload = Offload(min_keys=8, max_keys=100)
     for keys, inline in ((7, True), (8, False), (100, False), (101, True)):
-        seconds, where = offload.start(keys, threading.get_ident).result()
-        assert (where == threading.get_ident()) == inline and seconds >= 0.0, keys
+        _seconds, where = offload.start(keys, threading.get_ident).result()
+        assert (where == threading.get_ident()) == inline, keys
     offload.close()
 
 
