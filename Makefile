@@ -114,7 +114,8 @@ bench-arch: $(DEV)
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache $(VENV)/.linked
 
-# The bundled model: `rnnwatch train` on the bundled prices, fixed seed and timestamp -> identical bytes.
+# The bundled model: `rnnwatch train` on the bundled prices, fixed seed and timestamp -> identical bytes on one
+# machine (another CPU's kernels may round the weights' last bits differently).
 MODEL_ARGS := --arch gru --hidden 32 --input consumer/data/prices.csv --key-column symbol --time-column ts \
               --column price --train-rows 1300 --seed 0 --name prices-gru --model-version 1 \
               --trained-at 2026-11-22T00:00:00Z
