@@ -15,9 +15,11 @@ a glibc arena of its own (``consumer.malloc``), which then holds them: measured 
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Generic, TypeVar
 
 __all__ = ["OFFLOAD_MAX_KEYS", "OFFLOAD_MIN_KEYS", "Offload", "Pending"]
@@ -42,23 +44,60 @@ def _timed(call: Callable[[], T]) -> tuple[float, T]:
 
 class Offload:
     """One worker thread, started at the first call large enough to use it (a runner that never sees a
-    large wave, such as one scoring a single series, never starts it)."""
+    large wave, such as one scoring a single series, never starts it).
+
+    A call goes to the worker through one queue and its outcome comes back through another: a wave hands over
+    and collects a call with two C-level queue operations, where an executor's ``submit``/``result`` built a
+    future, a work item and a condition per wave (a poll of 1,000 keys is hundreds of waves). Calls run one at a
+    time in the order started; the runner collects a wave's call before it starts the next wave's, and an
+    outcome left uncollected (its caller raised first) is dropped when the next call starts, never taken for it.
+    """
 
     def __init__(self, min_keys: int = OFFLOAD_MIN_KEYS, max_keys: int = OFFLOAD_MAX_KEYS) -> None:
         self.min_keys = min_keys
         self.max_keys = max_keys
-        self._pool: ThreadPoolExecutor | None = None
+        self._calls: queue.SimpleQueue[Callable[[], object] | None] | None = None
+        self._done: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._uncollected = 0  # calls started and not collected (a caller that raised before collecting)
 
     def start(self, keys: int, call: Callable[[], T]) -> Pending[T]:
         """Run ``call`` on the worker when the wave has ``min_keys`` to ``max_keys`` keys, else here and now."""
         if not self.min_keys <= keys <= self.max_keys:
             done = _timed(call)
             return Pending(lambda: done)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnwatch-model")
-        return Pending(self._pool.submit(_timed, call).result)
+        if self._calls is None:
+            self._calls = queue.SimpleQueue()
+            self._thread = threading.Thread(target=_serve, args=(self._calls, self._done), daemon=True,
+                                            name="rnnwatch-model")
+            self._thread.start()
+        while self._uncollected:  # an outcome nobody collected must not be taken for this call's
+            self._uncollected -= 1
+            self._done.get()
+        self._calls.put(partial(_timed, call))
+        self._uncollected = 1
+        return Pending(self._collect)  # type: ignore[arg-type]
+
+    def _collect(self) -> object:
+        ok, value = self._done.get()
+        self._uncollected = 0
+        if not ok:
+            raise value  # type: ignore[misc]  # the model call's own exception, on the caller's thread
+        return value
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._calls is not None and self._thread is not None:
+            self._calls.put(None)
+            self._thread.join()
+            self._calls = self._thread = None
+
+
+def _serve(calls: queue.SimpleQueue[Callable[[], object] | None], done: queue.SimpleQueue[tuple[bool, object]]) -> None:
+    """The worker: run each call, hand back (True, its value) or (False, its exception); None stops it."""
+    while (call := calls.get()) is not None:
+        try:
+            out: tuple[bool, object] = (True, call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            out = (False, exc)
+        done.put(out)
+        del call, out  # drop the wave's arrays now, not when the next call arrives

@@ -47,7 +47,7 @@ from rnnwatch.consumer.detectors import DETECTORS
 from rnnwatch.consumer.incidents import Incidents
 from rnnwatch.consumer.seasonal import SEASON_OPTIONS, SeasonalNormaliser
 from rnnwatch.consumer.state import Column, StateTable
-from rnnwatch.consumer.tailcal import TailCalibrator
+from rnnwatch.consumer.tailcal import TailCalibrator, calibrate_all
 from rnnwatch.consumer.tails import chi2_tail, gaussian_tail, score_of, tail_of
 from rnnwatch.consumer.waveops import every, row_all
 
@@ -198,11 +198,14 @@ class ResidualScorer:
         wave = Wave(xf, z, valid, self.n_features, all_valid=all_valid, x_finite=every(np.isfinite(xf)), clock=clock)
         surprise = np.zeros(len(rows))
         warm = valid & (steps >= self.config.warmup_steps)  # the tail learns from scored points only
-        for i, d in enumerate(self.detectors):
-            raw = d.surprise(table, rows, wave)
-            calibrator = self.calibrators[i] if self.calibrators is not None else None
-            if calibrator is not None:
-                raw = calibrator.calibrate(table, rows, raw, warm)
+        raws = [d.surprise(table, rows, wave) for d in self.detectors]
+        if self.calibrators is not None:  # every detector's tail at once (detectors and tails keep apart columns)
+            tailed = [i for i, c in enumerate(self.calibrators) if c is not None]
+            done = calibrate_all([self.calibrators[i] for i in tailed], table, rows,  # type: ignore[misc]
+                                 [raws[i] for i in tailed], warm)
+            for i, calibrated in zip(tailed, done, strict=True):
+                raws[i] = calibrated
+        for raw in raws:  # in the detectors' order, as each max is taken
             surprise = np.maximum(surprise, raw)
         surprise = np.maximum(surprise - self.bonferroni, 0.0)
         if not all_valid:

@@ -99,6 +99,10 @@ class Narrowed:
         return wide
 
     def __setitem__(self, index: Any, value: Any) -> None:
+        # a wave's row of values rounded first, then scattered: numpy's scatter of a float64 array into a float32 one
+        # casts inside its indexing loop, slower than one cast and a scatter of the same dtype (the same bits)
+        if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype != self.stored.dtype:
+            value = value.astype(self.stored.dtype)
         self.stored[index] = value
 
     def take(self, rows: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -116,3 +116,19 @@ def test_runner_import_loads_what_the_first_poll_would_import() -> None:
     """np.unique imports numpy.ma at its first call (~50 ms): importing the runner does it at start-up instead."""
     code = "import sys, rnnwatch.consumer.runner; sys.exit(0 if 'numpy.ma' in sys.modules else 1)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_call_left_uncollected_never_answers_for_the_next_one() -> None:
+    """A caller that raised between starting a model call and collecting it (its wave failed) leaves an outcome
+    behind: the next call's result is its own."""
+    offload = Offload(min_keys=1, max_keys=100)
+    offload.start(5, lambda: "first")  # never collected
+    assert offload.start(5, lambda: "second").result()[1] == "second"
+    offload.start(5, _raise)  # an uncollected failure is not raised by the next call either
+    assert offload.start(5, lambda: "third").result()[1] == "third"
+    offload.close()
+
+
+def _raise() -> str:
+    msg = "model failed"
+    raise RuntimeError(msg)

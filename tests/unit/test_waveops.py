@@ -109,3 +109,45 @@ def test_a_huge_surprise_leaves_the_tail_moments_finite_at_half_width() -> None:
         got = [t.arrays[f"s.t.{name}"][r] for t, r in zip(tables, rows, strict=True)]
         _same(got[1], got[0])
         assert np.isfinite(got[0]).all(), name
+
+
+def test_calibrating_several_detectors_at_once_equals_one_by_one() -> None:
+    """tailcal.calibrate_all (a wave's detectors' tails in one pass) gives each calibrator's own calibrate, bit for
+    bit: surprises, and every moment it learns, over waves where some keys exceed u, some do not learn, and huge or
+    infinite surprises come."""
+    from rnnwatch.consumer.tailcal import calibrate_all
+
+    rng = np.random.default_rng(8)
+    names = ("s.a", "s.b", "s.c")
+    cals = [[TailCalibrator(p, prior=2.0) for p in names] for _ in range(2)]
+    tables = [StateTable([c for cal in cs for c in cal.columns()], identity="t") for cs in cals]
+    n = 50
+    rows = [t.rows_for(0, [f"k{i}".encode() for i in range(n)])[0] for t in tables]
+    for w in range(300):
+        present = np.flatnonzero(rng.random(n) < 0.8)
+        raws = [rng.exponential(0.5, present.size) * rng.choice([1.0, 1.0, 8.0], present.size) for _ in names]
+        raws[w % 3][rng.random(present.size) < 0.05] = rng.choice([0.0, 1e30, np.inf])
+        learn = rng.random(present.size) < (1.0 if w % 4 else 0.7)
+        want = [cal.calibrate(tables[0], rows[0][present], raw, learn) for cal, raw in zip(cals[0], raws, strict=True)]
+        got = calibrate_all(cals[1], tables[1], rows[1][present], raws, learn)
+        for g, wt in zip(got, want, strict=True):
+            _same(g, wt)
+    for name in tables[0].stored:
+        _same(tables[1].stored[name][rows[1]], tables[0].stored[name][rows[0]])
+    assert tables[0].stored["s.c.k"][rows[0]].min() > 5  # every detector's keys did exceed u and learn
+
+
+def test_the_stacked_pair_surprise_equals_the_pairs_one_by_one() -> None:
+    """reversal.pair_surprise evaluates its three pairs stacked on one axis: the same bits as pair by pair."""
+    from rnnwatch.consumer.reversal import _LOG10_2, _LOG10_PAIRS, _SQRT_HALF, pair_surprise
+    from rnnwatch.consumer.tails import gaussian_surprise
+
+    rng = np.random.default_rng(9)
+    for shape in ((0, 1), (1, 1), (257, 1), (40, 3), (6, 20, 1)):
+        u2, u1, u0 = (np.where(rng.random(shape) < 0.1, rng.choice([-0.0, 0.0, 1e4, -40.0], shape),
+                               rng.normal(size=shape) * 3.0) for _ in range(3))
+        best = np.zeros(shape)
+        for before, after in ((u1, u0), ((u2 + u1) * _SQRT_HALF, u0), (u2, (u1 + u0) * _SQRT_HALF)):
+            size = np.minimum(np.abs(before), np.abs(after))
+            best = np.maximum(best, np.where((before * after) < 0, 2.0 * gaussian_surprise(size) + _LOG10_2, 0.0))
+        _same(pair_surprise(u2, u1, u0), best.max(axis=-1) - _LOG10_PAIRS)
