@@ -102,35 +102,13 @@ class TailCalibrator:
     def calibrate(self, table: StateTable, rows: np.ndarray, raw: np.ndarray, learn: np.ndarray) -> np.ndarray:
         """Calibrated surprise of ``raw`` per key; the keys where ``learn`` is set update their tail.
 
-        Runs once per detector per wave, so it is written for few numpy calls: the Pareto tail and the moment
-        updates are computed for the keys above ``u`` only (about ``level`` of them). For the others the
+        One detector's; the scorer calibrates a wave's detectors together (:func:`calibrate_all`, the one
+        implementation). Written for few numpy calls: the Pareto tail and the moment updates are computed for the
+        keys above ``u`` only (about ``level`` of them). For the others the
         step is zero and m1, m2, k stay as they are, the same numbers as updating every key with a zero step
         (a NaN raw surprise, which no detector returns, would have made m1 and m2 NaN; it now leaves them).
         """
-        a = table.arrays
-        u, m1 = a[self._names[0]].take(rows), a[self._names[1]].take(rows)
-        excess = raw - u
-        out = raw * (self.u0 / np.maximum(u, 1e-9))
-        new_u = u + (self.eta * m1) * -self.level  # u's quantile step where raw is not above it ...
-        hits = (excess > 0).nonzero()[0]
-        if hits.size:  # ... and where it is: out, new_u and the moments of these keys
-            self._exceed(a, rows[hits], excess[hits], m1[hits], u[hits], learn[hits], out, new_u, hits)
-        new_u = np.maximum(new_u, 1e-6)
-        a[self._names[0]][rows] = new_u if every(learn) else np.where(learn, new_u, u)
-        return np.asarray(np.maximum(out, 0.0))
-
-    def _exceed(self, a: dict[str, np.ndarray | Narrowed], rows: np.ndarray, x: np.ndarray, m1: np.ndarray,
-                u: np.ndarray, learn: np.ndarray, out: np.ndarray, new_u: np.ndarray, at: np.ndarray) -> None:
-        """Keys whose raw surprise exceeds u by ``x > 0``: Pareto surprise into ``out[at]``, u up, moments learn."""
-        _, p1, p2, pk = (a[name] for name in self._names)
-        m2, k = p2[rows], pk[rows]
-        out[at] = self.u0 + self._pareto(m1, m2, x)
-        new_u[at] = u + (self.eta * m1) * (1.0 - self.level)
-        step = np.maximum(self.alpha, 1.0 / (k + 1.0 + self.prior))
-        all_learn = every(learn)
-        x = np.minimum(x, MAX_EXCESS)  # the moments learn a bounded excess: x * x stays a finite float32
-        for col, new, old in ((p1, m1 + step * (x - m1), m1), (p2, m2 + step * (x * x - m2), m2), (pk, k + 1.0, k)):
-            col[rows] = new if all_learn else np.where(learn, new, old)
+        return calibrate_all([self], table, rows, [raw], learn)[0]
 
     def _pareto(self, m1: np.ndarray, m2: np.ndarray, x: np.ndarray) -> np.ndarray:
         """log10 tail of exceedances x under the moment-fitted generalised Pareto law (m1, m2)."""
@@ -150,10 +128,13 @@ def calibrate_all(calibrators: Sequence[TailCalibrator], table: StateTable, rows
     numpy operations whose fixed cost, not their work, is most of a wave of a few hundred keys. Calibrators with
     the same options are calibrated together: their state is gathered into [detector, key] arrays, the arithmetic
     runs once over them, and the state is scattered back per detector. Each element goes through the same
-    operations as in :meth:`TailCalibrator.calibrate`, so the numbers are the same, bit for bit.
+    operations as for one calibrator alone, so the numbers are the same, bit for bit. Calibrators with different
+    options get a pass each.
     """
-    if len(calibrators) < 2 or len({c.params for c in calibrators}) > 1:
-        return [c.calibrate(table, rows, raw, learn) for c, raw in zip(calibrators, raws, strict=True)]
+    if not calibrators:  # a scorer none of whose detectors has a tail
+        return []
+    if len({c.params for c in calibrators}) > 1:
+        return [calibrate_all([c], table, rows, [raw], learn)[0] for c, raw in zip(calibrators, raws, strict=True)]
     c = calibrators[0]
     a = table.arrays
     cols = [[a[name] for name in cal._names] for cal in calibrators]
@@ -176,7 +157,8 @@ def calibrate_all(calibrators: Sequence[TailCalibrator], table: StateTable, rows
 def _exceed_all(c: TailCalibrator, cols: list[list[np.ndarray | Narrowed]], rows: np.ndarray, det: np.ndarray,
                 key: np.ndarray, excess: np.ndarray, m1: np.ndarray, u: np.ndarray, learn: np.ndarray,
                 out: np.ndarray, new_u: np.ndarray) -> None:
-    """:meth:`TailCalibrator._exceed` of every detector's hits (``det``, ``key``) at once."""
+    """Keys whose raw surprise exceeds u (``det``, ``key``: the detector and the wave's key of each): their Pareto
+    surprise into ``out``, their u up, and their moments learn."""
     hit_rows = rows[key]
     bounds = np.searchsorted(det, np.arange(len(cols) + 1)).tolist()
     spans = [(j, lo, hi) for j, (lo, hi) in enumerate(pairwise(bounds)) if hi > lo]

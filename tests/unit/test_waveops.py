@@ -111,30 +111,36 @@ def test_a_huge_surprise_leaves_the_tail_moments_finite_at_half_width() -> None:
         assert np.isfinite(got[0]).all(), name
 
 
-def test_calibrating_several_detectors_at_once_equals_one_by_one() -> None:
-    """tailcal.calibrate_all (a wave's detectors' tails in one pass) gives each calibrator's own calibrate, bit for
+def test_calibrating_several_detectors_at_once_equals_each_ones_every_key_form() -> None:
+    """tailcal.calibrate_all (a wave's detectors' tails in one pass) gives each calibrator's every-key form, bit for
     bit: surprises, and every moment it learns, over waves where some keys exceed u, some do not learn, and huge or
-    infinite surprises come."""
+    infinite surprises come; a calibrator with other options (its own pass) among them."""
     from rnnwatch.consumer.tailcal import calibrate_all
 
     rng = np.random.default_rng(8)
-    names = ("s.a", "s.b", "s.c")
-    cals = [[TailCalibrator(p, prior=2.0) for p in names] for _ in range(2)]
-    tables = [StateTable([c for cal in cs for c in cal.columns()], identity="t") for cs in cals]
+    names = ("s.a", "s.b", "s.c", "s.d")
+    cals = [TailCalibrator(p, prior=2.0, level=0.1 if p == "s.d" else 0.05) for p in names]
+    table = StateTable([c for cal in cals for c in cal.columns()], identity="t")
     n = 50
-    rows = [t.rows_for(0, [f"k{i}".encode() for i in range(n)])[0] for t in tables]
+    rows, _ = table.rows_for(0, [f"k{i}".encode() for i in range(n)])
+    fields = ("u", "m1", "m2", "k")
+    state = {p: {f: table.arrays[f"{p}.{f}"][rows].copy() for f in fields} for p in names}
     for w in range(300):
         present = np.flatnonzero(rng.random(n) < 0.8)
         raws = [rng.exponential(0.5, present.size) * rng.choice([1.0, 1.0, 8.0], present.size) for _ in names]
         raws[w % 3][rng.random(present.size) < 0.05] = rng.choice([0.0, 1e30, np.inf])
         learn = rng.random(present.size) < (1.0 if w % 4 else 0.7)
-        want = [cal.calibrate(tables[0], rows[0][present], raw, learn) for cal, raw in zip(cals[0], raws, strict=True)]
-        got = calibrate_all(cals[1], tables[1], rows[1][present], raws, learn)
-        for g, wt in zip(got, want, strict=True):
-            _same(g, wt)
-    for name in tables[0].stored:
-        _same(tables[1].stored[name][rows[1]], tables[0].stored[name][rows[0]])
-    assert tables[0].stored["s.c.k"][rows[0]].min() > 5  # every detector's keys did exceed u and learn
+        got = calibrate_all(cals, table, rows[present], raws, learn)
+        for cal, p, raw, g in zip(cals, names, raws, got, strict=True):
+            sub = {f: v[present] for f, v in state[p].items()}
+            want = _reference(cal, sub, raw, learn)
+            for f, v in sub.items():  # the table stores its columns at half width (consumer.state): round as it does
+                state[p][f][present] = v.astype(table.stored[f"{p}.{f}"].dtype)
+            _same(g, want)
+    for p in names:
+        for f in fields:
+            _same(table.arrays[f"{p}.{f}"][rows], state[p][f])
+    assert min(state[p]["k"].min() for p in names) > 5  # every detector's keys did exceed u and learn
 
 
 def test_the_stacked_pair_surprise_equals_the_pairs_one_by_one() -> None:
