@@ -23,8 +23,11 @@ Processing leaves the same kind of holes: librdkafka's prefetch queue (tens of t
 bytes of bookkeeping each) fills and drains around every poll, so the heap's size follows its fullest moment
 while what is in use swings by ~25 MiB from poll to poll. Those free pages stay resident while the state table
 grows beside them: with 1,000,000 keys (confluent) ~35 MiB of them at the end of processing, the process's peak.
-:class:`HeapTrimmer` gives them back after a batch, at most every ``TRIM_INTERVAL_S`` (a call costs ~1 ms: a few
-batches apart, a fraction of a percent of a batch's time, and every batch at 1,000,000 keys did little better).
+:class:`HeapTrimmer` gives them back after a batch, at most every ``TRIM_INTERVAL_S``. Measured with 1,000,000 keys
+(confluent, `make bench --only memory`, three interleaved pairs): peak RSS 471.9 -> 456.3 MiB (median), rate
+unchanged within the noise (292k vs 291k rec/s). What it costs: a call takes ~1 ms and the pages it gives back
+are faulted in again as the heap reuses them; with 1,000 keys, 2-3 trims and ~3,000 more page faults per
+200,000 records, about 1% of the CPU. Trimming after every batch did little better than every 0.25 s.
 """
 
 from __future__ import annotations
