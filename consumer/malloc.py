@@ -18,6 +18,16 @@ producer's queue, freed on delivery) leaves free pages between blocks still in u
 from its top. :func:`trim` (``malloc_trim``) hands every free page of every arena back; a large checkpoint calls it
 every few chunks. Measured with 1,000,000 keys (confluent): ~45 MiB free in the arenas during the final
 checkpoint, a few ms per call.
+
+Processing leaves the same kind of holes: librdkafka's prefetch queue (tens of thousands of messages, a few hundred
+bytes of bookkeeping each) fills and drains around every poll, so the heap's size follows its fullest moment
+while what is in use swings by ~25 MiB from poll to poll. Those free pages stay resident while the state table
+grows beside them: with 1,000,000 keys (confluent) ~35 MiB of them at the end of processing, the process's peak.
+:class:`HeapTrimmer` gives them back after a batch, at most every ``TRIM_INTERVAL_S``. Measured with 1,000,000 keys
+(confluent, `make bench --only memory`, three interleaved pairs): peak RSS 471.9 -> 456.3 MiB (median), rate
+unchanged within the noise (292k vs 291k rec/s). What it costs: a call takes ~1 ms and the pages it gives back
+are faulted in again as the heap reuses them; with 1,000 keys, 2-3 trims and ~3,000 more page faults per
+200,000 records, about 1% of the CPU. Trimming after every batch did little better than every 0.25 s.
 """
 
 from __future__ import annotations
@@ -25,13 +35,16 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ARENAS", "MMAP_THRESHOLD_BYTES", "fix_mmap_threshold", "trim"]
+__all__ = ["ARENAS", "MMAP_THRESHOLD_BYTES", "TRIM_INTERVAL_S", "HeapTrimmer", "fix_mmap_threshold", "trim"]
 
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 ARENAS = 2
+TRIM_INTERVAL_S = 0.25  # processing time between two trims of the heap (see HeapTrimmer)
 _M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8  # mallopt parameter numbers (malloc.h)
 
 
@@ -64,3 +77,22 @@ def _glibc(name: str, argtypes: tuple[Any, ...]) -> Callable[..., int] | None:
     fn.argtypes, fn.restype = list(argtypes), ctypes.c_int
     found: Callable[..., int] = fn
     return found
+
+
+@dataclass
+class HeapTrimmer:
+    """Trims the heap after a batch when ``interval_s`` passed since the last trim (the module docstring says why)."""
+
+    interval_s: float = TRIM_INTERVAL_S
+    clock: Callable[[], float] = time.monotonic
+    trim: Callable[[], bool] = trim
+    _last: float = field(default=float("-inf"), init=False)
+
+    def after_batch(self) -> bool:
+        """Trim if the interval has passed; whether it did."""
+        now = self.clock()
+        if now - self._last < self.interval_s:
+            return False
+        self._last = now
+        self.trim()
+        return True

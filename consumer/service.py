@@ -31,6 +31,7 @@ from rnnwatch.consumer.events import AnomalyEvent
 from rnnwatch.consumer.health import HealthState, OpsServer
 from rnnwatch.consumer.kafka import GroupSource, KafkaConfig, PartitionReader, Transport, open_transport
 from rnnwatch.consumer.limits import check_record_sizes
+from rnnwatch.consumer.malloc import HeapTrimmer
 from rnnwatch.consumer.metrics import Metrics
 from rnnwatch.consumer.pipeline import BatchOutcome, Pipeline
 from rnnwatch.consumer.restore import partition_end
@@ -140,6 +141,7 @@ class Service:
                                  source_uri=f"rnnwatch://{s.group_id}/{signature.name}", on_anomaly=self._on_anomaly)
         self.checkpointer = Checkpointer(self.sink, self.store, self.source, self.metrics,
                                          flush_timeout_s=max(5.0, s.shutdown_grace_ms / 2000))
+        self._trimmer = HeapTrimmer()  # the free heap pages a batch leaves, given back (consumer.malloc)
         self.source.on_revoked = self._on_revoked
         self.source.on_assigned = self._on_assigned
         self.backpressure = Backpressure(s.max_in_flight_bytes, self.source.throttle,
@@ -200,6 +202,7 @@ class Service:
                 raise DeliveryError(msg)
             if records:
                 self._handle(records)
+                self._trimmer.after_batch()
             if self.checkpointer.due(s.checkpoint_interval_ms / 1000, s.checkpoint_records):
                 self._checkpoint()
             if time.monotonic() >= next_housekeeping:

@@ -102,3 +102,16 @@ print(before - anon_kib())
 """
     done = subprocess.run([sys.executable, "-c", probe, "trim"], capture_output=True, text=True, check=True)
     assert int(done.stdout) > 50_000  # of ~100 MB freed, at least half goes back
+
+
+def test_processing_gives_the_heap_back_a_few_batches_apart() -> None:
+    """The free pages a batch leaves in the heap (librdkafka's prefetch queue drains around every poll) are
+    trimmed after a batch, at most every interval: the first batch trims, the next ones wait for the interval."""
+    from rnnwatch.consumer.malloc import HeapTrimmer
+
+    now, trims = [100.0], []
+    trimmer = HeapTrimmer(0.25, clock=lambda: now[0], trim=lambda: trims.append(now[0]) is None)
+    for _ in range(12):  # 12 batches, 0.1 s each
+        trimmer.after_batch()
+        now[0] += 0.1
+    assert trims == pytest.approx([100.0, 100.3, 100.6, 100.9])
