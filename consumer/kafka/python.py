@@ -152,12 +152,13 @@ class PythonSource:
         """Up to ``max_records``: an even share of each partition among the records carried and taken now.
 
         With records carried the client is not waited for (they are handed out at once). While throttled
-        (backpressure) nothing is handed out.
+        (backpressure) nothing is handed out, and the client is waited for as usual (the loop must not spin).
         """
         carried = len(self._carry)
         want = max(1, int(LOOKAHEAD_POLLS * max_records) - carried)
+        wait = 0 if carried and not self.throttled else timeout_ms
         try:
-            polled = self.consumer.poll(timeout_ms=0 if carried else timeout_ms, max_records=want)
+            polled = self.consumer.poll(timeout_ms=wait, max_records=want)
         except KafkaError as exc:
             raise _translate(exc, "poll") from exc
         if self.columns:

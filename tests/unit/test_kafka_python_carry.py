@@ -103,6 +103,15 @@ def test_with_records_carried_the_poll_does_not_wait_for_the_broker() -> None:
     assert consumer.timeouts == [100, 0]
 
 
+def test_while_throttled_a_poll_still_waits_though_records_are_carried() -> None:
+    """Nothing can be handed out then: a poll that did not wait would spin the service loop at full CPU."""
+    source, consumer = _source([(0, 0, 200), (1, 0, 200)])
+    source.poll(100, 300)
+    source.throttled = True
+    assert len(source.poll(100, 300)) == 0
+    assert consumer.timeouts == [100, 100]
+
+
 def test_carried_records_count_as_lag_until_handed_out() -> None:
     source, _ = _source([(0, 0, 200), (1, 0, 200)])
     polled = source.poll(100, 300)  # takes all 400 from the client, hands out 150 of each
