@@ -19,7 +19,8 @@ from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.consumer.kafka.security import python_security, rdkafka_security
 from rnnwatch.consumer.settings import Settings, parse_servers
 
-__all__ = ["MAX_REQUEST_BYTES", "RDKAFKA_PARTITION_FETCH_BYTES", "RDKAFKA_PREFETCH_KBYTES", "KafkaConfig"]
+__all__ = ["MAX_REQUEST_BYTES", "PYTHON_PARTITION_FETCH_BYTES", "RDKAFKA_PARTITION_FETCH_BYTES",
+           "RDKAFKA_PREFETCH_KBYTES", "KafkaConfig"]
 
 # The producers' request limit: no single record rnnwatch writes may be larger (checked at start-up by
 # ``limits.check_record_sizes``); brokers have their own limit (message.max.bytes, 1 MiB by default).
@@ -28,6 +29,9 @@ RDKAFKA_PREFETCH_KBYTES = 16 * 1024  # librdkafka's local queue: payload bound (
 # librdkafka's per-partition fetch (its initial size: it grows for a larger record): a partition's records reach
 # the queue in runs of at most this, short enough for one poll to span every partition (see kafka.carry)
 RDKAFKA_PARTITION_FETCH_BYTES = 512 * 1024
+# kafka-python's group consumer, the same: a fetch of a partition's whole backlog (16 MiB) gives polls of one
+# partition, and kafka-python sends the next fetch only once it is drained, so a poll then waits for the broker
+PYTHON_PARTITION_FETCH_BYTES = 512 * 1024
 
 # librdkafka name -> kafka-python name, where the plain dots-to-underscores rule does not give it
 _PY_ALIASES = {
@@ -109,6 +113,8 @@ class KafkaConfig:
         return config
 
     def python_consumer(self, *, group: bool) -> dict[str, Any]:
+        """kafka-python consumer config; the group consumer fetches ``PYTHON_PARTITION_FETCH_BYTES`` per partition
+        at most (see ``kafka.python``), the changelog reader what the settings say."""
         s = self.settings
         config: dict[str, Any] = {
             "enable_auto_commit": False, "auto_offset_reset": s.auto_offset_reset,
@@ -117,6 +123,7 @@ class KafkaConfig:
             "isolation_level": "read_committed"}
         if group:
             config.update(group_id=s.group_id, session_timeout_ms=s.session_timeout_ms,
+                          max_partition_fetch_bytes=min(s.max_partition_fetch_bytes, PYTHON_PARTITION_FETCH_BYTES),
                           heartbeat_interval_ms=self.heartbeat_interval_ms,
                           max_poll_interval_ms=s.max_poll_interval_ms)
         else:  # assign() only (restore, metadata): reads from where it seeks, whatever the group's reset says
