@@ -180,12 +180,14 @@ class ConfluentSource:
         """Up to ``max_records``: an even share of each partition among the records carried and taken now.
 
         With records carried the queue is only drained (``consume(n, 0)``): they are handed out at once. While
-        throttled (backpressure) nothing is handed out; callbacks are still served.
+        throttled (backpressure) nothing is handed out, and the client is waited for as usual (callbacks are
+        still served; a poll that returned at once would spin the service loop).
         """
         carried = len(self._carry)
         want = max(1, int(LOOKAHEAD_POLLS * max_records) - carried)
         try:
-            msgs = self.consumer.consume(want, 0) if carried else _batch(self.consumer, timeout_ms, want)
+            drain = carried and not self.throttled
+            msgs = self.consumer.consume(want, 0) if drain else _batch(self.consumer, timeout_ms, want)
             fresh = _records(msgs, self.topic, "poll")
         except KafkaException as exc:
             raise _translate(exc, "poll") from exc

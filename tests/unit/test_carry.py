@@ -109,11 +109,13 @@ class _QueueConsumer:
             for p, o, n in runs for i in range(n))
         self.high = {p: o + n for p, o, n in runs}
         self.on_revoke: Any = None
+        self.waits: list[float] = []  # the timeout of every poll() (consume() is only ever asked not to wait)
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.on_revoke = callbacks["on_revoke"]
 
     def poll(self, timeout: float) -> Message | None:
+        self.waits.append(timeout)
         return self.queue.popleft() if self.queue else None
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
@@ -175,3 +177,13 @@ def test_nothing_is_handed_out_while_throttled_and_order_holds_after() -> None:
     handed = _pairs(source.poll(100, 200)) + _pairs(source.poll(100, 1000))
     for p in (0, 1):
         assert [o for q, o in handed if q == p] == list(range(300))
+
+
+def test_while_throttled_a_confluent_poll_waits_though_records_are_carried() -> None:
+    """Nothing can be handed out then, and the paused partitions bring nothing new: a poll that only drained the
+    queue (``consume(n, 0)``) would return at once and spin the service loop at full CPU under backpressure."""
+    source, consumer = _source([(0, 0, 200), (1, 0, 200)])
+    source.poll(100, 300)  # takes all 400, hands out 300, carries 100
+    source.throttled = True
+    assert len(source.poll(100, 300)) == 0
+    assert consumer.waits == [0.1, 0.1]
