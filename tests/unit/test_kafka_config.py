@@ -9,6 +9,7 @@ import pytest
 
 from rnnwatch.consumer.errors import BrokerError, ConfigError
 from rnnwatch.consumer.kafka import KafkaConfig, open_transport
+from rnnwatch.consumer.kafka.config import PYTHON_PARTITION_FETCH_BYTES
 from rnnwatch.consumer.settings import Settings, add_arguments, load_settings, parse_kafka_config
 
 
@@ -131,3 +132,17 @@ def test_librdkafka_fetches_a_partition_in_short_runs_so_a_poll_spans_every_part
     assert small.rdkafka_consumer(group=True)["max.partition.fetch.bytes"] == 65536
     passed = KafkaConfig.from_settings(_settings("--kafka-config", "max.partition.fetch.bytes=8388608"))
     assert passed.rdkafka_consumer(group=True)["max.partition.fetch.bytes"] == "8388608"  # the user's word wins
+
+
+def test_the_kafka_python_group_consumer_fetches_a_partition_in_short_runs() -> None:
+    """A fetch of 16 MiB per partition is one partition's whole backlog: polls of one partition, and the next fetch
+    goes out only once it is drained (the poll then waits for the broker). The changelog reader keeps the setting."""
+    config = KafkaConfig.from_settings(_settings())
+    default = config.settings.max_partition_fetch_bytes
+    assert default > PYTHON_PARTITION_FETCH_BYTES
+    assert config.python_consumer(group=True)["max_partition_fetch_bytes"] == PYTHON_PARTITION_FETCH_BYTES
+    assert config.python_consumer(group=False)["max_partition_fetch_bytes"] == default
+    small = KafkaConfig.from_settings(_settings("--max-partition-fetch-bytes", "65536"))  # a smaller one is kept
+    assert small.python_consumer(group=True)["max_partition_fetch_bytes"] == 65536
+    passed = KafkaConfig.from_settings(_settings("--kafka-config", "max.partition.fetch.bytes=8388608"))
+    assert passed.python_consumer(group=True)["max_partition_fetch_bytes"] == 8388608  # the user's word wins
