@@ -59,7 +59,7 @@ class Offload:
         self._calls: queue.SimpleQueue[Callable[[], object] | None] | None = None
         self._done: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._uncollected = 0  # calls started and not collected (a caller that raised before collecting)
+        self._uncollected = False  # the last call's outcome not collected (its caller raised before collecting)
 
     def start(self, keys: int, call: Callable[[], T]) -> Pending[T]:
         """Run ``call`` on the worker when the wave has ``min_keys`` to ``max_keys`` keys, else here and now."""
@@ -71,16 +71,15 @@ class Offload:
             self._thread = threading.Thread(target=_serve, args=(self._calls, self._done), daemon=True,
                                             name="rnnwatch-model")
             self._thread.start()
-        while self._uncollected:  # an outcome nobody collected must not be taken for this call's
-            self._uncollected -= 1
+        if self._uncollected:  # an outcome nobody collected must not be taken for this call's
             self._done.get()
         self._calls.put(partial(_timed, call))
-        self._uncollected = 1
+        self._uncollected = True
         return Pending(self._collect)  # type: ignore[arg-type]
 
     def _collect(self) -> object:
         ok, value = self._done.get()
-        self._uncollected = 0
+        self._uncollected = False
         if not ok:
             raise value  # type: ignore[misc]  # the model call's own exception, on the caller's thread
         return value
