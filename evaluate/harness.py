@@ -108,6 +108,8 @@ class SeriesRun:
     runs: dict[str, ScoredRun]  # by ScorerSpec.label
     train_seconds: float
     score_seconds: float
+    # the trainer's forecast-skill gate per feature (1: the model's forecast, 0: no change); () if not recorded
+    forecast_weight: tuple[float, ...] = ()
 
 
 def run_series(series: CorpusSeries, config: TrainConfig, scorers: Sequence[ScorerSpec]) -> SeriesRun:
@@ -138,8 +140,10 @@ def run_series(series: CorpusSeries, config: TrainConfig, scorers: Sequence[Scor
         expected = res.expected[:, 0]
         refused = Counter(s for s in inp.spread(res, signature.n_features)[1].tolist() if s != STATUS[PROCESSED])
     t2 = time.perf_counter()
+    skill = signature.provenance.get("forecast_skill")
+    weight = tuple(float(w) for w in skill.get("weight", ())) if isinstance(skill, dict) else ()
     return SeriesRun(series, len(inp.table), dict(sorted(refused.items())), batch.event_ms, batch.x[:, 0], expected,
-                     probation, signature.scoring.threshold, runs, t1 - t0, t2 - t1)
+                     probation, signature.scoring.threshold, runs, t1 - t0, t2 - t1, weight)
 
 
 def _count_rows(path: Path) -> int:

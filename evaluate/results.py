@@ -106,6 +106,7 @@ def corpus_scores(runs: Sequence[SeriesRun], label: str) -> dict[str, Any]:
                        "windows": len(lab.windows), "flagged": int(flags.sum()),
                        "flagged_fraction": round(float(flags[r.probation:].mean()) if len(flags) > r.probation
                                                  else 0.0, 5),
-                       "model_threshold": r.threshold, "train_seconds": round(r.train_seconds, 2),
+                       "model_threshold": r.threshold, "forecast_weight": list(r.forecast_weight) or None,
+                       "train_seconds": round(r.train_seconds, 2),
                        "score_seconds": round(r.score_seconds, 2)})
     return {**total, "categories": categories, "series": series, "false_alarms": false_alarms(runs, label)}

@@ -18,6 +18,7 @@ from rnnwatch.consumer.cli import run_command
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.config import ArchOptions, TrainingConfig, defaults, parse_periods
 from rnnwatch.export.registry import ARCHITECTURES
+from rnnwatch.export.skill import ForecastSkill
 from rnnwatch.export.transform import TRANSFORMS
 
 __all__ = ["build_parser", "main", "training_config"]
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--target-rate", type=float, default=_TRAIN["target_rate"],
                    help="Alarm rows per row the written threshold allows on rows the model was not fitted on; the "
                         "surprise threshold is -log10 of it (default %(default)g).")
+    t.add_argument("--forecast-gate", type=float, default=_TRAIN["forecast_gate"], metavar="T",
+                   help="Keep a feature's forecast only if it shows skill on the held-out rows: the t statistic of "
+                        "the outcome's regression on it (robust standard error) is at least T; else the model "
+                        "forecasts no change (the training mean return, difference or level). 0 keeps every "
+                        "forecast (default %(default)g).")
     t.add_argument("--name", default=_TRAIN["name"], help="Model name (default: <csv stem>-<arch>).")
     t.add_argument("--model-version", default=_TRAIN["model_version"])
     t.add_argument("--trained-at", default=_TRAIN["trained_at"],
@@ -122,8 +128,8 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
         key_column=args.key_column, time_column=args.time_column, train_rows=args.train_rows,
         transform=args.transform, epochs=args.epochs, window=args.window, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, warmup_steps=args.warmup_steps, halflife_steps=args.halflife_steps, scorer=args.scorer,
-        target_rate=args.target_rate, name=args.name, model_version=args.model_version, trained_at=args.trained_at,
-        options=options,
+        target_rate=args.target_rate, forecast_gate=args.forecast_gate, name=args.name,
+        model_version=args.model_version, trained_at=args.trained_at, options=options,
     )
 
 
@@ -132,10 +138,23 @@ def _train(args: argparse.Namespace) -> int:
 
     result = train(training_config(args))
     s = result.spec
+    if result.skill.dropped:
+        print(_dropped_line(result.skill, [name for name, _ in s.features], str(s.provenance["transform"])))
     print(f"wrote {result.path}: {s.name} {s.version} ({s.architecture}), scorer {s.scoring.scorer}, "
           f"threshold_surprise {s.scoring.threshold_surprise} (score {s.scoring.threshold}), "
           f"parity max abs err {result.parity['max_abs_error']:.2e}")
     return 0
+
+
+_NO_CHANGE = {"log-return": "the last value times exp(the training mean log-return)",
+              "diff": "the last value plus the training mean difference", "level": "the training mean level"}
+
+
+def _dropped_line(skill: ForecastSkill, features: Sequence[str], transform: str) -> str:
+    """One line naming the features whose forecast the gate replaced, their t, and how to keep them."""
+    which = ", ".join(f"{features[i]} (t {skill.t[i]:.2f} < gate {skill.gate:g})" for i in skill.dropped)
+    return (f"forecast: no skill on the {skill.rows} held-out rows for {which}; forecasting no change instead "
+            f"({_NO_CHANGE[transform]}); --forecast-gate 0 keeps the model's forecast")
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.calibrate import TARGET_FALSE_ALARM_RATE
+from rnnwatch.export.skill import DEFAULT_GATE
 
 __all__ = ["ArchOptions", "Cell", "TrainingConfig", "defaults", "parse_periods"]
 
@@ -67,6 +68,7 @@ class TrainingConfig:
     halflife_steps: float = 250.0  # half-life of the per-key normaliser
     scorer: str = "auto"  # default scorer written into the model; auto: chosen from the data's domain
     target_rate: float = TARGET_FALSE_ALARM_RATE  # false alarms per held-out row the threshold aims at
+    forecast_gate: float = DEFAULT_GATE  # held-out skill t a feature's forecast needs (export.skill); 0 keeps it
     name: str = ""  # default <csv stem>-<arch>
     model_version: str = "1"
     trained_at: str = ""  # pins the trained_at metadata ('' = SOURCE_DATE_EPOCH or now)
@@ -81,6 +83,9 @@ class TrainingConfig:
             raise ConfigError(msg)
         if not 0.0 < self.target_rate < 0.5:
             msg = f"--target-rate must be in (0, 0.5), got {self.target_rate}"
+            raise ConfigError(msg)
+        if not 0.0 <= self.forecast_gate < float("inf"):
+            msg = f"--forecast-gate must be a t statistic >= 0 (0 keeps the model's forecast), got {self.forecast_gate}"
             raise ConfigError(msg)
 
 

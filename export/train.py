@@ -3,7 +3,9 @@
 Per series (key), the first ``train_rows`` rows are used: the first 80 % to fit, the last 20 % held out
 (never fitted) to pick the best epoch and to calibrate the scoring defaults *through the real runtime*
 (``rnnwatch.export.calibrate``, shared with `rnnwatch adopt`), so the threshold means the same thing in production.
-Normalisation constants come from the fitting rows only and are baked into the graph.
+Normalisation constants come from the fitting rows only and are baked into the graph. A feature whose held-out
+forecasts show no skill (``rnnwatch.export.skill``, ``--forecast-gate``) forecasts no change instead, and its
+residual scale is measured for that forecast.
 Reproducible: a fixed seed, deterministic torch kernels, one thread; ``--trained-at`` (or
 ``SOURCE_DATE_EPOCH``) pins the only time-dependent metadata.
 """
@@ -40,6 +42,7 @@ from rnnwatch.export.period import series_season
 from rnnwatch.export.proven import proven_model
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
+from rnnwatch.export.skill import ForecastSkill, forecast_skill
 from rnnwatch.export.transform import Transform, choose_transform, transform_series
 from rnnwatch.export.validate import check_parity
 
@@ -54,6 +57,7 @@ class TrainResult:
     path: Path
     spec: StepSignatureSpec
     parity: dict[str, float]
+    skill: ForecastSkill  # the forecast-skill gate's decision per feature (also in the provenance)
 
 
 def train(config: TrainingConfig) -> TrainResult:
@@ -74,9 +78,12 @@ def train(config: TrainingConfig) -> TrainResult:
         epochs, best = _fit_ridge(model, fit_parts), 0.0
     else:
         epochs, best = _fit_backprop(model, fit_parts, hold_parts, config, on_epoch=_progress_printer())
-    resid = _holdout_residual_std(model, fit_parts, hold_parts)
-    graph = StepGraph(model, Transform(kind, mean, std, resid))
+    pred, target = _holdout_predictions(model, fit_parts, hold_parts)
+    skill = forecast_skill(pred, target, config.forecast_gate)
+    resid = _residual_std(target - skill.weight * pred)  # the scale of the forecast the graph will make
+    graph = StepGraph(model, Transform(kind, mean, std, resid, skill.weight))
     spec = _spec(config, arch.name, columns, graph, kind, series, sha, epochs, best, model)
+    spec = _with_provenance(spec, forecast_skill=skill.provenance())
     season = series_season([(s.values, s.event_ms) for s in series])
     period = season.get("period", 0)
     scorer = config.scorer if config.scorer and config.scorer != "auto" else default_scorer(graph.transform.domain,
@@ -94,7 +101,7 @@ def train(config: TrainingConfig) -> TrainResult:
         final = _with_provenance(replace(spec, scoring=scoring), target_false_alarm_rate=config.target_rate,
                                  parity={k: float(f"{v:.3g}") for k, v in parity.items()})
         write_metadata(draft, final)
-    return TrainResult(out, final, parity)
+    return TrainResult(out, final, parity, skill)
 
 
 def _seed_everything(seed: int) -> None:
@@ -196,18 +203,23 @@ def _fit_ridge(model: StepModule, fit: list[np.ndarray]) -> int:
     return 1
 
 
-def _holdout_residual_std(model: StepModule, fit: list[np.ndarray], hold: list[np.ndarray]) -> np.ndarray:
-    """Std of normalised one-step residuals on held-out rows (state carried in from the fit rows)."""
+def _holdout_predictions(model: StepModule, fit: list[np.ndarray],
+                         hold: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, targets) [N, F] of every held-out row, normalised, float32; each series' state carried in
+    from its fit rows. What the skill gate and the residual scale are measured on."""
     model.eval()
-    residuals = []
+    preds, targets = [], []
     with torch.no_grad():
         for f, h in zip(fit, hold, strict=True):
             u = torch.from_numpy(np.concatenate([f[:-1], h]))[None]
-            pred = model.forward_sequence(u[:, :-1])[0].numpy()
-            target = u[0, 1:].numpy()
-            residuals.append((target - pred)[len(f) - 1:])
-    r = np.concatenate(residuals)
-    return np.maximum(r.std(axis=0), 1e-6).astype(np.float32)
+            preds.append(model.forward_sequence(u[:, :-1])[0].numpy()[len(f) - 1:])
+            targets.append(u[0, len(f):].numpy())
+    return np.concatenate(preds), np.concatenate(targets)
+
+
+def _residual_std(residuals: np.ndarray) -> np.ndarray:
+    """Std of normalised one-step residuals [N, F] per feature (floored: the scale is divided by)."""
+    return np.maximum(residuals.std(axis=0), 1e-6).astype(np.float32)
 
 
 def _spec(config: TrainingConfig, arch: str, columns: list[str], graph: StepGraph, kind: str,

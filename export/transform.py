@@ -1,12 +1,17 @@
 """Data transforms baked into the step graph, so the runtime feeds raw message values.
 
 ``log-return`` (prices; domain positive): u_t = (log(x_t / x_{t-1}) - mean) / std, with the previous x as
-state (a key's first step has no previous value: its return counts as 0); forecast = x_t·exp(mean + std·û).
-``diff`` (domain real): u_t = (x_t - x_{t-1} - mean) / std; forecast = x_t + mean + std·û.
-``level`` (domain real): u_t = (x_t - mean) / std; forecast = mean + std·û.
+state (a key's first step has no previous value: its return counts as 0); forecast = x_t·exp(mean + std·w·û).
+``diff`` (domain real): u_t = (x_t - x_{t-1} - mean) / std; forecast = x_t + mean + std·w·û.
+``level`` (domain real): u_t = (x_t - mean) / std; forecast = mean + std·w·û.
 
-``forecast_scale`` is the predicted std of the next x in message units: the held-out std of the model's
-normalised one-step residuals (``resid_std``) carried back through the transform.
+``w`` (``weight``, per feature, default 1) is the trainer's forecast-skill gate (``rnnwatch.export.skill``): 0 drops
+the model's forecast of a feature for the transform's *no-change* forecast (û = 0: the training mean return,
+difference or level). The graph computes ``(std·w)·û``, so the exporter folds ``std·w`` into one constant (no
+node per step for the weight), and weight 1 computes bit for bit what the graph computed before weights existed.
+
+``forecast_scale`` is the predicted std of the next x in message units: the held-out std of the normalised
+one-step residuals of the weighted forecast, u - w·û (``resid_std``), carried back through the transform.
 """
 
 from __future__ import annotations
@@ -41,15 +46,22 @@ def transform_series(kind: str, x: np.ndarray) -> np.ndarray:
 class Transform(nn.Module):
     """Normalises raw x into the model's input and maps its output back to message units."""
 
-    def __init__(self, kind: str, mean: np.ndarray, std: np.ndarray, resid_std: np.ndarray) -> None:
+    def __init__(self, kind: str, mean: np.ndarray, std: np.ndarray, resid_std: np.ndarray,
+                 weight: np.ndarray | None = None) -> None:
+        """``weight``: float [F], the forecast's weight per feature (default ones: the model's forecast)."""
         super().__init__()
         if kind not in TRANSFORMS:
             msg = f"unknown transform {kind!r}; use one of {TRANSFORMS}"
+            raise ConfigError(msg)
+        w = np.ones(np.shape(mean)) if weight is None else np.asarray(weight, dtype=np.float64)
+        if w.shape != np.shape(mean) or not np.all(np.isfinite(w)):
+            msg = f"forecast weight must be {np.shape(mean)} finite values (one per feature), got {w.tolist()}"
             raise ConfigError(msg)
         self.kind = kind
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.as_tensor(np.maximum(std, 1e-12), dtype=torch.float32))
         self.register_buffer("resid_std", torch.as_tensor(resid_std, dtype=torch.float32))
+        self.register_buffer("weight", torch.as_tensor(w, dtype=torch.float32))
 
     @property
     def stateful(self) -> bool:
@@ -81,7 +93,7 @@ class Transform(nn.Module):
 
     def decode(self, u_hat: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """(forecast of the next x, its predicted std), both in message units."""
-        step = self.mean + self.std * u_hat
+        step = self.mean + (self.std * self.weight) * u_hat  # std·w: one constant in the exported graph
         spread = self.std * self.resid_std
         if self.kind == "log-return":
             forecast = x * torch.exp(step)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.evaluate.corpus import find_series, label_windows
 from rnnwatch.evaluate.harness import ScorerSpec, TrainConfig, parse_scorer_spec, run_corpus, run_series
@@ -128,6 +129,7 @@ def test_rows_run_would_refuse_are_refused_per_row_and_scored_as_by_score(tiny_c
     [entry] = corpus_scores([run], "model")["series"]
     assert entry["rows"] == 500 and entry["scored"] == len(kept)
     assert entry["refused"] == {"bad_timestamp": 1, "non_finite": 2, "non_numeric": 1}
+    assert entry["forecast_weight"] == load_signature(model).provenance["forecast_skill"]["weight"]
 
 
 def test_seeds_report_how_far_each_score_moves_with_the_trainer_seed(tiny_corpus: Path, tmp_path: Path,
