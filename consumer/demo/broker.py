@@ -111,7 +111,7 @@ class EmbeddedBroker:
                     admin.create_topics([NewTopic(name, partitions, 1)])
         finally:
             admin.close()
-        probe = KafkaConsumer(bootstrap_servers=self.bootstrap_servers)
+        probe = KafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)  # no group
         try:
             deadline = time.monotonic() + 10
             while missing := [n for n in names if not probe.partitions_for_topic(n)]:

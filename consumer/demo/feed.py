@@ -121,8 +121,10 @@ def produce_ticks(bootstrap_servers: str, topic: str, ticks: Iterable[Tick], *, 
     from rnnwatch.consumer.settings import parse_servers
 
     try:
-        producer = KafkaProducer(bootstrap_servers=list(parse_servers(bootstrap_servers)), acks=1, linger_ms=20,
-                                 batch_size=512 * 1024, max_request_size=8 * 1024 * 1024, **(extra_config or {}))
+        # acks=1 (a replay, not a ledger) rules out the client's idempotent default: say so, or it warns each run
+        producer = KafkaProducer(**{"bootstrap_servers": list(parse_servers(bootstrap_servers)), "acks": 1,
+                                    "enable_idempotence": False, "linger_ms": 20, "batch_size": 512 * 1024,
+                                    "max_request_size": 8 * 1024 * 1024, **(extra_config or {})})
     except KafkaError as exc:
         msg = f"cannot reach the Kafka brokers at {bootstrap_servers} ({type(exc).__name__}): is the broker up?"
         raise BrokerError(msg) from None
