@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from rnnwatch.consumer.state import StateTable
+from rnnwatch.consumer.stuck import NORM_RATE, rate_before_run
 from rnnwatch.consumer.tailcal import MAX_EXCESS, TailCalibrator
 from rnnwatch.consumer.tails import chi2_surprise, upper_surprise
 from rnnwatch.consumer.waveops import every, row_all, row_sum
@@ -192,23 +193,21 @@ class _Stuck(_Kernel):
         repeat = row_all((b.x == prev).reshape(T * K, F)).reshape(T, K)
         stats = _wide(table, "s.stuck.stats", rows)
         rate0, repeats0, run0, n0 = (stats[:, i].tolist() for i in range(4))
-        p = np.ones((K, T))
-        new_run = np.zeros((K, T))
+        # at each repeat, the stats before it (rate, repeats, run, n), as the wave path reads them from the table
+        at: list[tuple[int, int]] = []
+        before: list[tuple[float, float, float, float]] = []
         final = np.empty((K, 4))
         buf, alpha0 = _rounder(), d.alpha
         for j in range(K):
             rate, repeats, run, n = rate0[j], repeats0[j], run0[j], n0[j]
             reps = repeat[:, j].tolist()
-            pj, rj = p[j], new_run[j]
             if n >= 1 and 1.0 / (n if n > 1.0 else 1.0) <= alpha0 and n + T < 2**24:
                 # warm: the rate's weight is alpha0 all block long, and the count n + t is exact in float32
                 for t, rep in enumerate(reps):
                     if rep:
-                        q = (repeats + 0.5) / ((n + t) + 1.0)
-                        pj[t] = q if q > rate else rate
-                        nr = run + 1.0
-                        rj[t] = nr
-                        buf[0] = nr
+                        at.append((t, j))
+                        before.append((rate, repeats, run, n + t))
+                        buf[0] = run + 1.0
                         run = buf[0]
                         buf[0] = repeats + 1.0
                         repeats = buf[0]
@@ -222,11 +221,9 @@ class _Stuck(_Kernel):
             for t in range(T):
                 rep = reps[t]
                 if rep:
-                    q = (repeats + 0.5) / (n + 1.0)
-                    pj[t] = q if q > rate else rate
-                    nr = run + 1.0
-                    rj[t] = nr
-                    buf[0] = nr
+                    at.append((t, j))
+                    before.append((rate, repeats, run, n))
+                    buf[0] = run + 1.0
                     run = buf[0]
                     buf[0] = repeats + 1.0
                     repeats = buf[0]
@@ -240,9 +237,13 @@ class _Stuck(_Kernel):
                 buf[0] = n + 1.0
                 n = buf[0]
             final[j] = (rate, repeats, run, n)
-        steps_seen = stats[:, 3][None, :] + np.arange(T)[:, None]  # n before each step (exact: counts < 2**24)
-        hit = repeat & (steps_seen >= d.min_steps)
-        out = np.where(hit, new_run.T * -np.log10(p.T), 0.0) if hit.any() else np.zeros((T, K))
+        out = np.zeros((T, K))
+        if at:  # the rare case: some key repeated its value
+            t_at, j_at = np.array(at).T
+            rate_b, repeats_b, run_b, n_b = np.array(before).T
+            news = (n_b >= d.min_steps) & (rate_b < NORM_RATE)
+            out[t_at[news], j_at[news]] = (run_b[news] + 1.0) * -np.log10(
+                rate_before_run(rate_b[news], repeats_b[news], run_b[news], n_b[news], alpha0))
         a["s.stuck.stats"][rows] = final
         a["s.stuck.prev"][rows] = b.x[-1]
         return out

@@ -11,7 +11,8 @@ non-finite and zero model scales, non-finite inputs, warm-up, shocks that open a
 
 The specs with ``stuck`` (the bundled model's default) are pinned in a second fixture,
 ``scorer_golden_stuck.npz``, recorded from 22cb895 (before the per-wave speed work of branch speed-12) and
-re-recorded with branch mem-9's code (half-width scorer state, still without the speed work) when both merged; their
+re-recorded with branch mem-9's code (half-width scorer state, still without the speed work) when both merged, and
+again when the stuck detector came to price a run at the key's repeat rate before it (issue 12); their
 waves also hold values (runs of exact repeats), so the stuck detector's run path is exercised. The other
 cases draw the same random numbers as before, so the first fixture did not change.
 """
