@@ -13,7 +13,8 @@ chosen by a *spec*, ``"a+b"``; a combination alarms when any member is surprised
 surprises (the threshold is calibrated on that max, so the multiple testing is priced in). Alarms are
 grouped into incidents (``consumer.incidents``): only the opening point of an incident is an anomaly, and a
 point that continues an incident without an event reports (``surprise``, ``score``, ``tail``) only what beats
-the incident's peak; the alarm is decided on the raw surprise.
+the incident's peak, and a point below the threshold only a surprise that is its key's recent high; the alarm is
+decided on the raw surprise.
 Each detector's raw surprise is first calibrated to the key's own tail (``consumer.tailcal``, streaming
 peaks-over-threshold; not ``stuck``, whose surprise is already the key's own probability), and the max of
 k calibrated surprises is reduced by log10(k) (Bonferroni: the max of k p-values is k times likelier to be
@@ -213,7 +214,8 @@ class ResidualScorer:
         alarm = self.classify_surprise(surprise) & warm
         offs = steps if offsets is None else offsets  # any per-key increasing number identifies an incident
         marks = self.incidents.mark(table, rows, alarm, steps, offs, surprise)
-        news = marks.news  # a row continuing an incident reports only what beats its peak (consumer.incidents)
+        # a row continuing an incident reports only what beats its peak, a quiet row only a recent high
+        news = self.incidents.recent_high(table, rows, alarm, surprise, marks.news)
         return ScoreBatch(score_of(news), tail_of(news), news, alarm, marks.opens, marks.updates,
                           marks.incident, expected, residual.astype(np.float32, copy=False))
 
@@ -288,9 +290,12 @@ class ResidualScorer:
         alarm = self.classify_surprise(surprise) & warm
         opens, updates = np.zeros((T, K), dtype=bool), np.zeros((T, K), dtype=bool)
         incident = np.full((T, K), -1, dtype=np.int64)
+        raw = surprise.copy()
         for t in np.flatnonzero(alarm.any(axis=1)).tolist():  # incidents step by step, only where a key alarms
             marks = self.incidents.mark(table, rows, alarm[t], steps[t], offsets[t], surprise[t])
             opens[t], updates[t], incident[t], surprise[t] = marks.opens, marks.updates, marks.incident, marks.news
+        for t in range(T):  # each key's recent high, step by step as :meth:`score` keeps it
+            surprise[t] = self.incidents.recent_high(table, rows, alarm[t], raw[t], surprise[t])
         s = surprise.reshape(T * K)
         return ScoreBatch(score_of(s), tail_of(s), s, alarm.reshape(-1), opens.reshape(-1), updates.reshape(-1),
                           incident.reshape(-1), expected.reshape(T * K, F),

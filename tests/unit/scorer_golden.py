@@ -5,7 +5,8 @@ The scorer's arithmetic is pinned bit for bit by ``tests/unit/data/scorer_golden
 regenerated when the math changed deliberately (the tail calibration's shape cap 0.5 -> 0.25; its moments
 m1, m2 stored as float32 with the learnt excess clipped to 1e15, branch slim-9; a row continuing an incident
 reports only the surprise by which it beats the incident's peak, branch lowfp-12: only the score, tail and
-surprise of those rows changed, every state array and every other row stayed bit-identical). Waves
+surprise of those rows changed, every state array and every other row stayed bit-identical; a row below the
+threshold reports its surprise only as its key's recent high, issue 12: the same, plus that high's two columns). Waves
 cover what the fast path special-cases: keys missing from a wave, a key's first step (NaN forecast),
 non-finite and zero model scales, non-finite inputs, warm-up, shocks that open and continue incidents.
 

@@ -50,10 +50,12 @@ def test_a_key_whose_state_goes_non_finite_is_reset_and_scores_again(exploding: 
     later = runner.process(_batch(CALM, first_offset=len(BLOW_UP)))
     assert not later.reset.any()
     assert np.isfinite(later.expected[1:]).all()
-    # not "score 0 forever" (at [1] the forecast is exactly right): each later row scores, or alarms inside the
-    # incident its re-warmed key opened (such a row reports only what beats the incident's peak: 0 here)
-    assert ((later.score[2:] > 0) | later.alarm[2:]).all()
-    assert (later.score[-3:] > 0).all()
+    # not "score 0 forever" (at [1] the forecast is exactly right): a row reports 0 only inside the incident its
+    # re-warmed key opened (it reports what beats the incident's peak) or below the key's high of the last 4
+    # steps, so of every 5 rows after the first two at least one scores
+    scored = (later.score[2:] > 0) | later.alarm[2:]
+    assert all(scored[i:i + 5].any() for i in range(len(scored) - 4)), later.score
+    assert (later.score[-5:] > 0).any()
     assert not later.is_anomaly[:runner.scorer.config.warmup_steps].any()
 
 

@@ -117,10 +117,44 @@ def test_a_row_continuing_an_incident_reports_only_what_it_adds_to_the_incidents
     assert [b.alarm[0] for b in grouped] == [False, False, False, True, True, True, True, False]
     assert [b.is_anomaly[0] for b in grouped] == [False, False, False, True, False, False, False, False]
     assert raw[4] < raw[3] < raw[5] and raw[6] < raw[5]
-    assert reported[:4] == raw[:4] and reported[7] == raw[7]
+    assert reported[:4] == raw[:4]
     assert reported[4] == 0.0 and reported[6] == 0.0
+    assert reported[7] == 0.0  # below the incident's peak two steps earlier: the key already told it
     assert reported[5] == pytest.approx(raw[5] - raw[3])
     assert [b.score[0] for b in grouped] == pytest.approx([1 - 10 ** -s for s in reported])
+
+
+def _quiet_run(residuals: list[float], gap: int = 4) -> tuple[list[float], list[float]]:
+    """The raw surprises (no grouping) and the reported ones (grouping ``gap``) of one key that never alarms."""
+    out = []
+    for g in (0, gap):
+        cfg = ScorerConfig(threshold=1 - 1e-12, warmup_steps=0, halflife_steps=20.0,
+                           residual_std=np.array([1.0], dtype=np.float32), uses_model_scale=False,
+                           options={"tail": {"off": 1}}, incident_gap_steps=g)
+        scorer = ResidualScorer(cfg, 1)
+        table = StateTable(scorer.columns(), identity="t")
+        rows, _ = table.rows_for(0, [b"a"])
+        table.arrays["s.n"][rows] = 1000
+        reported = []
+        for step, r in enumerate(residuals):
+            scorer.remember(table, rows, np.zeros((1, 1), np.float32), None)
+            res = scorer.score(table, rows, np.array([[r]], dtype=np.float32), np.array([100 + step]))
+            assert not res.alarm[0]
+            reported.append(float(res.surprise[0]))
+        out.append(reported)
+    return out[0], out[1]
+
+
+def test_a_row_below_the_threshold_reports_its_surprise_only_as_the_keys_recent_high() -> None:
+    """Below the alarm threshold too, the scores rank what is news: a row reports its surprise when it is the
+    highest of its key's last ``gap`` steps (the incident gap), else 0. A turbulent stretch or the aftermath
+    of a shock then shows once in a ranking of the scores, as an incident does, not once per row."""
+    raw, reported = _quiet_run([0.1, 2.5, 2.0, 2.4, 0.1, 0.1, 0.1, 0.1, 2.0, 2.2])
+    assert raw[2] > 0.5 and raw[3] > 0.5 and raw[8] > 0.5
+    assert reported[:2] == raw[:2]
+    assert reported[2] == 0.0 and reported[3] == 0.0  # within 4 steps of a higher row
+    assert reported[8] == raw[8] and reported[9] == raw[9]  # the 2.5 is 7 steps back; 2.2 beats 2.0
+    assert reported[5] == 0.0 and reported[6] == raw[6]  # 2.5 (step 1) held as the recent high for 4 steps
 
 
 def test_an_update_event_reports_its_full_surprise() -> None:

@@ -176,7 +176,7 @@ def test_the_scorer_state_of_the_bundled_model_is_stored_at_half_width() -> None
     full = {c.name for c in scorer if c.stored.itemsize == 8}
     bound = sum(int(np.prod(c.shape)) * (8 if c.name in full else min(4, c.stored.itemsize)) for c in scorer)
     assert full <= {"s.incident.open", "s.incident.peak"}  # tail moments are clipped, incident.last is a step
-    assert {c.name for c in scorer if c.stored.itemsize == 2} == {"s.reversal.u", "s.reversal.u2"}
+    assert {c.name for c in scorer if c.stored.itemsize == 2} == {"s.reversal.u", "s.reversal.u2", "s.incident.high"}
     assert table.bytes_per_key()["scorer_state"] == bound
     assert bound < sum(int(np.prod(c.shape)) * c.dtype.itemsize for c in scorer) * 0.7
 
@@ -324,14 +324,15 @@ def test_steps_are_a_count_stored_in_four_bytes_and_written_in_eight() -> None:
 
 
 def test_the_bundled_models_table_pays_back_the_reversal_detectors_bytes() -> None:
-    """Issue 9's 1M-key memory target: the reversal detector's 40 bytes were paid back by narrower columns."""
+    """Issue 9's 1M-key memory target: the reversal detector's 40 bytes were paid back by narrower columns; the
+    recent high the scores rank by (issue 12) costs 3 more (1M keys: 3 MB of the target's 500 MB RSS)."""
     from rnnwatch.consumer.contract import load_signature
     from rnnwatch.consumer.runner import make_runner
     from rnnwatch.consumer.settings import bundled_model_path
 
     parts = make_runner(load_signature(bundled_model_path())).table.bytes_per_key()
-    assert parts["scorer_state"] <= 140 and parts["bookkeeping"] <= 35
-    assert sum(parts.values()) <= 331
+    assert parts["scorer_state"] <= 143 and parts["bookkeeping"] <= 35
+    assert sum(parts.values()) <= 334
 
 
 def test_a_partition_beyond_int16_is_refused_with_a_clear_error() -> None:
