@@ -108,7 +108,8 @@ class Metrics:
         self.surprise = BulkHistogram(
             "rnnwatch_score_surprise", "Surprise of every scored record, -log10 of its tail probability (6 = 1e-6): "
             "a record continuing an incident reports only what beats its peak, so the rate above the threshold is the "
-            "rate of incidents and new peaks (rnnwatch_alarms_total counts every alarm row).", SURPRISE_BUCKETS, r,
+            "rate of incidents and new peaks (rnnwatch_alarms_total counts every alarm row); below the threshold a "
+            "record reports 0 unless it is its key's high of the incident gap's last steps.", SURPRISE_BUCKETS, r,
         )
         self.alarms = Counter(
             "rnnwatch_alarms", "Records over the threshold (every point of an incident; anomalies count incidents).",
