@@ -41,6 +41,7 @@ __all__ = ["IncidentMarks", "Incidents"]
 
 NONE = -1
 _AGE_MAX = 255  # a high this old (or never set) is long expired
+_NUMPY_KEYS = 64  # a block of this many keys keeps its recent highs step by step in numpy, fewer key by key
 _HIGH_MAX = 6e4  # float16's range ends at 65504; a surprise this large is news whatever the high
 
 
@@ -58,6 +59,7 @@ class Incidents:
             msg = f"incident gap steps and updates must be >= 0, got {gap_steps} and {updates}"
             raise ValueError(msg)
         self.gap_steps, self.updates = gap_steps, updates
+        self.high_span = min(gap_steps, _AGE_MAX)  # a recent high lasts the gap (at most 255 steps: a uint8 age)
 
     @staticmethod
     def columns() -> list[Column]:
@@ -98,8 +100,40 @@ class Incidents:
             return news
         a = table.arrays
         high, age = a["s.incident.high"][rows], a["s.incident.high_age"][rows]
-        recent = age < self.gap_steps  # set at most gap_steps steps before this one
+        recent = age < self.high_span  # set at most high_span steps before this one
         renew = ~recent | (surprise > high)
         a["s.incident.high"][rows] = np.where(renew, np.minimum(surprise, _HIGH_MAX), high)
-        a["s.incident.high_age"][rows] = np.where(renew, 0, np.minimum(age + 1, _AGE_MAX))
+        a["s.incident.high_age"][rows] = np.where(renew, 0, age + 1)
         return np.where(alarm | renew, news, 0.0)
+
+    def recent_high_block(self, table: StateTable, rows: np.ndarray, alarm: np.ndarray, surprise: np.ndarray,
+                          news: np.ndarray) -> np.ndarray:
+        """:meth:`recent_high` over T consecutive steps of the same K keys (alarm, surprise, news: [T, K]): the
+        same numbers and state as T calls. Few keys go key by key in Python floats (a block of 10 keys may hold
+        2,000 steps, where numpy's per-call cost would dominate), many keys step by step in numpy."""
+        if self.gap_steps == 0:
+            return news
+        T, K = surprise.shape
+        if K >= _NUMPY_KEYS:
+            return np.stack([self.recent_high(table, rows, alarm[t], surprise[t], news[t]) for t in range(T)])
+        a = table.arrays
+        highs, ages = a["s.incident.high"][rows].astype(np.float64).tolist(), a["s.incident.high_age"][rows].tolist()
+        stored = np.minimum(surprise, _HIGH_MAX).astype(np.float16).astype(np.float64)  # a renewed high, as stored
+        span, quiet_t, quiet_j = self.high_span, [], []
+        for j, (s_j, c_j, alarm_j) in enumerate(zip(surprise.T.tolist(), stored.T.tolist(), alarm.T.tolist(),
+                                                   strict=True)):
+            h, g = highs[j], ages[j]
+            for t in range(T):
+                if g >= span or s_j[t] > h:
+                    h, g = c_j[t], 0
+                else:
+                    g += 1
+                    if not alarm_j[t]:
+                        quiet_t.append(t)
+                        quiet_j.append(j)
+            highs[j], ages[j] = h, g
+        a["s.incident.high"][rows] = highs
+        a["s.incident.high_age"][rows] = ages
+        out = news.copy()
+        out[quiet_t, quiet_j] = 0.0
+        return out

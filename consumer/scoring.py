@@ -294,8 +294,7 @@ class ResidualScorer:
         for t in np.flatnonzero(alarm.any(axis=1)).tolist():  # incidents step by step, only where a key alarms
             marks = self.incidents.mark(table, rows, alarm[t], steps[t], offsets[t], surprise[t])
             opens[t], updates[t], incident[t], surprise[t] = marks.opens, marks.updates, marks.incident, marks.news
-        for t in range(T):  # each key's recent high, step by step as :meth:`score` keeps it
-            surprise[t] = self.incidents.recent_high(table, rows, alarm[t], raw[t], surprise[t])
+        surprise = self.incidents.recent_high_block(table, rows, alarm, raw, surprise)  # as :meth:`score` keeps it
         s = surprise.reshape(T * K)
         return ScoreBatch(score_of(s), tail_of(s), s, alarm.reshape(-1), opens.reshape(-1), updates.reshape(-1),
                           incident.reshape(-1), expected.reshape(T * K, F),

@@ -181,3 +181,24 @@ def test_the_tail_calibration_leaves_an_already_calibrated_surprise_close_to_its
         tc.calibrate(table, rows, -np.log10(rng.uniform(size=200)), learn)
     out = tc.calibrate(table, rows, np.full(200, 5.0), ~learn)
     assert float(np.quantile(out, 0.1)) > 4.35
+
+
+@pytest.mark.parametrize("n_keys", [5, 100])  # key by key in Python floats, and step by step in numpy
+def test_a_block_keeps_the_recent_highs_exactly_as_steps_do(n_keys: int) -> None:
+    from rnnwatch.consumer.incidents import Incidents
+
+    rng = np.random.default_rng(3)
+    T = 300
+    surprise = rng.exponential(1.0, (T, n_keys)) * 1.0
+    surprise[rng.random((T, n_keys)) < 0.01] = 1e6  # beyond float16's range
+    alarm = surprise > 3.0
+    news = np.where(rng.random((T, n_keys)) < 0.5, surprise, 0.0)
+    incidents = Incidents(4, 0)
+    tables = [StateTable(Incidents.columns(), identity="t") for _ in range(2)]
+    rows = [t.rows_for(0, [f"k{i}".encode() for i in range(n_keys)])[0] for t in tables]
+    stepped = np.stack([incidents.recent_high(tables[0], rows[0], alarm[t], surprise[t], news[t]) for t in range(T)])
+    block = incidents.recent_high_block(tables[1], rows[1], alarm, surprise, news)
+    np.testing.assert_array_equal(block, stepped)
+    for name in ("s.incident.high", "s.incident.high_age"):
+        np.testing.assert_array_equal(tables[1].arrays[name][rows[1]], tables[0].arrays[name][rows[0]])
+    assert (block == 0).mean() > 0.3 and (block == news).mean() > 0.5  # both branches of the rule ran
