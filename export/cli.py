@@ -138,6 +138,8 @@ def _train(args: argparse.Namespace) -> int:
 
     result = train(training_config(args))
     s = result.spec
+    if args.transform == "auto" and s.provenance["transform"] == "log-return":
+        print(_LOG_RETURN_NOTICE)
     if result.skill.dropped:
         print(_dropped_line(result.skill, [name for name, _ in s.features], str(s.provenance["transform"])))
     print(f"wrote {result.path}: {s.name} {s.version} ({s.architecture}), scorer {s.scoring.scorer}, "
@@ -145,6 +147,11 @@ def _train(args: argparse.Namespace) -> int:
           f"parity max abs err {result.parity['max_abs_error']:.2e}")
     return 0
 
+
+# `auto` sees only the training rows: a metric that later reaches 0 (a CPU that stops) is dead-lettered row by row
+_LOG_RETURN_NOTICE = ("transform: log-return (auto: every training value is > 0); the model refuses a value <= 0 "
+                      "(dead-letter reason out_of_domain): for a metric that can reach 0, train with --transform diff "
+                      "or --transform level")
 
 _NO_CHANGE = {"log-return": "the last value times exp(the training mean log-return)",
               "diff": "the last value plus the training mean difference", "level": "the training mean level"}

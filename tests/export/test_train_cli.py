@@ -224,3 +224,26 @@ def test_a_daily_series_gets_its_season_and_the_seasonal_scorer(tmp_path: Path, 
     assert dict(written["daily"].scorer_options)["season"] == {"period": 288, "step_ms": 300_000}
     assert "season" not in written["walk"].scorer_options
     assert "phase" not in written["walk"].scorer
+
+
+def _transform_lines(csv_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> list[str]:
+    assert main(["train", "--arch", "gru", "--input", str(csv_path), "--hidden", "4", "--epochs", "1",
+                 "--trained-at", "2026-01-01T00:00:00Z", "--output", str(tmp_path / "m.onnx"), *extra]) == 0
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("transform:")]
+
+
+def test_auto_log_returns_say_that_a_value_of_zero_will_be_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   in_process: None) -> None:
+    """`auto` picks log-returns because every *training* value is > 0; a metric that reaches 0 later (a CPU that
+    stops: NAB's grok_asg_anomaly holds 447 zeros after its training rows) has those rows dead-lettered as
+    out_of_domain, so train says so, and how to avoid it, when it made that choice for the user."""
+    rng = np.random.default_rng(5)
+    positive = tmp_path / "positive.csv"
+    positive.write_text("value\n" + "".join(f"{v:.4f}\n" for v in 30 + rng.normal(0, 1, 300)), encoding="utf-8")
+    [said] = _transform_lines(positive, tmp_path, capsys)
+    assert "log-return" in said and "out_of_domain" in said and "--transform diff" in said
+    assert load_signature(tmp_path / "m.onnx").provenance["transform"] == "log-return"
+    assert _transform_lines(positive, tmp_path, capsys, "--transform", "log-return") == []  # the user chose it
+    with_zero = tmp_path / "with_zero.csv"
+    with_zero.write_text("value\n" + "".join(f"{max(v, 0):.4f}\n" for v in rng.normal(1, 1, 300)), encoding="utf-8")
+    assert _transform_lines(with_zero, tmp_path, capsys) == []  # auto chose levels: every value is in its domain
