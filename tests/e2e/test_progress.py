@@ -51,6 +51,8 @@ def test_train_is_quiet_when_piped(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "epoch" not in out.stderr and out.stdout.splitlines()[-1].startswith("wrote ")
-    # nor on stdout: results only (the skill gate's line when it drops a forecast, then what was written)
-    assert all(line.startswith(("forecast: no skill", "wrote ")) for line in out.stdout.splitlines())
+    # nor on stdout: results only (the transform auto chose when it refuses values <= 0, the skill gate's line when
+    # it drops a forecast, then what was written)
+    assert all(line.startswith(("transform: log-return", "forecast: no skill", "wrote "))
+               for line in out.stdout.splitlines())
     assert (tmp_path / "m.onnx").stat().st_mode & 0o777 == 0o644
