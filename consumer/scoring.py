@@ -147,7 +147,8 @@ class ResidualScorer:
         season = options.get(SEASON_OPTIONS, {})
         defaults: dict[str, dict[str, Any]] = {"gaussian": {"halflife": config.halflife_steps}}
         if season.get("period"):
-            defaults["phase"] = {"period": season["period"]}
+            # the season's period, and its row spacing, in which the season's phase tolerance is counted
+            defaults["phase"] = {k: season[k] for k in ("period", "step_ms", "tolerance_ms") if k in season}
         self.detectors: list[Detector] = [
             DETECTORS[n]({**defaults.get(n, {}), **options.get(n, {})}, n_features, config.domain) for n in names]
         tail = options.get(TAIL_OPTIONS, {})

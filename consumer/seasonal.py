@@ -33,6 +33,14 @@ ahead); and records without meaningful event times (a CSV's row numbers, a repla
 count rows (``s.season.clock`` and ``s.season.origin``, two int64 per key). The
 ``phase`` detector (:class:`Phase`) uses the same normaliser on the value itself: what the forecaster
 follows (a day of an unusual shape), the same phase of earlier periods does not.
+
+A daily job (a backup, a batch) does not start at the same minute every day: NAB's ec2_cpu_utilization_24ae8d
+spikes at 03:05-03:35, moving up to three 5-minute rows from one day to the next, so its spike never sits in
+the same phase twice and alarmed once a day although the season was found. Both forms therefore score a
+record against the best-fitting phase (smallest sum of squares over features) within ``tolerance_ms`` of its
+own (default 15 minutes, in whole rows of ``step_ms``: 5-minute rows +-3 phases, 30-minute and hourly rows
+none; at most an eighth of the period and 16 rows), and only its own phase learns. A tolerance in time, not in
+rows, because a weekly season of hourly rows would take three rows as three hours.
 """
 
 from __future__ import annotations
@@ -44,18 +52,21 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rnnwatch.consumer.detector_protocol import Wave
-from rnnwatch.consumer.state import NO_TIME, Column, StateTable
+from rnnwatch.consumer.state import NO_TIME, Column, Narrowed, StateTable
 from rnnwatch.consumer.tails import chi2_surprise
 
 __all__ = ["SEASON_OPTIONS", "Phase", "SeasonalNormaliser"]
 
-SEASON_OPTIONS = "season"  # scorer options: {"season": {"period": P, "step_ms": ms, "halflife": periods, "clip": sd}}
+SEASON_OPTIONS = "season"  # scorer options: {"season": {"period": P, "step_ms": ms, "halflife": periods, "clip": sd,
+#                                                        "tolerance_ms": ms}}
 _PRIOR_VISITS = 2.0
+_MAX_TOLERANCE = 16  # rows either side of its own phase a record may be matched within (season option tolerance_ms)
 _MIN_VAR = 1e-12  # the narrowest scale (squared) a phase is scored against, as the level form's first spread
 
 
 class SeasonalNormaliser:
-    DEFAULTS: ClassVar[dict[str, float]] = {"period": 0.0, "step_ms": 0.0, "halflife": 3.0, "clip": 5.0}
+    DEFAULTS: ClassVar[dict[str, float]] = {"period": 0.0, "step_ms": 0.0, "halflife": 3.0, "clip": 5.0,
+                                            "tolerance_ms": 900_000.0}
 
     def __init__(self, options: Mapping[str, Any], n_features: int, prefix: str = "s.season",
                  level: bool = False) -> None:
@@ -67,13 +78,20 @@ class SeasonalNormaliser:
         o = {**self.DEFAULTS, **{k: float(v) for k, v in options.items()}}
         self.period = int(o["period"])
         if (self.period < 2 or self.period != o["period"] or o["halflife"] <= 0 or o["clip"] <= 0
-                or o["step_ms"] < 0):
-            msg = f"season needs an integer period >= 2, step_ms >= 0, halflife > 0, clip > 0; got {dict(options)}"
+                or o["step_ms"] < 0 or not 0 <= o["tolerance_ms"] < math.inf):
+            msg = (f"season needs an integer period >= 2, step_ms >= 0, halflife > 0, clip > 0, tolerance_ms >= 0; "
+                   f"got {dict(options)}")
             raise ValueError(msg)
         self.alpha = 1.0 - 0.5 ** (1.0 / o["halflife"])
         self.g_alpha = 1.0 - 0.5 ** (1.0 / (o["halflife"] * self.period))
         self.clip2 = o["clip"] ** 2
         self.step_ms = o["step_ms"]
+        # whole rows of the tolerance (see normalise): at most an eighth of the period, and at most _MAX_TOLERANCE
+        # rows (each is one more phase to read per record); none without a row spacing to measure it in
+        rows = int(o["tolerance_ms"] // self.step_ms) if self.step_ms > 0 else 0
+        self.tolerance = min(rows, self.period // 8, _MAX_TOLERANCE)
+        shifts = np.arange(-self.tolerance, self.tolerance + 1)
+        self._shifts = shifts[shifts != 0]
         self.f = n_features
 
     def columns(self) -> list[Column]:
@@ -129,10 +147,10 @@ class SeasonalNormaliser:
         # nor narrower than the part of its mean the shrinkage ``w`` withholds (uncertainty about the misfit, not
         # news: a misfit that repeats exactly, spread 0, would otherwise alarm once a period); and never 0 (a
         # series that repeats exactly would put 0/0 = NaN into the detectors' state)
-        held = m * (1.0 - w)
-        v_eff = np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS),
-                           np.maximum(np.maximum(g_prior, held * held), _MIN_VAR))
+        v_eff = _effective_var(m, v, w, visits, g_prior)
         out = dev / np.sqrt(v_eff)
+        if self.tolerance:
+            out = self._nearest_fit(mean_all, var_all, rows, phase, z, w, visits, g_prior, out)
         # learning: influence clipped at clip standard deviations of the phase's current scale (not at the
         # phase's first visit, which sets its mean)
         bound = np.where(visits > 0, np.sqrt(self.clip2 * v_eff), np.inf)
@@ -150,6 +168,30 @@ class SeasonalNormaliser:
         var_all[rows, phase] = np.where(keep, new_v, v)
         a[f"{self.prefix}.g"][rows] = np.where(learn_g, new_g, a[f"{self.prefix}.g"][rows])
         return np.asarray(np.where(keep, out, z))
+
+    def _nearest_fit(self, mean_all: np.ndarray | Narrowed, var_all: np.ndarray | Narrowed, rows: np.ndarray,
+                     phase: np.ndarray, z: np.ndarray, w: np.ndarray, visits: np.ndarray, g_prior: np.ndarray,
+                     out: np.ndarray) -> np.ndarray:
+        """``out``, or ``z`` (a residual, or a value in level form) deseasoned by a phase within ``tolerance``
+        rows where that one fits it better (the smallest sum of squares over features): a daily job that starts a
+        few minutes early or late is the same job. Only the row's own phase learns."""
+        q = (phase[:, None] + self._shifts[None, :]) % self.period  # [n, S] the neighbouring phases
+        m, v = mean_all[rows[:, None], q], var_all[rows[:, None], q]  # [n, S, F]
+        w3, visits3, g3 = w[:, None, :], visits[:, None, :], g_prior[:, None, :]
+        other = (z[:, None, :] - m * w3) / np.sqrt(_effective_var(m, v, w3, visits3, g3))
+        fit = (other * other).sum(axis=2)  # [n, S]
+        nearest = fit.argmin(axis=1)
+        pick = np.arange(len(rows))
+        better = fit[pick, nearest] < (out * out).sum(axis=1)
+        return np.asarray(np.where(better[:, None], other[pick, nearest], out))
+
+
+def _effective_var(m: np.ndarray, v: np.ndarray, w: np.ndarray, visits: np.ndarray, g_prior: np.ndarray) -> np.ndarray:
+    """The variance a phase scores against (module docstring): its own spread shrunk towards the key's overall
+    one, never narrower than that, than the part of its mean the shrinkage withholds, or 0."""
+    held = m * (1.0 - w)
+    return np.asarray(np.maximum((visits * v + _PRIOR_VISITS * g_prior) / (visits + _PRIOR_VISITS),
+                                 np.maximum(np.maximum(g_prior, held * held), _MIN_VAR)))
 
 
 class Phase:
