@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-rows", type=int, default=_TRAIN["train_rows"],
                    help="Use the first N rows of each series (0 = all).")
     t.add_argument("--transform", default=_TRAIN["transform"], choices=["auto", *TRANSFORMS],
-                   help="Input transform baked into the graph (auto: log-return if all values > 0, else level).")
+                   help="Input transform baked into the graph (auto: log-return if all values > 0 and they wander like "
+                        "a price, else level; a metric that reverts to its level keeps levels).")
     t.add_argument("--epochs", type=int, default=_TRAIN["epochs"], help="Most epochs (early stop on held-out loss).")
     t.add_argument("--window", type=int, default=_TRAIN["window"], help="Truncated-BPTT window length.")
     t.add_argument("--batch-size", type=int, default=_TRAIN["batch_size"])
@@ -149,7 +150,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 # `auto` sees only the training rows: a metric that later reaches 0 (a CPU that stops) is dead-lettered row by row
-_LOG_RETURN_NOTICE = ("transform: log-return (auto: every training value is > 0); the model refuses a value <= 0 "
+_LOG_RETURN_NOTICE = ("transform: log-return (auto: every training value is > 0 and its changes are uncorrelated, as "
+                      "a price's are); the model refuses a value <= 0 "
                       "(dead-letter reason out_of_domain): for a metric that can reach 0, train with --transform diff "
                       "or --transform level")
 

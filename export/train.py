@@ -71,7 +71,7 @@ def train(config: TrainingConfig) -> TrainResult:
                                                        config.time_column)
     series, sha = load_series(config.input, columns, key_column=key_column, time_column=time_column,
                               rows=config.train_rows)
-    kind = choose_transform(config.transform, np.concatenate([s.values for s in series]))
+    kind = choose_transform(config.transform, [s.values for s in series])
     fit_parts, hold_parts, mean, std = _normalise(series, kind)
     model = arch.build(len(columns), config.options, config.seed)
     if arch.fit == "ridge":

@@ -16,6 +16,8 @@ one-step residuals of the weighted forecast, u - w·û (``resid_std``), carried 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -23,14 +25,45 @@ from torch import Tensor, nn
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.signature import DOMAIN, TRANSFORMS
 
-__all__ = ["DOMAIN", "TRANSFORMS", "Transform", "choose_transform", "transform_series"]
+__all__ = ["DOMAIN", "MEAN_REVERTING", "TRANSFORMS", "Transform", "choose_transform", "differences_autocorrelation",
+           "transform_series"]
 
 
-def choose_transform(requested: str, values: np.ndarray) -> str:
-    """``auto``: log-returns for strictly positive data (prices), else levels."""
+MEAN_REVERTING = -0.25  # the lag-1 autocorrelation of a series' differences below which auto keeps its levels
+
+
+def choose_transform(requested: str, series: Sequence[np.ndarray]) -> str:
+    """``auto``: log-returns for strictly positive data that wanders like a price, else levels.
+
+    Returns suit a series whose changes are the news (a price: a random walk, its differences uncorrelated);
+    a metric that reverts to its level (a CPU's utilisation, a request count, a sensor around its set point)
+    is *over-differenced* by them: its differences are negatively correlated (white noise around a level:
+    -0.5; a level AR(1) with coefficient phi: -(1 - phi) / 2), a forecaster of returns then only relearns the
+    level, and a value's distance from its usual level, which is the anomaly, is scored as one big step and
+    its equal and opposite return. So ``auto`` keeps the levels when any feature's differences have a lag-1
+    autocorrelation below ``MEAN_REVERTING`` (-0.25: the level keeps less than half of a deviation from one
+    step to the next), pooled over the keys' training rows (``series``: one [T, F] array per key).
+    """
     if requested != "auto":
         return requested
-    return "log-return" if bool(np.all(values > 0)) else "level"
+    if not all(bool(np.all(np.asarray(s) > 0)) for s in series):
+        return "level"
+    return "level" if bool(np.any(differences_autocorrelation(series) < MEAN_REVERTING)) else "log-return"
+
+
+def differences_autocorrelation(series: Sequence[np.ndarray]) -> np.ndarray:
+    """The lag-1 autocorrelation of each feature's first differences, pooled over keys (float [F]; 0 when a
+    feature never changes). Differences of levels, not of logs: the question is how the values move."""
+    num: np.ndarray | float = 0.0
+    den: np.ndarray | float = 0.0
+    for s in series:
+        x = np.asarray(s, dtype=np.float64)
+        d = np.diff(x.reshape(len(x), -1), axis=0)
+        if len(d) >= 2:
+            d = d - d.mean(axis=0)
+            num, den = num + (d[:-1] * d[1:]).sum(axis=0), den + (d * d).sum(axis=0)
+    num, den = np.atleast_1d(np.asarray(num, dtype=np.float64)), np.atleast_1d(np.asarray(den, dtype=np.float64))
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
 def transform_series(kind: str, x: np.ndarray) -> np.ndarray:

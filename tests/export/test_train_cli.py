@@ -238,8 +238,9 @@ def test_auto_log_returns_say_that_a_value_of_zero_will_be_refused(tmp_path: Pat
     stops: NAB's grok_asg_anomaly holds 447 zeros after its training rows) has those rows dead-lettered as
     out_of_domain, so train says so, and how to avoid it, when it made that choice for the user."""
     rng = np.random.default_rng(5)
-    positive = tmp_path / "positive.csv"
-    positive.write_text("value\n" + "".join(f"{v:.4f}\n" for v in 30 + rng.normal(0, 1, 300)), encoding="utf-8")
+    positive = tmp_path / "positive.csv"  # a price: it wanders
+    walk = 30 * np.exp(np.cumsum(rng.normal(0, 0.01, 300)))
+    positive.write_text("value\n" + "".join(f"{v:.4f}\n" for v in walk), encoding="utf-8")
     [said] = _transform_lines(positive, tmp_path, capsys)
     assert "log-return" in said and "out_of_domain" in said and "--transform diff" in said
     assert load_signature(tmp_path / "m.onnx").provenance["transform"] == "log-return"
@@ -247,3 +248,25 @@ def test_auto_log_returns_say_that_a_value_of_zero_will_be_refused(tmp_path: Pat
     with_zero = tmp_path / "with_zero.csv"
     with_zero.write_text("value\n" + "".join(f"{max(v, 0):.4f}\n" for v in rng.normal(1, 1, 300)), encoding="utf-8")
     assert _transform_lines(with_zero, tmp_path, capsys) == []  # auto chose levels: every value is in its domain
+
+
+def test_auto_keeps_the_levels_of_a_positive_metric_that_reverts_to_its_level(tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture[str],
+                                                                                in_process: None) -> None:
+    """A CPU's utilisation is > 0 like a price, but it hovers around its level: as log-returns a value far from
+    that level is one big return and its equal and opposite one, and a later 0 (the CPU stops) would be refused.
+    `auto` keeps its levels (its differences are negatively correlated, -0.5 for noise around a level), and
+    still picks log-returns for a price, which wanders (uncorrelated differences)."""
+    rng = np.random.default_rng(11)
+    cpu = tmp_path / "cpu.csv"
+    cpu.write_text("value\n" + "".join(f"{v:.4f}\n" for v in 40 + 3 * rng.normal(0, 1, 300)), encoding="utf-8")
+    assert _transform_lines(cpu, tmp_path, capsys) == []  # no log-return notice: levels take every value
+    sig = load_signature(tmp_path / "m.onnx")
+    assert sig.provenance["transform"] == "level" and sig.features[0].domain == "real"
+    assert "stuck" not in sig.scoring.scorer  # the level-series default, not the price one
+    price = tmp_path / "price.csv"
+    walk = 40 * np.exp(np.cumsum(rng.normal(0, 0.02, 300)))
+    price.write_text("value\n" + "".join(f"{v:.4f}\n" for v in walk), encoding="utf-8")
+    [said] = _transform_lines(price, tmp_path, capsys)
+    assert said.startswith("transform: log-return")
+    assert load_signature(tmp_path / "m.onnx").features[0].domain == "positive"
