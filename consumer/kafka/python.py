@@ -49,10 +49,12 @@ from rnnwatch.consumer.kafka.carry import Carry
 from rnnwatch.consumer.kafka.config import MAX_REQUEST_BYTES, KafkaConfig
 from rnnwatch.consumer.kafka.polled import Polled
 from rnnwatch.consumer.kafka.protocols import Assignment, Delivered, Headers, TopicPartition
+from rnnwatch.consumer.kafka.quiet import install as install_shutdown_noise_filter
 
 __all__ = ["PythonAdmin", "PythonProducer", "PythonReader", "PythonSource", "PythonTransport"]
 
 log = logging.getLogger(__name__)
+install_shutdown_noise_filter()  # a closed transport's read error is shutdown noise (kafka.quiet)
 
 _FIELDS = tuple(itemgetter(ConsumerRecord._fields.index(name))  # Polled.columns' order
                 for name in ("partition", "offset", "timestamp", "key", "value", "headers"))
