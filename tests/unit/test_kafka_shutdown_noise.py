@@ -41,6 +41,9 @@ def test_a_read_on_a_transport_another_thread_closed_logs_no_error(caplog: pytes
             data, err = transport._sock_recv()  # ... when the IO thread's read, already woken, runs
         assert err is not None and data == b""  # the library still ends the read with an error
         assert _transport_errors(caplog) == []
+        demoted = [r for r in caplog.records if r.name == "kafka.net.transport" and r.levelno == logging.DEBUG
+                   and "Error receiving network data" in r.getMessage()]
+        assert len(demoted) == 1  # still there for whoever logs kafka-python at DEBUG
     finally:
         a.close()
         b.close()
