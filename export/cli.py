@@ -45,8 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-rows", type=int, default=_TRAIN["train_rows"],
                    help="Use the first N rows of each series (0 = all).")
     t.add_argument("--transform", default=_TRAIN["transform"], choices=["auto", *TRANSFORMS],
-                   help="Input transform baked into the graph (auto: log-return if all values > 0 and they wander like "
-                        "a price, else level; a metric that reverts to its level keeps levels).")
+                   help="Input transform baked into the graph (auto: sqrt for an over-dispersed count of whole "
+                        "numbers >= 0, log-return if all values > 0 and they wander like a price, else level; a "
+                        "metric that reverts to its level keeps levels).")
     t.add_argument("--epochs", type=int, default=_TRAIN["epochs"], help="Most epochs (early stop on held-out loss).")
     t.add_argument("--window", type=int, default=_TRAIN["window"], help="Truncated-BPTT window length.")
     t.add_argument("--batch-size", type=int, default=_TRAIN["batch_size"])
@@ -156,7 +157,8 @@ _LOG_RETURN_NOTICE = ("transform: log-return (auto: every training value is > 0 
                       "or --transform level")
 
 _NO_CHANGE = {"log-return": "the last value times exp(the training mean log-return)",
-              "diff": "the last value plus the training mean difference", "level": "the training mean level"}
+              "diff": "the last value plus the training mean difference", "level": "the training mean level",
+              "sqrt": "the square of the training mean square root"}
 
 
 def _dropped_line(skill: ForecastSkill, features: Sequence[str], transform: str) -> str:

@@ -17,8 +17,8 @@ __all__ = ["DOMAIN", "PREV", "SEEN", "TRANSFORMS", "Scoring", "StateSpec", "Step
 
 # The input transforms a step graph can carry (export/transform.py in torch, export/adopt/transform.py in ONNX),
 # the feature domain each accepts, and the state names of their memory (prefixed: never a model's own names).
-TRANSFORMS = ("log-return", "diff", "level")
-DOMAIN = {"log-return": "positive", "diff": "real", "level": "real"}
+TRANSFORMS = ("log-return", "diff", "level", "sqrt")
+DOMAIN = {"log-return": "positive", "diff": "real", "level": "real", "sqrt": "nonnegative"}
 PREV, SEEN = "t.prev", "t.seen"
 
 

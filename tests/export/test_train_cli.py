@@ -15,6 +15,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
+from rnnwatch.consumer.cli import main as run_cli
 from rnnwatch.consumer.contract import load_signature
 from rnnwatch.consumer.offline import score_array
 from rnnwatch.export.cli import main
@@ -270,3 +271,29 @@ def test_auto_keeps_the_levels_of_a_positive_metric_that_reverts_to_its_level(tm
     [said] = _transform_lines(price, tmp_path, capsys)
     assert said.startswith("transform: log-return")
     assert load_signature(tmp_path / "m.onnx").features[0].domain == "positive"
+
+
+def test_auto_stabilises_the_variance_of_an_overdispersed_count(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                in_process: None) -> None:
+    """A count (tweets per 5 minutes, requests per minute) is noisier the higher it is: its variance grows with its
+    level, so one scale fits neither its quiet nor its busy hours, and it reaches 0. `auto` models 2 sqrt(x + 3/8)
+    (Anscombe: a Poisson count's variance becomes about 1 at every level), refuses only a negative count, and
+    keeps plain levels for integers that are not over-dispersed counts (a speed in whole miles per hour)."""
+    rng = np.random.default_rng(5)
+    counts = tmp_path / "tweets.csv"
+    rate = np.where(rng.random(300) < 0.1, 60.0, 8.0)  # bursts: the variance of a count grows with its level
+    counts.write_text("value\n" + "".join(f"{v}\n" for v in rng.poisson(rate)), encoding="utf-8")
+    assert _transform_lines(counts, tmp_path, capsys) == []
+    sig = load_signature(tmp_path / "m.onnx")
+    assert sig.provenance["transform"] == "sqrt" and sig.features[0].domain == "nonnegative"
+    later = tmp_path / "later.csv"  # a quiet spell (0) is scored; a negative count is refused, as `run` refuses it
+    later.write_text("ts,value\n" + "".join(f"2026-01-01T00:0{i}:00Z,{v}\n" for i, v in enumerate([8, 0, -1, 9])),
+                     encoding="utf-8")
+    scored = tmp_path / "scored.csv"
+    assert run_cli(["score", "--model", str(tmp_path / "m.onnx"), "--input", str(later), "--output", str(scored)]) == 0
+    status = [row.rsplit(",", 1)[1] for row in scored.read_text(encoding="utf-8").splitlines()[1:]]
+    assert status == ["processed", "processed", "out_of_domain", "processed"]
+    speed = tmp_path / "speed.csv"
+    speed.write_text("value\n" + "".join(f"{v:.0f}\n" for v in 65 + 3 * rng.normal(0, 1, 300)), encoding="utf-8")
+    _transform_lines(speed, tmp_path, capsys)
+    assert load_signature(tmp_path / "m.onnx").provenance["transform"] == "level"

@@ -129,7 +129,8 @@ def _run(session: ort.InferenceSession, graph: StepGraph, xs: np.ndarray, rng: n
     return out
 
 
-@pytest.mark.parametrize(("kind", "first_input"), [("log-return", 0.0), ("diff", 0.0), ("level", 100.0)])
+@pytest.mark.parametrize(("kind", "first_input"), [("log-return", 0.0), ("diff", 0.0), ("level", 100.0),
+                                                          ("sqrt", 2.0 * (100.0 + 0.375) ** 0.5)])
 def test_transform_first_step_and_state(kind: str, first_input: float) -> None:
     """A key's first step has no previous value: its return/difference counts as 0, and the state then holds x."""
     t = Transform(kind, np.array([0.001]), np.array([0.02]), np.array([0.8]))
@@ -144,9 +145,12 @@ def test_transform_first_step_and_state(kind: str, first_input: float) -> None:
         torch.testing.assert_close(outputs[2], x)  # previous x
         torch.testing.assert_close(outputs[3], torch.ones(1, 1))  # seen
     step = 0.001 + 0.02 * u  # the identity model forecasts its own normalised input
-    expected = {"log-return": x * torch.exp(step), "diff": x + step, "level": step}[kind]
+    expected = {"log-return": x * torch.exp(step), "diff": x + step, "level": step,
+                "sqrt": (step / 2) ** 2 - 0.375}[kind]
     torch.testing.assert_close(forecast, expected)
-    spread = 0.02 * 0.8 * (float(expected) if kind == "log-return" else 1.0)
+    # the scale is carried back through the transform: x times a return's spread; (y / 2) dy for y = 2 sqrt(x + 3/8)
+    gain = {"log-return": float(expected), "sqrt": float(step) / 2}.get(kind, 1.0)
+    spread = 0.02 * 0.8 * gain
     torch.testing.assert_close(scale, torch.tensor([[spread]]))
 
 
