@@ -58,7 +58,7 @@ class TrainingConfig:
     key_column: str | None = None  # None = 'symbol' if the file has it; '' = one series
     time_column: str | None = None  # None = 'ts' if the file has it; '' = file order
     train_rows: int = 0  # the first N rows of each series (0 = all)
-    transform: str = "auto"  # auto: log-return if all values > 0 and they wander like a price, else level
+    transform: str = "auto"  # auto: sqrt for an over-dispersed count, log-return for a price, else level
     epochs: int = 40  # most epochs (early stop on held-out loss)
     window: int = 64  # truncated-BPTT window length
     batch_size: int = 32

@@ -43,7 +43,7 @@ from rnnwatch.export.proven import proven_model
 from rnnwatch.export.registry import ARCHITECTURES
 from rnnwatch.export.signature import Scoring, StepSignatureSpec
 from rnnwatch.export.skill import ForecastSkill, forecast_skill
-from rnnwatch.export.transform import Transform, choose_transform, transform_series
+from rnnwatch.export.transform import STATELESS, Transform, choose_transform, transform_series
 from rnnwatch.export.validate import check_parity
 
 __all__ = ["TrainResult", "TrainingConfig", "calibrate_threshold", "train"]
@@ -114,7 +114,7 @@ def _seed_everything(seed: int) -> None:
 def _normalise(series: list[Series], kind: str) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
     """Normalised inputs per series, split into fit / held-out parts; mean and std from fit rows only."""
     transformed = [transform_series(kind, s.values) for s in series]
-    skip = 0 if kind in ("level", "sqrt") else 1  # the first step of a stateful transform is a fixed 0
+    skip = 0 if kind in STATELESS else 1  # the first step of a stateful transform is a fixed 0
     cut = [_fit_rows(len(z)) for z in transformed]
     fit_rows = np.concatenate([z[skip:c] for z, c in zip(transformed, cut, strict=True)])
     mean, std = fit_rows.mean(axis=0), np.maximum(fit_rows.std(axis=0), 1e-12)

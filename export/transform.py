@@ -28,13 +28,14 @@ from torch import Tensor, nn
 from rnnwatch.consumer.errors import ConfigError
 from rnnwatch.export.signature import DOMAIN, TRANSFORMS
 
-__all__ = ["ANSCOMBE", "DOMAIN", "MEAN_REVERTING", "OVERDISPERSED", "TRANSFORMS", "Transform", "choose_transform",
-           "differences_autocorrelation", "overdispersed_counts", "transform_series"]
+__all__ = ["ANSCOMBE", "DOMAIN", "MEAN_REVERTING", "OVERDISPERSED", "STATELESS", "TRANSFORMS", "Transform",
+           "choose_transform", "differences_autocorrelation", "overdispersed_counts", "transform_series"]
 
 
 MEAN_REVERTING = -0.25  # the lag-1 autocorrelation of a series' differences below which auto keeps its levels
 OVERDISPERSED = 1.0  # var(differences) / 2 / mean of a count at and above which auto models its square root
 ANSCOMBE = 0.375  # 2 sqrt(x + 3/8): the shift that makes a Poisson count's variance closest to 1
+STATELESS = ("level", "sqrt")  # transforms of x alone; the others need the key's previous x (state)
 
 
 def choose_transform(requested: str, series: Sequence[np.ndarray]) -> str:
@@ -128,7 +129,7 @@ class Transform(nn.Module):
 
     @property
     def stateful(self) -> bool:
-        return self.kind not in ("level", "sqrt")
+        return self.kind not in STATELESS
 
     @property
     def domain(self) -> str:
